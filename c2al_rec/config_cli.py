@@ -1,0 +1,31 @@
+"""Resolve and validate a run config: print it as TOML (file + overrides), or list every field.
+
+c2al-rec config --config launch/configs/smoke.toml --train.max_steps=10
+c2al-rec config --fields        # every --section.field with type, default and doc
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .config import config_help, dump_toml, load_config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Shared by every verb that takes a run config: --config plus --section.field=value overrides."""
+    parser.add_argument("--config", default=None, help="TOML run config (launch/configs/*.toml)")
+    parser.epilog = (parser.epilog or "") + "\nconfig overrides (after --config):\n" + config_help()
+    parser.set_defaults(_accepts_overrides=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--fields", action="store_true", help="list every config field and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fields:
+        print(config_help())
+        return 0
+    print(dump_toml(load_config(args.config, args.overrides)), end="")
+    return 0

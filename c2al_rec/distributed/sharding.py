@@ -1,0 +1,115 @@
+"""DMP construction: planner + topology for this job, fused sparse optimizer, dense optimizer.
+
+Example::
+
+    ctx = init_distributed()
+    apply_sparse_optimizer(model, "rowwise_adagrad", lr=0.05)   # on the unsharded model
+    dmp = shard_model(model, ctx, batch_size=512)
+    dense_opt = make_dense_optimizer(dmp, "adam", lr=1e-3)
+    optimizer = CombinedOptimizer([dmp.fused_optimizer, dense_opt])
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torchrec.optim as trec_optim
+from torch import nn
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+from torchrec.distributed.planner.types import ParameterConstraints
+from torchrec.distributed.types import ShardingEnv
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.keyed import KeyedOptimizerWrapper
+
+from .backend import DistContext
+
+_SPARSE_OPTIMIZERS = {
+    "rowwise_adagrad": (trec_optim.RowWiseAdagrad, {}),
+    "adagrad": (torch.optim.Adagrad, {}),
+    "sgd": (torch.optim.SGD, {}),
+    "adam": (torch.optim.Adam, {}),
+}
+_CPU_SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd")
+
+
+def apply_sparse_optimizer(model: nn.Module, name: str, lr: float, device: torch.device) -> None:
+    """Attach a fused in-backward optimizer to every EmbeddingBagCollection's parameters.
+
+    Must run on the unsharded model, before ``shard_model``; DMP then fuses it into the
+    FBGEMM table-batched embedding kernels (the update happens inside backward).
+
+    Raises:
+        ValueError: unknown optimizer, or one FBGEMM does not support on this device (the
+            CPU kernels support rowwise_adagrad, adagrad and sgd; adam needs CUDA).
+    """
+    if name not in _SPARSE_OPTIMIZERS:
+        raise ValueError(f"train.sparse_optimizer: unknown '{name}' (expected one of {sorted(_SPARSE_OPTIMIZERS)})")
+    if device.type == "cpu" and name not in _CPU_SPARSE_OPTIMIZERS:
+        raise ValueError(
+            f"train.sparse_optimizer = '{name}' is not supported by FBGEMM's CPU embedding kernels; "
+            f"use one of {list(_CPU_SPARSE_OPTIMIZERS)} on CPU, or train on CUDA"
+        )
+    cls, kwargs = _SPARSE_OPTIMIZERS[name]
+    for module in model.modules():
+        if isinstance(module, EmbeddingBagCollection):
+            apply_optimizer_in_backward(cls, module.parameters(), {"lr": lr, **kwargs})
+
+
+def shard_model(
+    model: nn.Module,
+    ctx: DistContext,
+    batch_size: int,
+    constraints: Optional[dict[str, ParameterConstraints]] = None,
+) -> DistributedModelParallel:
+    """Plan and shard ``model`` (built on the meta device is fine) over the default process group.
+
+    The planner sees the real topology (device type, world size, local world size) and the
+    per-rank batch size; it is run collectively so that every rank gets the same plan.
+
+    Args:
+        constraints: per-table planner constraints (e.g. allowed sharding types), by table name.
+    """
+    pg = dist.GroupMember.WORLD
+    assert pg is not None, "init_distributed() first"
+    topology = Topology(
+        world_size=ctx.world_size,
+        compute_device=ctx.device.type,
+        local_world_size=ctx.local_world_size,
+    )
+    planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size, constraints=constraints, debug=False)
+    plan = planner.collective_plan(model, sharders=None, pg=pg)
+    return DistributedModelParallel(
+        module=model,
+        env=ShardingEnv.from_process_group(pg),
+        device=ctx.device,
+        plan=plan,
+    )
+
+
+def dense_parameters(dmp: nn.Module) -> dict[str, nn.Parameter]:
+    """Named parameters that the fused sparse optimizer does not own (the dense arch and heads)."""
+    fused = {id(p) for m in dmp.modules() for p in getattr(m, "_in_backward_optimizers", [])}
+    out = {}
+    for name, p in dmp.named_parameters():
+        if not p.requires_grad or getattr(p, "_in_backward_optimizers", None) or id(p) in fused:
+            continue
+        out[name] = p
+    return out
+
+
+def make_dense_optimizer(dmp: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> KeyedOptimizerWrapper:
+    """A keyed optimizer over the dense parameters, to combine with ``dmp.fused_optimizer``."""
+    classes = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "adagrad": torch.optim.Adagrad,
+        "sgd": torch.optim.SGD,
+    }
+    if name not in classes:
+        raise ValueError(f"train.dense_optimizer: unknown '{name}' (expected one of {sorted(classes)})")
+    cls = classes[name]
+    return KeyedOptimizerWrapper(dense_parameters(dmp), lambda params: cls(params, lr=lr, weight_decay=weight_decay))

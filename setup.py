@@ -1,0 +1,29 @@
+"""c2al-rec: Cohort-Contrastive Auxiliary Learning on a TorchRec stack.
+
+Install with ``scripts/install.sh`` (it pins the stack and installs torchrec with --no-deps);
+a plain ``pip install .`` would pull the CUDA fbgemm-gpu through torchrec's metadata.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="c2al-rec",
+    version="0.1.0",
+    description="C2AL (Cohort-Contrastive Auxiliary Learning) on TorchRec: DMP training, DHEN, export",
+    python_requires=">=3.11",
+    packages=find_packages(include=["c2al_rec", "c2al_rec.*", "benchmarks", "benchmarks.*"])
+    + ["c2al_rec_components"],
+    package_dir={"c2al_rec_components": "components"},
+    # Versions are pinned in requirements.txt and installed by scripts/install.sh; torchrec is
+    # installed there with --no-deps, so it is deliberately not listed here.
+    install_requires=[],
+    entry_points={
+        "console_scripts": ["c2al-rec = c2al_rec.cli:main"],
+        # Registering any torchx.components entry point makes torchx stop loading its builtins,
+        # so the builtin modules are re-registered beside ours (keeps `dist.ddp` working).
+        "torchx.components": [
+            "c2al = c2al_rec_components.c2al",
+            "dist = torchx.components.dist",
+            "utils = torchx.components.utils",
+        ],
+    },
+)
