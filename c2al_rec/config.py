@@ -447,6 +447,11 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
     return _build(Config, table, "", str(path) if path is not None else "config")
 
 
+def load_config_dict(table: dict[str, Any], source: str = "config dict") -> Config:
+    """Rebuild a Config from ``config_to_dict`` output (e.g. sent to spawned ranks), strictly."""
+    return _build(Config, table, "", source)
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

@@ -1,0 +1,1 @@
+"""Cohorts: the spec file, assignment of rows to cohorts, auxiliary labels, discovery."""

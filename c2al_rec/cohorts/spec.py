@@ -1,0 +1,265 @@
+"""The cohort spec (DESIGN.md "Cohort spec"): one axis, disjoint cohorts, a head and a tail.
+
+Numeric cohorts are half-open ``[lower, upper)`` (``None`` = open end); categorical cohorts list
+raw values as strings. A hand-written spec may give ``"quantiles": [0.05, 0.95]`` instead of
+cohorts; ``resolve_quantiles`` freezes them into bounds on the train split.
+
+Example::
+
+    spec = load_cohort_spec("cohorts.json")
+    idx = spec.assign(table.column("user_value"))      # int64 [N], -1 = in no cohort
+    y_head = y * (idx == spec.head_index)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from c2al_rec.io import atomic_write_text
+
+SPEC_VERSION = 1
+
+
+@dataclass
+class Cohort:
+    """One cohort: numeric bounds ``[lower, upper)`` or categorical ``values``."""
+
+    name: str
+    lower: Optional[float] = None
+    upper: Optional[float] = None
+    values: Optional[list[str]] = None
+
+
+@dataclass
+class CohortSpec:
+    """A cohort spec file's content; see the module docstring."""
+
+    axis: str
+    kind: str
+    cohorts: list[Cohort]
+    head: str
+    tail: str
+    version: int = SPEC_VERSION
+    selection: dict[str, Any] = field(default_factory=dict)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+    quantiles: Optional[list[float]] = None
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.cohorts]
+
+    @property
+    def head_index(self) -> int:
+        return self.names.index(self.head)
+
+    @property
+    def tail_index(self) -> int:
+        return self.names.index(self.tail)
+
+    @property
+    def resolved(self) -> bool:
+        return bool(self.cohorts)
+
+    def assign(self, column: pa.Array | pa.ChunkedArray | np.ndarray | Sequence[Any]) -> np.ndarray:
+        """Cohort index of each row: int64 [N], -1 for rows in no cohort (or a null value)."""
+        assert self.resolved, "resolve_quantiles() before assigning rows"
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if not isinstance(column, pa.Array):
+            column = pa.array(column)
+        out = np.full(len(column), -1, dtype=np.int64)
+        if self.kind == "numeric":
+            values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+            values = np.where(np.isnan(values), np.nan, values)
+            for i, c in enumerate(self.cohorts):
+                mask = ~np.isnan(values)
+                if c.lower is not None:
+                    mask &= values >= c.lower
+                if c.upper is not None:
+                    mask &= values < c.upper
+                out[mask & (out < 0)] = i
+        else:
+            as_str = pc.cast(column, pa.string()) if not pa.types.is_string(column.type) else column
+            for i, c in enumerate(self.cohorts):
+                mask = pc.is_in(as_str, value_set=pa.array(c.values or [], pa.string()))
+                mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+                out[mask & (out < 0)] = i
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cohorts"] = [
+            {k: v for k, v in asdict(c).items() if k == "name" or (k == "values") == (self.kind == "categorical")}
+            for c in self.cohorts
+        ]
+        if d["quantiles"] is None:
+            d.pop("quantiles")
+        return d
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temp file + rename)."""
+        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _fail(path: str, msg: str) -> ValueError:
+    return ValueError(f"cohort spec {path}: {msg}")
+
+
+def parse_cohort_spec(d: dict[str, Any], path: str = "<dict>") -> CohortSpec:
+    """Validate a spec dict; errors name the file and the key."""
+    for key in ("axis", "kind"):
+        if not isinstance(d.get(key), str):
+            raise _fail(path, f"'{key}' must be a string")
+    if d.get("version", SPEC_VERSION) != SPEC_VERSION:
+        raise _fail(path, f"'version' {d.get('version')} is not supported (expected {SPEC_VERSION})")
+    kind = d["kind"]
+    if kind not in ("numeric", "categorical"):
+        raise _fail(path, f"'kind' must be 'numeric' or 'categorical', got {kind!r}")
+    quantiles = d.get("quantiles")
+    raw = d.get("cohorts")
+    if raw is None and quantiles is None:
+        raise _fail(path, "needs 'cohorts' (or 'quantiles' for a numeric axis)")
+    if quantiles is not None:
+        if kind != "numeric" or raw:
+            raise _fail(path, "'quantiles' is only for a numeric axis without 'cohorts'")
+        if not quantiles or any(not (0 < q < 1) for q in quantiles) or sorted(set(quantiles)) != list(quantiles):
+            raise _fail(path, f"'quantiles' must be increasing values in (0, 1), got {quantiles}")
+    cohorts = []
+    for i, c in enumerate(raw or []):
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+            raise _fail(path, f"cohorts[{i}] needs a string 'name'")
+        if kind == "numeric":
+            lo, hi = c.get("lower"), c.get("upper")
+            for b, v in (("lower", lo), ("upper", hi)):
+                if v is not None and not isinstance(v, (int, float)):
+                    raise _fail(path, f"cohorts[{i}].{b} must be a number or null, got {v!r}")
+            if lo is not None and hi is not None and not lo < hi:
+                raise _fail(path, f"cohorts[{i}] ({c['name']}): lower {lo} must be < upper {hi}")
+            cohorts.append(Cohort(c["name"], None if lo is None else float(lo), None if hi is None else float(hi)))
+        else:
+            values = c.get("values")
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise _fail(path, f"cohorts[{i}].values must be a list of strings")
+            cohorts.append(Cohort(c["name"], values=values))
+    names = [c.name for c in cohorts]
+    if len(set(names)) != len(names):
+        raise _fail(path, f"cohort names must be unique, got {names}")
+    if kind == "numeric":
+        _check_disjoint(cohorts, path)
+    else:
+        seen: dict[str, str] = {}
+        for c in cohorts:
+            for v in c.values or []:
+                if v in seen:
+                    raise _fail(path, f"value {v!r} is in both {seen[v]} and {c.name}")
+                seen[v] = c.name
+    head, tail = d.get("head"), d.get("tail")
+    if cohorts:
+        for key, v in (("head", head), ("tail", tail)):
+            if v not in names:
+                raise _fail(path, f"'{key}' must name one of the cohorts {names}, got {v!r}")
+        if head == tail:
+            raise _fail(path, "'head' and 'tail' must differ")
+    return CohortSpec(
+        axis=d["axis"],
+        kind=kind,
+        cohorts=cohorts,
+        head=head or "",
+        tail=tail or "",
+        version=SPEC_VERSION,
+        selection=d.get("selection", {}),
+        pairs=d.get("pairs", []),
+        source=d.get("source", {}),
+        quantiles=list(quantiles) if quantiles is not None else None,
+    )
+
+
+def _check_disjoint(cohorts: list[Cohort], path: str) -> None:
+    spans = sorted(
+        ((-math.inf if c.lower is None else c.lower, math.inf if c.upper is None else c.upper, c.name) for c in cohorts)
+    )
+    for (lo1, hi1, n1), (lo2, hi2, n2) in zip(spans, spans[1:]):
+        if lo2 < hi1:
+            raise _fail(path, f"cohorts {n1} and {n2} overlap")
+
+
+def load_cohort_spec(path: str | Path) -> CohortSpec:
+    """Read and validate a cohort spec JSON file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"cohort spec {p} does not exist")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise _fail(str(p), f"not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise _fail(str(p), "must be a JSON object")
+    return parse_cohort_spec(d, str(p))
+
+
+def quantile_name(lo: float, hi: Optional[float]) -> str:
+    """``p0-p5``, ``p5-p95``, ``p95+`` style names from quantile fractions."""
+    pct = lambda q: f"p{q * 100:g}"  # noqa: E731
+    return f"{pct(lo)}+" if hi is None else f"{pct(lo)}-{pct(hi)}"
+
+
+def quantile_cohorts(values: np.ndarray, quantiles: Sequence[float]) -> list[Cohort]:
+    """Cohorts cut at the empirical quantiles of ``values`` (NaNs ignored), bounds frozen as numbers."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise ValueError("cannot resolve quantiles: the axis has no finite values")
+    cuts = [float(x) for x in np.quantile(finite, quantiles)]
+    edges_q = [0.0, *quantiles]
+    bounds: list[Optional[float]] = [None, *cuts, None]
+    cohorts = []
+    for i in range(len(bounds) - 1):
+        lo, hi = bounds[i], bounds[i + 1]
+        if lo is not None and hi is not None and not lo < hi:
+            raise ValueError(f"quantiles {quantiles} give an empty cohort (cut-points {cuts} repeat)")
+        cohorts.append(Cohort(quantile_name(edges_q[i], quantiles[i] if i < len(quantiles) else None), lo, hi))
+    return cohorts
+
+
+def resolve_quantiles(spec: CohortSpec, values: np.ndarray, labels: np.ndarray) -> CohortSpec:
+    """Freeze a quantile-form spec into bounds computed on ``values`` (the train split's axis column).
+
+    Head and tail default to the two extreme cohorts, head being the one with the higher
+    positive rate; names given in the spec are kept.
+    """
+    if spec.resolved:
+        return spec
+    assert spec.quantiles is not None
+    cohorts = quantile_cohorts(values, spec.quantiles)
+    resolved = CohortSpec(
+        axis=spec.axis,
+        kind=spec.kind,
+        cohorts=cohorts,
+        head=spec.head,
+        tail=spec.tail,
+        selection=spec.selection,
+        pairs=spec.pairs,
+        source={**spec.source, "resolved_from_quantiles": spec.quantiles},
+    )
+    names = resolved.names
+    if not spec.head or not spec.tail:
+        idx = resolved.assign(values)
+        first, last = 0, len(cohorts) - 1
+        rate = lambda i: float(labels[idx == i].mean()) if (idx == i).any() else 0.0  # noqa: E731
+        resolved.head, resolved.tail = (
+            (names[last], names[first]) if rate(last) >= rate(first) else (names[first], names[last])
+        )
+    for key in ("head", "tail"):
+        if getattr(resolved, key) not in names:
+            raise ValueError(
+                f"cohort spec: '{key}' {getattr(resolved, key)!r} is not one of the resolved cohorts {names}"
+            )
+    return resolved

@@ -1,0 +1,1 @@
+"""Training: the C2AL objective, metrics, the Trainer (DMP + TrainPipelineSparseDist), entry points."""

@@ -1,0 +1,459 @@
+"""The Trainer: owns build, train_step, evaluate, state_dict / load_state_dict and close.
+
+One instance per rank. ``build()`` reads the schema and the cohort spec, builds the model on the
+meta device, attaches the fused sparse optimizer, shards with DMP, and restores a checkpoint
+when resuming; ``train()`` runs ``TrainPipelineSparseDist.progress`` step by step with metrics,
+validation and checkpoints; ``close()`` writes ``metrics.json`` and tears down.
+
+Example::
+
+    ctx = init_distributed()
+    trainer = Trainer(load_config("launch/configs/smoke.toml"), Path("runs/smoke"), ctx)
+    trainer.build()
+    metrics = trainer.train()
+    trainer.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import pyarrow.dataset as pads
+import torch
+import torch.distributed as dist
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
+from torchrec.optim.keyed import CombinedOptimizer
+
+from c2al_rec.cohorts.spec import CohortSpec, load_cohort_spec, resolve_quantiles
+from c2al_rec.config import Config, config_to_dict
+from c2al_rec.data.reader import ParquetReader
+from c2al_rec.data.schema import DatasetSchema, load_schema
+from c2al_rec.distributed import checkpoint as ckpt_io
+from c2al_rec.distributed.backend import DistContext, set_cpu_threads
+from c2al_rec.distributed.sharding import apply_sparse_optimizer, make_dense_optimizer, shard_model
+from c2al_rec.io import atomic_write_json
+from c2al_rec.modules.model import C2ALModel, tables_from_features
+
+from .metrics import TrainMetrics
+from .run_dir import check_fingerprint, write_run_files
+from .schedule import lr_factor
+from .task import CohortTarget, TrainTask
+
+logger = logging.getLogger("c2al_rec.train")
+
+
+class Trainer:
+    """Distributed C2AL / baseline trainer for one rank.
+
+    Args:
+        cfg: the resolved run config.
+        run_dir: the run directory (DESIGN.md "Run directory").
+        ctx: this rank's distributed context (``init_distributed()``).
+    """
+
+    def __init__(self, cfg: Config, run_dir: Path, ctx: DistContext) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ctx = ctx
+        self.step = 0  # optimizer steps done
+        self.epoch = 0
+        self.batches_in_epoch = 0  # GLOBAL batches of this epoch consumed by optimizer steps
+        self.samples = 0
+        self.best: Optional[dict[str, Any]] = None
+        self.train_seconds = 0.0
+        self.last_eval: Optional[dict[str, Any]] = None
+
+    # ------------------------------------------------------------------------------- build
+    def build(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        set_cpu_threads(ctx, cfg.train.num_threads)
+        self.data_root = Path(cfg.data.path)
+        self.schema: DatasetSchema = load_schema(self.data_root)
+        self.fingerprint = self.schema.fingerprint()
+        self.resume_from = self._find_resume_checkpoint()
+        self.spec = self._load_cohort_spec()
+        target = None
+        if self.spec is not None:
+            target = CohortTarget(
+                axis=self.spec.axis,
+                head_index=self.spec.head_index,
+                tail_index=self.spec.tail_index,
+                lambda_head=cfg.cohorts.lambda_head,
+                lambda_tail=cfg.cohorts.lambda_tail,
+                aux=cfg.cohorts.enabled,
+            )
+        torch.manual_seed(cfg.train.seed)
+        model = C2ALModel(
+            tables_from_features(self.schema.sparse),
+            dense_in_features=len(self.schema.dense),
+            cfg=cfg.model,
+            aux_heads=cfg.cohorts.enabled,
+            device=torch.device("meta"),
+        )
+        task = TrainTask(model, target, torch.bfloat16 if cfg.train.bf16 else None)
+        apply_sparse_optimizer(task, cfg.train.sparse_optimizer, cfg.train.sparse_lr, ctx.device)
+        self.dmp = shard_model(task, ctx, cfg.data.batch_size)
+        self.dense_optimizer = make_dense_optimizer(
+            self.dmp, cfg.train.dense_optimizer, cfg.train.dense_lr, cfg.train.weight_decay
+        )
+        dense: Any = self.dense_optimizer
+        if cfg.train.grad_clip > 0:
+            dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.train.grad_clip)
+        self.optimizer = CombinedOptimizer([("sparse", self.dmp.fused_optimizer), ("dense", dense)])
+        self.pipeline = TrainPipelineSparseDist(self.dmp, self.optimizer, ctx.device, execute_all_batches=True)
+        self.metrics = self._new_metrics(window_batches=max(10, cfg.train.log_every))
+        self.total_steps = self._planned_steps()
+        if ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_run_files(self.run_dir, cfg, self.fingerprint, ctx.world_size)
+            if self.spec is not None:
+                self.spec.save(self.run_dir / "cohorts.json")
+            self._tb = self._open_tensorboard()
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+        elif cfg.checkpoint.init_from:
+            self._init_from(cfg.checkpoint.init_from)
+
+    def _find_resume_checkpoint(self) -> Optional[Path]:
+        resume = self.cfg.checkpoint.resume
+        if resume == "never":
+            return None
+        if resume == "auto":
+            found = ckpt_io.list_checkpoints(self.run_dir)
+            return found[-1] if found else None
+        return ckpt_io.resolve_checkpoint(resume)
+
+    def _load_cohort_spec(self) -> Optional[CohortSpec]:
+        """The run's cohort spec, quantiles resolved on the train split (reused as-is on resume)."""
+        cfg = self.cfg.cohorts
+        resolved_path = self.run_dir / "cohorts.json"
+        if self.resume_from is not None and resolved_path.is_file():
+            return load_cohort_spec(resolved_path)
+        if not cfg.spec:
+            return None
+        spec = load_cohort_spec(cfg.spec)
+        axis_names = [a.name for a in self.schema.axes]
+        if spec.axis not in axis_names:
+            raise ValueError(
+                f"cohort spec {cfg.spec}: axis '{spec.axis}' is not an axis of dataset {self.data_root} "
+                f"(schema.json axes: {axis_names})"
+            )
+        if not spec.resolved:
+            table = pads.dataset(self.schema.split_dir(self.cfg.data.train_split), format="parquet").to_table(
+                columns=[spec.axis, self.schema.label]
+            )
+            values = table.column(spec.axis).to_numpy(zero_copy_only=False).astype(np.float64)
+            labels = table.column(self.schema.label).to_numpy(zero_copy_only=False)
+            spec = resolve_quantiles(spec, values, labels)
+        return spec
+
+    def _new_metrics(self, window_batches: int) -> TrainMetrics:
+        return TrainMetrics(
+            world_size=self.ctx.world_size,
+            rank=self.ctx.rank,
+            batch_size=self.cfg.data.batch_size,
+            aux=self.cfg.cohorts.enabled,
+            num_segments=len(self.spec.cohorts) if self.spec is not None else 0,
+            window_batches=window_batches,
+        )
+
+    def _reader(self, split: str, *, train: bool, epoch: int = 0, start_batch: int = 0) -> ParquetReader:
+        cohort_fns = {self.spec.axis: self.spec.assign} if self.spec is not None else {}
+        return ParquetReader(
+            self.data_root,
+            self.schema,
+            split,
+            self.cfg.data.batch_size,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+            seed=self.cfg.train.seed,
+            epoch=epoch,
+            shuffle=train,
+            shuffle_buffer=self.cfg.data.shuffle_buffer,
+            drop_last=True,
+            start_batch=start_batch,
+            cohort_fns=cohort_fns,
+        )
+
+    def _planned_steps(self) -> int:
+        per_epoch = len(self._reader(self.cfg.data.train_split, train=True))
+        total = per_epoch * self.cfg.train.epochs
+        if self.cfg.train.max_steps:
+            total = min(total, self.cfg.train.max_steps)
+        if total == 0:
+            raise ValueError(
+                f"data.path {self.data_root}: the train split has fewer rows than one global batch "
+                f"({self.cfg.data.batch_size} x {self.ctx.world_size} ranks)"
+            )
+        return total
+
+    def _open_tensorboard(self) -> Any:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is pinned in requirements; tolerate its absence in slim images
+            logger.warning("tensorboard not installed: no TensorBoard logs")
+            return None
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    # ------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """DCP-saveable state: the sharded model and both optimizers."""
+        return {"model": self.dmp.state_dict(), "optim": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dmp.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optim"])
+
+    def train_state(self) -> dict[str, Any]:
+        """The small JSON part of a checkpoint: progress, data position, provenance."""
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batches_in_epoch": self.batches_in_epoch,
+            "samples": self.samples,
+            "world_size": self.ctx.world_size,
+            "seed": self.cfg.train.seed,
+            "best": self.best,
+            "fingerprint": self.fingerprint,
+            "config": config_to_dict(self.cfg),
+            "cohort_spec": self.spec.to_json() if self.spec is not None else None,
+            "train_seconds": self.train_seconds,
+        }
+
+    def _restore(self, ckpt: Path) -> None:
+        state_json = ckpt_io.read_train_state(ckpt)
+        check_fingerprint(state_json["fingerprint"], self.fingerprint, self.cfg.checkpoint.force, ckpt)
+        state = self.state_dict()
+        ckpt_io.load_checkpoint(ckpt, state)
+        self.load_state_dict(state)
+        rng = ckpt_io.load_rng(ckpt, self.ctx.rank)
+        if rng is not None:
+            torch.set_rng_state(rng)
+        self.step = state_json["step"]
+        self.epoch = state_json["epoch"]
+        self.batches_in_epoch = state_json["batches_in_epoch"]
+        self.samples = state_json["samples"]
+        self.best = state_json.get("best")
+        self.train_seconds = state_json.get("train_seconds", 0.0)
+        self._log(
+            f"resumed from {ckpt} (saved at {state_json['world_size']} ranks, now {self.ctx.world_size}): "
+            f"step {self.step}, epoch {self.epoch}, global batch {self.batches_in_epoch}"
+        )
+
+    def _init_from(self, source: str) -> None:
+        """Start from another run's model weights (not its optimizer); aux heads start fresh."""
+        ckpt = ckpt_io.resolve_checkpoint(source)
+        model_state = {k: v for k, v in self.dmp.state_dict().items() if ".aux_heads." not in k}
+        ckpt_io.load_checkpoint(ckpt, {"model": model_state})
+        self.dmp.load_state_dict(model_state, strict=False)
+        self._log(f"initialised model weights from {ckpt}")
+
+    def save_checkpoint(self) -> Path:
+        protect = self.best["checkpoint"] if self.best else None
+        path = ckpt_io.save_checkpoint(
+            self.run_dir, self.step, self.state_dict(), self.train_state(), self.cfg.checkpoint.keep, protect
+        )
+        if self.ctx.is_main:
+            self._log(f"checkpoint {path} ({ckpt_io.directory_size(path) / 2**20:.1f} MiB)")
+        return path
+
+    # ------------------------------------------------------------------------------- steps
+    def _set_lr(self) -> None:
+        factor = lr_factor(self.step, self.cfg.train.warmup_steps, self.cfg.train.decay, self.total_steps)
+        for group in self.dense_optimizer.param_groups:
+            group["lr"] = self.cfg.train.dense_lr * factor
+
+    def train_step(self, batches: Iterator[Any]) -> dict[str, torch.Tensor]:
+        """One optimizer step through the pipeline; raises StopIteration at the end of the epoch."""
+        self._set_lr()
+        out = self.pipeline.progress(batches)
+        self.step += 1
+        self.batches_in_epoch += self.ctx.world_size
+        self.samples += self.cfg.data.batch_size * self.ctx.world_size
+        self._update_metrics(self.metrics, out)
+        return out
+
+    def _update_metrics(self, metrics: TrainMetrics, out: dict[str, torch.Tensor]) -> None:
+        logits = {k[len("logit_") :]: v for k, v in out.items() if k.startswith("logit_")}
+        aux = {t: out[f"{t}_label"] for t in ("head", "tail")} if self.cfg.cohorts.enabled else None
+        metrics.update(logits, out["labels"], out["weights"], aux, out.get("segment"))
+
+    def _done(self) -> bool:
+        return self.step >= self.total_steps or self.epoch >= self.cfg.train.epochs
+
+    def train(self) -> dict[str, Any]:
+        """Run until max_steps / epochs; returns the final metrics (also in metrics.json)."""
+        cfg = self.cfg.train
+        progress = _Progress(self.total_steps, self.step, enabled=self.ctx.is_main)
+        window_start, window_samples = time.perf_counter(), 0
+        while not self._done():
+            reader = self._reader(
+                self.cfg.data.train_split, train=True, epoch=self.epoch, start_batch=self.batches_in_epoch
+            )
+            if self.ctx.is_main and reader.dropped_rows:
+                self._log(f"epoch {self.epoch}: dropping the last incomplete round ({reader.dropped_rows} rows)")
+            batches = iter(reader)
+            while not self._done():
+                t0 = time.perf_counter()
+                try:
+                    out = self.train_step(batches)
+                except StopIteration:
+                    self.epoch += 1
+                    self.batches_in_epoch = 0
+                    break
+                self.train_seconds += time.perf_counter() - t0
+                window_samples += self.cfg.data.batch_size * self.ctx.world_size
+                progress.update(self.step, float(out["loss_primary"]))
+                if cfg.log_every and self.step % cfg.log_every == 0:
+                    rate = window_samples / max(1e-9, time.perf_counter() - window_start)
+                    self._log_train(rate, progress)
+                    window_start, window_samples = time.perf_counter(), 0
+                evaluated = False
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and not self._done():
+                    self.evaluate()
+                    evaluated = True
+                every = self.cfg.checkpoint.every_steps
+                if (every and self.step % every == 0 and not self._done()) or evaluated:
+                    self._checkpoint_and_mark_best()
+            self._reset_pipeline()
+        progress.close()
+        self.evaluate()
+        self._checkpoint_and_mark_best()
+        return self.final_metrics()
+
+    def _reset_pipeline(self) -> None:
+        """Drop read-ahead batches (the next epoch / resume starts from the consumed position)."""
+        self.pipeline.reset()
+
+    def _checkpoint_and_mark_best(self) -> None:
+        path = self.save_checkpoint()
+        ne = (self.last_eval or {}).get("primary", {}).get("ne")
+        if self.last_eval is not None and self.last_eval.get("step") == self.step and ne is not None:
+            if self.best is None or ne < self.best["ne"]:
+                self.best = {"checkpoint": path.name, "ne": ne, "step": self.step}
+                if self.ctx.is_main:
+                    ckpt_io.write_best_marker(self.run_dir, path, ne, self.step)
+
+    # ------------------------------------------------------------------------------- eval
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Validate on the valid split (all ranks, equal batch counts); returns metrics."""
+        self.pipeline.detach()
+        self.dmp.eval()
+        metrics = self._new_metrics(window_batches=10**6)
+        num_cohorts = len(self.spec.cohorts) if self.spec is not None else 0
+        counts = torch.zeros(3, num_cohorts + 1, dtype=torch.float64)  # rows, positives, weight per cohort
+        reader = self._reader(self.cfg.data.valid_split, train=False)
+        for i, batch in enumerate(reader):
+            if self.cfg.train.eval_batches and i >= self.cfg.train.eval_batches:
+                break
+            _, out = self.dmp(batch.to(self.ctx.device))
+            self._update_metrics(metrics, out)
+            if "segment" in out:
+                seg = out["segment"].cpu()
+                seg = torch.where(seg < 0, num_cohorts, seg)
+                counts[0].index_add_(0, seg, torch.ones_like(seg, dtype=torch.float64))
+                counts[1].index_add_(0, seg, out["labels"].cpu().double())
+        result = metrics.compute()
+        if dist.is_initialized():
+            dist.all_reduce(counts)
+        if self.spec is not None:
+            segs = result.pop("segments")
+            result["cohorts"] = {
+                self.spec.axis: {
+                    c.name: {
+                        "ne": segs[i],
+                        "rows": int(counts[0, i]),
+                        "positive_rate": float(counts[1, i] / counts[0, i]) if counts[0, i] else None,
+                    }
+                    for i, c in enumerate(self.spec.cohorts)
+                }
+            }
+        result["step"] = self.step
+        self.last_eval = result
+        self.dmp.train()
+        if self.ctx.is_main:
+            self._log(f"validation at step {self.step}: " + _fmt(result["primary"]))
+            if self._tb is not None:
+                for k, v in result["primary"].items():
+                    if v is not None:
+                        self._tb.add_scalar(f"valid/{k}", v, self.step)
+        return result
+
+    def final_metrics(self) -> dict[str, Any]:
+        """metrics.json content (DESIGN.md keys) from the last validation and throughput."""
+        assert self.last_eval is not None
+        out: dict[str, Any] = {k: v for k, v in self.last_eval.items() if k != "step"}
+        out.update(
+            steps=self.step,
+            samples=self.samples,
+            samples_per_s=self.samples / self.train_seconds if self.train_seconds else None,
+            world_size=self.ctx.world_size,
+            cohort_axis=self.spec.axis if self.spec is not None else None,
+            c2al=self.cfg.cohorts.enabled,
+        )
+        return out
+
+    # ------------------------------------------------------------------------------- close
+    def close(self, metrics: Optional[dict[str, Any]] = None) -> None:
+        if self.ctx.is_main:
+            if metrics is not None:
+                atomic_write_json(self.run_dir / "metrics.json", metrics)
+            if getattr(self, "_tb", None) is not None:
+                self._tb.close()
+
+    def _log(self, msg: str) -> None:
+        if self.ctx.is_main:
+            print(f"[train] {msg}", flush=True)
+
+    def _log_train(self, rate: float, progress: "_Progress") -> None:
+        computed = self.metrics.compute()  # collective: every rank calls it
+        if not self.ctx.is_main:
+            return
+        line = f"step {self.step}/{self.total_steps} samples/s {rate:,.0f} " + _fmt(computed["primary"])
+        if "aux" in computed:
+            line += " " + " ".join(f"{t}_ne {v['ne']:.4f}" for t, v in computed["aux"].items() if v["ne"] is not None)
+        progress.write(f"[train] {line}")
+        if self._tb is not None:
+            self._tb.add_scalar("train/samples_per_s", rate, self.step)
+            for k, v in computed["primary"].items():
+                if v is not None:
+                    self._tb.add_scalar(f"train/{k}", v, self.step)
+
+
+def _fmt(metrics: dict[str, Optional[float]]) -> str:
+    return " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None and not math.isnan(v))
+
+
+class _Progress:
+    """tqdm bar on a terminal, nothing extra otherwise (periodic log lines carry the progress)."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            self.bar.refresh()
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
