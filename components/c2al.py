@@ -52,3 +52,79 @@ def dmp_check(
         env=env,
         rdzv_port=rdzv_port,
     )
+
+
+def train(
+    *overrides: str,
+    config: str = "launch/configs/synthetic.toml",
+    out: str = "runs/train",
+    resume: str = "auto",
+    image: str = DEFAULT_IMAGE,
+    j: str = "1x2",
+    cpu: int = 2,
+    gpu: int = 0,
+    memMB: int = 8192,
+    max_retries: int = 0,
+    env: Optional[Dict[str, str]] = None,
+    rdzv_port: int = 29500,
+) -> specs.AppDef:
+    """Train c2al-rec (baseline or C2AL, as the config says) with DMP on j = nodes x procs.
+
+    Args:
+        overrides: config overrides, e.g. --train.max_steps=1000 --cohorts.enabled=false
+        config: TOML run config (path inside the image / working directory)
+        out: run directory (shared storage on a cluster)
+        resume: 'auto' continues from the newest complete checkpoint (restarts resume too)
+        image: container image (local_cwd ignores it and runs from the current directory)
+        j: nodes x processes per node, e.g. 1x2, 2x1, 8x8
+        cpu: CPUs per replica
+        gpu: GPUs per replica (0: gloo on CPU)
+        memMB: memory per replica in MB
+        max_retries: job-level retries after a failure (training resumes from checkpoints)
+        env: extra environment variables
+        rdzv_port: c10d rendezvous port on the first node
+    """
+    return dist.ddp(
+        "--config",
+        config,
+        "--out",
+        out,
+        f"--checkpoint.resume={resume}",
+        *overrides,
+        m="c2al_rec.train",
+        image=image,
+        name="c2al-train",
+        j=j,
+        cpu=cpu,
+        gpu=gpu,
+        memMB=memMB,
+        max_retries=max_retries,
+        env=env,
+        rdzv_port=rdzv_port,
+    )
+
+
+def train_smoke(
+    out: str = "runs/smoke",
+    image: str = DEFAULT_IMAGE,
+    j: str = "1x2",
+    rdzv_port: int = 29500,
+) -> specs.AppDef:
+    """Smoke-train C2AL on a small generated dataset in seconds (launch/configs/smoke.toml).
+
+    Args:
+        out: run directory
+        image: container image (local_cwd ignores it)
+        j: nodes x processes per node
+        rdzv_port: c10d rendezvous port on the first node
+    """
+    return train(
+        config="launch/configs/smoke.toml",
+        out=out,
+        resume="never",
+        image=image,
+        j=j,
+        cpu=1,
+        memMB=4096,
+        rdzv_port=rdzv_port,
+    )

@@ -41,14 +41,24 @@ def test_numeric_assignment_half_open_and_nulls(tmp_path: Path) -> None:
 
 def test_categorical_assignment() -> None:
     spec = parse_cohort_spec(
-        {"axis": "gender", "kind": "categorical", "head": "F", "tail": "M",
-         "cohorts": [{"name": "F", "values": ["F"]}, {"name": "M", "values": ["M"]}]}
+        {
+            "axis": "gender",
+            "kind": "categorical",
+            "head": "F",
+            "tail": "M",
+            "cohorts": [{"name": "F", "values": ["F"]}, {"name": "M", "values": ["M"]}],
+        }
     )
     assert spec.assign(pa.array(["M", "F", "X", None])).tolist() == [1, 0, -1, -1]
     # non-string raw values are compared as strings
     spec2 = parse_cohort_spec(
-        {"axis": "age", "kind": "categorical", "head": "a", "tail": "b",
-         "cohorts": [{"name": "a", "values": ["1"]}, {"name": "b", "values": ["2", "3"]}]}
+        {
+            "axis": "age",
+            "kind": "categorical",
+            "head": "a",
+            "tail": "b",
+            "cohorts": [{"name": "a", "values": ["1"]}, {"name": "b", "values": ["2", "3"]}],
+        }
     )
     assert spec2.assign(pa.array([3, 1, 7])).tolist() == [1, 0, -1]
 
@@ -59,10 +69,18 @@ def test_categorical_assignment() -> None:
         ({"kind": "ordinal"}, "'kind' must be"),
         ({"head": "nope"}, "'head' must name one of the cohorts"),
         ({"tail": "p95+"}, "must differ"),
-        ({"cohorts": [{"name": "a", "lower": 0, "upper": 2}, {"name": "b", "lower": 1, "upper": 3}],
-          "head": "a", "tail": "b"}, "overlap"),
-        ({"cohorts": [{"name": "a", "lower": 2, "upper": 1}, {"name": "b", "lower": 5}], "head": "a", "tail": "b"},
-         "lower 2 must be < upper 1"),
+        (
+            {
+                "cohorts": [{"name": "a", "lower": 0, "upper": 2}, {"name": "b", "lower": 1, "upper": 3}],
+                "head": "a",
+                "tail": "b",
+            },
+            "overlap",
+        ),
+        (
+            {"cohorts": [{"name": "a", "lower": 2, "upper": 1}, {"name": "b", "lower": 5}], "head": "a", "tail": "b"},
+            "lower 2 must be < upper 1",
+        ),
         ({"version": 2}, "version"),
         ({"cohorts": None}, "needs 'cohorts'"),
     ],

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -222,6 +224,7 @@ class Trainer:
             "seed": self.cfg.train.seed,
             "best": self.best,
             "fingerprint": self.fingerprint,
+            "schema": self.schema.to_dict(),
             "config": config_to_dict(self.cfg),
             "cohort_spec": self.spec.to_json() if self.spec is not None else None,
             "train_seconds": self.train_seconds,
@@ -309,6 +312,7 @@ class Trainer:
                     self.batches_in_epoch = 0
                     break
                 self.train_seconds += time.perf_counter() - t0
+                _maybe_inject_fault(self.step, self.ctx.rank)
                 window_samples += self.cfg.data.batch_size * self.ctx.world_size
                 progress.update(self.step, float(out["loss_primary"]))
                 if cfg.log_every and self.step % cfg.log_every == 0:
@@ -426,6 +430,20 @@ class Trainer:
             for k, v in computed["primary"].items():
                 if v is not None:
                     self._tb.add_scalar(f"train/{k}", v, self.step)
+
+
+def _maybe_inject_fault(step: int, rank: int) -> None:
+    """Fault injection for the restart test: SIGKILL this rank at a step, on the first attempt only.
+
+    Set C2AL_FAULT_KILL_AT_STEP and C2AL_FAULT_KILL_RANK; torchelastic's restart count keeps the
+    restarted job from killing itself again.
+    """
+    at = os.environ.get("C2AL_FAULT_KILL_AT_STEP")
+    if at is None or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return
+    if step == int(at) and rank == int(os.environ.get("C2AL_FAULT_KILL_RANK", "0")):
+        print(f"[train] fault injection: SIGKILL rank {rank} at step {step}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fmt(metrics: dict[str, Optional[float]]) -> str:

@@ -1,0 +1,89 @@
+"""Load a DCP checkpoint, written at any world size, into an unsharded model in this process.
+
+Without a process group ``dcp.load`` fills full tensors from all shards, so export, discovery
+and evaluation run on a plain ``C2ALModel``. DCP metadata is pickled: load only trusted checkpoints.
+
+Example::
+
+    loaded = load_unsharded("runs/smoke")          # newest complete checkpoint
+    probs = torch.sigmoid(loaded.model(dense, kjt)["primary"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from c2al_rec.cohorts.spec import CohortSpec, parse_cohort_spec
+from c2al_rec.config import Config, load_config_dict
+from c2al_rec.modules.model import C2ALModel, tables_from_features
+
+from . import checkpoint as ckpt_io
+
+
+@dataclass
+class LoadedCheckpoint:
+    """An unsharded model with what its checkpoint says about itself."""
+
+    schema: Any
+    """The dataset schema the model was trained with (DatasetSchema)."""
+    model: C2ALModel
+    """The model with the checkpoint's weights (aux heads present when trained with C2AL)."""
+    cfg: Config
+    """The run config stored in the checkpoint."""
+    spec: Optional[CohortSpec]
+    """The resolved cohort spec of the run (None when it had none)."""
+    path: Path
+    """The step_<N> directory loaded."""
+    train_state: dict[str, Any]
+    """The checkpoint's train_state.json."""
+
+
+def load_unsharded(path: str | Path, which: str = "latest", schema: Any = None) -> LoadedCheckpoint:
+    """Build the run's model on CPU and fill it from a checkpoint.
+
+    Args:
+        path: a run directory or one ``step_<N>`` directory.
+        which: ``latest`` or ``best`` (for a run directory).
+        schema: the dataset schema to check the model against (its sparse features and dense
+            columns must match the checkpoint's); None skips the check.
+    """
+    from c2al_rec.data.schema import schema_from_dict
+
+    ckpt = ckpt_io.resolve_checkpoint(path, which)
+    state_json = ckpt_io.read_train_state(ckpt)
+    cfg = load_config_dict(state_json["config"], f"{ckpt}/train_state.json")
+    # The checkpoint carries the schema it was trained with: no need for the training data.
+    trained_schema = schema_from_dict(state_json["schema"], cfg.data.path)
+    if schema is not None:
+        check_schema_matches(trained_schema, schema, ckpt)
+    model = C2ALModel(
+        tables_from_features(trained_schema.sparse),
+        dense_in_features=len(trained_schema.dense),
+        cfg=cfg.model,
+        aux_heads=cfg.cohorts.enabled,
+        device=torch.device("cpu"),
+    )
+    wrapped = torch.nn.Module()
+    wrapped.model = model  # same key prefix ("model.") as the TrainTask DMP wrapped
+    state = {"model": wrapped.state_dict()}
+    ckpt_io.load_checkpoint(ckpt, state)
+    wrapped.load_state_dict(state["model"])
+    model.eval()
+    spec_json = state_json.get("cohort_spec")
+    spec = parse_cohort_spec(spec_json, f"{ckpt}/train_state.json") if spec_json else None
+    return LoadedCheckpoint(trained_schema, model, cfg, spec, ckpt, state_json)
+
+
+def check_schema_matches(trained: Any, schema: Any, ckpt: Path) -> None:
+    """The data's model inputs (sparse features with table sizes, dense columns) must be the trained ones."""
+    want = [(f.name, f.num_embeddings) for f in trained.sparse], list(trained.dense)
+    got = [(f.name, f.num_embeddings) for f in schema.sparse], list(schema.dense)
+    if want != got:
+        raise ValueError(
+            f"checkpoint {ckpt} was trained on sparse features {want[0]} and dense {want[1]}, "
+            f"but the data has sparse {got[0]} and dense {got[1]}"
+        )
