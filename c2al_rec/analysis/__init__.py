@@ -1,0 +1,1 @@
+"""Evaluation (NE per cohort, NE_diff with intervals), mechanism diagnostics, reports."""
