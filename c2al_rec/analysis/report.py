@@ -1,0 +1,94 @@
+"""Human-facing outputs of an evaluation: a markdown table and PNG bar charts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: plots go to files
+import matplotlib.pyplot as plt  # noqa: E402
+
+from c2al_rec.io import atomic_write_text  # noqa: E402
+
+
+def _pct(x: Optional[float]) -> str:
+    return "" if x is None else f"{100 * x:+.3f}%"
+
+
+def _num(x: Optional[float], digits: int = 5) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def markdown_table(result: dict[str, Any], sensitive: bool = False) -> str:
+    """One row per group: rows, positive rate, NE (and Bayes NE), NE_diff with its 95% interval."""
+    groups = result["groups"]
+    has_base = any("ne_diff" in g for g in groups.values())
+    has_bayes = any("bayes_ne" in g for g in groups.values())
+    head = ["group", "rows", "pos. rate", "NE", "calibration", "AUC"]
+    head += ["Bayes NE"] if has_bayes else []
+    head += ["NE base", "NE_diff", "95% CI", "CI over", "p"] if has_base else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, g in groups.items():
+        row = [
+            name,
+            str(g["rows"]),
+            _num(g["positive_rate"], 4),
+            _num(g["ne"]),
+            _num(g["calibration"], 3),
+            _num(g["auc"], 4),
+        ]
+        row += [_num(g.get("bayes_ne"))] if has_bayes else []
+        if has_base:
+            ci = g.get("ci95")
+            row += [
+                _num(g.get("ne_base")),
+                _pct(g.get("ne_diff")),
+                f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "",
+                g.get("ci_kind", ""),
+                _num(g.get("p_value"), 3),
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+    notes = []
+    if has_base and result.get("seeds", 1) == 1:
+        notes.append(
+            "One seed: the interval is row-level only (bootstrap over test rows) and does not include "
+            "seed-to-seed variance, which is usually larger at these effect sizes. Run "
+            "`c2al-rec experiment --seeds 5` for seed-level intervals."
+        )
+    if sensitive:
+        notes.append(
+            f"Axis '{result['axis']}' is a protected attribute: it is used for evaluation and auxiliary labels "
+            "only, never as a model input. Review fairness implications before acting on per-group results."
+        )
+    return "\n".join(lines) + ("\n\n" + "\n\n".join(f"> {n}" for n in notes) if notes else "") + "\n"
+
+
+def plot_ne_diff(result: dict[str, Any], path: Path, title: str = "") -> Optional[Path]:
+    """Bar chart of NE_diff per group with 95% intervals (like the paper's Figure 6)."""
+    groups = {k: g for k, g in result["groups"].items() if g.get("ne_diff") is not None}
+    if not groups:
+        return None
+    names = list(groups)
+    diffs = [100 * groups[n]["ne_diff"] for n in names]
+    lo = [100 * (groups[n]["ne_diff"] - groups[n]["ci95"][0]) for n in names]
+    hi = [100 * (groups[n]["ci95"][1] - groups[n]["ne_diff"]) for n in names]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
+    colors = ["tab:green" if d < 0 else "tab:red" for d in diffs]
+    ax.bar(range(len(names)), diffs, yerr=[lo, hi], color=colors, capsize=4)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("NE_diff vs baseline (%)  — lower is better")
+    ax.set_title(title or f"C2AL vs baseline by {result['axis']} (95% CI, {result.get('seeds', 1)} seed(s))")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_markdown(path: Path, text: str) -> None:
+    atomic_write_text(path, text)
