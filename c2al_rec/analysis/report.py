@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from c2al_rec.io import atomic_write_text  # noqa: E402
 
+from .plots import save_figure  # noqa: E402
+
 
 def _pct(x: Optional[float]) -> str:
     return "" if x is None else f"{100 * x:+.3f}%"
@@ -82,12 +84,7 @@ def plot_ne_diff(result: dict[str, Any], path: Path, title: str = "") -> Optiona
     ax.set_ylabel("NE_diff vs baseline (%)  — lower is better")
     ax.set_title(title or f"C2AL vs baseline by {result['axis']} (95% CI, {result.get('seeds', 1)} seed(s))")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def write_markdown(path: Path, text: str) -> None:
