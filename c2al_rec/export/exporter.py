@@ -1,0 +1,193 @@
+"""Export a checkpoint to the serving directory of DESIGN.md "Exported model", behind a parity gate.
+
+Steps: load the DCP checkpoint unsharded; copy the model without its aux heads and with the FM
+op in plain-PyTorch math (a Python custom op cannot be loaded without c2al_rec); optionally
+quantize the embeddings (torchrec inference quantization); fx-trace + script; score held-out
+rows with the exported and the training model; write ``model.pt``, ``metadata.json`` and
+``sample_input.pt`` into a temp directory and rename it only if the gate passes.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+from torchrec.inference.modules import quantize_embeddings
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from c2al_rec.analysis.stats import normalized_entropy
+from c2al_rec.data.reader import ParquetReader
+from c2al_rec.data.transforms import SparseIdTransform
+from c2al_rec.distributed.unsharded import LoadedCheckpoint, load_unsharded
+from c2al_rec.io import atomic_write_json
+from c2al_rec.train.run_dir import package_versions
+
+from .serving import ServingModel, script_serving
+
+QUANT_DTYPES = {"int8": torch.qint8, "fp16": torch.float16}
+BATCH_SIZES_CHECKED = (1, 7)
+
+
+class ParityError(ValueError):
+    """The exported model does not reproduce the training model; nothing was written."""
+
+
+def kjt_to_inputs(dense: torch.Tensor, kjt: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+    """The ``predict`` input dict of a batch: ``dense`` and ``<f>.values`` / ``<f>.lengths`` (int64)."""
+    inputs = {"dense": dense}
+    for name, jt in kjt.to_dict().items():
+        inputs[f"{name}.values"] = jt.values().to(torch.int64)
+        inputs[f"{name}.lengths"] = jt.lengths().to(torch.int64)
+    return inputs
+
+
+def slice_inputs(inputs: Dict[str, torch.Tensor], names: list[str], start: int, stop: int) -> Dict[str, torch.Tensor]:
+    """Rows [start, stop) of a ``predict`` input dict."""
+    out = {"dense": inputs["dense"][start:stop]}
+    for n in names:
+        lengths = inputs[f"{n}.lengths"]
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        out[f"{n}.values"] = inputs[f"{n}.values"][offsets[start] : offsets[stop]]
+        out[f"{n}.lengths"] = lengths[start:stop]
+    return out
+
+
+def build_serving(loaded: LoadedCheckpoint, quantize: str = "none") -> tuple[torch.jit.ScriptModule, int]:
+    """Script the primary-only serving model; returns it and its parameter count (bytes-free count)."""
+    model = copy.deepcopy(loaded.model).without_aux_heads()
+    model.use_reference_fm(True)
+    model.eval()
+    if quantize != "none":
+        if quantize not in QUANT_DTYPES:
+            raise ValueError(f"--quantize: expected none, int8 or fp16, got '{quantize}'")
+        model = quantize_embeddings(model, dtype=QUANT_DTYPES[quantize], inplace=True)
+    serving = ServingModel(SparseIdTransform(loaded.schema.sparse), model).eval()
+    num_params = sum(t.numel() for t in serving.state_dict().values())
+    return script_serving(serving, [f.name for f in loaded.schema.sparse]), num_params
+
+
+@torch.no_grad()
+def parity_scores(
+    loaded: LoadedCheckpoint, scripted: list[torch.jit.ScriptModule], data: str | Path, split: str, rows: int
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, Dict[str, torch.Tensor]]:
+    """Training-model and exported-model probabilities on the first ``rows`` rows of ``split``."""
+    reader = ParquetReader(data, loaded.schema, split, min(rows, 2048), shuffle=False, drop_last=False)
+    names = [f.name for f in loaded.schema.sparse]
+    ref, outs, labels, sample = [], [[] for _ in scripted], [], None
+    seen = 0
+    for batch in reader:
+        ref.append(torch.sigmoid(loaded.model(batch.dense_features, batch.sparse_features)["primary"]).numpy())
+        inputs = kjt_to_inputs(batch.dense_features, batch.sparse_features)
+        for i, s in enumerate(scripted):
+            outs[i].append(s.predict(inputs).numpy())
+        labels.append(batch.labels.numpy())
+        if sample is None:
+            sample = slice_inputs(inputs, names, 0, min(8, batch.batch_size))
+        seen += batch.batch_size
+        if seen >= rows:
+            break
+    if sample is None:
+        raise ValueError(f"parity gate: split '{split}' of {data} has no rows")
+    return np.concatenate(ref)[:rows], [np.concatenate(o)[:rows] for o in outs], np.concatenate(labels)[:rows], sample
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    quantize: str = "none",
+    which: str = "latest",
+    data: Optional[str | Path] = None,
+    split: str = "test",
+    parity_rows: int = 4096,
+    max_abs_diff: float = 1e-5,
+    ne_tolerance: float = 0.005,
+) -> dict[str, Any]:
+    """Export, gate, write. Returns the metadata written. Raises ParityError (nothing written) on failure."""
+    loaded = load_unsharded(checkpoint, which)
+    data_root = Path(data) if data is not None else Path(loaded.cfg.data.path)
+    scripted, num_params = build_serving(loaded, quantize)
+    candidates = [scripted]
+    if quantize != "none":
+        fp32, _ = build_serving(loaded, "none")
+        candidates.append(fp32)
+    ref, outs, labels, sample = parity_scores(loaded, candidates, data_root, split, parity_rows)
+    parity: dict[str, Any] = {"rows": int(len(ref)), "split": split, "data": str(data_root)}
+    if quantize == "none":
+        diff = float(np.abs(outs[0] - ref).max())
+        parity.update(max_abs_diff=diff, limit=max_abs_diff)
+        if not diff <= max_abs_diff:
+            raise ParityError(
+                f"parity gate failed: exported fp32 model differs from the training model's primary head by "
+                f"max |dp| = {diff:.3g} > {max_abs_diff:g} on {len(ref)} rows; nothing written"
+            )
+    else:
+        ne_q, ne_fp32 = normalized_entropy(outs[0], labels), normalized_entropy(outs[1], labels)
+        rel = (ne_q - ne_fp32) / ne_fp32
+        parity.update(
+            ne=ne_q,
+            ne_fp32=ne_fp32,
+            ne_rel_change=rel,
+            limit=ne_tolerance,
+            max_abs_diff_vs_fp32=float(np.abs(outs[0] - outs[1]).max()),
+        )
+        if not abs(rel) <= ne_tolerance:
+            raise ParityError(
+                f"parity gate failed: {quantize} NE {ne_q:.6f} vs fp32 {ne_fp32:.6f} ({100 * rel:+.3f}%, limit "
+                f"{100 * ne_tolerance:.2f}%) on {len(ref)} rows; nothing written"
+            )
+    # TorchScript can freeze batch-dependent shapes: the first rows at batch 1 and 7 must agree.
+    names = [f.name for f in loaded.schema.sparse]
+    for b in BATCH_SIZES_CHECKED:
+        part = scripted.predict(slice_inputs(sample, names, 0, min(b, sample["dense"].shape[0]))).numpy()
+        if not np.allclose(part, outs[0][: len(part)], atol=1e-6):
+            raise ParityError(f"parity gate failed: batch size {b} gives different probabilities; nothing written")
+    metadata = {
+        "format_version": 1,
+        "dense": list(loaded.schema.dense),
+        "sparse": [asdict(f) for f in loaded.schema.sparse],
+        "dense_dim": len(loaded.schema.dense),
+        "label": loaded.schema.label,
+        "weight": loaded.schema.weight,
+        "row_id": loaded.schema.row_id,
+        "axes": [a.name for a in loaded.schema.axes],
+        "input_signature": {
+            "forward": "forward(dense: float32 [B, D], kjt: KeyedJaggedTensor keys=sparse order) -> float32 [B]",
+            "predict": "predict({'dense': float32 [B, D], '<f>.values': int64 [N_f], '<f>.lengths': int64 [B]}) "
+            "-> float32 [B]",
+        },
+        "quantize": quantize,
+        "parameters": num_params,
+        "trained_with_c2al": bool(loaded.cfg.cohorts.enabled),
+        "source_checkpoint": str(loaded.path.resolve()),
+        "source_step": loaded.train_state.get("step"),
+        "versions": package_versions(),
+        "parity": parity,
+    }
+    _write_atomically(Path(out), scripted, metadata, sample)
+    return metadata
+
+
+def _write_atomically(out: Path, scripted: torch.jit.ScriptModule, metadata: dict, sample: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
+    try:
+        scripted.save(str(tmp / "model.pt"))
+        atomic_write_json(tmp / "metadata.json", metadata)
+        torch.save({k: v.contiguous() for k, v in sample.items()}, tmp / "sample_input.pt")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
