@@ -234,6 +234,46 @@ class ExportConfig:
 
 
 @dataclass
+class DiscoverConfig:
+    """Contrastive cohort discovery (used by `pipeline` and `experiment`; `discover` takes flags)."""
+
+    axes: list[str] = field(default_factory=lambda: ["user_value:quantiles=0.05,0.25,0.5,0.75,0.95"])
+    """Axis specs: name:quantiles=q1,q2,... or name:categorical."""
+    split: str = "valid"
+    """Split the baseline is scored on."""
+    metric: Literal["js", "kl", "cosine", "wasserstein"] = "js"
+    """Disparity metric that ranks cohort pairs."""
+    min_rows: int = 1000
+    """Minimum rows in each cohort of the chosen pair."""
+    min_positives: int = 50
+    """Minimum positives in each cohort of the chosen pair."""
+    rare_share: float = 0.01
+    """Categorical values under this share of rows merge into 'other'."""
+
+
+@dataclass
+class PipelineConfig:
+    """The end-to-end workflow (`c2al-rec pipeline`, `c2al-rec experiment`)."""
+
+    nproc_per_node: int = 2
+    """Local ranks for each training stage."""
+    eval_split: str = "test"
+    """Split of the final evaluation and of the scored predictions."""
+    init_c2al_from_baseline: bool = False
+    """Start C2AL from the trained baseline's weights (aux heads fresh) instead of from scratch."""
+    resamples: int = 1000
+    """Bootstrap resamples of the NE_diff intervals."""
+    lambdas: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3])
+    """Lambda sweep of `experiment` (lambda_head = lambda_tail), run on the first seed."""
+    controls: bool = True
+    """`experiment`: also run the random-cohort and no-planted-effect controls."""
+
+    def __post_init__(self) -> None:
+        if self.nproc_per_node < 1:
+            raise ConfigError(f"pipeline.nproc_per_node must be >= 1, got {self.nproc_per_node}")
+
+
+@dataclass
 class Config:
     """The whole run configuration."""
 
@@ -249,6 +289,10 @@ class Config:
     """Checkpointing and resume."""
     export: ExportConfig = field(default_factory=ExportConfig)
     """Export and parity gate."""
+    discover: DiscoverConfig = field(default_factory=DiscoverConfig)
+    """Cohort discovery of the pipeline."""
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    """End-to-end workflow settings."""
 
 
 # --------------------------------------------------------------------------------------------
