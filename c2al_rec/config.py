@@ -60,6 +60,35 @@ class SyntheticConfig:
     """Share of rows written to the valid split."""
     test_fraction: float = 0.1
     """Share of rows written to the test split."""
+    cohort_quantile: float = 0.05
+    """Head = top, tail = bottom this share of rows by user_value (planted cohorts)."""
+    history_max_len: int = 8
+    """Most ids in the multi-hot user-history feature of a row."""
+    chunk_rows: int = 262_144
+    """Rows generated per chunk (bounds memory; one Parquet file per chunk and split)."""
+    row_group_rows: int = 32_768
+    """Rows per Parquet row group (the reader's unit of file-order shuffling)."""
+
+    def __post_init__(self) -> None:
+        if self.rows < 0:
+            raise ConfigError(f"data.synthetic.rows must be >= 0, got {self.rows}")
+        if self.num_sparse < 10:
+            raise ConfigError(f"data.synthetic.num_sparse must be >= 10 (6 named + 4 cohort-pair extras), got {self.num_sparse}")
+        if self.max_table_size < 10:
+            raise ConfigError(f"data.synthetic.max_table_size must be >= 10, got {self.max_table_size}")
+        if self.num_dense < 1:
+            raise ConfigError(f"data.synthetic.num_dense must be >= 1, got {self.num_dense}")
+        if not 0 < self.base_rate < 0.5:
+            raise ConfigError(f"data.synthetic.base_rate must be in (0, 0.5), got {self.base_rate}")
+        if self.head_tail_plr_ratio < 1:
+            raise ConfigError(f"data.synthetic.head_tail_plr_ratio must be >= 1, got {self.head_tail_plr_ratio}")
+        if not 0 < self.cohort_quantile < 0.5:
+            raise ConfigError(f"data.synthetic.cohort_quantile must be in (0, 0.5), got {self.cohort_quantile}")
+        if self.valid_fraction < 0 or self.test_fraction < 0 or self.valid_fraction + self.test_fraction >= 1:
+            raise ConfigError("data.synthetic.valid_fraction and test_fraction must be >= 0 and sum to < 1")
+        for name in ("history_max_len", "chunk_rows", "row_group_rows"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"data.synthetic.{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass

@@ -1,0 +1,17 @@
+"""Data layer: dataset schema, Parquet reader -> Batch, id transforms, synthetic and public datasets."""
+
+from .batch import Batch
+from .reader import ParquetReader, num_rows
+from .schema import Axis, DatasetSchema, SparseFeature, load_schema
+from .transforms import SparseIdTransform
+
+__all__ = [
+    "Axis",
+    "Batch",
+    "DatasetSchema",
+    "ParquetReader",
+    "SparseFeature",
+    "SparseIdTransform",
+    "load_schema",
+    "num_rows",
+]

@@ -1,0 +1,72 @@
+"""``SparseIdTransform``: the id transform shared by the reader and the exported model.
+
+Per sparse feature, ids outside ``[0, num_embeddings)`` are either folded into the table
+(``out_of_range = "hash"``: ``id mod num_embeddings``) or rejected (``"error"``) with a message
+naming the feature and the offending id. The module is TorchScript-scriptable, so the exported
+model applies exactly the transform the training data went through.
+
+Example::
+
+    t = SparseIdTransform(schema.sparse)
+    kjt = t(kjt)                           # same keys and lengths, ids inside their tables
+    scripted = torch.jit.script(t)
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from .schema import SparseFeature
+
+
+class SparseIdTransform(nn.Module):
+    """Hash or range-check the ids of each sparse feature.
+
+    Args:
+        features: the schema's sparse features, in KJT key order.
+    """
+
+    def __init__(self, features: Sequence[SparseFeature]) -> None:
+        super().__init__()
+        self.names: List[str] = [f.name for f in features]
+        self.sizes: List[int] = [int(f.num_embeddings) for f in features]
+        self.hash: List[bool] = [f.out_of_range == "hash" for f in features]
+
+    def transform_values(self, index: int, values: torch.Tensor) -> torch.Tensor:
+        """Transform the ids of feature ``index`` (any shape, int64)."""
+        size = self.sizes[index]
+        if self.hash[index]:
+            return torch.remainder(values, size)
+        if values.numel() > 0:
+            lo = int(values.min())
+            hi = int(values.max())
+            if lo < 0 or hi >= size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    "sparse feature '{}': id {} outside its table [0, {}) (out_of_range = error)".format(
+                        self.names[index], bad, size
+                    )
+                )
+        return values
+
+    def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """[sum of lengths] ids -> same shape; keys must be the schema's sparse features, in order."""
+        keys = kjt.keys()
+        if keys != self.names:
+            raise ValueError("SparseIdTransform: KJT keys {} differ from the schema's {}".format(keys, self.names))
+        values = kjt.values()
+        parts = torch.split(values, kjt.length_per_key())
+        out: List[torch.Tensor] = []
+        for i, part in enumerate(parts):
+            out.append(self.transform_values(i, part))
+        return KeyedJaggedTensor(
+            keys=keys,
+            values=torch.cat(out) if len(out) > 0 else values,
+            lengths=kjt.lengths(),
+            weights=kjt.weights_or_none(),
+            stride=kjt.stride(),
+        )
