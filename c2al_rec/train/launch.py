@@ -17,15 +17,27 @@ from c2al_rec.data.schema import load_schema
 from c2al_rec.data.synthetic import ensure_dataset
 
 
+def preflight_config_only(cfg: Config) -> Config:
+    """Make the config's paths absolute (data.path, cohorts.spec, checkpoint.init_from); checks nothing else."""
+    if not cfg.data.path:
+        raise ValueError("data.path is empty: set it in the config's [data] section or with --data.path=DIR")
+    absolute = lambda p: str(Path(p).expanduser().resolve()) if p else p  # noqa: E731
+    return replace(
+        cfg,
+        data=replace(cfg.data, path=absolute(cfg.data.path)),
+        cohorts=replace(cfg.cohorts, spec=absolute(cfg.cohorts.spec)),
+        checkpoint=replace(cfg.checkpoint, init_from=absolute(cfg.checkpoint.init_from)),
+    )
+
+
 def preflight(cfg: Config, generate: bool = True) -> Config:
     """Validate what can be validated before processes start; generate synthetic data if configured.
 
     Returns the config with ``data.path`` made absolute. Raises ValueError / FileNotFoundError
     naming the flag, file or column at fault.
     """
-    if not cfg.data.path:
-        raise ValueError("data.path is empty: set it in the config's [data] section or with --data.path=DIR")
-    data = replace(cfg.data, path=str(Path(cfg.data.path).expanduser().resolve()))
+    cfg = preflight_config_only(cfg)
+    data = cfg.data
     if generate:
         ensure_dataset(data)
     elif not Path(data.path).is_dir():
