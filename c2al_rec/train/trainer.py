@@ -33,6 +33,7 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
 from torchrec.optim.keyed import CombinedOptimizer
 
+from c2al_rec.cohorts.random_control import randomize_spec
 from c2al_rec.cohorts.spec import CohortSpec, load_cohort_spec, resolve_quantiles
 from c2al_rec.config import Config, config_to_dict
 from c2al_rec.data.reader import ParquetReader
@@ -154,6 +155,13 @@ class Trainer:
             values = table.column(spec.axis).to_numpy(zero_copy_only=False).astype(np.float64)
             labels = table.column(self.schema.label).to_numpy(zero_copy_only=False)
             spec = resolve_quantiles(spec, values, labels)
+        if cfg.random_control:
+            column = (
+                pads.dataset(self.schema.split_dir(self.cfg.data.train_split), format="parquet")
+                .to_table(columns=[spec.axis])
+                .column(spec.axis)
+            )
+            spec = randomize_spec(spec, column, seed=self.cfg.train.seed)
         return spec
 
     def _new_metrics(self, window_batches: int) -> TrainMetrics:
