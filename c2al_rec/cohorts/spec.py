@@ -169,7 +169,7 @@ def parse_cohort_spec(d: dict[str, Any], path: str = "<dict>") -> CohortSpec:
                 raise _fail(path, f"'{key}' must name one of the cohorts {names}, got {v!r}")
         if head == tail:
             raise _fail(path, "'head' and 'tail' must differ")
-    return CohortSpec(
+    spec = CohortSpec(
         axis=d["axis"],
         kind=kind,
         cohorts=cohorts,
@@ -181,6 +181,14 @@ def parse_cohort_spec(d: dict[str, Any], path: str = "<dict>") -> CohortSpec:
         source=d.get("source", {}),
         quantiles=list(quantiles) if quantiles is not None else None,
     )
+    control = d.get("random_control")
+    if control is not None:  # a saved random-cohort control spec reloads as one (e.g. on resume)
+        from .random_control import RandomizedCohortSpec
+
+        if not isinstance(control, dict) or len(control.get("shares", [])) != len(cohorts):
+            raise _fail(path, "'random_control' needs 'shares' (one per cohort) and 'seed'")
+        return RandomizedCohortSpec(**{**spec.__dict__, "shares": control["shares"], "seed": int(control["seed"])})
+    return spec
 
 
 def _check_disjoint(cohorts: list[Cohort], path: str) -> None:
