@@ -73,7 +73,9 @@ class SyntheticConfig:
         if self.rows < 0:
             raise ConfigError(f"data.synthetic.rows must be >= 0, got {self.rows}")
         if self.num_sparse < 10:
-            raise ConfigError(f"data.synthetic.num_sparse must be >= 10 (6 named + 4 cohort-pair extras), got {self.num_sparse}")
+            raise ConfigError(
+                f"data.synthetic.num_sparse must be >= 10 (6 named + 4 cohort-pair extras), got {self.num_sparse}"
+            )
         if self.max_table_size < 10:
             raise ConfigError(f"data.synthetic.max_table_size must be >= 10, got {self.max_table_size}")
         if self.num_dense < 1:

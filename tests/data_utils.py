@@ -49,8 +49,9 @@ def tiny_table(start: int, n: int, seed: int = 0) -> pa.Table:
     )
 
 
-def write_tiny(root: Path, rows_per_file=(300, 250, 450), row_group: int = 64, splits: bool = False,
-               table_fn=None) -> DatasetSchema:
+def write_tiny(
+    root: Path, rows_per_file=(300, 250, 450), row_group: int = 64, splits: bool = False, table_fn=None
+) -> DatasetSchema:
     """Write a tiny dataset of len(rows_per_file) files; returns its schema (saved)."""
     schema = tiny_schema(root, splits)
     d = schema.split_dir("train" if splits else None)

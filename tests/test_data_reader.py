@@ -164,13 +164,30 @@ def _read_all(root: Path, **kw):
     [
         (lambda t: t.drop_columns(["d1"]), r"part-001.parquet: missing column\(s\) \['d1'\]"),
         (lambda t: t.drop_columns(["gender"]), r"part-001.parquet: missing column\(s\) \['gender'\]"),
-        (lambda t: replace_column(t, "d0", np.arange(t.num_rows)), r"part-001.parquet: column 'd0' \(dense\).*int64.*float32"),
-        (lambda t: replace_column(t, "user", [str(x) for x in range(t.num_rows)]), r"column 'user' \(sparse\).*string.*int64"),
-        (lambda t: replace_column(t, "tags", np.arange(t.num_rows)), r"column 'tags' \(sparse\).*list<int64> \(multi_hot = true"),
+        (
+            lambda t: replace_column(t, "d0", np.arange(t.num_rows)),
+            r"part-001.parquet: column 'd0' \(dense\).*int64.*float32",
+        ),
+        (
+            lambda t: replace_column(t, "user", [str(x) for x in range(t.num_rows)]),
+            r"column 'user' \(sparse\).*string.*int64",
+        ),
+        (
+            lambda t: replace_column(t, "tags", np.arange(t.num_rows)),
+            r"column 'tags' \(sparse\).*list<int64> \(multi_hot = true",
+        ),
         (lambda t: replace_column(t, "user", [[1]] * t.num_rows), r"column 'user' \(sparse\).*multi_hot = false"),
         (lambda t: replace_column(t, "label", np.full(t.num_rows, 0.5)), r"column 'label' \(label\) has type double"),
     ],
-    ids=["missing-dense", "missing-axis", "dense-int", "sparse-string", "multi-as-single", "single-as-list", "float-label"],
+    ids=[
+        "missing-dense",
+        "missing-axis",
+        "dense-int",
+        "sparse-string",
+        "multi-as-single",
+        "single-as-list",
+        "float-label",
+    ],
 )
 def test_preflight_errors(tmp_path: Path, fn, pattern: str) -> None:
     root = _bad(tmp_path, fn)
@@ -189,11 +206,24 @@ def _at(t: pa.Table, col: str, row: int, value, type=None) -> pa.Table:
     [
         (lambda t: _at(t, "user", 70, -3), r"part-001.parquet: column 'user' at row 70 has a negative id.*-3"),
         (lambda t: _at(t, "tags", 5, [1, -2]), r"part-001.parquet: column 'tags' at row 5 has a negative id.*-2"),
-        (lambda t: _at(t, "user", 7, 50), r"part-001.parquet: column 'user' at row 7 \(sparse feature 'user'\) has an id outside its table \[0, 50\).*50"),
-        (lambda t: _at(t, "tags", 9, [3, 12]), r"column 'tags' at row 9 \(sparse feature 'tags'\) has an id outside.*12"),
-        (lambda t: _at(t, "d0", 3, float("nan")), r"part-001.parquet: column 'd0' at row 3 has a NaN/inf value: offending value nan"),
+        (
+            lambda t: _at(t, "user", 7, 50),
+            r"part-001.parquet: column .user. at row 7 \(sparse feature .user.\) has an id outside "
+            r"its table \[0, 50\).*50",
+        ),
+        (
+            lambda t: _at(t, "tags", 9, [3, 12]),
+            r"column 'tags' at row 9 \(sparse feature 'tags'\) has an id outside.*12",
+        ),
+        (
+            lambda t: _at(t, "d0", 3, float("nan")),
+            r"part-001.parquet: column 'd0' at row 3 has a NaN/inf value: offending value nan",
+        ),
         (lambda t: _at(t, "d1", 130, float("inf")), r"column 'd1' at row 130 has a NaN/inf value: offending value inf"),
-        (lambda t: _at(t, "label", 11, 2), r"part-001.parquet: column 'label' at row 11 has a label outside \{0, 1\}: offending value 2"),
+        (
+            lambda t: _at(t, "label", 11, 2),
+            r"part-001.parquet: column 'label' at row 11 has a label outside \{0, 1\}: offending value 2",
+        ),
         (lambda t: _at(t, "d0", 2, None), r"column 'd0' at row 2 is null"),
     ],
     ids=["neg-id", "neg-multi", "oor", "oor-multi", "nan", "inf", "label", "null"],

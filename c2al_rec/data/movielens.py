@@ -33,8 +33,25 @@ from .schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
 from .widedeep import widedeep_file
 
 GENRES = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ]
 AGE_BUCKETS = [(18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (50, "45-49"), (56, "50-55"), (10**9, "56+")]
 VALID_FRACTION, TEST_FRACTION = 0.1, 0.2
@@ -60,7 +77,9 @@ def _read_grouplens(d: Path) -> _Raw:
     try:
         data = np.array([[int(x) for x in ln.split("\t")] for ln in lines("u.data")], dtype=np.int64)
     except ValueError as e:
-        raise ValueError(f"{d / 'u.data'}: expected tab-separated user, item, rating, timestamp integers: {e}") from None
+        raise ValueError(
+            f"{d / 'u.data'}: expected tab-separated user, item, rating, timestamp integers: {e}"
+        ) from None
     if data.ndim != 2 or data.shape[1] != 4:
         raise ValueError(f"{d / 'u.data'}: expected 4 tab-separated columns per line")
     users = {}
@@ -101,7 +120,9 @@ def _read_widedeep(data_p: Path, users_p: Path, items_p: Path) -> _Raw:
     it = table(items_p, ["movie_id", "release_date", *GENRES])
     users = {
         uid: (age, g, o, z)
-        for uid, age, g, o, z in zip(*(u.column(c).to_pylist() for c in ["user_id", "age", "gender", "occupation", "zip_code"]))
+        for uid, age, g, o, z in zip(
+            *(u.column(c).to_pylist() for c in ["user_id", "age", "gender", "occupation", "zip_code"])
+        )
     }
     flags = np.stack([np.asarray(it.column(g).to_pylist()) for g in GENRES], axis=1)
     items = {
@@ -121,8 +142,12 @@ def read_movielens(source: Optional[Path]) -> _Raw:
     if (source / "u.data").is_file():
         return _read_grouplens(source)
     if not source.is_dir():
-        raise FileNotFoundError(f"--source {source}: not a directory with u.data/u.user/u.item or MovieLens100k_*.parquet")
-    return _read_widedeep(*(_find(source, s) for s in ["MovieLens100k_data", "MovieLens100k_users", "MovieLens100k_items"]))
+        raise FileNotFoundError(
+            f"--source {source}: not a directory with u.data/u.user/u.item or MovieLens100k_*.parquet"
+        )
+    return _read_widedeep(
+        *(_find(source, s) for s in ["MovieLens100k_data", "MovieLens100k_users", "MovieLens100k_items"])
+    )
 
 
 def _year(date: str) -> float:
@@ -146,7 +171,9 @@ def convert_movielens100k(out: Path, source: Optional[Path] = None) -> DatasetSc
     unknown_u = sorted(set(np.unique(raw.user).tolist()) - set(raw.users))
     unknown_m = sorted(set(np.unique(raw.movie).tolist()) - set(raw.items))
     if unknown_u or unknown_m:
-        raise ValueError(f"ratings name users {unknown_u[:5]} / movies {unknown_m[:5]} missing from the user/item files")
+        raise ValueError(
+            f"ratings name users {unknown_u[:5]} / movies {unknown_m[:5]} missing from the user/item files"
+        )
 
     order = np.argsort(raw.ts, kind="stable")  # time order; ties keep file order
     n_test, n_valid = int(round(TEST_FRACTION * n)), int(round(VALID_FRACTION * n))

@@ -36,7 +36,6 @@ from typing import Callable, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs
 import torch
@@ -86,9 +85,7 @@ def num_rows(root: str | Path, split: Optional[str] = "train") -> int:
     """Rows in ``split`` of the dataset at ``root``, from the Parquet footers (no data read)."""
     schema = load_schema(root)
     fmt = ds.ParquetFileFormat()
-    return sum(
-        rg.num_rows for f in list_parquet_files(schema.split_dir(split)) for rg in _fragment(fmt, f).row_groups
-    )
+    return sum(rg.num_rows for f in list_parquet_files(schema.split_dir(split)) for rg in _fragment(fmt, f).row_groups)
 
 
 def _is_int(t: pa.DataType) -> bool:
@@ -254,7 +251,11 @@ class ParquetReader:
         if self.dropped_rows:
             logger.info(
                 "%s: dropping %d of %d rows (incomplete last round: batch %d x world %d)",
-                self.split_dir, self.dropped_rows, N, B, W,
+                self.split_dir,
+                self.dropped_rows,
+                N,
+                B,
+                W,
             )
 
     def __len__(self) -> int:

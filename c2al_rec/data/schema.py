@@ -90,9 +90,13 @@ class DatasetSchema:
             raise ValueError(f"{where}: columns listed twice among label/dense/sparse: {sorted(dup)}")
         for f in self.sparse:
             if f.num_embeddings <= 0:
-                raise ValueError(f"{where}: sparse feature '{f.name}': num_embeddings must be > 0, got {f.num_embeddings}")
+                raise ValueError(
+                    f"{where}: sparse feature '{f.name}': num_embeddings must be > 0, got {f.num_embeddings}"
+                )
             if f.pooling not in _POOLINGS:
-                raise ValueError(f"{where}: sparse feature '{f.name}': pooling must be one of {_POOLINGS}, got {f.pooling!r}")
+                raise ValueError(
+                    f"{where}: sparse feature '{f.name}': pooling must be one of {_POOLINGS}, got {f.pooling!r}"
+                )
             if f.out_of_range not in _OUT_OF_RANGE:
                 raise ValueError(
                     f"{where}: sparse feature '{f.name}': out_of_range must be one of {_OUT_OF_RANGE}, "

