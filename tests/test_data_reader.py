@@ -31,6 +31,18 @@ def flat(batches: list[list[int]]) -> list[int]:
     return [r for b in batches for r in b]
 
 
+def assert_rows_consistent(b: Batch) -> None:
+    """Every value of a batch is the function of its row id that ``tiny_table`` wrote."""
+    r = b.row_id
+    torch.testing.assert_close(b.dense_features, torch.stack([r * 0.5, -r.float()], 1).float())
+    torch.testing.assert_close(b.labels, (r % 4 == 0).float())
+    kjt = b.sparse_features.to_dict()
+    assert kjt["user"].values().tolist() == (r % 50).tolist()
+    assert kjt["item"].values().tolist() == ((r % 23) % 7).tolist()  # out_of_range = hash
+    assert kjt["tags"].lengths().tolist() == (r % 3).tolist()
+    assert kjt["tags"].values().tolist() == [(x + j) % 10 for x in r.tolist() for j in range(x % 3)]
+
+
 def test_contents_match_rows_in_file_order(ds: Path) -> None:
     reader = ParquetReader(ds, split=None, batch_size=64, shuffle=False, drop_last=False)
     batches = list(reader)
@@ -62,6 +74,8 @@ def test_shuffle_is_a_seeded_permutation(ds: Path) -> None:
     def order(**kw):
         return flat(ids(ParquetReader(ds, split=None, batch_size=50, drop_last=False, shuffle_buffer=200, **kw)))
 
+    for b in ParquetReader(ds, split=None, batch_size=50, seed=1, shuffle_buffer=200):
+        assert_rows_consistent(b)  # gathers across shuffled windows keep rows intact
     a = order(seed=1, epoch=0)
     assert sorted(a) == list(range(N))  # every row exactly once
     assert a == order(seed=1, epoch=0)

@@ -290,31 +290,98 @@ class ParquetReader:
         first_g = self.start_batch + self.rank
         last_g = self.start_batch + (self._num_local - 1) * self.world_size + self.rank
         begin, end = first_g * B, min((last_g + 1) * B, N)
-        pending: dict[int, list[pa.Table]] = {}
+        pending: dict[int, list[dict]] = {}
         ws = 0
         for w, window in enumerate(self._windows()):
             we = ws + sum(u.num_rows for u in window)
-            if we <= begin:
+            if we <= begin:  # wholly before this rank's first batch (e.g. resume): not read
                 ws = we
                 continue
             if ws >= end:
                 break
-            table = pa.concat_tables([self._read_unit(u) for u in window])
+            cols = self._window_columns(pa.concat_tables([self._read_unit(u) for u in window]))
+            perm = None
             if self.shuffle:
-                perm = np.random.default_rng([self.seed, self.epoch, w, 1]).permutation(table.num_rows)
-            else:
-                perm = None
+                perm = np.random.default_rng([self.seed, self.epoch, w, 1]).permutation(we - ws)
             for g in range(max(ws // B, first_g), min(-(-we // B), last_g + 1)):
                 if not self._owned(g):
                     continue
                 gs, ge = g * B, min((g + 1) * B, N)
-                a, b = max(gs, ws) - ws, min(ge, we) - ws
-                piece = table.take(perm[a:b]) if perm is not None else table.slice(a, b - a)
-                pending.setdefault(g, []).append(piece)
+                lo, hi = max(gs, ws) - ws, min(ge, we) - ws
+                pending.setdefault(g, []).append(self._gather(cols, perm[lo:hi] if perm is not None else slice(lo, hi)))
                 if ge <= we:
-                    yield self._to_batch(pa.concat_tables(pending.pop(g)))
+                    yield self._to_batch(self._concat(pending.pop(g)))
             ws = we
         assert not pending, "internal: a batch was left incomplete"
+
+    # ----------------------------------------------------------------------------------------
+    # Window columns as numpy (gathered per batch with one fancy index per column group)
+    # ----------------------------------------------------------------------------------------
+    def _window_columns(self, t: pa.Table) -> dict:
+        s = self.schema
+        n = t.num_rows
+        cols: dict = {"n": n}
+        cols["dense"] = np.empty((n, len(s.dense)), dtype=np.float32)
+        for j, c in enumerate(s.dense):
+            cols["dense"][:, j] = t.column(c).to_numpy()
+        single = [f.name for f in s.sparse if not f.multi_hot]
+        cols["single"] = np.empty((len(single), n), dtype=np.int64)  # [S, n]: one contiguous row per key
+        for j, c in enumerate(single):
+            cols["single"][j] = t.column(c).to_numpy()
+        for f in s.sparse:
+            if f.multi_hot:
+                arr = t.column(f.name).combine_chunks()
+                lengths = arr.value_lengths().to_numpy().astype(np.int64)
+                offsets = np.zeros(n + 1, dtype=np.int64)
+                np.cumsum(lengths, out=offsets[1:])
+                cols[f.name] = (offsets, lengths, arr.flatten().to_numpy().astype(np.int64, copy=False))
+        for c in [s.label, s.weight, s.row_id, TRUE_PROB if self._has_true_prob else None]:
+            if c:
+                cols[c] = t.column(c).to_numpy()
+        for axis in self.cohort_fns:
+            cols[("axis", axis)] = t.column(axis).combine_chunks()
+        return cols
+
+    def _gather(self, cols: dict, idx) -> dict:
+        """Rows ``idx`` (an index array or a slice) of a window's columns."""
+        out: dict = {}
+        for k, v in cols.items():
+            if k == "n":
+                continue
+            if k == "single":
+                out[k] = v[:, idx]
+            elif isinstance(k, tuple):
+                out[k] = v.slice(idx.start, idx.stop - idx.start) if isinstance(idx, slice) else v.take(pa.array(idx))
+            elif isinstance(v, tuple):
+                offsets, lengths, values = v
+                if isinstance(idx, slice):
+                    out[k] = (lengths[idx], values[offsets[idx.start] : offsets[idx.stop]])
+                else:
+                    sel = lengths[idx]
+                    total = int(sel.sum())
+                    # position of each output value in `values`: its row's start plus its rank in the row
+                    starts = np.repeat(offsets[idx] - (np.cumsum(sel) - sel), sel)
+                    out[k] = (sel, values[starts + np.arange(total)])
+            else:
+                out[k] = v[idx]
+        return out
+
+    @staticmethod
+    def _concat(pieces: list[dict]) -> dict:
+        if len(pieces) == 1:
+            return pieces[0]
+        out: dict = {}
+        for k, v in pieces[0].items():
+            parts = [p[k] for p in pieces]
+            if k == "single":
+                out[k] = np.concatenate(parts, axis=1)
+            elif isinstance(k, tuple):
+                out[k] = pa.concat_arrays(parts)
+            elif isinstance(v, tuple):
+                out[k] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+            else:
+                out[k] = np.concatenate(parts)
+        return out
 
     # ----------------------------------------------------------------------------------------
     # Reading and validating one row group
@@ -387,27 +454,22 @@ class ParquetReader:
     # ----------------------------------------------------------------------------------------
     # Arrow -> tensors
     # ----------------------------------------------------------------------------------------
-    def _to_batch(self, t: pa.Table) -> Batch:
+    def _to_batch(self, c: dict) -> Batch:
         s = self.schema
-        n = t.num_rows
-        labels = torch.from_numpy(t.column(s.label).to_numpy().astype(np.float32))
-        if s.dense:
-            dense_np = np.empty((n, len(s.dense)), dtype=np.float32)
-            for j, c in enumerate(s.dense):
-                dense_np[:, j] = t.column(c).to_numpy()
-            dense = torch.from_numpy(dense_np)
-        else:
-            dense = torch.zeros((n, 0), dtype=torch.float32)
+        n = len(c[s.label])
+        labels = torch.from_numpy(c[s.label].astype(np.float32))
+        dense = torch.from_numpy(np.ascontiguousarray(c["dense"]))
         values, lengths = [], []
+        j = 0
         for f in s.sparse:
-            col = t.column(f.name)
             if f.multi_hot:
-                arr = col.combine_chunks()
-                values.append(arr.flatten().to_numpy().astype(np.int64, copy=False))
-                lengths.append(arr.value_lengths().to_numpy().astype(np.int32, copy=False))
+                lens, vals = c[f.name]
+                values.append(vals)
+                lengths.append(lens.astype(np.int32))
             else:
-                values.append(col.to_numpy().astype(np.int64, copy=False))
+                values.append(c["single"][j])
                 lengths.append(np.ones(n, dtype=np.int32))
+                j += 1
         kjt = KeyedJaggedTensor(
             keys=s.feature_names,
             values=torch.from_numpy(np.concatenate(values)) if values else torch.zeros(0, dtype=torch.int64),
@@ -415,24 +477,13 @@ class ParquetReader:
             stride=n,
         )
         kjt = self.transform(kjt)
-        if s.weight:
-            weights = torch.from_numpy(t.column(s.weight).to_numpy().astype(np.float32))
-        else:
-            weights = torch.ones(n, dtype=torch.float32)
+        weights = torch.from_numpy(c[s.weight].astype(np.float32)) if s.weight else torch.ones(n, dtype=torch.float32)
         cohorts = {}
         for axis, fn in self.cohort_fns.items():
-            idx = np.asarray(fn(t.column(axis).combine_chunks()), dtype=np.int64)
+            idx = np.asarray(fn(c[("axis", axis)]), dtype=np.int64)
             if idx.shape != (n,):
                 raise ValueError(f"cohort_fns['{axis}'] returned shape {idx.shape}, expected ({n},)")
             cohorts[axis] = torch.from_numpy(idx)
-        row_id = torch.from_numpy(t.column(s.row_id).to_numpy().astype(np.int64)) if s.row_id else None
-        true_prob = None
-        if self._has_true_prob:
-            true_prob = torch.from_numpy(t.column(TRUE_PROB).to_numpy().astype(np.float32))
+        row_id = torch.from_numpy(c[s.row_id].astype(np.int64)) if s.row_id else None
+        true_prob = torch.from_numpy(c[TRUE_PROB].astype(np.float32)) if self._has_true_prob else None
         return Batch(dense, kjt, labels, weights, cohorts, row_id, true_prob)
-
-
-def iter_unit_tables(reader: ParquetReader) -> Iterator[pa.Table]:
-    """Validated Arrow tables of every row group of a reader's split, in file order (for ``data check``)."""
-    for u in reader._units:
-        yield reader._read_unit(u)

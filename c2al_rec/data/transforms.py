@@ -35,6 +35,10 @@ class SparseIdTransform(nn.Module):
         self.names: List[str] = [f.name for f in features]
         self.sizes: List[int] = [int(f.num_embeddings) for f in features]
         self.hash: List[bool] = [f.out_of_range == "hash" for f in features]
+        self.any_hash: bool = any(self.hash)
+        # per-feature constants as non-persistent buffers: they follow .to(device), stay out of state_dict
+        self.register_buffer("size_t", torch.tensor(self.sizes, dtype=torch.int64), persistent=False)
+        self.register_buffer("hash_t", torch.tensor(self.hash, dtype=torch.bool), persistent=False)
 
     def transform_values(self, index: int, values: torch.Tensor) -> torch.Tensor:
         """Transform the ids of feature ``index`` (any shape, int64)."""
@@ -54,18 +58,27 @@ class SparseIdTransform(nn.Module):
         return values
 
     def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
-        """[sum of lengths] ids -> same shape; keys must be the schema's sparse features, in order."""
+        """[sum of lengths] ids -> same shape; keys must be the schema's sparse features, in order.
+
+        Vectorised over all features at once (one pass over the values, no per-feature split).
+        """
         keys = kjt.keys()
         if keys != self.names:
             raise ValueError("SparseIdTransform: KJT keys {} differ from the schema's {}".format(keys, self.names))
         values = kjt.values()
-        parts = torch.split(values, kjt.length_per_key())
-        out: List[torch.Tensor] = []
-        for i, part in enumerate(parts):
-            out.append(self.transform_values(i, part))
+        lpk = torch.tensor(kjt.length_per_key(), dtype=torch.int64, device=values.device)
+        sizes = torch.repeat_interleave(self.size_t, lpk, output_size=values.numel())
+        hashed = torch.repeat_interleave(self.hash_t, lpk, output_size=values.numel())
+        bad = ((values < 0) | (values >= sizes)) & ~hashed
+        if bool(bad.any()):
+            pos = int(torch.nonzero(bad)[0, 0])
+            index = int(torch.searchsorted(torch.cumsum(lpk, 0), torch.tensor(pos, device=values.device), right=True))
+            self.transform_values(index, values[pos : pos + 1])  # raises with the feature's message
+        if self.any_hash:
+            values = torch.where(hashed, torch.remainder(values, sizes), values)
         return KeyedJaggedTensor(
             keys=keys,
-            values=torch.cat(out) if len(out) > 0 else values,
+            values=values,
             lengths=kjt.lengths(),
             weights=kjt.weights_or_none(),
             stride=kjt.stride(),
