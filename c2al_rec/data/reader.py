@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Mapping, Optional
@@ -290,56 +291,76 @@ class ParquetReader:
         first_g = self.start_batch + self.rank
         last_g = self.start_batch + (self._num_local - 1) * self.world_size + self.rank
         begin, end = first_g * B, min((last_g + 1) * B, N)
-        pending: dict[int, list[dict]] = {}
+        # windows this rank needs, with their stream offsets [ws, we)
+        needed = []
         ws = 0
         for w, window in enumerate(self._windows()):
             we = ws + sum(u.num_rows for u in window)
-            if we <= begin:  # wholly before this rank's first batch (e.g. resume): not read
-                ws = we
-                continue
             if ws >= end:
                 break
-            cols = self._window_columns(pa.concat_tables([self._read_unit(u) for u in window]))
-            perm = None
-            if self.shuffle:
-                perm = np.random.default_rng([self.seed, self.epoch, w, 1]).permutation(we - ws)
-            for g in range(max(ws // B, first_g), min(-(-we // B), last_g + 1)):
-                if not self._owned(g):
-                    continue
-                gs, ge = g * B, min((g + 1) * B, N)
-                lo, hi = max(gs, ws) - ws, min(ge, we) - ws
-                pending.setdefault(g, []).append(self._gather(cols, perm[lo:hi] if perm is not None else slice(lo, hi)))
-                if ge <= we:
-                    yield self._to_batch(self._concat(pending.pop(g)))
+            if we > begin:  # windows wholly before this rank's first batch (e.g. on resume) are not read
+                needed.append((w, window, ws, we))
             ws = we
+        pending: dict[int, list[dict]] = {}
+        # one background thread reads + decodes the next window while this one is gathered
+        # (pyarrow and numpy release the GIL); memory: two windows
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-reader")
+        try:
+            future = pool.submit(self._load_window, *needed[0][:2]) if needed else None
+            for i, (w, window, ws, we) in enumerate(needed):
+                cols = future.result()
+                future = pool.submit(self._load_window, *needed[i + 1][:2]) if i + 1 < len(needed) else None
+                for g in range(max(ws // B, first_g), min(-(-we // B), last_g + 1)):
+                    if not self._owned(g):
+                        continue
+                    gs, ge = g * B, min((g + 1) * B, N)
+                    lo, hi = max(gs, ws) - ws, min(ge, we) - ws
+                    pending.setdefault(g, []).append(self._gather(cols, slice(lo, hi)))
+                    if ge <= we:
+                        yield self._to_batch(self._concat(pending.pop(g)))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         assert not pending, "internal: a batch was left incomplete"
+
+    def _load_window(self, w: int, window: list[_Unit]) -> dict:
+        """Read, validate and decode window ``w``, rows already in stream order (permuted when shuffling)."""
+        cols = self._window_columns(pa.concat_tables([self._read_unit(u) for u in window]))
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, self.epoch, w, 1]).permutation(cols["n"])
+            cols = {"n": cols["n"], **self._gather(cols, perm)}
+            for k, v in cols.items():  # multi-hot back to (offsets, lengths, values) for slicing
+                if isinstance(v, tuple):
+                    lengths, values = v
+                    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+                    np.cumsum(lengths, out=offsets[1:])
+                    cols[k] = (offsets, lengths, values)
+        return cols
 
     # ----------------------------------------------------------------------------------------
     # Window columns as numpy (gathered per batch with one fancy index per column group)
     # ----------------------------------------------------------------------------------------
     def _window_columns(self, t: pa.Table) -> dict:
+        """One numpy array per column (zero-copy from Arrow where possible); multi-hot as
+        (offsets, lengths, values); axis columns for cohort_fns stay Arrow arrays."""
         s = self.schema
-        n = t.num_rows
-        cols: dict = {"n": n}
-        cols["dense"] = np.empty((n, len(s.dense)), dtype=np.float32)
-        for j, c in enumerate(s.dense):
-            cols["dense"][:, j] = t.column(c).to_numpy()
-        single = [f.name for f in s.sparse if not f.multi_hot]
-        cols["single"] = np.empty((len(single), n), dtype=np.int64)  # [S, n]: one contiguous row per key
-        for j, c in enumerate(single):
-            cols["single"][j] = t.column(c).to_numpy()
-        for f in s.sparse:
-            if f.multi_hot:
-                arr = t.column(f.name).combine_chunks()
-                lengths = arr.value_lengths().to_numpy().astype(np.int64)
-                offsets = np.zeros(n + 1, dtype=np.int64)
-                np.cumsum(lengths, out=offsets[1:])
-                cols[f.name] = (offsets, lengths, arr.flatten().to_numpy().astype(np.int64, copy=False))
-        for c in [s.label, s.weight, s.row_id, TRUE_PROB if self._has_true_prob else None]:
+        t = t.combine_chunks()
+        cols: dict = {"n": t.num_rows}
+        for c in [s.label, *s.dense, s.weight, s.row_id, TRUE_PROB if self._has_true_prob else None]:
             if c:
                 cols[c] = t.column(c).to_numpy()
+        for f in s.sparse:
+            col = t.column(f.name)
+            if f.multi_hot:
+                arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+                lengths = arr.value_lengths().to_numpy().astype(np.int64)
+                offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+                np.cumsum(lengths, out=offsets[1:])
+                cols[f.name] = (offsets, lengths, arr.flatten().to_numpy().astype(np.int64, copy=False))
+            else:
+                cols[f.name] = col.to_numpy().astype(np.int64, copy=False)
         for axis in self.cohort_fns:
-            cols[("axis", axis)] = t.column(axis).combine_chunks()
+            col = t.column(axis)
+            cols[("axis", axis)] = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
         return cols
 
     def _gather(self, cols: dict, idx) -> dict:
@@ -348,9 +369,7 @@ class ParquetReader:
         for k, v in cols.items():
             if k == "n":
                 continue
-            if k == "single":
-                out[k] = v[:, idx]
-            elif isinstance(k, tuple):
+            if isinstance(k, tuple):
                 out[k] = v.slice(idx.start, idx.stop - idx.start) if isinstance(idx, slice) else v.take(pa.array(idx))
             elif isinstance(v, tuple):
                 offsets, lengths, values = v
@@ -373,9 +392,7 @@ class ParquetReader:
         out: dict = {}
         for k, v in pieces[0].items():
             parts = [p[k] for p in pieces]
-            if k == "single":
-                out[k] = np.concatenate(parts, axis=1)
-            elif isinstance(k, tuple):
+            if isinstance(k, tuple):
                 out[k] = pa.concat_arrays(parts)
             elif isinstance(v, tuple):
                 out[k] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
@@ -388,7 +405,7 @@ class ParquetReader:
     # ----------------------------------------------------------------------------------------
     def _read_unit(self, u: _Unit) -> pa.Table:
         try:
-            table = _fragment(self._format, u.file, [u.row_group]).to_table(columns=self._columns, use_threads=False)
+            table = _fragment(self._format, u.file, [u.row_group]).to_table(columns=self._columns)
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"{u.file}: row group {u.row_group} cannot be read (corrupt file?): {e}") from None
         self._validate(u, table)
@@ -458,23 +475,25 @@ class ParquetReader:
         s = self.schema
         n = len(c[s.label])
         labels = torch.from_numpy(c[s.label].astype(np.float32))
-        dense = torch.from_numpy(np.ascontiguousarray(c["dense"]))
+        dense_np = np.empty((n, len(s.dense)), dtype=np.float32)
+        for j, name in enumerate(s.dense):
+            dense_np[:, j] = c[name]
+        dense = torch.from_numpy(dense_np)
         values, lengths = [], []
-        j = 0
         for f in s.sparse:
             if f.multi_hot:
                 lens, vals = c[f.name]
                 values.append(vals)
                 lengths.append(lens.astype(np.int32))
             else:
-                values.append(c["single"][j])
+                values.append(c[f.name])
                 lengths.append(np.ones(n, dtype=np.int32))
-                j += 1
         kjt = KeyedJaggedTensor(
             keys=s.feature_names,
             values=torch.from_numpy(np.concatenate(values)) if values else torch.zeros(0, dtype=torch.int64),
             lengths=torch.from_numpy(np.concatenate(lengths)) if lengths else torch.zeros(0, dtype=torch.int32),
             stride=n,
+            length_per_key=[len(v) for v in values],
         )
         kjt = self.transform(kjt)
         weights = torch.from_numpy(c[s.weight].astype(np.float32)) if s.weight else torch.ones(n, dtype=torch.float32)
