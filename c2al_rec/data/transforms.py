@@ -36,9 +36,8 @@ class SparseIdTransform(nn.Module):
         self.sizes: List[int] = [int(f.num_embeddings) for f in features]
         self.hash: List[bool] = [f.out_of_range == "hash" for f in features]
         self.any_hash: bool = any(self.hash)
-        # per-feature constants as non-persistent buffers: they follow .to(device), stay out of state_dict
+        # table sizes as a non-persistent buffer: they follow .to(device), stay out of state_dict
         self.register_buffer("size_t", torch.tensor(self.sizes, dtype=torch.int64), persistent=False)
-        self.register_buffer("hash_t", torch.tensor(self.hash, dtype=torch.bool), persistent=False)
 
     def transform_values(self, index: int, values: torch.Tensor) -> torch.Tensor:
         """Transform the ids of feature ``index`` (any shape, int64)."""
@@ -60,22 +59,36 @@ class SparseIdTransform(nn.Module):
     def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """[sum of lengths] ids -> same shape; keys must be the schema's sparse features, in order.
 
-        Vectorised over all features at once (one pass over the values, no per-feature split).
+        One pass over each key's contiguous slice of values; one host sync for the range check.
         """
         keys = kjt.keys()
         if keys != self.names:
             raise ValueError("SparseIdTransform: KJT keys {} differ from the schema's {}".format(keys, self.names))
         values = kjt.values()
-        lpk = torch.tensor(kjt.length_per_key(), dtype=torch.int64, device=values.device)
-        sizes = torch.repeat_interleave(self.size_t, lpk, output_size=values.numel())
-        hashed = torch.repeat_interleave(self.hash_t, lpk, output_size=values.numel())
-        bad = ((values < 0) | (values >= sizes)) & ~hashed
-        if bool(bad.any()):
-            pos = int(torch.nonzero(bad)[0, 0])
-            index = int(torch.searchsorted(torch.cumsum(lpk, 0), torch.tensor(pos, device=values.device), right=True))
-            self.transform_values(index, values[pos : pos + 1])  # raises with the feature's message
         if self.any_hash:
-            values = torch.where(hashed, torch.remainder(values, sizes), values)
+            values = values.clone()  # hashed slices are rewritten in place below
+        lpk = kjt.length_per_key()
+        lows: List[torch.Tensor] = []
+        highs: List[torch.Tensor] = []
+        start = 0
+        for i in range(len(lpk)):
+            n = lpk[i]
+            part = values.narrow(0, start, n)
+            if self.hash[i]:
+                part.remainder_(self.sizes[i])
+            if n > 0:
+                lo, hi = torch.aminmax(part)
+                lows.append(lo)
+                highs.append(hi)
+            else:
+                lows.append(torch.zeros((), dtype=values.dtype, device=values.device))
+                highs.append(torch.zeros((), dtype=values.dtype, device=values.device))
+            start += n
+        if len(lows) > 0:
+            bad = (torch.stack(lows) < 0) | (torch.stack(highs) >= self.size_t)
+            if bool(bad.any()):
+                i = int(torch.nonzero(bad)[0, 0])
+                self.transform_values(i, values.narrow(0, sum(lpk[:i]), lpk[i]))  # raises, naming the feature
         return KeyedJaggedTensor(
             keys=keys,
             values=values,
