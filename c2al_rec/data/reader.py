@@ -156,6 +156,7 @@ class ParquetReader:
         self.transform = SparseIdTransform(self.schema.sparse)
         self.split_dir = self.schema.split_dir(split)
         self._format = ds.ParquetFileFormat()
+        self._file_fragments: dict[Path, ds.Fragment] = {}
         self._units, self._has_true_prob = self._preflight(list_parquet_files(self.split_dir))
         self.total_rows = sum(u.num_rows for u in self._units)
         if self.total_rows == 0:
@@ -205,6 +206,7 @@ class ParquetReader:
         has_true_prob = None
         for path in files:
             frag = _fragment(self._format, path)
+            self._file_fragments[path] = frag  # footer parsed once; row groups are read via subset()
             phys = frag.physical_schema
             missing = [c for c in expected if phys.get_field_index(c) < 0]
             if missing:
@@ -405,7 +407,8 @@ class ParquetReader:
     # ----------------------------------------------------------------------------------------
     def _read_unit(self, u: _Unit) -> pa.Table:
         try:
-            table = _fragment(self._format, u.file, [u.row_group]).to_table(columns=self._columns)
+            frag = self._file_fragments[u.file].subset(row_group_ids=[u.row_group])
+            table = frag.to_table(columns=self._columns)
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"{u.file}: row group {u.row_group} cannot be read (corrupt file?): {e}") from None
         self._validate(u, table)
