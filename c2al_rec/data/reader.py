@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 TRUE_PROB = "true_prob"
 _LOCAL_FS = pyarrow.fs.LocalFileSystem()
+PREFETCH_WINDOWS = 2  # windows loaded ahead in background threads
 CohortFn = Callable[[pa.Array], np.ndarray]
 
 
@@ -304,14 +305,15 @@ class ParquetReader:
                 needed.append((w, window, ws, we))
             ws = we
         pending: dict[int, list[dict]] = {}
-        # one background thread reads + decodes the next window while this one is gathered
-        # (pyarrow and numpy release the GIL); memory: two windows
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-reader")
+        # background threads read, validate, decode and permute the next windows while this one is
+        # turned into batches (pyarrow and numpy release the GIL); memory: PREFETCH_WINDOWS + 1 windows
+        pool = ThreadPoolExecutor(max_workers=PREFETCH_WINDOWS, thread_name_prefix="parquet-reader")
         try:
-            future = pool.submit(self._load_window, *needed[0][:2]) if needed else None
+            futures = [pool.submit(self._load_window, *job[:2]) for job in needed[:PREFETCH_WINDOWS]]
             for i, (w, window, ws, we) in enumerate(needed):
-                cols = future.result()
-                future = pool.submit(self._load_window, *needed[i + 1][:2]) if i + 1 < len(needed) else None
+                cols = futures.pop(0).result()
+                if i + PREFETCH_WINDOWS < len(needed):
+                    futures.append(pool.submit(self._load_window, *needed[i + PREFETCH_WINDOWS][:2]))
                 for g in range(max(ws // B, first_g), min(-(-we // B), last_g + 1)):
                     if not self._owned(g):
                         continue
