@@ -11,8 +11,10 @@ another world size.
 Ranks. Rank ``r`` of ``W`` takes global batches ``start_batch + r``, ``start_batch + r + W``, ...;
 every rank yields ``(num_full_batches - start_batch) // W`` batches (DMP's collectives need equal
 counts); the rows after the last complete round are dropped and counted in ``dropped_rows``.
-Each rank reads the windows its batches touch and skips (without reading) the windows wholly
-before ``start_batch``.
+Each rank reads the windows its batches touch (in practice all of them: the I/O of a window is
+repeated on every rank, the conversion to tensors is not) and skips, unread, the windows wholly
+before ``start_batch``. Background threads load the next ``PREFETCH_WINDOWS`` windows; memory
+holds about ``PREFETCH_WINDOWS + 1`` windows of ``max(shuffle_buffer, largest row group)`` rows.
 
 Validation. Construction checks every file's footer against the schema (readable file, columns
 present, dtypes); reading checks values per row group (no nulls, labels in {0, 1}, finite dense
