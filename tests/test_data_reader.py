@@ -288,3 +288,21 @@ def test_empty_dataset(tmp_path: Path) -> None:
     write_tiny(tmp_path / "s", splits=True)
     with pytest.raises(ValueError, match="no split 'valid'"):
         ParquetReader(tmp_path / "s", split="valid", batch_size=8)
+
+
+@pytest.mark.parametrize(
+    "batch, world, start", [(7, 1, 0), (7, 3, 5), (50, 4, 2), (33, 2, 9), (128, 3, 0), (1000, 2, 0)]
+)
+def test_rank_split_invariant(ds: Path, batch: int, world: int, start: int) -> None:
+    """Ranks take disjoint, equal-count shares that together are global batches [start, start + rounds * W)."""
+    kw = dict(split=None, batch_size=batch, seed=11, shuffle_buffer=90)
+    glob = ids(ParquetReader(ds, **kw))
+    rounds = (N // batch - start) // world
+    per_rank = [ids(ParquetReader(ds, rank=k, world_size=world, start_batch=start, **kw)) for k in range(world)]
+    assert all(len(p) == rounds for p in per_rank)
+    interleaved = [per_rank[k][i] for i in range(rounds) for k in range(world)]
+    assert interleaved == glob[start : start + rounds * world]
+    assert (
+        ParquetReader(ds, world_size=world, start_batch=start, **kw).dropped_rows
+        == N - (start + rounds * world) * batch
+    )
