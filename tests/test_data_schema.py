@@ -1,7 +1,5 @@
 """Dataset schema (schema.json) and the SparseIdTransform shared with export (tier 1)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 
@@ -128,6 +126,7 @@ def test_transform_without_features() -> None:
     assert out.values().numel() == 0 and out.stride() == 2
 
 
+# (no `from __future__ import annotations` in this file: torchrec.fx + script need real annotations)
 class _ExportLike(torch.nn.Module):
     """A model that applies the id transform first, like the exported serving model."""
 
