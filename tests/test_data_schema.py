@@ -1,7 +1,5 @@
 """Dataset schema (schema.json) and the SparseIdTransform shared with export (tier 1)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 
@@ -126,3 +124,25 @@ def test_transform_without_features() -> None:
         )
     )
     assert out.values().numel() == 0 and out.stride() == 2
+
+
+# (no `from __future__ import annotations` in this file: torchrec.fx + script need real annotations)
+class _ExportLike(torch.nn.Module):
+    """A model that applies the id transform first, like the exported serving model."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.ids = SparseIdTransform(tiny_schema(root).sparse)
+
+    def forward(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        return self.ids(kjt).values()
+
+
+def test_transform_as_fx_leaf_in_a_scripted_model(tmp_path: Path) -> None:
+    """Export path: torchrec.fx traces a model with the transform as a leaf, then scripts it."""
+    import torchrec
+
+    traced = torchrec.fx.symbolic_trace(_ExportLike(tmp_path), leaf_modules=["SparseIdTransform"])
+    scripted = torch.jit.script(traced)
+    kjt = _kjt([3, 49, 1, 9, 2, 8, 100, 5], [1, 1, 2, 2, 1, 1])
+    assert scripted(kjt).tolist() == [3, 49, 1, 9, 2, 8, 2, 5]

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from ..config import SyntheticConfig
@@ -131,12 +133,18 @@ def _axis_stats(schema: DatasetSchema, split: Optional[str]) -> list[str]:
                 rate = label[m].mean() if m.any() else float("nan")
                 lines.append(f"    {name:<24} rows {m.sum():>9}  positive rate {rate:.4f}")
         else:
-            values = np.asarray([str(v) for v in col.to_pylist()])
-            uniq, inv, counts = np.unique(values, return_inverse=True, return_counts=True)
-            pos = np.bincount(inv, weights=label)
+            # group in Arrow (no Python lists of the column): value -> rows, positives
+            grouped = (
+                pa.table({"v": pc.cast(col, pa.string()), "y": pa.array(label)})
+                .group_by("v")
+                .aggregate([("y", "sum"), ("y", "count")])
+            )
+            uniq = np.asarray(grouped.column("v").to_pylist(), dtype=object)
+            counts = grouped.column("y_count").to_numpy()
+            pos = grouped.column("y_sum").to_numpy()
             order = np.argsort(-counts, kind="stable")
             for i in order[:MAX_CATEGORIES_SHOWN]:
-                lines.append(f"    {uniq[i]:<24} rows {counts[i]:>9}  positive rate {pos[i] / counts[i]:.4f}")
+                lines.append(f"    {str(uniq[i]):<24} rows {counts[i]:>9}  positive rate {pos[i] / counts[i]:.4f}")
             if len(order) > MAX_CATEGORIES_SHOWN:
                 lines.append(f"    ... {len(order) - MAX_CATEGORIES_SHOWN} more values")
     return lines

@@ -11,8 +11,10 @@ another world size.
 Ranks. Rank ``r`` of ``W`` takes global batches ``start_batch + r``, ``start_batch + r + W``, ...;
 every rank yields ``(num_full_batches - start_batch) // W`` batches (DMP's collectives need equal
 counts); the rows after the last complete round are dropped and counted in ``dropped_rows``.
-Each rank reads the windows its batches touch and skips (without reading) the windows wholly
-before ``start_batch``.
+Each rank reads the windows its batches touch (in practice all of them: the I/O of a window is
+repeated on every rank, the conversion to tensors is not) and skips, unread, the windows wholly
+before ``start_batch``. Background threads load the next ``PREFETCH_WINDOWS`` windows; memory
+holds about ``PREFETCH_WINDOWS + 1`` windows of ``max(shuffle_buffer, largest row group)`` rows.
 
 Validation. Construction checks every file's footer against the schema (readable file, columns
 present, dtypes); reading checks values per row group (no nulls, labels in {0, 1}, finite dense
@@ -30,13 +32,13 @@ Example::
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs
 import torch
@@ -50,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 TRUE_PROB = "true_prob"
 _LOCAL_FS = pyarrow.fs.LocalFileSystem()
+PREFETCH_WINDOWS = 2  # windows loaded ahead in background threads
 CohortFn = Callable[[pa.Array], np.ndarray]
 
 
@@ -156,6 +159,7 @@ class ParquetReader:
         self.transform = SparseIdTransform(self.schema.sparse)
         self.split_dir = self.schema.split_dir(split)
         self._format = ds.ParquetFileFormat()
+        self._file_fragments: dict[Path, ds.Fragment] = {}
         self._units, self._has_true_prob = self._preflight(list_parquet_files(self.split_dir))
         self.total_rows = sum(u.num_rows for u in self._units)
         if self.total_rows == 0:
@@ -205,6 +209,7 @@ class ParquetReader:
         has_true_prob = None
         for path in files:
             frag = _fragment(self._format, path)
+            self._file_fragments[path] = frag  # footer parsed once; row groups are read via subset()
             phys = frag.physical_schema
             missing = [c for c in expected if phys.get_field_index(c) < 0]
             if missing:
@@ -291,38 +296,123 @@ class ParquetReader:
         first_g = self.start_batch + self.rank
         last_g = self.start_batch + (self._num_local - 1) * self.world_size + self.rank
         begin, end = first_g * B, min((last_g + 1) * B, N)
-        pending: dict[int, list[pa.Table]] = {}
+        # windows this rank needs, with their stream offsets [ws, we)
+        needed = []
         ws = 0
         for w, window in enumerate(self._windows()):
             we = ws + sum(u.num_rows for u in window)
-            if we <= begin:
-                ws = we
-                continue
             if ws >= end:
                 break
-            table = pa.concat_tables([self._read_unit(u) for u in window])
-            if self.shuffle:
-                perm = np.random.default_rng([self.seed, self.epoch, w, 1]).permutation(table.num_rows)
-            else:
-                perm = None
-            for g in range(max(ws // B, first_g), min(-(-we // B), last_g + 1)):
-                if not self._owned(g):
-                    continue
-                gs, ge = g * B, min((g + 1) * B, N)
-                a, b = max(gs, ws) - ws, min(ge, we) - ws
-                piece = table.take(perm[a:b]) if perm is not None else table.slice(a, b - a)
-                pending.setdefault(g, []).append(piece)
-                if ge <= we:
-                    yield self._to_batch(pa.concat_tables(pending.pop(g)))
+            if we > begin:  # windows wholly before this rank's first batch (e.g. on resume) are not read
+                needed.append((w, window, ws, we))
             ws = we
+        pending: dict[int, list[dict]] = {}
+        # background threads read, validate, decode and permute the next windows while this one is
+        # turned into batches (pyarrow and numpy release the GIL); memory: PREFETCH_WINDOWS + 1 windows
+        pool = ThreadPoolExecutor(max_workers=PREFETCH_WINDOWS, thread_name_prefix="parquet-reader")
+        try:
+            futures = [pool.submit(self._load_window, *job[:2]) for job in needed[:PREFETCH_WINDOWS]]
+            for i, (w, window, ws, we) in enumerate(needed):
+                cols = futures.pop(0).result()
+                if i + PREFETCH_WINDOWS < len(needed):
+                    futures.append(pool.submit(self._load_window, *needed[i + PREFETCH_WINDOWS][:2]))
+                for g in range(max(ws // B, first_g), min(-(-we // B), last_g + 1)):
+                    if not self._owned(g):
+                        continue
+                    gs, ge = g * B, min((g + 1) * B, N)
+                    lo, hi = max(gs, ws) - ws, min(ge, we) - ws
+                    pending.setdefault(g, []).append(self._gather(cols, slice(lo, hi)))
+                    if ge <= we:
+                        yield self._to_batch(self._concat(pending.pop(g)))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         assert not pending, "internal: a batch was left incomplete"
+
+    def _load_window(self, w: int, window: list[_Unit]) -> dict:
+        """Read, validate and decode window ``w``, rows already in stream order (permuted when shuffling)."""
+        cols = self._window_columns(pa.concat_tables([self._read_unit(u) for u in window]))
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, self.epoch, w, 1]).permutation(cols["n"])
+            cols = {"n": cols["n"], **self._gather(cols, perm)}
+            for k, v in cols.items():  # multi-hot back to (offsets, lengths, values) for slicing
+                if isinstance(v, tuple):
+                    lengths, values = v
+                    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+                    np.cumsum(lengths, out=offsets[1:])
+                    cols[k] = (offsets, lengths, values)
+        return cols
+
+    # ----------------------------------------------------------------------------------------
+    # Window columns as numpy (gathered per batch with one fancy index per column group)
+    # ----------------------------------------------------------------------------------------
+    def _window_columns(self, t: pa.Table) -> dict:
+        """One numpy array per column (zero-copy from Arrow where possible); multi-hot as
+        (offsets, lengths, values); axis columns for cohort_fns stay Arrow arrays."""
+        s = self.schema
+        t = t.combine_chunks()
+        cols: dict = {"n": t.num_rows}
+        for c in [s.label, *s.dense, s.weight, s.row_id, TRUE_PROB if self._has_true_prob else None]:
+            if c:
+                cols[c] = t.column(c).to_numpy()
+        for f in s.sparse:
+            col = t.column(f.name)
+            if f.multi_hot:
+                arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+                lengths = arr.value_lengths().to_numpy().astype(np.int64)
+                offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+                np.cumsum(lengths, out=offsets[1:])
+                cols[f.name] = (offsets, lengths, arr.flatten().to_numpy().astype(np.int64, copy=False))
+            else:
+                cols[f.name] = col.to_numpy().astype(np.int64, copy=False)
+        for axis in self.cohort_fns:
+            col = t.column(axis)
+            cols[("axis", axis)] = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+        return cols
+
+    def _gather(self, cols: dict, idx) -> dict:
+        """Rows ``idx`` (an index array or a slice) of a window's columns."""
+        out: dict = {}
+        for k, v in cols.items():
+            if k == "n":
+                continue
+            if isinstance(k, tuple):
+                out[k] = v.slice(idx.start, idx.stop - idx.start) if isinstance(idx, slice) else v.take(pa.array(idx))
+            elif isinstance(v, tuple):
+                offsets, lengths, values = v
+                if isinstance(idx, slice):
+                    out[k] = (lengths[idx], values[offsets[idx.start] : offsets[idx.stop]])
+                else:
+                    sel = lengths[idx]
+                    total = int(sel.sum())
+                    # position of each output value in `values`: its row's start plus its rank in the row
+                    starts = np.repeat(offsets[idx] - (np.cumsum(sel) - sel), sel)
+                    out[k] = (sel, values[starts + np.arange(total)])
+            else:
+                out[k] = v[idx]
+        return out
+
+    @staticmethod
+    def _concat(pieces: list[dict]) -> dict:
+        if len(pieces) == 1:
+            return pieces[0]
+        out: dict = {}
+        for k, v in pieces[0].items():
+            parts = [p[k] for p in pieces]
+            if isinstance(k, tuple):
+                out[k] = pa.concat_arrays(parts)
+            elif isinstance(v, tuple):
+                out[k] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+            else:
+                out[k] = np.concatenate(parts)
+        return out
 
     # ----------------------------------------------------------------------------------------
     # Reading and validating one row group
     # ----------------------------------------------------------------------------------------
     def _read_unit(self, u: _Unit) -> pa.Table:
         try:
-            table = _fragment(self._format, u.file, [u.row_group]).to_table(columns=self._columns, use_threads=False)
+            frag = self._file_fragments[u.file].subset(row_group_ids=[u.row_group])
+            table = frag.to_table(columns=self._columns)
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"{u.file}: row group {u.row_group} cannot be read (corrupt file?): {e}") from None
         self._validate(u, table)
@@ -388,52 +478,38 @@ class ParquetReader:
     # ----------------------------------------------------------------------------------------
     # Arrow -> tensors
     # ----------------------------------------------------------------------------------------
-    def _to_batch(self, t: pa.Table) -> Batch:
+    def _to_batch(self, c: dict) -> Batch:
         s = self.schema
-        n = t.num_rows
-        labels = torch.from_numpy(t.column(s.label).to_numpy().astype(np.float32))
-        if s.dense:
-            dense_np = np.empty((n, len(s.dense)), dtype=np.float32)
-            for j, c in enumerate(s.dense):
-                dense_np[:, j] = t.column(c).to_numpy()
-            dense = torch.from_numpy(dense_np)
-        else:
-            dense = torch.zeros((n, 0), dtype=torch.float32)
+        n = len(c[s.label])
+        labels = torch.from_numpy(c[s.label].astype(np.float32))
+        dense_np = np.empty((n, len(s.dense)), dtype=np.float32)
+        for j, name in enumerate(s.dense):
+            dense_np[:, j] = c[name]
+        dense = torch.from_numpy(dense_np)
         values, lengths = [], []
         for f in s.sparse:
-            col = t.column(f.name)
             if f.multi_hot:
-                arr = col.combine_chunks()
-                values.append(arr.flatten().to_numpy().astype(np.int64, copy=False))
-                lengths.append(arr.value_lengths().to_numpy().astype(np.int32, copy=False))
+                lens, vals = c[f.name]
+                values.append(vals)
+                lengths.append(lens.astype(np.int32))
             else:
-                values.append(col.to_numpy().astype(np.int64, copy=False))
+                values.append(c[f.name])
                 lengths.append(np.ones(n, dtype=np.int32))
         kjt = KeyedJaggedTensor(
             keys=s.feature_names,
             values=torch.from_numpy(np.concatenate(values)) if values else torch.zeros(0, dtype=torch.int64),
             lengths=torch.from_numpy(np.concatenate(lengths)) if lengths else torch.zeros(0, dtype=torch.int32),
             stride=n,
+            length_per_key=[len(v) for v in values],
         )
         kjt = self.transform(kjt)
-        if s.weight:
-            weights = torch.from_numpy(t.column(s.weight).to_numpy().astype(np.float32))
-        else:
-            weights = torch.ones(n, dtype=torch.float32)
+        weights = torch.from_numpy(c[s.weight].astype(np.float32)) if s.weight else torch.ones(n, dtype=torch.float32)
         cohorts = {}
         for axis, fn in self.cohort_fns.items():
-            idx = np.asarray(fn(t.column(axis).combine_chunks()), dtype=np.int64)
+            idx = np.asarray(fn(c[("axis", axis)]), dtype=np.int64)
             if idx.shape != (n,):
                 raise ValueError(f"cohort_fns['{axis}'] returned shape {idx.shape}, expected ({n},)")
             cohorts[axis] = torch.from_numpy(idx)
-        row_id = torch.from_numpy(t.column(s.row_id).to_numpy().astype(np.int64)) if s.row_id else None
-        true_prob = None
-        if self._has_true_prob:
-            true_prob = torch.from_numpy(t.column(TRUE_PROB).to_numpy().astype(np.float32))
+        row_id = torch.from_numpy(c[s.row_id].astype(np.int64)) if s.row_id else None
+        true_prob = torch.from_numpy(c[TRUE_PROB].astype(np.float32)) if self._has_true_prob else None
         return Batch(dense, kjt, labels, weights, cohorts, row_id, true_prob)
-
-
-def iter_unit_tables(reader: ParquetReader) -> Iterator[pa.Table]:
-    """Validated Arrow tables of every row group of a reader's split, in file order (for ``data check``)."""
-    for u in reader._units:
-        yield reader._read_unit(u)

@@ -35,6 +35,9 @@ class SparseIdTransform(nn.Module):
         self.names: List[str] = [f.name for f in features]
         self.sizes: List[int] = [int(f.num_embeddings) for f in features]
         self.hash: List[bool] = [f.out_of_range == "hash" for f in features]
+        self.any_hash: bool = any(self.hash)
+        # table sizes as a non-persistent buffer: they follow .to(device), stay out of state_dict
+        self.register_buffer("size_t", torch.tensor(self.sizes, dtype=torch.int64), persistent=False)
 
     def transform_values(self, index: int, values: torch.Tensor) -> torch.Tensor:
         """Transform the ids of feature ``index`` (any shape, int64)."""
@@ -54,18 +57,41 @@ class SparseIdTransform(nn.Module):
         return values
 
     def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
-        """[sum of lengths] ids -> same shape; keys must be the schema's sparse features, in order."""
+        """[sum of lengths] ids -> same shape; keys must be the schema's sparse features, in order.
+
+        One pass over each key's contiguous slice of values; one host sync for the range check.
+        """
         keys = kjt.keys()
         if keys != self.names:
             raise ValueError("SparseIdTransform: KJT keys {} differ from the schema's {}".format(keys, self.names))
         values = kjt.values()
-        parts = torch.split(values, kjt.length_per_key())
-        out: List[torch.Tensor] = []
-        for i, part in enumerate(parts):
-            out.append(self.transform_values(i, part))
+        if self.any_hash:
+            values = values.clone()  # hashed slices are rewritten in place below
+        lpk = kjt.length_per_key()
+        lows: List[torch.Tensor] = []
+        highs: List[torch.Tensor] = []
+        start = 0
+        for i in range(len(lpk)):
+            n = lpk[i]
+            part = values.narrow(0, start, n)
+            if self.hash[i]:
+                part.remainder_(self.sizes[i])
+            if n > 0:
+                lo, hi = torch.aminmax(part)
+                lows.append(lo)
+                highs.append(hi)
+            else:
+                lows.append(torch.zeros((), dtype=values.dtype, device=values.device))
+                highs.append(torch.zeros((), dtype=values.dtype, device=values.device))
+            start += n
+        if len(lows) > 0:
+            bad = (torch.stack(lows) < 0) | (torch.stack(highs) >= self.size_t)
+            if bool(bad.any()):
+                i = int(torch.nonzero(bad)[0, 0])
+                self.transform_values(i, values.narrow(0, sum(lpk[:i]), lpk[i]))  # raises, naming the feature
         return KeyedJaggedTensor(
             keys=keys,
-            values=torch.cat(out) if len(out) > 0 else values,
+            values=values,
             lengths=kjt.lengths(),
             weights=kjt.weights_or_none(),
             stride=kjt.stride(),

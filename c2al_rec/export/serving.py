@@ -5,7 +5,7 @@ checks); ``ScriptableServing`` wraps the traced graph with the ``predict(Dict[st
 signature of DESIGN.md "Exported model" and is what ``torch.jit.script`` compiles.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: TorchScript must see real annotation types here.
 
 from typing import Dict, List
 

@@ -1,0 +1,196 @@
+"""Data loader throughput: Parquet -> Batch (ParquetReader) against the raw pyarrow read.
+
+python -m benchmarks.data_loader [--quick] [--json PATH] [--data DIR]
+
+On planted-cohort synthetic data (generated into a temporary directory unless ``--data`` names a
+dataset), measures in the same run, interleaved, best of ``repeats``:
+- ``pyarrow``: ``pyarrow.dataset`` record batches of the same columns and batch size (no tensors);
+- ``loader_file_order``: ParquetReader with ``shuffle=False``;
+- ``loader_shuffled``: ParquetReader with the training settings (window shuffle);
+- ``loader_rank0_of_2``: rank 0 of 2 (rows it yields per second; every rank reads every window).
+Ratios: ``loader_vs_pyarrow`` = shuffled loader / pyarrow (goal >= 0.5) and
+``loader_vs_train_step`` = loader / training-step consumption (goal >= 5; not measured until the
+trainer exists). Also records the synthetic generator's rows per minute (goal >= 1M on 2 cores).
+Writes ``benchmarks/results/data_loader.md``; ``--json PATH`` writes
+``{"benchmark", "config", "results", "ratios"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pyarrow.dataset as ds
+
+from c2al_rec.config import SyntheticConfig
+from c2al_rec.data import ParquetReader, load_schema
+from c2al_rec.data.synthetic import generate_synthetic
+
+RESULTS = Path(__file__).parent / "results" / "data_loader.md"
+
+
+@dataclass
+class Options:
+    """Benchmark options (``--quick`` shrinks them)."""
+
+    rows: int = 2_000_000
+    """Synthetic rows generated (all splits; the train split, ~80%, is read)."""
+    max_table_size: int = 1_000_000
+    """Largest synthetic id table."""
+    batch_size: int = 4096
+    """Rows per batch for both the loader and the pyarrow baseline."""
+    shuffle_buffer: int = 65_536
+    """Loader shuffle window, rows."""
+    repeats: int = 3
+    """Interleaved repetitions; the best of each is reported."""
+    data: str = ""
+    """Existing dataset root to read instead of generating one."""
+
+
+def _machine() -> str:
+    model = "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    )
+
+
+def _rate(fn) -> tuple[float, int]:
+    t = time.perf_counter()
+    n = fn()
+    return n / (time.perf_counter() - t), n
+
+
+def run(opts: Options) -> dict:
+    tmp: Optional[tempfile.TemporaryDirectory] = None
+    results: dict = {}
+    if opts.data:
+        root = Path(opts.data)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="c2al-bench-")
+        root = Path(tmp.name) / "synth"
+        cfg = SyntheticConfig(rows=opts.rows, max_table_size=opts.max_table_size)
+        t = time.perf_counter()
+        generate_synthetic(root, cfg)
+        results["synthetic_rows_per_min"] = opts.rows / (time.perf_counter() - t) * 60
+    try:
+        schema = load_schema(root)
+        files = sorted(str(p) for p in schema.split_dir("train").glob("*.parquet"))
+        columns = ParquetReader(root, schema, "train", opts.batch_size)._columns
+
+        def pyarrow_read() -> int:
+            return sum(
+                b.num_rows
+                for b in ds.dataset(files, format="parquet").to_batches(columns=columns, batch_size=opts.batch_size)
+            )
+
+        def loader(**kw) -> int:
+            reader = ParquetReader(root, schema, "train", opts.batch_size, shuffle_buffer=opts.shuffle_buffer, **kw)
+            return sum(b.batch_size for b in reader)
+
+        cases = {
+            "pyarrow": pyarrow_read,
+            "loader_file_order": lambda: loader(shuffle=False),
+            "loader_shuffled": lambda: loader(shuffle=True, seed=0),
+            "loader_rank0_of_2": lambda: loader(shuffle=True, seed=0, rank=0, world_size=2),
+        }
+        best: dict[str, float] = {k: 0.0 for k in cases}
+        rows: dict[str, int] = {}
+        for _ in range(opts.repeats):
+            for name, fn in cases.items():
+                rate, n = _rate(fn)
+                best[name] = max(best[name], rate)
+                rows[name] = n
+        for name in cases:
+            results[f"{name}_rows_per_s"] = best[name]
+            results[f"{name}_rows"] = rows[name]
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    ratios = {
+        "loader_vs_pyarrow": results["loader_shuffled_rows_per_s"] / results["pyarrow_rows_per_s"],
+        "loader_file_order_vs_pyarrow": results["loader_file_order_rows_per_s"] / results["pyarrow_rows_per_s"],
+        "loader_vs_train_step": None,
+    }
+    return {
+        "benchmark": "data_loader",
+        "config": {**dataclasses.asdict(opts), "machine": _machine()},
+        "results": results,
+        "ratios": ratios,
+        "notes": {"loader_vs_train_step": "not measured: the trainer does not exist yet (goal: >= 5)"},
+    }
+
+
+def _markdown(out: dict, command: str) -> str:
+    r, q = out["results"], out["ratios"]
+    lines = [
+        "# Data loader throughput",
+        "",
+        f"Machine: {out['config']['machine']}",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Config: " + ", ".join(f"{k}={v!r}" for k, v in out["config"].items() if k != "machine"),
+        "",
+        "| case | rows | rows/s (best of repeats) |",
+        "| --- | ---: | ---: |",
+    ]
+    for name in ("pyarrow", "loader_file_order", "loader_shuffled", "loader_rank0_of_2"):
+        lines.append(f"| {name} | {r[f'{name}_rows']} | {r[f'{name}_rows_per_s']:,.0f} |")
+    lines += [
+        "",
+        f"- loader_vs_pyarrow (shuffled loader / raw pyarrow read, goal >= 0.5): {q['loader_vs_pyarrow']:.2f}",
+        f"- loader_file_order_vs_pyarrow: {q['loader_file_order_vs_pyarrow']:.2f}",
+        "- loader_vs_train_step (goal >= 5): not measured (the trainer does not exist yet)",
+    ]
+    if "synthetic_rows_per_min" in r:
+        lines.append(
+            f"- synthetic generator: {r['synthetic_rows_per_min']:,.0f} rows/min (goal >= 1,000,000 on 2 cores)"
+        )
+    lines += [
+        "",
+        "The pyarrow baseline yields Arrow record batches (no copy to tensors, no shuffle, no validation);",
+        "the loader also validates every row group, shuffles within windows, builds dense/KJT/label tensors",
+        "and applies SparseIdTransform. The machine is shared, so figures vary between runs by about 2x.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    parser.add_argument("--json", default=None, help="also write the results as JSON here")
+    parser.add_argument("--data", default="", help="read this dataset instead of generating one")
+    args = parser.parse_args(argv)
+    opts = Options(data=args.data)
+    if args.quick:
+        opts = dataclasses.replace(opts, rows=200_000, max_table_size=100_000, repeats=2)
+    out = run(opts)
+    command = "python -m benchmarks.data_loader " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = _markdown(out, command.strip())
+    print(text)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
