@@ -222,12 +222,8 @@ def _at(t: pa.Table, col: str, row: int, value, type=None) -> pa.Table:
         (lambda t: _at(t, "tags", 5, [1, -2]), r"part-001.parquet: column 'tags' at row 5 has a negative id.*-2"),
         (
             lambda t: _at(t, "user", 7, 50),
-<<<<<<< HEAD
-            r"part-001.parquet: column 'user' at row 7 \(sparse feature 'user'\) has an id outside its table \[0, 50\).*50",
-=======
             r"part-001.parquet: column .user. at row 7 \(sparse feature .user.\) has an id outside "
             r"its table \[0, 50\).*50",
->>>>>>> data
         ),
         (
             lambda t: _at(t, "tags", 9, [3, 12]),
