@@ -11,8 +11,7 @@ import warnings
 import pytest
 import torch
 
-from c2al_rec.ops import fm_interaction, fm_interaction_reference, select_kernel
-from c2al_rec.ops import fm_triton
+from c2al_rec.ops import fm_interaction, fm_interaction_reference, fm_triton, select_kernel
 
 # The package re-exports the function under the module's name; fetch the module itself.
 fm_mod = importlib.import_module("c2al_rec.ops.fm_interaction")
