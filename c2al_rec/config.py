@@ -145,6 +145,8 @@ class ModelConfig:
     """Tokens the linear-compression module emits."""
     attention_heads: int = 2
     """Heads of the self-attention module."""
+    dot_out_tokens: int = 8
+    """Tokens the DLRM dot-interaction module emits."""
     repr_mlp: list[int] = field(default_factory=list)
     """Optional MLP on flatten(final X) giving h (empty: h is the flattened tokens)."""
     primary_head: list[int] = field(default_factory=lambda: [64])
@@ -153,7 +155,14 @@ class ModelConfig:
     """Hidden sizes of each C2AL auxiliary head MLP (-> one logit)."""
 
     def __post_init__(self) -> None:
-        for name in ("embedding_dim", "fm_rank", "fm_compressed_tokens", "fm_out_tokens", "linear_out_tokens"):
+        for name in (
+            "embedding_dim",
+            "fm_rank",
+            "fm_compressed_tokens",
+            "fm_out_tokens",
+            "linear_out_tokens",
+            "dot_out_tokens",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         if not self.dhen_layers or any(not layer for layer in self.dhen_layers):

@@ -1,0 +1,188 @@
+"""DHEN interaction modules: each maps tokens X [B, n, d] to [B, n_out, d] (``num_out_tokens``).
+
+- :class:`FMInteraction`: FM compressed attention (Wukong's FMB), G = X X^T Y via the custom op.
+- :class:`LinearCompression`: a learned linear map over the token axis (Wukong's LCB).
+- :class:`CrossInteraction`: one DCN-v2 cross layer on flatten(X).
+- :class:`SelfAttention`: a post-norm transformer encoder layer over the tokens.
+- :class:`DotInteraction`: DLRM pairwise dot products, projected back to tokens.
+"""
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from c2al_rec.ops.fm_interaction import fm_interaction
+
+from .mlp import TokenLinear, mlp
+
+
+class FMInteraction(nn.Module):
+    """FM compressed attention: T = X^T Y [B, d, k], G = X T [B, n, k], then
+    flatten(G) -> LayerNorm -> MLP -> [B, n_out, d].
+
+    Y is attentive by default, Y_b = reshape(MLP_att(flatten(W_c X_b))) [B, n, k] with W_c
+    compressing n tokens to ``compressed_tokens``; ``attention="static"`` learns one [n, k] Y.
+
+    Args:
+        num_tokens: n.
+        dim: d.
+        rank: k, columns of Y.
+        compressed_tokens: tokens after W_c (attentive Y only).
+        out_tokens: n_out.
+        hidden: hidden sizes of the MLP after the LayerNorm.
+        attention: ``"attentive"`` or ``"static"``.
+        kernel: FM op kernel (``auto``, ``reference``, ``cpu``, ``triton``).
+        device: parameter device.
+
+    Example::
+
+        fm = FMInteraction(num_tokens=9, dim=16, rank=4, compressed_tokens=4, out_tokens=8, hidden=[64])
+        out = fm(torch.randn(32, 9, 16))   # [32, 8, 16]
+    """
+
+    def __init__(
+        self,
+        num_tokens: int,
+        dim: int,
+        rank: int,
+        compressed_tokens: int,
+        out_tokens: int,
+        hidden: Sequence[int],
+        attention: str = "attentive",
+        kernel: str = "auto",
+        device: Optional[torch.device] = None,
+    ) -> None:
+        super().__init__()
+        if attention not in ("attentive", "static"):
+            raise ValueError(f"model.fm_attention: expected 'attentive' or 'static', got {attention!r}")
+        self.num_tokens, self.dim, self.rank = num_tokens, dim, rank
+        self.num_out_tokens = out_tokens
+        self.attentive = attention == "attentive"
+        self.kernel = kernel
+        if self.attentive:
+            self.compress = TokenLinear(num_tokens, compressed_tokens, device=device)
+            self.attention_mlp = mlp(compressed_tokens * dim, [num_tokens * rank], num_tokens * rank, device=device)
+        else:
+            self.static_y = nn.Parameter(torch.empty(num_tokens, rank, device=device))
+        self.norm = nn.LayerNorm(num_tokens * rank, device=device)
+        self.out_mlp = mlp(num_tokens * rank, hidden, out_tokens * dim, device=device)
+        self.use_reference = False
+        """Plain-PyTorch math instead of the custom op (export: TorchScript without the op)."""
+        self.record = False
+        """Keep the last Y (detached) in ``last_attention`` for diagnostics."""
+        self.last_attention: Optional[Tensor] = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise the static Y (the only parameter not owned by a Linear / LayerNorm)."""
+        if not self.attentive and self.static_y.device.type != "meta":
+            nn.init.normal_(self.static_y, std=self.num_tokens**-0.5)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """Y for tokens X [B, n, d]: [B, n, k] (attentive) or [n, k] (static)."""
+        if self.attentive:
+            return self.attention_mlp(self.compress(x).flatten(1)).view(-1, self.num_tokens, self.rank)
+        return self.static_y
+
+    def forward(self, x: Tensor) -> Tensor:
+        """X [B, n, d] -> [B, n_out, d]."""
+        y = self.attention(x)
+        if self.record:
+            self.last_attention = y.detach()
+        if self.use_reference:
+            g = torch.matmul(x, torch.matmul(x.transpose(1, 2), y))  # [B, n, k], export-safe math
+        else:
+            g = fm_interaction(x, y, self.kernel)
+        return self.out_mlp(self.norm(g.flatten(1))).view(-1, self.num_out_tokens, self.dim)
+
+
+class LinearCompression(nn.Module):
+    """Wukong's linear compression block: [B, n, d] -> [B, n_out, d] by a learned [n_out, n] map.
+
+    Example::
+
+        LinearCompression(9, 4)(torch.randn(2, 9, 16)).shape   # [2, 4, 16]
+    """
+
+    def __init__(self, num_tokens: int, out_tokens: int, device: Optional[torch.device] = None) -> None:
+        super().__init__()
+        self.num_out_tokens = out_tokens
+        self.proj = TokenLinear(num_tokens, out_tokens, device=device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class CrossInteraction(nn.Module):
+    """One DCN-v2 cross layer on x0 = flatten(X): x0 * (W x0 + b) + x0, back to [B, n, d].
+
+    Example::
+
+        CrossInteraction(9, 16)(torch.randn(2, 9, 16)).shape   # [2, 9, 16]
+    """
+
+    def __init__(self, num_tokens: int, dim: int, device: Optional[torch.device] = None) -> None:
+        super().__init__()
+        self.num_out_tokens, self.dim = num_tokens, dim
+        self.linear = nn.Linear(num_tokens * dim, num_tokens * dim, device=device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x0 = x.flatten(1)
+        return (x0 * self.linear(x0) + x0).view(-1, self.num_out_tokens, self.dim)
+
+
+class SelfAttention(nn.Module):
+    """A post-norm transformer encoder layer over tokens: [B, n, d] -> [B, n, d].
+
+    Same math as ``nn.TransformerEncoderLayer`` (ReLU FFN of width 2d, no dropout), written with
+    Linear layers because ``nn.MultiheadAttention`` keeps its own parameters and has no public
+    ``reset_parameters``, so DMP's meta-device materialisation would leave them uninitialised.
+
+    Example::
+
+        SelfAttention(16, heads=2)(torch.randn(2, 9, 16)).shape   # [2, 9, 16]
+    """
+
+    def __init__(self, num_tokens: int, dim: int, heads: int, device: Optional[torch.device] = None) -> None:
+        super().__init__()
+        if heads <= 0 or dim % heads:
+            raise ValueError(f"model.attention_heads = {heads} must divide model.embedding_dim = {dim}")
+        self.num_out_tokens, self.dim, self.heads = num_tokens, dim, heads
+        self.qkv = nn.Linear(dim, 3 * dim, device=device)
+        self.out = nn.Linear(dim, dim, device=device)
+        self.norm1 = nn.LayerNorm(dim, device=device)
+        self.ffn = mlp(dim, [2 * dim], dim, device=device)
+        self.norm2 = nn.LayerNorm(dim, device=device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        hd = self.dim // self.heads
+        q, k, v = self.qkv(x).view(-1, self.num_out_tokens, 3, self.heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * hd**-0.5, dim=-1)  # [B, h, n, n]
+        ctx = torch.matmul(att, v).transpose(1, 2).reshape(-1, self.num_out_tokens, self.dim)
+        x = self.norm1(x + self.out(ctx))
+        return self.norm2(x + self.ffn(x))
+
+
+class DotInteraction(nn.Module):
+    """DLRM dot interaction: the n(n-1)/2 pairwise dot products of tokens, projected by a Linear
+    to ``out_tokens`` tokens: [B, n, d] -> [B, n_out, d].
+
+    Example::
+
+        DotInteraction(9, 16, 4)(torch.randn(2, 9, 16)).shape   # [2, 4, 16]
+    """
+
+    def __init__(self, num_tokens: int, dim: int, out_tokens: int, device: Optional[torch.device] = None) -> None:
+        super().__init__()
+        self.num_tokens, self.dim, self.num_out_tokens = num_tokens, dim, out_tokens
+        pairs = max(1, num_tokens * (num_tokens - 1) // 2)
+        self.proj = nn.Linear(pairs, out_tokens * dim, device=device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = self.num_tokens
+        z = torch.matmul(x, x.transpose(1, 2)).flatten(1)  # [B, n*n]
+        if n > 1:
+            rows, cols = torch.triu_indices(n, n, 1, device=x.device).unbind(0)
+            z = z.index_select(1, rows * n + cols)
+        return self.proj(z).view(-1, self.num_out_tokens, self.dim)
