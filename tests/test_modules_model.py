@@ -167,3 +167,14 @@ def test_training_reduces_loss(attention):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_bf16_autocast_forward_backward():
+    dense, kjt, labels = mh.batch(8, seed=6)
+    model = C2ALModel(mh.tables(8), mh.DENSE, small_cfg(), aux_heads=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(dense, kjt)
+    loss = sum(nn.functional.binary_cross_entropy_with_logits(v.float(), labels) for v in out.values())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("over_arch."))

@@ -88,6 +88,9 @@ class FMInteraction(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """X [B, n, d] -> [B, n_out, d]."""
         y = self.attention(x)
+        # Autocast makes Y (a Linear's output) bf16 while X (a LayerNorm's) stays fp32; a no-op
+        # otherwise. Unconditional, because a dtype test would not fx-trace.
+        y = y.to(x.dtype)
         if self.record:
             self.last_attention = y.detach()
         if self.use_reference:
