@@ -86,7 +86,7 @@ def test_gradcheck_float64(static):
 
 
 @needs_interpreter
-@pytest.mark.parametrize("shape", SHAPES[1:])
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("static", [False, True])
 def test_triton_kernels_interpreted_match_float64(shape, static):
     _check("triton", shape, static, torch.float32, noncontig=shape[0] == 3)
