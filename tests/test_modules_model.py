@@ -167,3 +167,27 @@ def test_training_reduces_loss(attention):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_bf16_autocast_forward_backward():
+    dense, kjt, labels = mh.batch(8, seed=6)
+    model = C2ALModel(mh.tables(8), mh.DENSE, small_cfg(), aux_heads=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(dense, kjt)
+    loss = sum(nn.functional.binary_cross_entropy_with_logits(v.float(), labels) for v in out.values())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("over_arch."))
+
+
+def test_training_form_traces_with_the_custom_op():
+    # TrainPipelineSparseDist fx-traces the training model (aux heads, custom op) to find its
+    # sparse inputs; the traced graph must compute the same logits.
+    model = C2ALModel(mh.tables(8), mh.DENSE, small_cfg(dhen_layers=ALL_MODULES), aux_heads=True)
+    traced = torchrec.fx.symbolic_trace(model)
+    assert any("fm_interaction" in str(node.target) for node in traced.graph.nodes)
+    dense, kjt, _ = mh.batch(9, seed=7)
+    want, got = model(dense, kjt), traced(dense, kjt)
+    assert set(got) == {"primary", "head", "tail"}
+    for name in want:
+        torch.testing.assert_close(got[name], want[name])

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from c2al_rec.ops.fm_interaction import fm_interaction
+from c2al_rec.ops.fm_interaction import KERNELS
 
 from .mlp import TokenLinear, mlp
 
@@ -59,6 +59,8 @@ class FMInteraction(nn.Module):
         self.num_tokens, self.dim, self.rank = num_tokens, dim, rank
         self.num_out_tokens = out_tokens
         self.attentive = attention == "attentive"
+        if kernel not in KERNELS:
+            raise ValueError(f"model.fm_kernel: unknown '{kernel}' (expected one of {KERNELS})")
         self.kernel = kernel
         if self.attentive:
             self.compress = TokenLinear(num_tokens, compressed_tokens, device=device)
@@ -88,12 +90,17 @@ class FMInteraction(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """X [B, n, d] -> [B, n_out, d]."""
         y = self.attention(x)
+        # Autocast makes Y (a Linear's output) bf16 while X (a LayerNorm's) stays fp32; a no-op
+        # otherwise. Unconditional, because a dtype test would not fx-trace.
+        y = y.to(x.dtype)
         if self.record:
             self.last_attention = y.detach()
         if self.use_reference:
             g = torch.matmul(x, torch.matmul(x.transpose(1, 2), y))  # [B, n, k], export-safe math
         else:
-            g = fm_interaction(x, y, self.kernel)
+            # The op itself, not the checking Python wrapper: shapes hold by construction, and a
+            # shape check would not fx-trace (TrainPipelineSparseDist traces the training model).
+            g = torch.ops.c2al.fm_interaction(x, y, self.kernel)
         return self.out_mlp(self.norm(g.flatten(1))).view(-1, self.num_out_tokens, self.dim)
 
 

@@ -14,8 +14,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Bytes of fp32 X per chunk: 256 samples of [32, 64] (measured best of 16..4096 samples, see the benchmark).
-_TARGET_CHUNK_BYTES = 2 * 1024 * 1024
+# Bytes of fp32 X per chunk: 512 samples of [32, 64]. On an idle 2-core machine 128-512 samples
+# were best (4096, i.e. no chunking, was ~1.4x slower in fwd+bwd); when other processes compete
+# for the cores every multi-threaded bmm waits for a descheduled thread, so the cost grows with
+# the number of chunks: 512 keeps that count low at little cost when idle.
+_TARGET_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -117,6 +117,11 @@ if HAVE_TRITON:
         tl.store(DY + b * n * k + rn[:, None] * k + rk[None, :], dy.to(DY.dtype.element_ty), mask=my)
 
 
+def _num_warps(n: int, d: int) -> int:
+    # Larger X tiles spread over more warps to limit register spills.
+    return 8 if _block(n) * _block(d) >= 8192 else 4
+
+
 def _precision(x: Tensor) -> str:
     return "ieee" if x.dtype == torch.float32 else "tf32"
 
@@ -137,7 +142,7 @@ def fm_forward_triton(x: Tensor, y: Tensor) -> Tensor:
     _fm_fwd_kernel[(b,)](
         x, y, g, n, d, k,
         *x.stride(), *_y_strides(y), *g.stride(),
-        BN=_block(n), BD=_block(d), BK=_block(k), PRECISION=_precision(x),
+        BN=_block(n), BD=_block(d), BK=_block(k), PRECISION=_precision(x), num_warps=_num_warps(n, d),
     )  # fmt: skip
     return g
 
@@ -154,7 +159,7 @@ def fm_backward_triton(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tens
         _fm_bwd_kernel[(b,)](
             x, y, grad, dx, dy, n, d, k,
             *x.stride(), *_y_strides(y), *grad.stride(),
-            BN=_block(n), BD=_block(d), BK=_block(k), PRECISION=_precision(x),
+            BN=_block(n), BD=_block(d), BK=_block(k), PRECISION=_precision(x), num_warps=_num_warps(n, d),
         )  # fmt: skip
     if static:
         return dx, dy.sum(0).to(y.dtype)

@@ -1,0 +1,282 @@
+"""FM interaction op (c2al::fm_interaction) vs the eager reference (two bmm + autograd).
+
+Measures forward and forward+backward time, the bytes saved for backward, and the forward's
+achieved bytes/s against the measured memory bandwidth (roofline), at a CPU shape (fp32) and,
+when a GPU is present, a GPU shape (bf16). Writes ``benchmarks/results/fm_kernel.md``.
+
+    python -m benchmarks.fm_kernel [--quick] [--json PATH]
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from c2al_rec.ops import fm_interaction, select_kernel
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fm_kernel.md"
+
+
+@dataclass
+class FMKernelOptions:
+    """Benchmark options (``--quick`` shrinks the batch and the repeats for a smoke run)."""
+
+    cpu_shape: tuple[int, int, int, int] = (4096, 32, 64, 16)
+    """(B, n, d, k) of the CPU case, fp32."""
+    gpu_shape: tuple[int, int, int, int] = (65536, 64, 128, 32)
+    """(B, n, d, k) of the GPU case, bf16."""
+    repeats: int = 15
+    """Timed repeats per measurement (the median is reported)."""
+    warmup: int = 3
+    """Untimed runs before timing."""
+    runs: int = 3
+    """Whole measurements repeated; the reported ratios are their medians (the machine is shared)."""
+    quick: bool = False
+    """Smoke run: batch / 8, 3 repeats, results not written to benchmarks/results."""
+    json: str = ""
+    """Write {"benchmark", "config", "results", "ratios"} here."""
+    threads: int = field(default_factory=torch.get_num_threads)
+    """torch intra-op threads (CPU case)."""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn: Callable[[], object], device: torch.device, opts: FMKernelOptions) -> float:
+    """Median seconds of ``fn`` over ``opts.repeats`` runs."""
+    for _ in range(opts.warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(opts.repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _time_pair(fa: Callable[[], object], fb: Callable[[], object], device, opts) -> tuple[float, float]:
+    """Median seconds of ``fa`` and ``fb``, timed alternately so that load from other processes
+    on a shared machine hits both alike."""
+    for _ in range(opts.warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(opts.repeats):
+        for fn, acc in ((fa, ta), (fb, tb)):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            acc.append(time.perf_counter() - t0)
+    ta.sort()
+    tb.sort()
+    return ta[len(ta) // 2], tb[len(tb) // 2]
+
+
+def eager(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The baseline: T = X^T Y, G = X T as two bmm, differentiated by autograd."""
+    return torch.bmm(x, torch.bmm(x.transpose(1, 2), y))
+
+
+def saved_bytes(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x, y) -> int:
+    """Bytes of the distinct storages autograd saves for backward during one forward."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(x, y)
+    return sum(storages.values())
+
+
+def memory_bandwidth(device: torch.device, opts: FMKernelOptions) -> float:
+    """Measured copy bandwidth in bytes/s (read + write of a 256 MiB buffer)."""
+    src = torch.empty(64 * 1024 * 1024, dtype=torch.float32, device=device).normal_()
+    dst = torch.empty_like(src)
+    sec = _time(lambda: dst.copy_(src), device, opts)
+    return 2 * src.numel() * 4 / sec
+
+
+def run_case(name: str, shape, dtype: torch.dtype, device: torch.device, opts: FMKernelOptions) -> dict:
+    b, n, d, k = shape
+    if opts.quick:
+        b = max(1, b // 8)
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(b, n, d, device=device, generator=g).to(dtype)
+    y = torch.randn(b, n, k, device=device, generator=g).to(dtype)
+    dg = torch.randn(b, n, k, device=device, generator=g).to(dtype)
+    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+    kernel = select_kernel(x, y, "auto")
+
+    def fused_fwd():
+        with torch.no_grad():
+            return fm_interaction(x, y)
+
+    def eager_fwd():
+        with torch.no_grad():
+            return eager(x, y)
+
+    def fwdbwd(fn):
+        def step():
+            xg.grad = yg.grad = None
+            fn(xg, yg).backward(dg)
+
+        return step
+
+    ref = eager(x.double(), y.double())
+    err = float((fused_fwd().double() - ref).abs().max() / ref.abs().max())
+    fused_fwd_s, eager_fwd_s = _time_pair(fused_fwd, eager_fwd, device, opts)
+    fused_fb_s, eager_fb_s = _time_pair(fwdbwd(fm_interaction), fwdbwd(eager), device, opts)
+    res = {
+        "shape": {"B": b, "n": n, "d": d, "k": k},
+        "dtype": str(dtype).replace("torch.", ""),
+        "device": device.type,
+        "kernel": kernel,
+        "fused_fwd_ms": 1e3 * fused_fwd_s,
+        "eager_fwd_ms": 1e3 * eager_fwd_s,
+        "fused_fwdbwd_ms": 1e3 * fused_fb_s,
+        "eager_fwdbwd_ms": 1e3 * eager_fb_s,
+        "fused_saved_bytes": saved_bytes(fm_interaction, xg, yg),
+        "eager_saved_bytes": saved_bytes(eager, xg, yg),
+        "fused_max_rel_err_vs_f64": err,
+    }
+    elem = x.element_size()
+    fwd_bytes = b * (n * d + 2 * n * k) * elem  # read X, Y; write G
+    bw = memory_bandwidth(device, opts)
+    res.update(
+        forward_bytes=fwd_bytes,
+        memory_bandwidth_gbs=bw / 1e9,
+        fused_fwd_gbs=fwd_bytes / res["fused_fwd_ms"] * 1e3 / 1e9,
+        eager_fwd_gbs=fwd_bytes / res["eager_fwd_ms"] * 1e3 / 1e9,
+        forward_gflop=4 * b * n * d * k / 1e9,
+    )
+    res["fused_fwd_bandwidth_fraction"] = res["fused_fwd_gbs"] / res["memory_bandwidth_gbs"]
+    print(f"[{name}] " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}))
+    return res
+
+
+def _machine() -> str:
+    model = "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return f"CPU {model}, {os.cpu_count()} cores; GPU {gpu}; torch {torch.__version__}; {platform.python_version()}"
+
+
+def _ratios(results: dict) -> dict:
+    ratios = {
+        "cpu_fwd_speedup": results["cpu"]["eager_fwd_ms"] / results["cpu"]["fused_fwd_ms"],
+        "cpu_fwdbwd_speedup": results["cpu"]["eager_fwdbwd_ms"] / results["cpu"]["fused_fwdbwd_ms"],
+        "cpu_saved_memory_ratio": results["cpu"]["fused_saved_bytes"] / results["cpu"]["eager_saved_bytes"],
+        "cpu_fwd_bandwidth_fraction": results["cpu"]["fused_fwd_bandwidth_fraction"],
+    }
+    if "gpu" in results:
+        ratios["gpu_fwd_speedup"] = results["gpu"]["eager_fwd_ms"] / results["gpu"]["fused_fwd_ms"]
+        ratios["gpu_fwdbwd_speedup"] = results["gpu"]["eager_fwdbwd_ms"] / results["gpu"]["fused_fwdbwd_ms"]
+        ratios["gpu_saved_memory_ratio"] = results["gpu"]["fused_saved_bytes"] / results["gpu"]["eager_saved_bytes"]
+        ratios["gpu_fwd_hbm_fraction"] = results["gpu"]["fused_fwd_bandwidth_fraction"]
+    return ratios
+
+
+def run(opts: FMKernelOptions) -> dict:
+    """``opts.runs`` whole measurements; results of the run whose fwd+bwd ratio is the median."""
+    torch.set_num_threads(opts.threads)
+    runs = []
+    load_before = os.getloadavg()[0]
+    for _ in range(opts.runs):
+        results = {"cpu": run_case("cpu", opts.cpu_shape, torch.float32, torch.device("cpu"), opts)}
+        if torch.cuda.is_available():
+            results["gpu"] = run_case("gpu", opts.gpu_shape, torch.bfloat16, torch.device("cuda"), opts)
+        runs.append((results, _ratios(results)))
+    per_run = [r for _, r in runs]
+    ratios = {k: sorted(r[k] for r in per_run)[len(per_run) // 2] for k in per_run[0]}
+    results = sorted(runs, key=lambda rr: rr[1]["cpu_fwdbwd_speedup"])[len(runs) // 2][0]
+    print("ratios (median of runs) " + json.dumps({k: round(v, 3) for k, v in ratios.items()}))
+    out = {"benchmark": "fm_kernel", "config": dataclasses.asdict(opts), "results": results, "ratios": ratios}
+    out["results"]["ratios_per_run"] = per_run
+    out["results"]["load_average_1min"] = [load_before, os.getloadavg()[0]]
+    return out
+
+
+def write_markdown(out: dict, command: str, path: Path = RESULTS) -> None:
+    lines = [
+        "# fm_kernel: c2al::fm_interaction vs eager two-bmm + autograd",
+        "",
+        f"- Machine: {_machine()}",
+        f"- Command: `{command}`",
+        f"- Config: `{json.dumps(out['config'])}`",
+        f"- 1-min load average before / after: {out['results']['load_average_1min'][0]:.2f} / "
+        f"{out['results']['load_average_1min'][1]:.2f} (other processes share the cores; the CPU kernel's many "
+        "small multi-threaded bmm calls slow down more than eager's two large ones when a core is taken)",
+        "- Times are medians of fused and eager runs timed alternately (the cores may be shared);",
+        "  'saved' = bytes of distinct storages autograd keeps for backward;",
+        "  bandwidth = forward bytes (read X, Y; write G) / forward time, against a measured copy.",
+        "",
+        "| case | kernel | shape (B,n,d,k) | dtype | fwd ms fused / eager | fwd+bwd ms fused / eager |"
+        " saved MB fused / eager | fwd GB/s (of measured) | max rel err vs f64 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for case, r in out["results"].items():
+        if case in ("ratios_per_run", "load_average_1min"):
+            continue
+        s = r["shape"]
+        lines.append(
+            f"| {case} | {r['kernel']} | {s['B']},{s['n']},{s['d']},{s['k']} | {r['dtype']} | "
+            f"{r['fused_fwd_ms']:.2f} / {r['eager_fwd_ms']:.2f} | {r['fused_fwdbwd_ms']:.2f} / "
+            f"{r['eager_fwdbwd_ms']:.2f} | {r['fused_saved_bytes'] / 1e6:.1f} / {r['eager_saved_bytes'] / 1e6:.1f} | "
+            f"{r['fused_fwd_gbs']:.1f} ({r['fused_fwd_bandwidth_fraction']:.0%} of {r['memory_bandwidth_gbs']:.1f}) | "
+            f"{r['fused_max_rel_err_vs_f64']:.1e} |"
+        )
+    lines += ["", f"Ratios (median of {len(out['results']['ratios_per_run'])} runs; per run in brackets):", ""]
+    for k, v in out["ratios"].items():
+        each = ", ".join(f"{r[k]:.3f}" for r in out["results"]["ratios_per_run"])
+        lines.append(f"- `{k}`: {v:.3f} [{each}]")
+    if "gpu" not in out["results"]:
+        lines += ["- `gpu_fwdbwd_speedup`, `gpu_fwd_hbm_fraction`: unmeasured (no GPU was lent to this run)."]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: small batch, 3 repeats, no results file")
+    parser.add_argument("--json", default="", help="write the results as JSON to this path")
+    parser.add_argument("--repeats", type=int, default=FMKernelOptions.repeats, help="timed repeats")
+    parser.add_argument("--runs", type=int, default=FMKernelOptions.runs, help="whole measurements (median)")
+    args = parser.parse_args(argv)
+    opts = FMKernelOptions(
+        quick=args.quick,
+        json=args.json,
+        repeats=3 if args.quick else args.repeats,
+        runs=1 if args.quick else args.runs,
+    )
+    out = run(opts)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    if not opts.quick:
+        write_markdown(out, "python -m benchmarks.fm_kernel " + " ".join(argv if argv is not None else sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
