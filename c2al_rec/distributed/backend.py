@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -57,13 +59,33 @@ def init_distributed() -> DistContext:
         if "MASTER_ADDR" not in os.environ:
             os.environ["MASTER_ADDR"] = "127.0.0.1"
             os.environ["MASTER_PORT"] = str(free_port())
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, store=_elastic_store(world_size))
     if device_type.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
     return DistContext(rank, world_size, local_rank, local_world_size, backend, device)
+
+
+def _elastic_store(world_size: int) -> Optional[dist.Store]:
+    """Under torchelastic's shared rendezvous store, a store namespaced by restart attempt.
+
+    torchelastic (torchrun, torchx, elastic_launch) reuses one TCP store across restart rounds,
+    so after a restart the new ranks would read the dead attempt's gloo/nccl addresses and fail
+    to connect ("connectFullMesh ... Connection refused"). A per-attempt prefix isolates rounds.
+    Returns None (the default env:// rendezvous) outside torchelastic.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    client = dist.TCPStore(
+        host_name=os.environ["MASTER_ADDR"],
+        port=int(os.environ["MASTER_PORT"]),
+        world_size=world_size,
+        is_master=False,
+        timeout=timedelta(minutes=10),
+    )
+    return dist.PrefixStore(f"c2al/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", client)
 
 
 def set_cpu_threads(ctx: DistContext, requested: int = 0) -> int:

@@ -124,6 +124,11 @@ def save_checkpoint(
     return final
 
 
+def prune_checkpoints(run_dir: Path, keep: int, protect: Optional[str]) -> None:
+    """Remove all but the newest ``keep`` complete checkpoints, never ``protect`` (rank 0 only)."""
+    _prune(checkpoint_dir(run_dir), keep, protect)
+
+
 def _prune(root: Path, keep: int, protect: Optional[str]) -> None:
     ckpts = list_checkpoints(root.parent)
     for old in ckpts[:-keep]:

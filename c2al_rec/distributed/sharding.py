@@ -20,7 +20,7 @@ from torch import nn
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.types import ParameterConstraints
-from torchrec.distributed.types import ShardingEnv
+from torchrec.distributed.types import ShardedModule, ShardingEnv
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import KeyedOptimizerWrapper
@@ -34,6 +34,7 @@ _SPARSE_OPTIMIZERS = {
     "adam": (torch.optim.Adam, {}),
 }
 _CPU_SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd")
+SHARDED_TYPES = ("table_wise", "row_wise", "column_wise")
 
 
 def apply_sparse_optimizer(model: nn.Module, name: str, lr: float, device: torch.device) -> None:
@@ -71,7 +72,10 @@ def shard_model(
     per-rank batch size; it is run collectively so that every rank gets the same plan.
 
     Args:
-        constraints: per-table planner constraints (e.g. allowed sharding types), by table name.
+        constraints: per-table planner constraints by table name. Default: every table sharded
+            (table-, row- or column-wise), never data-parallel, so that every table is owned by
+            the fused optimizer and checkpoints reshard between world sizes (a table moving
+            between data-parallel and sharded changes its optimizer-state keys).
     """
     pg = dist.GroupMember.WORLD
     assert pg is not None, "init_distributed() first"
@@ -80,6 +84,13 @@ def shard_model(
         compute_device=ctx.device.type,
         local_world_size=ctx.local_world_size,
     )
+    if constraints is None:
+        constraints = {
+            t.name: ParameterConstraints(sharding_types=list(SHARDED_TYPES))
+            for m in model.modules()
+            if isinstance(m, EmbeddingBagCollection)
+            for t in m.embedding_bag_configs()
+        }
     planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size, constraints=constraints, debug=False)
     plan = planner.collective_plan(model, sharders=None, pg=pg)
     return DistributedModelParallel(
@@ -91,14 +102,17 @@ def shard_model(
 
 
 def dense_parameters(dmp: nn.Module) -> dict[str, nn.Parameter]:
-    """Named parameters that the fused sparse optimizer does not own (the dense arch and heads)."""
-    fused = {id(p) for m in dmp.modules() for p in getattr(m, "_in_backward_optimizers", [])}
-    out = {}
-    for name, p in dmp.named_parameters():
-        if not p.requires_grad or getattr(p, "_in_backward_optimizers", None) or id(p) in fused:
-            continue
-        out[name] = p
-    return out
+    """Named parameters outside the sharded embedding modules (the dense arch, over-arch and heads).
+
+    Embedding weights are updated by the fused in-backward optimizer; giving them to the dense
+    optimizer as well would update them twice and leave part of their state out of checkpoints.
+    """
+    sharded = {id(p) for m in dmp.modules() if isinstance(m, ShardedModule) for p in m.parameters()}
+    return {
+        name: p
+        for name, p in dmp.named_parameters()
+        if p.requires_grad and id(p) not in sharded and not getattr(p, "_in_backward_optimizers", None)
+    }
 
 
 def make_dense_optimizer(dmp: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> KeyedOptimizerWrapper:

@@ -61,7 +61,7 @@ def load_unsharded(path: str | Path, which: str = "latest", schema: Any = None) 
     if schema is not None:
         check_schema_matches(trained_schema, schema, ckpt)
     model = C2ALModel(
-        tables_from_features(trained_schema.sparse),
+        tables_from_features(trained_schema.sparse, cfg.model.embedding_dim),
         dense_in_features=len(trained_schema.dense),
         cfg=cfg.model,
         aux_heads=cfg.cohorts.enabled,

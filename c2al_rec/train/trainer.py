@@ -94,7 +94,7 @@ class Trainer:
             )
         torch.manual_seed(cfg.train.seed)
         model = C2ALModel(
-            tables_from_features(self.schema.sparse),
+            tables_from_features(self.schema.sparse, cfg.model.embedding_dim),
             dense_in_features=len(self.schema.dense),
             cfg=cfg.model,
             aux_heads=cfg.cohorts.enabled,
@@ -241,6 +241,9 @@ class Trainer:
     def _restore(self, ckpt: Path) -> None:
         state_json = ckpt_io.read_train_state(ckpt)
         check_fingerprint(state_json["fingerprint"], self.fingerprint, self.cfg.checkpoint.force, ckpt)
+        # Adam-style state is created lazily at the first step; without it the load target has no
+        # optimizer-state keys and DCP would silently restore nothing into the dense optimizer.
+        self.dense_optimizer.init_state()
         state = self.state_dict()
         ckpt_io.load_checkpoint(ckpt, state)
         self.load_state_dict(state)
@@ -352,6 +355,8 @@ class Trainer:
                 self.best = {"checkpoint": path.name, "ne": ne, "step": self.step}
                 if self.ctx.is_main:
                     ckpt_io.write_best_marker(self.run_dir, path, ne, self.step)
+                    # the previous best may now be outside the newest K: prune again
+                    ckpt_io.prune_checkpoints(self.run_dir, self.cfg.checkpoint.keep, path.name)
 
     # ------------------------------------------------------------------------------- eval
     @torch.no_grad()
