@@ -13,3 +13,14 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 # Keep BLAS from oversubscribing the 2 cores when several ranks run at once.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+import pytest  # noqa: E402
+
+from tests.trained_runs import TrainedRuns, train_smoke_pair  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> TrainedRuns:
+    """A baseline and a C2AL run on the smoke data, trained once per session (1 rank, in-process)."""
+    return train_smoke_pair(tmp_path_factory.mktemp("smoke_runs"))

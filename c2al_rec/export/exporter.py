@@ -10,6 +10,7 @@ rows with the exported and the training model; write ``model.pt``, ``metadata.js
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -59,16 +60,17 @@ def slice_inputs(inputs: Dict[str, torch.Tensor], names: list[str], start: int, 
 
 
 def build_serving(loaded: LoadedCheckpoint, quantize: str = "none") -> tuple[torch.jit.ScriptModule, int]:
-    """Script the primary-only serving model; returns it and its parameter count (bytes-free count)."""
+    """Script the primary-only serving model; returns it and the float model's parameter count."""
     model = copy.deepcopy(loaded.model).without_aux_heads()
     model.use_reference_fm(True)
     model.eval()
+    # parameters of the float model: the cost of the architecture, whatever the storage format
+    num_params = sum(p.numel() for p in model.parameters())
     if quantize != "none":
         if quantize not in QUANT_DTYPES:
             raise ValueError(f"--quantize: expected none, int8 or fp16, got '{quantize}'")
         model = quantize_embeddings(model, dtype=QUANT_DTYPES[quantize], inplace=True)
     serving = ServingModel(SparseIdTransform(loaded.schema.sparse), model).eval()
-    num_params = sum(t.numel() for t in serving.state_dict().values())
     return script_serving(serving, [f.name for f in loaded.schema.sparse]), num_params
 
 
@@ -97,6 +99,7 @@ def parity_scores(
     return np.concatenate(ref)[:rows], [np.concatenate(o)[:rows] for o in outs], np.concatenate(labels)[:rows], sample
 
 
+@torch.no_grad()
 def export_checkpoint(
     checkpoint: str | Path,
     out: str | Path,
@@ -173,13 +176,22 @@ def export_checkpoint(
     return metadata
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomically(out: Path, scripted: torch.jit.ScriptModule, metadata: dict, sample: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the artifact is meant to be shared
     try:
         scripted.save(str(tmp / "model.pt"))
+        os.chmod(tmp / "model.pt", 0o666 & ~_umask())
         atomic_write_json(tmp / "metadata.json", metadata)
-        torch.save({k: v.contiguous() for k, v in sample.items()}, tmp / "sample_input.pt")
+        # clone: the slices are views, and torch.save would store their whole parent batch
+        torch.save({k: v.clone() for k, v in sample.items()}, tmp / "sample_input.pt")
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

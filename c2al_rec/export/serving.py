@@ -46,11 +46,11 @@ class ScriptableServing(nn.Module):
 
     def __init__(self, graph: nn.Module, feature_names: List[str]) -> None:
         super().__init__()
-        self.graph = graph
+        self.serving_graph = graph
         self.feature_names: List[str] = list(feature_names)
 
     def forward(self, dense: torch.Tensor, kjt: KeyedJaggedTensor) -> torch.Tensor:
-        return self.graph(dense, kjt)
+        return self.serving_graph(dense, kjt)
 
     @torch.jit.export
     def predict(self, inputs: Dict[str, torch.Tensor]) -> torch.Tensor:
