@@ -10,10 +10,10 @@ PYTEST_ARGS ?=
 setup:
 	bash scripts/install.sh
 
-# The main job. Until the end-to-end pipeline lands this runs the most complete real path:
-# a 2-rank sharded DMP training job launched through torchx (local_cwd).
+# The main job: the whole C2AL workflow (data, baseline, discovery, C2AL, evaluation, export,
+# serving) on generated data; stages whose output exists are skipped (rm -rf runs/demo to redo).
 demo: setup
-	torchx run -s local_cwd components/c2al.py:dmp_check -j 1x2 --steps 30
+	c2al-rec pipeline --config launch/configs/demo.toml --out runs/demo --skip-done
 
 test: setup
 	python -m pytest -q -ra $(PYTEST_ARGS) tests

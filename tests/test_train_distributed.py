@@ -152,3 +152,18 @@ def test_resume_across_world_sizes(run_a: Path, data_dir: Path, tmp_path: Path) 
     launch(cfg_d, run_d, nproc_per_node=2)
     _assert_same_params(_params(run_c), _params(run_d))
     assert ckpt_io.read_train_state(ckpt_io.resolve_checkpoint(run_d))["batches_in_epoch"] == 50
+
+
+def test_unsharded_model_reproduces_the_sharded_models_validation_ne(run_a: Path, data_dir: Path) -> None:
+    """The DMP model (trainer's validation) and the unsharded reload must compute the same function.
+
+    Validation ran unshuffled with drop_last over 2 ranks: global batches 0..7 of 256 rows, i.e. the
+    first 2048 rows of the valid split in file order.
+    """
+    from c2al_rec.analysis.scoring import score_checkpoint
+    from c2al_rec.analysis.stats import normalized_entropy
+
+    metrics = json.loads((run_a / "metrics.json").read_text())
+    table = score_checkpoint(load_unsharded(run_a), data_dir, "valid", progress=False).slice(0, 2048)
+    ne = normalized_entropy(table.column("prob").to_numpy(), table.column("label").to_numpy())
+    assert ne == pytest.approx(metrics["primary"]["ne"], rel=1e-4)

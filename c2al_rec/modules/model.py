@@ -71,8 +71,15 @@ class SparseArch(nn.Module):
         self.dim = tables[0].embedding_dim
 
     def forward(self, sparse: KeyedJaggedTensor) -> Tensor:
-        """KJT with the tables' feature keys -> [B, F, d]."""
-        return self.ebc(sparse).values().view(-1, self.num_features, self.dim)
+        """KJT with the tables' feature keys -> [B, F, d], tokens in ``feature_names`` order.
+
+        The features are picked by name: a sharded EBC returns its keys in sharding-plan order
+        (grouped by sharding type and rank), so ``values()`` alone would give a token order that
+        changes with the plan and the world size.
+        """
+        embeddings = self.ebc(sparse).to_dict()
+        tokens = [embeddings[name] for name in self.feature_names]
+        return torch.stack(tokens, dim=1)
 
 
 class DenseArch(nn.Module):
