@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -88,8 +89,11 @@ class Pipeline:
             t0 = time.perf_counter()
             try:
                 stages[name]()
-            except Exception as e:
-                raise RuntimeError(f"pipeline stage {i}/7 '{name}' failed: {e}") from e
+            except (ValueError, FileNotFoundError) as e:  # bad input: one clear line from the CLI
+                raise ValueError(f"pipeline stage {i}/7 '{name}' failed: {e}") from e
+            except Exception:  # a bug or a crash: keep the traceback, say which stage
+                print(f"[pipeline] stage {i}/7 '{name}' failed; earlier outputs are intact", file=sys.stderr)
+                raise
             timings[name] = time.perf_counter() - t0
             print(f"[pipeline] {i}/7 {name} finished in {timings[name]:.1f}s -> {self.paths[name]}", flush=True)
             if name == stop_after:
