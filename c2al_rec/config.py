@@ -230,11 +230,21 @@ class TrainConfig:
     """Batches per validation (0: the whole valid split)."""
     bf16: bool = False
     """bf16 autocast of the dense arch (GPU only)."""
+    diagnostics_every: int = 0
+    """Record gradient alignment (primary vs aux) and FM attention statistics every N steps (0: off)."""
     num_threads: int = 0
     """torch intra-op threads per process (0: cores / local world size)."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "max_steps", "warmup_steps", "log_every", "eval_every", "eval_batches"):
+        for name in (
+            "epochs",
+            "max_steps",
+            "warmup_steps",
+            "log_every",
+            "eval_every",
+            "eval_batches",
+            "diagnostics_every",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.sparse_lr <= 0 or self.dense_lr <= 0:

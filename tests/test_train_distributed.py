@@ -70,6 +70,18 @@ def test_run_directory_and_metrics_contract(run_a: Path) -> None:
     # quantile spec resolved into frozen numeric bounds
     spec = json.loads((run_a / "cohorts.json").read_text())
     assert "quantiles" not in spec and isinstance(spec["cohorts"][0]["upper"], float)
+    # in-training diagnostics every 10 steps: gradient split and attention statistics (rank 0)
+    rows = [json.loads(line) for line in (run_a / "diagnostics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30]
+    g = rows[-1]["gradients"]["all"]
+    assert -1 <= g["cosine"] <= 1 and g["norm_orthogonal"] <= g["norm_aux"] + 1e-12
+    assert abs(g["norm_parallel"] ** 2 + g["norm_orthogonal"] ** 2 - g["norm_aux"] ** 2) <= 1e-9 * max(
+        1, g["norm_aux"] ** 2
+    )
+    assert (
+        len(rows[-1]["attention"]) == 2 and 0 <= rows[-1]["attention"][next(iter(rows[-1]["attention"]))]["gini"] <= 1
+    )
+    assert (run_a / "diagnostics.png").is_file()
     prov = json.loads((run_a / "provenance.json").read_text())
     assert prov["world_size"] == 2 and "torchrec" in prov["packages"] and prov["data"]["schema_hash"]
 

@@ -157,6 +157,13 @@ class C2ALModel(nn.Module):
     def forward(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Dict[str, Tensor]:
         """dense [B, D], sparse KJT -> logits {"primary": [B]} (+ "head", "tail")."""
         x = torch.cat([self.sparse_arch(sparse), self.dense_arch(dense)], dim=1)  # [B, n, d]
+        return self.forward_from_tokens(x)
+
+    def forward_from_tokens(self, x: Tensor) -> Dict[str, Tensor]:
+        """Tokens X [B, n, d] (sparse tokens, then the dense token) -> logits, as ``forward``.
+
+        Lets diagnostics re-run the dense part on detached embeddings without a second lookup.
+        """
         h = self.over_arch(x)
         out = {"primary": self.primary_head(h).squeeze(-1)}
         if self.has_aux_heads:

@@ -34,7 +34,8 @@ class TrainTask(nn.Module):
     Args:
         model: ``forward(dense [B, D], kjt) -> {"primary", ["head", "tail"]}`` logits [B].
         target: the cohort axis for aux labels / segment metrics; None when no spec is given.
-        autocast_dtype: optional autocast dtype for the model forward (bf16).
+        autocast_dtype: optional autocast dtype for the dense part of the forward (bf16).
+        autocast_device: device type for autocast ("cuda" or "cpu").
 
     Example::
 
@@ -42,19 +43,29 @@ class TrainTask(nn.Module):
         loss, out = task(batch)
     """
 
-    def __init__(self, model: nn.Module, target: Optional[CohortTarget], autocast_dtype: Optional[torch.dtype] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        target: Optional[CohortTarget],
+        autocast_dtype: Optional[torch.dtype] = None,
+        autocast_device: str = "cpu",
+    ):
         super().__init__()
+        self.autocast_device = autocast_device
         self.model = model
         self.target = target
         self.autocast_dtype = autocast_dtype
+        self.diagnose = False  # set by the trainer on sampled steps
+        self.last_diagnostics: Optional[dict] = None
 
     def forward(self, batch) -> tuple[torch.Tensor, Dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
         dense = batch.dense_features
+        sparse_tokens = self.model.sparse_arch(batch.sparse_features)  # [B, F, d]
         if self.autocast_dtype is not None:
-            with torch.autocast(dense.device.type, dtype=self.autocast_dtype):
-                logits = self.model(dense, batch.sparse_features)
+            with torch.autocast(self.autocast_device, dtype=self.autocast_dtype):
+                logits = self.model.forward_from_tokens(torch.cat([sparse_tokens, self.model.dense_arch(dense)], 1))
         else:
-            logits = self.model(dense, batch.sparse_features)
+            logits = self.model.forward_from_tokens(torch.cat([sparse_tokens, self.model.dense_arch(dense)], 1))
         labels, weights = batch.labels, batch.weights
         out: Dict[str, torch.Tensor] = {"labels": labels, "weights": weights}
         aux = None
@@ -72,6 +83,31 @@ class TrainTask(nn.Module):
             self.target.lambda_head if self.target else 0.0,
             self.target.lambda_tail if self.target else 0.0,
         )
+        if self.diagnose and aux is not None:
+            self.last_diagnostics = self._diagnostics(sparse_tokens.detach(), dense, labels, weights, aux)
         out.update({f"logit_{k}": v.detach() for k, v in logits.items()})
         out.update({f"loss_{k}": v.detach() for k, v in parts.items()})
         return loss, out
+
+    def _diagnostics(self, sparse_tokens, dense, labels, weights, aux) -> dict:  # type: ignore[no-untyped-def]
+        """Gradient alignment of the aux loss with the primary loss on the shared parameters, and
+        the FM attention statistics, from the embeddings detached: no gradient reaches the sharded
+        tables, so the fused in-backward optimizer does not run again.
+        """
+        from c2al_rec.analysis.attention import weight_stats
+        from c2al_rec.analysis.gradients import gradient_alignment
+
+        assert self.target is not None
+        self.model.record_attention(True)
+        try:
+            x = torch.cat([sparse_tokens, self.model.dense_arch(dense)], dim=1)
+            logits = self.model.forward_from_tokens(x)
+            attention = {k: weight_stats(v.float().cpu().numpy()) for k, v in self.model.fm_attention_weights().items()}
+        finally:
+            self.model.record_attention(False)
+        _, parts = c2al_loss(logits, labels, weights, aux, self.target.lambda_head, self.target.lambda_tail)
+        aux_loss = self.target.lambda_head * parts["head"] + self.target.lambda_tail * parts["tail"]
+        grads = gradient_alignment(parts["primary"], aux_loss, self.model.shared_parameters())
+        for v in attention.values():
+            v.pop("histogram")
+        return {"gradients": grads, "attention": attention}

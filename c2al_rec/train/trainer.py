@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -100,7 +101,8 @@ class Trainer:
             aux_heads=cfg.cohorts.enabled,
             device=torch.device("meta"),
         )
-        task = TrainTask(model, target, torch.bfloat16 if cfg.train.bf16 else None)
+        task = TrainTask(model, target, torch.bfloat16 if cfg.train.bf16 else None, ctx.device.type)
+        self.task = task  # DMP shards its tables in place; the flags below reach the live module
         apply_sparse_optimizer(task, cfg.train.sparse_optimizer, cfg.train.sparse_lr, ctx.device)
         self.dmp = shard_model(task, ctx, cfg.data.batch_size)
         self.dense_optimizer = make_dense_optimizer(
@@ -287,12 +289,26 @@ class Trainer:
     def train_step(self, batches: Iterator[Any]) -> dict[str, torch.Tensor]:
         """One optimizer step through the pipeline; raises StopIteration at the end of the epoch."""
         self._set_lr()
-        out = self.pipeline.progress(batches)
+        every = self.cfg.train.diagnostics_every
+        self.task.diagnose = bool(every) and self.cfg.cohorts.enabled and (self.step + 1) % every == 0
+        try:
+            out = self.pipeline.progress(batches)
+        finally:
+            self.task.diagnose = False
         self.step += 1
+        if self.task.last_diagnostics is not None:
+            self._write_diagnostics(self.task.last_diagnostics)
+            self.task.last_diagnostics = None
         self.batches_in_epoch += self.ctx.world_size
         self.samples += self.cfg.data.batch_size * self.ctx.world_size
         self._update_metrics(self.metrics, out)
         return out
+
+    def _write_diagnostics(self, diagnostics: dict[str, Any]) -> None:
+        """Append this step's gradient / attention diagnostics (rank 0's batch) to diagnostics.jsonl."""
+        if self.ctx.is_main:
+            with open(self.run_dir / "diagnostics.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, **diagnostics}) + "\n")
 
     def _update_metrics(self, metrics: TrainMetrics, out: dict[str, torch.Tensor]) -> None:
         logits = {k[len("logit_") :]: v for k, v in out.items() if k.startswith("logit_")}
@@ -421,6 +437,10 @@ class Trainer:
     # ------------------------------------------------------------------------------- close
     def close(self, metrics: Optional[dict[str, Any]] = None) -> None:
         if self.ctx.is_main:
+            if (self.run_dir / "diagnostics.jsonl").is_file():
+                from c2al_rec.analysis.diagnostics_plot import plot_diagnostics
+
+                plot_diagnostics(self.run_dir / "diagnostics.jsonl", self.run_dir / "diagnostics.png")
             if metrics is not None:
                 atomic_write_json(self.run_dir / "metrics.json", metrics)
             if getattr(self, "_tb", None) is not None:
