@@ -319,6 +319,8 @@ class PipelineConfig:
     """Lambda sweep of `experiment` (lambda_head = lambda_tail), run on the first seed."""
     controls: bool = True
     """`experiment`: also run the random-cohort and no-planted-effect controls."""
+    compare_gradsim: bool = False
+    """`experiment`: also run C2AL with gradient-similarity gating of the aux loss (Du et al.) per seed."""
 
     def __post_init__(self) -> None:
         if self.nproc_per_node < 1:

@@ -61,11 +61,19 @@ class Experiment:
     def _seeded(self, cfg: Config, seed: int) -> Config:
         return replace(cfg, train=replace(cfg.train, seed=seed))
 
-    def _variant(self, spec: Path, lam: Optional[float] = None, random_control: bool = False) -> Config:
+    def _variant(
+        self, spec: Path, lam: Optional[float] = None, random_control: bool = False, weighting: str = "constant"
+    ) -> Config:
         c = self.cfg.cohorts
         lam_h, lam_t = (c.lambda_head, c.lambda_tail) if lam is None else (lam, lam)
         cohorts = replace(
-            c, enabled=True, spec=str(spec), lambda_head=lam_h, lambda_tail=lam_t, random_control=random_control
+            c,
+            enabled=True,
+            spec=str(spec),
+            lambda_head=lam_h,
+            lambda_tail=lam_t,
+            random_control=random_control,
+            weighting=weighting,
         )
         return replace(self.cfg, cohorts=cohorts)
 
@@ -109,6 +117,8 @@ class Experiment:
         variants = {"c2al": self._variant(spec)}
         if self.cfg.pipeline.controls:
             variants["random"] = self._variant(spec, random_control=True)
+        if self.cfg.pipeline.compare_gradsim:
+            variants["gradsim"] = self._variant(spec, weighting="gradsim")
         for name, cfg in variants.items():
             for s in range(self.seeds):
                 self._train(self.out / name / f"seed_{s}", self._seeded(cfg, s))
@@ -162,6 +172,7 @@ class Experiment:
         bases = [self._score(self.out / "baseline" / f"seed_{s}", data, cache) for s in range(self.seeds)]
         results: dict[str, Any] = {}
         variants = ["c2al"] + (["random"] if self.cfg.pipeline.controls else [])
+        variants += ["gradsim"] if self.cfg.pipeline.compare_gradsim else []
         for name in variants:
             models = [self._score(self.out / name / f"seed_{s}", data, cache) for s in range(self.seeds)]
             results[name] = evaluate_groups(models, spec, bases, self.cfg.pipeline.resamples)

@@ -11,6 +11,7 @@ from typing import Dict, Optional
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from .loss import aux_labels, c2al_loss
 
@@ -26,6 +27,8 @@ class CohortTarget:
     lambda_tail: float
     aux: bool
     """False: the axis is only reported (segmented NE), no auxiliary loss."""
+    weighting: str = "constant"
+    """'constant' lambdas, or 'gradsim': aux loss gated by its gradient similarity to the primary's."""
 
 
 class TrainTask(nn.Module):
@@ -83,11 +86,42 @@ class TrainTask(nn.Module):
             self.target.lambda_head if self.target else 0.0,
             self.target.lambda_tail if self.target else 0.0,
         )
-        if self.diagnose and aux is not None:
+        # TrainPipelineSparseDist fx-traces this forward only to find the sharded modules' inputs;
+        # gradients cannot be traced, and the traced graph is never executed, so skip them there.
+        tracing = is_fx_symbolic_tracing()
+        training = self.training and torch.is_grad_enabled()  # validation runs under no_grad
+        if (
+            aux is not None
+            and self.target is not None
+            and self.target.weighting == "gradsim"
+            and training
+            and not tracing
+        ):
+            loss, gate = self._gradsim_loss(parts)
+            out["aux_gate"] = gate
+        if self.diagnose and aux is not None and training and not tracing:
             self.last_diagnostics = self._diagnostics(sparse_tokens.detach(), dense, labels, weights, aux)
         out.update({f"logit_{k}": v.detach() for k, v in logits.items()})
         out.update({f"loss_{k}": v.detach() for k, v in parts.items()})
         return loss, out
+
+    def _gradsim_loss(self, parts: Dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient-similarity gating (Du et al.): L = L_p + max(0, cos(G_aux, G_p)) * L_aux.
+
+        The gradients are taken on the shared parameters only (dense arch + over-arch), with
+        ``torch.autograd.grad``: it follows only the paths to those parameters, so nothing flows
+        into the sharded tables and the fused optimizer is not triggered here.
+        """
+        assert self.target is not None
+        aux_loss = self.target.lambda_head * parts["head"] + self.target.lambda_tail * parts["tail"]
+        params = list(self.model.shared_parameters().values())
+        gp = torch.autograd.grad(parts["primary"], params, retain_graph=True, allow_unused=True)
+        ga = torch.autograd.grad(aux_loss, params, retain_graph=True, allow_unused=True)
+        dot = sum((a * p).sum() for a, p in zip(ga, gp) if a is not None and p is not None)
+        norm_p = torch.sqrt(sum((p * p).sum() for p in gp if p is not None))
+        norm_a = torch.sqrt(sum((a * a).sum() for a in ga if a is not None))
+        gate = (dot / (norm_p * norm_a).clamp_min(1e-20)).clamp_min(0.0).detach()
+        return parts["primary"] + gate * aux_loss, gate
 
     def _diagnostics(self, sparse_tokens, dense, labels, weights, aux) -> dict:  # type: ignore[no-untyped-def]
         """Gradient alignment of the aux loss with the primary loss on the shared parameters, and

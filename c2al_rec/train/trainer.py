@@ -92,6 +92,7 @@ class Trainer:
                 lambda_head=cfg.cohorts.lambda_head,
                 lambda_tail=cfg.cohorts.lambda_tail,
                 aux=cfg.cohorts.enabled,
+                weighting=cfg.cohorts.weighting,
             )
         torch.manual_seed(cfg.train.seed)
         model = C2ALModel(
