@@ -57,6 +57,7 @@ def test_all_seven_stages_write_their_outputs(demo_out, capsys) -> None:
         "eval/eval.md",
         "eval/ne_diff.png",
         "eval/attention.png",
+        "eval/layer_weights.png",
         "report.md",
         "export/model.pt",
         "predictions.parquet",

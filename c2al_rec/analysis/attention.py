@@ -85,8 +85,12 @@ def plot_attention_comparison(
     modules = sorted({m for stats in runs.values() for m in stats})
     if not modules:
         return None
-    fig, axes = plt.subplots(1, len(modules), figsize=(5 * len(modules), 3.8), squeeze=False)
-    for ax, module in zip(axes[0], modules):
+    ncols = min(3, len(modules))
+    nrows = -(-len(modules) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(modules):]:
+        ax.set_visible(False)
+    for ax, module in zip(axes.flat, modules):
         for run, stats in runs.items():
             if module not in stats:
                 continue
@@ -95,10 +99,29 @@ def plot_attention_comparison(
             counts = np.array(s["histogram"]["counts"], dtype=np.float64)
             density = counts / counts.sum() / np.diff(edges)
             ax.stairs(density, edges, label=f"{run}: near-0 {100 * s['near_zero_fraction']:.1f}%, gini {s['gini']:.3f}")
-        ax.set_title(module, fontsize=9)
-        ax.set_xlabel("attention weight")
+        ax.set_title(module.replace("over_arch.dhen.", ""), fontsize=9)
+        ax.set_xlabel("weight")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+# Layers around each FM attention (the paper's Figure 4): what produces Y, and what reads G.
+LAYERS_AROUND_ATTENTION = {
+    "before: compression W_c": "compress.proj.weight",
+    "before: attention MLP (last layer)": "attention_mlp.2.weight",
+    "after: output MLP (first layer)": "out_mlp.0.weight",
+}
+
+
+def layer_weight_stats(model: torch.nn.Module) -> dict[str, dict[str, Any]]:
+    """Weight statistics of the layers before and after every FM attention of ``model``."""
+    out: dict[str, dict[str, Any]] = {}
+    for module_name, fm in model.fm_modules().items():
+        params = dict(fm.named_parameters())
+        for label, param in LAYERS_AROUND_ATTENTION.items():
+            if param in params:
+                out[f"{module_name} | {label}"] = weight_stats(params[param].detach().float().numpy())
+    return out

@@ -11,7 +11,7 @@ from c2al_rec.data.schema import load_schema
 from c2al_rec.distributed.unsharded import load_unsharded
 from c2al_rec.io import atomic_write_json, atomic_write_text
 
-from .attention import attention_stats_for_checkpoint, plot_attention_comparison
+from .attention import attention_stats_for_checkpoint, layer_weight_stats, plot_attention_comparison
 from .evaluate import evaluate_groups
 from .report import markdown_table, plot_ne_diff
 from .scoring import score_checkpoint
@@ -35,6 +35,11 @@ def write_pipeline_report(cfg: Config, out: Path, spec_path: Path) -> dict[str, 
     attention = {name: attention_stats_for_checkpoint(loaded, data, split) for name, loaded in runs.items()}
     atomic_write_json(eval_dir / "attention.json", attention)
     att_png = plot_attention_comparison(attention, eval_dir / "attention.png", "FM attention weights: baseline vs C2AL")
+    layers = {name: layer_weight_stats(loaded.model) for name, loaded in runs.items()}
+    atomic_write_json(eval_dir / "layer_weights.json", layers)
+    plot_attention_comparison(
+        layers, eval_dir / "layer_weights.png", "Weights of the layers before / after FM attention"
+    )
     report = _report_markdown(result, table_md, attention, spec_path, out, ne_png, att_png)
     atomic_write_text(out / "report.md", report)
     return result
@@ -72,5 +77,11 @@ def _report_markdown(result, table_md, attention, spec_path, out, ne_png, att_pn
                 f"{s['entropy_bits']:.3f} | {s['kurtosis']:.3f} |"
             )
     if att_png:
-        lines += ["", f"![attention weights]({Path(att_png).relative_to(out)})"]
+        lines += [
+            "",
+            f"![attention weights]({Path(att_png).relative_to(out)})",
+            "",
+            "Weights of the layers before and after each FM attention (Figure 4 of the paper): "
+            "`eval/layer_weights.png`, `eval/layer_weights.json`.",
+        ]
     return "\n".join(lines) + "\n"
