@@ -88,7 +88,7 @@ def plot_attention_comparison(
     ncols = min(3, len(modules))
     nrows = -(-len(modules) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.8 * nrows), squeeze=False)
-    for ax in axes.flat[len(modules):]:
+    for ax in axes.flat[len(modules) :]:
         ax.set_visible(False)
     for ax, module in zip(axes.flat, modules):
         for run, stats in runs.items():

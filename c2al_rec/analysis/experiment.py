@@ -26,6 +26,8 @@ import numpy as np
 from c2al_rec.config import Config, dump_toml
 from c2al_rec.io import atomic_write_json, atomic_write_text
 
+from .report import attention_table
+
 
 class Experiment:
     """Seeds x variants of training runs, evaluated against the matching baselines.
@@ -253,15 +255,8 @@ def experiment_report(results: dict[str, Any], attention: dict[str, Any], seeds:
         "",
         "## FM attention weights (seed 0, eval split)",
         "",
-        "| run | module | near-zero | Gini | entropy (bits) | kurtosis |",
-        "|---|---|---|---|---|---|",
     ]
-    for run, mods in attention.items():
-        for m, s in mods.items():
-            lines.append(
-                f"| {run} | {m} | {100 * s['near_zero_fraction']:.2f}% | {s['gini']:.4f} | "
-                f"{s['entropy_bits']:.3f} | {s['kurtosis']:.3f} |"
-            )
+    lines += attention_table(attention)
     lines += ["", "![attention](attention.png)", ""]
     if wall:
         lines += [

@@ -13,7 +13,7 @@ from c2al_rec.io import atomic_write_json, atomic_write_text
 
 from .attention import attention_stats_for_checkpoint, layer_weight_stats, plot_attention_comparison
 from .evaluate import evaluate_groups
-from .report import markdown_table, plot_ne_diff
+from .report import attention_table, markdown_table, plot_ne_diff
 from .scoring import score_checkpoint
 
 
@@ -64,18 +64,7 @@ def _report_markdown(result, table_md, attention, spec_path, out, ne_png, att_pn
     ]
     if ne_png:
         lines += [f"![NE_diff per group]({Path(ne_png).relative_to(out)})", ""]
-    lines += [
-        "## FM attention weights",
-        "",
-        "| module | run | near-zero | Gini | entropy (bits) | kurtosis |",
-        "|---|---|---|---|---|---|",
-    ]
-    for run, stats in attention.items():
-        for module, s in stats.items():
-            lines.append(
-                f"| {module} | {run} | {100 * s['near_zero_fraction']:.2f}% | {s['gini']:.4f} | "
-                f"{s['entropy_bits']:.3f} | {s['kurtosis']:.3f} |"
-            )
+    lines += ["## FM attention weights", "", *attention_table(attention)]
     if att_png:
         lines += [
             "",

@@ -67,6 +67,18 @@ def markdown_table(result: dict[str, Any], sensitive: bool = False) -> str:
     return "\n".join(lines) + ("\n\n" + "\n\n".join(f"> {n}" for n in notes) if notes else "") + "\n"
 
 
+def attention_table(attention: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown rows of FM attention statistics: ``{run: {module: weight_stats}}``."""
+    lines = ["| run | module | near-zero | Gini | entropy (bits) | kurtosis |", "|---|---|---|---|---|---|"]
+    for run, modules in attention.items():
+        for module, s in modules.items():
+            lines.append(
+                f"| {run} | {module} | {100 * s['near_zero_fraction']:.2f}% | {s['gini']:.4f} | "
+                f"{s['entropy_bits']:.3f} | {s['kurtosis']:.3f} |"
+            )
+    return lines
+
+
 def plot_ne_diff(result: dict[str, Any], path: Path, title: str = "") -> Optional[Path]:
     """Bar chart of NE_diff per group with 95% intervals (like the paper's Figure 6)."""
     groups = {k: g for k, g in result["groups"].items() if g.get("ne_diff") is not None}
