@@ -227,7 +227,7 @@ class TrainConfig:
     eval_batches: int = 0
     """Batches per validation (0: the whole valid split)."""
     bf16: bool = False
-    """bf16 autocast of the dense arch (GPU only)."""
+    """bf16 autocast of the dense arch (CUDA; on CPU it needs native bf16, e.g. avx512_bf16)."""
     num_threads: int = 0
     """torch intra-op threads per process (0: cores / local world size)."""
 

@@ -35,6 +35,8 @@ class TrainTask(nn.Module):
         model: ``forward(dense [B, D], kjt) -> {"primary", ["head", "tail"]}`` logits [B].
         target: the cohort axis for aux labels / segment metrics; None when no spec is given.
         autocast_dtype: optional autocast dtype for the model forward (bf16).
+        device_type: device type of the autocast region ("cpu" or "cuda"). Fixed at construction:
+            ``TrainPipelineSparseDist`` fx-traces ``forward``, where ``dense.device`` is a proxy.
 
     Example::
 
@@ -42,16 +44,23 @@ class TrainTask(nn.Module):
         loss, out = task(batch)
     """
 
-    def __init__(self, model: nn.Module, target: Optional[CohortTarget], autocast_dtype: Optional[torch.dtype] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        target: Optional[CohortTarget],
+        autocast_dtype: Optional[torch.dtype] = None,
+        device_type: str = "cpu",
+    ):
         super().__init__()
         self.model = model
         self.target = target
         self.autocast_dtype = autocast_dtype
+        self.device_type = device_type
 
     def forward(self, batch) -> tuple[torch.Tensor, Dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
         dense = batch.dense_features
         if self.autocast_dtype is not None:
-            with torch.autocast(dense.device.type, dtype=self.autocast_dtype):
+            with torch.autocast(self.device_type, dtype=self.autocast_dtype):
                 logits = self.model(dense, batch.sparse_features)
         else:
             logits = self.model(dense, batch.sparse_features)

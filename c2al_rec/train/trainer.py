@@ -100,7 +100,7 @@ class Trainer:
             aux_heads=cfg.cohorts.enabled,
             device=torch.device("meta"),
         )
-        task = TrainTask(model, target, torch.bfloat16 if cfg.train.bf16 else None)
+        task = TrainTask(model, target, torch.bfloat16 if cfg.train.bf16 else None, ctx.device.type)
         apply_sparse_optimizer(task, cfg.train.sparse_optimizer, cfg.train.sparse_lr, ctx.device)
         self.dmp = shard_model(task, ctx, cfg.data.batch_size)
         self.dense_optimizer = make_dense_optimizer(
