@@ -12,7 +12,7 @@ generated into a temporary directory unless ``--data`` names a dataset):
 - ``ts_int8_c2al``: the same with int8 embeddings (``quantize="int8"``).
 Each TorchScript model is saved and re-loaded with ``torch.jit.load`` (as ``predict`` does).
 Latency of ``forward(dense, kjt)`` on test rows at batch 1, 64 and 512: calls alternate between
-the models (so load from other processes hits all alike); p50 / p99 over the calls; rows/s =
+the models in a rotating order (so load from other processes hits all alike); p50 / p99 over the calls; rows/s =
 batch / mean latency. Sizes: ``model.pt`` on disk and the embedding storage (tensors of the
 sparse arch: fp32 rows vs int8 rows with their per-row scale / bias).
 Writes ``benchmarks/results/serving.md``; ``--json PATH`` writes
@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -40,6 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 from torchrec.inference.modules import quantize_embeddings
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.quant.embedding_modules import quant_prep_customize_row_alignment
 
 from benchmarks.data_loader import _machine
 from c2al_rec.config import Config, ModelConfig, SyntheticConfig
@@ -82,10 +85,14 @@ class Options:
     """ModelConfig fields (the train_throughput benchmark's shape)."""
     batch_sizes: tuple[int, ...] = (1, 64, 512)
     """Serving batch sizes."""
-    calls: dict = field(default_factory=lambda: {1: 400, 64: 200, 512: 40})
+    calls: dict = field(default_factory=lambda: {1: 1000, 64: 400, 512: 100})
     """Timed calls per model per batch size."""
     warmup: int = 5
     """Untimed calls per model per batch size."""
+    threads: int = 1
+    """torch intra-op threads (1: the usual serving setting, one request per core; also robust to
+    other processes on a shared machine, where OpenMP barriers with 2 threads stall for whole
+    scheduler quanta)."""
     data: str = ""
     """Existing dataset root instead of generating one."""
 
@@ -118,8 +125,30 @@ def build_models(opts: Options, schema: Any, work: Path) -> tuple[dict[str, Call
     int8 = quantize_embeddings(copy.deepcopy(fp32), dtype=torch.qint8, inplace=True)
     sizes["fp32_embedding_bytes"] = _tensor_bytes(fp32.sparse_arch)
     sizes["int8_embedding_bytes"] = _tensor_bytes(int8.sparse_arch)
+    # FBGEMM pads each int8 row (d bytes + fp16 scale and bias) to 16 bytes by default; the
+    # alternative: 4-byte alignment (torchrec's quant_prep_customize_row_alignment), checked to agree
+    packed = copy.deepcopy(fp32)
+    quant_prep_customize_row_alignment(packed, [EmbeddingBagCollection], 4)
+    packed = quantize_embeddings(packed, dtype=torch.qint8, inplace=True)
+    sizes["int8_align4_embedding_bytes"] = _tensor_bytes(packed.sparse_arch)
+    sizes["int8_align4_vs_align16_max_abs_diff"] = _max_diff(int8, packed, schema, len(schema.dense))
+    del packed, int8
     sizes["embedding_rows"] = sum(t.num_embeddings for t in tables)
     return models, sizes
+
+
+def _max_diff(a: nn.Module, b: nn.Module, schema: Any, dense_dim: int, rows: int = 64) -> float:
+    """Max |logit difference| of two primary-only models on random in-range inputs."""
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.cat([torch.randint(0, f.num_embeddings, (rows,), generator=g) for f in schema.sparse])
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        [f.name for f in schema.sparse], values, torch.ones(rows * len(schema.sparse), dtype=torch.int64)
+    )
+    dense = torch.randn(rows, dense_dim, generator=g)
+    with torch.no_grad():
+        return float((a(dense, kjt)["primary"] - b(dense, kjt)["primary"]).abs().max())
 
 
 def _tensor_bytes(module: nn.Module) -> int:
@@ -135,16 +164,20 @@ def measure(models: dict[str, Callable], batch: Any, calls: int, warmup: int) ->
         for fn in models.values():
             for _ in range(warmup):
                 fn(dense, kjt)
-        for _ in range(calls):
-            for name, fn in models.items():
+        names = list(models)
+        for i in range(calls):
+            # rotate the order every call: no model always runs right after the same other one
+            for name in names[i % len(names) :] + names[: i % len(names)]:
                 t0 = time.perf_counter()
-                fn(dense, kjt)
+                models[name](dense, kjt)
                 times[name].append(time.perf_counter() - t0)
     return times
 
 
 def run(opts: Options) -> dict:
     """Build, export, time; returns ``{"benchmark", "config", "results", "ratios"}``."""
+    torch.set_num_threads(opts.threads)
+    load_before = os.getloadavg()[0]
     tmp = tempfile.TemporaryDirectory(prefix="c2al-bench-serve-")
     work = Path(tmp.name)
     try:
@@ -179,6 +212,7 @@ def run(opts: Options) -> dict:
             results[f"c2al_vs_baseline_export_p50_b{b}"] = c2al_base
             p50_ratios["ts_vs_eager"].append(ts_eager)
             p50_ratios["c2al_vs_base"].append(c2al_base)
+        results["load_average_1min"] = [load_before, os.getloadavg()[0]]
     finally:
         tmp.cleanup()
     gmean = lambda xs: math.exp(statistics.mean(math.log(x) for x in xs))  # noqa: E731
@@ -187,6 +221,7 @@ def run(opts: Options) -> dict:
         "c2al_vs_baseline_export_p50": gmean(p50_ratios["c2al_vs_base"]),
         "int8_vs_fp32_size": sizes["int8_embedding_bytes"] / sizes["fp32_embedding_bytes"],
         "int8_vs_fp32_model_pt_size": sizes["ts_int8_c2al_model_pt_bytes"] / sizes["ts_fp32_c2al_model_pt_bytes"],
+        "int8_align4_vs_fp32_size": sizes["int8_align4_embedding_bytes"] / sizes["fp32_embedding_bytes"],
     }
     config = {**dataclasses.asdict(opts), "machine": _machine(), "threads": torch.get_num_threads()}
     return {"benchmark": "serving", "config": config, "results": results, "ratios": ratios}
@@ -203,7 +238,9 @@ def _markdown(out: dict, command: str) -> str:
         "",
         "Config: " + ", ".join(f"{k}={v!r}" for k, v in c.items() if k != "machine"),
         "",
-        "Latency of `forward(dense, kjt)`, calls alternating between the models; ms.",
+        f"Latency of `forward(dense, kjt)`, {c['threads']} torch thread(s), calls alternating between the models; "
+        f"ms. Load average (1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f} "
+        "(the machine is shared).",
         "",
         "| model | batch | p50 ms | p99 ms | rows/s |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -220,7 +257,8 @@ def _markdown(out: dict, command: str) -> str:
         "| size | bytes |",
         "| --- | ---: |",
         f"| fp32 embeddings ({r['embedding_rows']:,} rows) | {r['fp32_embedding_bytes']:,} |",
-        f"| int8 embeddings (rows + scale/bias) | {r['int8_embedding_bytes']:,} |",
+        f"| int8 embeddings (rows + scale/bias, 16-byte row alignment) | {r['int8_embedding_bytes']:,} |",
+        f"| int8 embeddings, 4-byte row alignment | {r['int8_align4_embedding_bytes']:,} |",
     ]
     for name in MODELS[1:]:
         lines.append(f"| {name} model.pt | {r[f'{name}_model_pt_bytes']:,} |")
@@ -231,7 +269,9 @@ def _markdown(out: dict, command: str) -> str:
         f"- c2al_vs_baseline_export_p50 (goal 0.95-1.05): {q['c2al_vs_baseline_export_p50']:.3f} "
         f"({per_b('c2al_vs_baseline_export_p50')})",
         f"- int8_vs_fp32_size (embedding storage, goal <= 0.3): {q['int8_vs_fp32_size']:.3f}; "
-        f"model.pt: {q['int8_vs_fp32_model_pt_size']:.3f}",
+        f"model.pt: {q['int8_vs_fp32_model_pt_size']:.3f}; with 4-byte row alignment "
+        f"{q['int8_align4_vs_fp32_size']:.3f} (logits vs 16-byte alignment: max |diff| "
+        f"{r['int8_align4_vs_align16_max_abs_diff']:.1e})",
         f"- max |p| difference vs eager: baseline export {r['ts_fp32_baseline_max_abs_diff_vs_eager']:.2e}, "
         f"C2AL export {r['ts_fp32_c2al_max_abs_diff_vs_eager']:.2e} (same primary weights)",
         "",
