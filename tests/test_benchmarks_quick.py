@@ -30,7 +30,7 @@ TINY_MODEL = dict(
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bench") / "data"
-    generate_synthetic(root, SyntheticConfig(rows=4000, num_sparse=8, max_table_size=500, seed=1))
+    generate_synthetic(root, SyntheticConfig(rows=4000, num_sparse=10, max_table_size=500, seed=1))
     return root
 
 
