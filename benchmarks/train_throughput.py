@@ -142,7 +142,8 @@ NOTES = """## What the trainer uses, and what was tried (2026-11-23)
   metrics every log_every steps instead of every step.
 - 1 vs 2 processes on 2 cores: 2 ranks x 1 thread exchange pooled embeddings (gloo all-to-all) and
   all-reduce ~2.1M dense gradients every step, which on CPU the pipeline cannot overlap (no side
-  streams): about half the samples/s of 1 rank x 2 threads. More ranks pay off only with more cores.
+  streams): about half the samples/s of 1 rank x 2 threads; at 1 thread per process (recorded run)
+  0.93 of 1 rank x 1 thread, i.e. the second core does not even pay for the communication at this size.
 - Threads and noise: with 2 OpenMP threads per process on these 2 shared cores, other jobs (load average
   5-8) made whole runs collapse: at 11:04, 2 threads, every case ran at ~500-600 samples/s (trainer 568,
   plain 492, 1 launched process 679) while 2 processes x 1 thread held 5,005. Processes with 1 thread
