@@ -9,8 +9,10 @@ dataset), measures in the same run, interleaved, best of ``repeats``:
 - ``loader_shuffled``: ParquetReader with the training settings (window shuffle);
 - ``loader_rank0_of_2``: rank 0 of 2 (rows it yields per second; every rank reads every window).
 Ratios: ``loader_vs_pyarrow`` = shuffled loader / pyarrow (goal >= 0.5) and
-``loader_vs_train_step`` = loader / training-step consumption (goal >= 5; not measured until the
-trainer exists). Also records the synthetic generator's rows per minute (goal >= 1M on 2 cores).
+``loader_vs_train_step`` = shuffled loader rows/s / the real training step's samples/s (goal >= 5),
+the Trainer (1 rank, C2AL off, the train_throughput benchmark's model) on the same data and batch
+size, fp32 and bf16 autocast; the faster (stricter) one is used.
+Also records the synthetic generator's rows per minute (goal >= 1M on 2 cores).
 Writes ``benchmarks/results/data_loader.md``; ``--json PATH`` writes
 ``{"benchmark", "config", "results", "ratios"}``.
 """
@@ -55,6 +57,12 @@ class Options:
     """Interleaved repetitions; the best of each is reported."""
     data: str = ""
     """Existing dataset root to read instead of generating one."""
+    train_warmup: int = 2
+    """Untimed training steps before timing the trainer's consumption."""
+    train_steps: int = 4
+    """Timed training steps per round (0: do not measure the trainer)."""
+    train_rounds: int = 2
+    """Timing rounds of the trainer (median reported)."""
 
 
 def _machine() -> str:
@@ -78,6 +86,7 @@ def _rate(fn) -> tuple[float, int]:
 
 def run(opts: Options) -> dict:
     tmp: Optional[tempfile.TemporaryDirectory] = None
+    tmp_runs = tempfile.TemporaryDirectory(prefix="c2al-bench-runs-")
     results: dict = {}
     if opts.data:
         root = Path(opts.data)
@@ -119,7 +128,10 @@ def run(opts: Options) -> dict:
         for name in cases:
             results[f"{name}_rows_per_s"] = best[name]
             results[f"{name}_rows"] = rows[name]
+        if opts.train_steps:
+            results.update(_train_step_rates(opts, root, Path(tmp_runs.name)))
     finally:
+        tmp_runs.cleanup()
         if tmp is not None:
             tmp.cleanup()
     ratios = {
@@ -127,13 +139,28 @@ def run(opts: Options) -> dict:
         "loader_file_order_vs_pyarrow": results["loader_file_order_rows_per_s"] / results["pyarrow_rows_per_s"],
         "loader_vs_train_step": None,
     }
+    if opts.train_steps:
+        fastest = max(results["train_step_fp32_samples_per_s"], results["train_step_bf16_samples_per_s"])
+        ratios["loader_vs_train_step"] = results["loader_shuffled_rows_per_s"] / fastest
     return {
         "benchmark": "data_loader",
         "config": {**dataclasses.asdict(opts), "machine": _machine()},
         "results": results,
         "ratios": ratios,
-        "notes": {"loader_vs_train_step": "not measured: the trainer does not exist yet (goal: >= 5)"},
     }
+
+
+def _train_step_rates(opts: Options, root: Path, runs: Path) -> dict:
+    """Samples/s of the real training step (Trainer, 1 rank, in this process) on ``root``, fp32 and bf16."""
+    from benchmarks import train_throughput as tt
+
+    topts = tt.Options(batch_size=opts.batch_size)
+    out = {}
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        cfg = tt.make_config(topts, root, c2al=False, bf16=bf16)
+        rate = tt.trainer_rate(cfg, runs / name, opts.train_warmup, opts.train_steps, opts.train_rounds)
+        out[f"train_step_{name}_samples_per_s"] = rate
+    return out
 
 
 def _markdown(out: dict, command: str) -> str:
@@ -156,8 +183,16 @@ def _markdown(out: dict, command: str) -> str:
         "",
         f"- loader_vs_pyarrow (shuffled loader / raw pyarrow read, goal >= 0.5): {q['loader_vs_pyarrow']:.2f}",
         f"- loader_file_order_vs_pyarrow: {q['loader_file_order_vs_pyarrow']:.2f}",
-        "- loader_vs_train_step (goal >= 5): not measured (the trainer does not exist yet)",
     ]
+    if q["loader_vs_train_step"] is None:
+        lines.append("- loader_vs_train_step (goal >= 5): not measured")
+    else:
+        lines.append(
+            f"- loader_vs_train_step (shuffled loader / fastest training step, goal >= 5): "
+            f"{q['loader_vs_train_step']:.1f} (training step, Trainer 1 rank, C2AL off, d=64 2-layer DHEN: "
+            f"fp32 {r['train_step_fp32_samples_per_s']:,.0f}, bf16 {r['train_step_bf16_samples_per_s']:,.0f} "
+            "samples/s)"
+        )
     if "synthetic_rows_per_min" in r:
         lines.append(
             f"- synthetic generator: {r['synthetic_rows_per_min']:,.0f} rows/min (goal >= 1,000,000 on 2 cores)"
@@ -180,7 +215,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     opts = Options(data=args.data)
     if args.quick:
-        opts = dataclasses.replace(opts, rows=200_000, max_table_size=100_000, repeats=2)
+        opts = dataclasses.replace(opts, rows=200_000, max_table_size=100_000, repeats=2, train_steps=2, train_rounds=1)
     out = run(opts)
     command = "python -m benchmarks.data_loader " + " ".join(argv if argv is not None else sys.argv[1:])
     text = _markdown(out, command.strip())

@@ -229,7 +229,7 @@ class TrainConfig:
     eval_batches: int = 0
     """Batches per validation (0: the whole valid split)."""
     bf16: bool = False
-    """bf16 autocast of the dense arch (GPU only)."""
+    """bf16 autocast of the dense arch (CUDA; on CPU it needs native bf16, e.g. avx512_bf16)."""
     diagnostics_every: int = 0
     """Record gradient alignment (primary vs aux) and FM attention statistics every N steps (0: off)."""
     num_threads: int = 0

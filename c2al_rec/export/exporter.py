@@ -20,6 +20,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 from torchrec.inference.modules import quantize_embeddings
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.quant.embedding_modules import quant_prep_customize_row_alignment
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from c2al_rec.analysis.stats import normalized_entropy
@@ -32,6 +34,7 @@ from c2al_rec.train.run_dir import package_versions
 from .serving import ServingModel, script_serving
 
 QUANT_DTYPES = {"int8": torch.qint8, "fp16": torch.float16}
+INT8_ROW_ALIGNMENT = 4
 BATCH_SIZES_CHECKED = (1, 7)
 
 
@@ -59,6 +62,16 @@ def slice_inputs(inputs: Dict[str, torch.Tensor], names: list[str], start: int, 
     return out
 
 
+def quantize_for_serving(model: torch.nn.Module, quantize: str) -> torch.nn.Module:
+    """Quantize the embedding tables in place with torchrec's inference quantization (int8 / fp16)."""
+    if quantize not in QUANT_DTYPES:
+        raise ValueError(f"--quantize: expected none, int8 or fp16, got '{quantize}'")
+    # FBGEMM pads quantized rows to 16 bytes by default (d + scale/bias -> 80 bytes at d=64);
+    # 4-byte alignment stores the same values in 68 bytes (0.27 of fp32 instead of 0.31).
+    quant_prep_customize_row_alignment(model, [EmbeddingBagCollection], INT8_ROW_ALIGNMENT)
+    return quantize_embeddings(model, dtype=QUANT_DTYPES[quantize], inplace=True)
+
+
 def build_serving(loaded: LoadedCheckpoint, quantize: str = "none") -> tuple[torch.jit.ScriptModule, int]:
     """Script the primary-only serving model; returns it and the float model's parameter count."""
     model = copy.deepcopy(loaded.model).without_aux_heads()
@@ -67,9 +80,7 @@ def build_serving(loaded: LoadedCheckpoint, quantize: str = "none") -> tuple[tor
     # parameters of the float model: the cost of the architecture, whatever the storage format
     num_params = sum(p.numel() for p in model.parameters())
     if quantize != "none":
-        if quantize not in QUANT_DTYPES:
-            raise ValueError(f"--quantize: expected none, int8 or fp16, got '{quantize}'")
-        model = quantize_embeddings(model, dtype=QUANT_DTYPES[quantize], inplace=True)
+        model = quantize_for_serving(model, quantize)
     serving = ServingModel(SparseIdTransform(loaded.schema.sparse), model).eval()
     return script_serving(serving, [f.name for f in loaded.schema.sparse]), num_params
 

@@ -1,0 +1,299 @@
+"""Serving latency and size: exported TorchScript (fp32, int8) vs the eager model, C2AL vs baseline export.
+
+python -m benchmarks.serving [--quick] [--json PATH] [--data DIR]
+
+Models (random init is enough for latency; the same seed gives the C2AL and the baseline model
+identical primary weights), all built for the same production-shaped schema (synthetic data,
+generated into a temporary directory unless ``--data`` names a dataset):
+- ``eager``: the C2AL model's primary-only form (``without_aux_heads``), training FM kernel,
+  behind the same id transform + sigmoid (``ServingModel``), in eager PyTorch;
+- ``ts_fp32_baseline``: ``build_serving`` of a model trained without C2AL (no aux heads);
+- ``ts_fp32_c2al``: ``build_serving`` of the C2AL model (aux heads dropped at export);
+- ``ts_int8_c2al``: the same with int8 embeddings (``quantize="int8"``).
+Each TorchScript model is saved and re-loaded with ``torch.jit.load`` (as ``predict`` does).
+Latency of ``forward(dense, kjt)`` on test rows at batch 1, 64 and 512: calls alternate between
+the models in a rotating order (so load from other processes hits all alike); p50 / p99 over the calls; rows/s =
+batch / mean latency. Sizes: ``model.pt`` on disk and the embedding storage (tensors of the
+sparse arch: fp32 rows vs int8 rows with their per-row scale / bias).
+Writes ``benchmarks/results/serving.md``; ``--json PATH`` writes
+``{"benchmark", "config", "results", "ratios"}`` with ratios ``torchscript_vs_eager_p50``
+(goal <= 1.0), ``c2al_vs_baseline_export_p50`` (goal within 0.95-1.05) and ``int8_vs_fp32_size``
+(goal <= 0.3); the latency ratios are geometric means over the batch sizes (per batch in results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torchrec.inference.modules import quantize_embeddings
+
+from benchmarks.data_loader import _machine
+from c2al_rec.config import Config, ModelConfig, SyntheticConfig
+from c2al_rec.data import ParquetReader, load_schema
+from c2al_rec.data.synthetic import generate_synthetic
+from c2al_rec.data.transforms import SparseIdTransform
+from c2al_rec.distributed.unsharded import LoadedCheckpoint
+from c2al_rec.export.exporter import build_serving, quantize_for_serving
+from c2al_rec.export.serving import ServingModel
+from c2al_rec.modules.model import C2ALModel, tables_from_features
+
+RESULTS = Path(__file__).parent / "results" / "serving.md"
+MODELS = ("eager", "ts_fp32_baseline", "ts_fp32_c2al", "ts_int8_c2al")
+
+
+@dataclass
+class Options:
+    """Benchmark options (``--quick`` shrinks them)."""
+
+    rows: int = 30_000
+    """Synthetic rows generated (the test split, ~10%, feeds the latency calls)."""
+    num_sparse: int = 26
+    """Sparse features (one table each)."""
+    max_table_size: int = 1_000_000
+    """Largest table (user_id)."""
+    model: dict = field(
+        default_factory=lambda: dict(
+            embedding_dim=64,
+            dense_arch=[256],
+            dhen_layers=[["fm", "linear"], ["fm", "linear"]],
+            fm_rank=16,
+            fm_compressed_tokens=16,
+            fm_out_tokens=8,
+            fm_mlp=[512],
+            linear_out_tokens=8,
+            primary_head=[256],
+            aux_head=[128],
+        )
+    )
+    """ModelConfig fields (the train_throughput benchmark's shape)."""
+    batch_sizes: tuple[int, ...] = (1, 64, 512)
+    """Serving batch sizes."""
+    calls: dict = field(default_factory=lambda: {1: 1000, 64: 400, 512: 100})
+    """Timed calls per model per batch size."""
+    warmup: int = 5
+    """Untimed calls per model per batch size."""
+    threads: int = 1
+    """torch intra-op threads (1: the usual serving setting, one request per core; also robust to
+    other processes on a shared machine, where OpenMP barriers with 2 threads stall for whole
+    scheduler quanta)."""
+    data: str = ""
+    """Existing dataset root instead of generating one."""
+
+
+def build_models(opts: Options, schema: Any, work: Path) -> tuple[dict[str, Callable], dict[str, Any]]:
+    """The four serving models (callables ``(dense, kjt) -> probs``) and their sizes."""
+    cfg = ModelConfig(**opts.model)
+    tables = tables_from_features(schema.sparse, cfg.embedding_dim)
+    loaded = {}
+    for name, aux in (("baseline", False), ("c2al", True)):
+        torch.manual_seed(0)  # aux heads are built last: same seed -> same primary weights
+        model = C2ALModel(tables, len(schema.dense), cfg, aux_heads=aux).eval()
+        loaded[name] = LoadedCheckpoint(schema, model, Config(model=cfg), None, work, {})
+    models: dict[str, Callable] = {}
+    eager = ServingModel(SparseIdTransform(schema.sparse), loaded["c2al"].model.without_aux_heads()).eval()
+    models["eager"] = eager
+    sizes: dict[str, Any] = {}
+    for name, source, quantize in (
+        ("ts_fp32_baseline", "baseline", "none"),
+        ("ts_fp32_c2al", "c2al", "none"),
+        ("ts_int8_c2al", "c2al", "int8"),
+    ):
+        scripted, _ = build_serving(loaded[source], quantize)
+        path = work / f"{name}.pt"
+        scripted.save(str(path))
+        del scripted
+        models[name] = torch.jit.load(str(path), map_location="cpu").eval()
+        sizes[f"{name}_model_pt_bytes"] = path.stat().st_size
+    fp32 = loaded["c2al"].model.without_aux_heads()
+    int8 = quantize_for_serving(copy.deepcopy(fp32), "int8")  # what `export --quantize int8` ships
+    sizes["fp32_embedding_bytes"] = _tensor_bytes(fp32.sparse_arch)
+    sizes["int8_embedding_bytes"] = _tensor_bytes(int8.sparse_arch)
+    # reference: torchrec's default 16-byte row alignment (same values, padded rows)
+    padded = quantize_embeddings(copy.deepcopy(fp32), dtype=torch.qint8, inplace=True)
+    sizes["int8_align16_embedding_bytes"] = _tensor_bytes(padded.sparse_arch)
+    sizes["int8_vs_align16_max_abs_diff"] = _max_diff(int8, padded, schema, len(schema.dense))
+    del padded, int8
+    sizes["embedding_rows"] = sum(t.num_embeddings for t in tables)
+    return models, sizes
+
+
+def _max_diff(a: nn.Module, b: nn.Module, schema: Any, dense_dim: int, rows: int = 64) -> float:
+    """Max |logit difference| of two primary-only models on random in-range inputs."""
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.cat([torch.randint(0, f.num_embeddings, (rows,), generator=g) for f in schema.sparse])
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        [f.name for f in schema.sparse], values, torch.ones(rows * len(schema.sparse), dtype=torch.int64)
+    )
+    dense = torch.randn(rows, dense_dim, generator=g)
+    with torch.no_grad():
+        return float((a(dense, kjt)["primary"] - b(dense, kjt)["primary"]).abs().max())
+
+
+def _tensor_bytes(module: nn.Module) -> int:
+    """Bytes of every tensor in ``module``'s state dict (int8 tables: rows + per-row scale / bias)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values() if isinstance(t, torch.Tensor))
+
+
+def measure(models: dict[str, Callable], batch: Any, calls: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each model on ``batch``, calls alternating between the models."""
+    dense, kjt = batch.dense_features, batch.sparse_features
+    times: dict[str, list[float]] = {k: [] for k in models}
+    with torch.no_grad():
+        for fn in models.values():
+            for _ in range(warmup):
+                fn(dense, kjt)
+        names = list(models)
+        for i in range(calls):
+            # rotate the order every call: no model always runs right after the same other one
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                t0 = time.perf_counter()
+                models[name](dense, kjt)
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def run(opts: Options) -> dict:
+    """Build, export, time; returns ``{"benchmark", "config", "results", "ratios"}``."""
+    torch.set_num_threads(opts.threads)
+    load_before = os.getloadavg()[0]
+    tmp = tempfile.TemporaryDirectory(prefix="c2al-bench-serve-")
+    work = Path(tmp.name)
+    try:
+        if opts.data:
+            root = Path(opts.data)
+        else:
+            root = work / "data"
+            generate_synthetic(
+                root, SyntheticConfig(rows=opts.rows, num_sparse=opts.num_sparse, max_table_size=opts.max_table_size)
+            )
+        schema = load_schema(root)
+        models, sizes = build_models(opts, schema, work)
+        results: dict[str, Any] = dict(sizes)
+        split = "test" if "test" in schema.splits else None
+        p50_ratios: dict[str, list[float]] = {"ts_vs_eager": [], "c2al_vs_base": []}
+        for b in opts.batch_sizes:
+            batch = next(iter(ParquetReader(root, schema, split, b, shuffle=False)))
+            with torch.no_grad():  # same inputs, same primary weights: all four agree (int8 approximately)
+                ref = models["eager"](batch.dense_features, batch.sparse_features)
+                for name in ("ts_fp32_baseline", "ts_fp32_c2al"):
+                    out = models[name](batch.dense_features, batch.sparse_features)
+                    results[f"{name}_max_abs_diff_vs_eager"] = float((out - ref).abs().max())
+            times = measure(models, batch, opts.calls.get(b, 50), opts.warmup)
+            for name, ts in times.items():
+                arr = np.array(ts)
+                results[f"{name}_b{b}_p50_ms"] = float(np.percentile(arr, 50) * 1e3)
+                results[f"{name}_b{b}_p99_ms"] = float(np.percentile(arr, 99) * 1e3)
+                results[f"{name}_b{b}_rows_per_s"] = float(b / arr.mean())
+            ts_eager = results[f"ts_fp32_c2al_b{b}_p50_ms"] / results[f"eager_b{b}_p50_ms"]
+            c2al_base = results[f"ts_fp32_c2al_b{b}_p50_ms"] / results[f"ts_fp32_baseline_b{b}_p50_ms"]
+            results[f"torchscript_vs_eager_p50_b{b}"] = ts_eager
+            results[f"c2al_vs_baseline_export_p50_b{b}"] = c2al_base
+            p50_ratios["ts_vs_eager"].append(ts_eager)
+            p50_ratios["c2al_vs_base"].append(c2al_base)
+        results["load_average_1min"] = [load_before, os.getloadavg()[0]]
+    finally:
+        tmp.cleanup()
+    gmean = lambda xs: math.exp(statistics.mean(math.log(x) for x in xs))  # noqa: E731
+    ratios = {
+        "torchscript_vs_eager_p50": gmean(p50_ratios["ts_vs_eager"]),
+        "c2al_vs_baseline_export_p50": gmean(p50_ratios["c2al_vs_base"]),
+        "int8_vs_fp32_size": sizes["int8_embedding_bytes"] / sizes["fp32_embedding_bytes"],
+        "int8_vs_fp32_model_pt_size": sizes["ts_int8_c2al_model_pt_bytes"] / sizes["ts_fp32_c2al_model_pt_bytes"],
+        "int8_align16_vs_fp32_size": sizes["int8_align16_embedding_bytes"] / sizes["fp32_embedding_bytes"],
+    }
+    config = {**dataclasses.asdict(opts), "machine": _machine(), "threads": torch.get_num_threads()}
+    return {"benchmark": "serving", "config": config, "results": results, "ratios": ratios}
+
+
+def _markdown(out: dict, command: str) -> str:
+    r, q, c = out["results"], out["ratios"], out["config"]
+    lines = [
+        "# Serving latency and size",
+        "",
+        f"Machine: {c['machine']}",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Config: " + ", ".join(f"{k}={v!r}" for k, v in c.items() if k != "machine"),
+        "",
+        f"Latency of `forward(dense, kjt)`, {c['threads']} torch thread(s), calls alternating between the models; "
+        f"ms. Load average (1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f} "
+        "(the machine is shared).",
+        "",
+        "| model | batch | p50 ms | p99 ms | rows/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for b in c["batch_sizes"]:
+        for name in MODELS:
+            lines.append(
+                f"| {name} | {b} | {r[f'{name}_b{b}_p50_ms']:.3f} | {r[f'{name}_b{b}_p99_ms']:.3f} "
+                f"| {r[f'{name}_b{b}_rows_per_s']:,.0f} |"
+            )
+    per_b = lambda key: ", ".join(f"b{b} {r[f'{key}_b{b}']:.3f}" for b in c["batch_sizes"])  # noqa: E731
+    lines += [
+        "",
+        "| size | bytes |",
+        "| --- | ---: |",
+        f"| fp32 embeddings ({r['embedding_rows']:,} rows) | {r['fp32_embedding_bytes']:,} |",
+        f"| int8 embeddings as exported (rows + scale/bias, 4-byte row alignment) | {r['int8_embedding_bytes']:,} |",
+        f"| int8 embeddings, torchrec's default 16-byte alignment | {r['int8_align16_embedding_bytes']:,} |",
+    ]
+    for name in MODELS[1:]:
+        lines.append(f"| {name} model.pt | {r[f'{name}_model_pt_bytes']:,} |")
+    lines += [
+        "",
+        f"- torchscript_vs_eager_p50 (fp32 export / eager, geometric mean over batches, goal <= 1.0): "
+        f"{q['torchscript_vs_eager_p50']:.3f} ({per_b('torchscript_vs_eager_p50')})",
+        f"- c2al_vs_baseline_export_p50 (goal 0.95-1.05): {q['c2al_vs_baseline_export_p50']:.3f} "
+        f"({per_b('c2al_vs_baseline_export_p50')})",
+        f"- int8_vs_fp32_size (embedding storage, goal <= 0.3): {q['int8_vs_fp32_size']:.3f}; "
+        f"model.pt: {q['int8_vs_fp32_model_pt_size']:.3f}; with torchrec's default 16-byte row alignment "
+        f"{q['int8_align16_vs_fp32_size']:.3f} (logits vs 4-byte: max |diff| "
+        f"{r['int8_vs_align16_max_abs_diff']:.1e})",
+        f"- max |p| difference vs eager: baseline export {r['ts_fp32_baseline_max_abs_diff_vs_eager']:.2e}, "
+        f"C2AL export {r['ts_fp32_c2al_max_abs_diff_vs_eager']:.2e} (same primary weights)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    parser.add_argument("--json", default=None, help="also write the results as JSON here")
+    parser.add_argument("--data", default="", help="read this dataset instead of generating one")
+    args = parser.parse_args(argv)
+    opts = Options(data=args.data)
+    if args.quick:
+        opts = dataclasses.replace(opts, rows=6_000, max_table_size=20_000, calls={1: 30, 64: 20, 512: 5}, warmup=2)
+    out = run(opts)
+    command = "python -m benchmarks.serving " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = _markdown(out, command.strip())
+    print(text)
+    if not args.quick:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

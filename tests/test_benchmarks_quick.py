@@ -1,0 +1,84 @@
+"""Benchmarks at tiny sizes: each core function runs and returns the JSON contract (no timings checked)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import data_loader, serving, train_throughput
+from c2al_rec.config import SyntheticConfig
+from c2al_rec.data.synthetic import generate_synthetic
+
+TINY_MODEL = dict(
+    embedding_dim=8,
+    dense_arch=[16],
+    dhen_layers=[["fm", "linear"]],
+    fm_rank=4,
+    fm_compressed_tokens=4,
+    fm_out_tokens=4,
+    fm_mlp=[16],
+    linear_out_tokens=4,
+    primary_head=[16],
+    aux_head=[8],
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bench") / "data"
+    generate_synthetic(root, SyntheticConfig(rows=4000, num_sparse=10, max_table_size=500, seed=1))
+    return root
+
+
+def _check_contract(out: dict, name: str, ratio_names: set[str]) -> None:
+    assert set(out) >= {"benchmark", "config", "results", "ratios"}
+    assert out["benchmark"] == name
+    assert ratio_names <= set(out["ratios"])
+    json.loads(json.dumps(out))  # what --json writes must be JSON
+    for key in ratio_names:
+        value = out["ratios"][key]
+        assert value is None or (math.isfinite(value) and value > 0), (key, value)
+
+
+def test_train_throughput_contract(tiny_data: Path) -> None:
+    opts = train_throughput.Options(
+        data=str(tiny_data), batch_size=64, model=TINY_MODEL, warmup=1, steps_per_round=1, rounds=2,
+        eval_batches=2, two_procs=False,
+    )  # fmt: skip
+    out = train_throughput.run(opts)
+    _check_contract(out, "train_throughput", {"trainer_vs_plain_pytorch", "c2al_vs_baseline", "two_procs_vs_one"})
+    assert out["ratios"]["trainer_vs_plain_pytorch"] is not None and out["ratios"]["c2al_vs_baseline"] is not None
+    assert out["ratios"]["two_procs_vs_one"] is None  # not measured when two_procs=False
+    assert out["results"]["steps_per_case"] == 3
+    assert out["results"]["trainer_variant"] in ("fp32", "bf16 autocast")
+    assert math.isfinite(out["results"]["valid_ne_fp32"]) and math.isfinite(out["results"]["valid_ne_bf16"])
+    assert "plain_pytorch" in out["results"]["rounds_samples_per_s"]
+    text = train_throughput._markdown(out, "python -m benchmarks.train_throughput")
+    assert "trainer_vs_plain_pytorch" in text and "Machine:" in text
+
+
+def test_serving_contract(tiny_data: Path) -> None:
+    opts = serving.Options(data=str(tiny_data), model=TINY_MODEL, batch_sizes=(1, 7), calls={1: 2, 7: 2}, warmup=1)
+    out = serving.run(opts)
+    _check_contract(out, "serving", {"torchscript_vs_eager_p50", "c2al_vs_baseline_export_p50", "int8_vs_fp32_size"})
+    r = out["results"]
+    # same seed -> the C2AL export and the baseline export compute the same primary probabilities
+    assert r["ts_fp32_c2al_max_abs_diff_vs_eager"] < 1e-5 and r["ts_fp32_baseline_max_abs_diff_vs_eager"] < 1e-5
+    assert r["fp32_embedding_bytes"] == r["embedding_rows"] * 8 * 4
+    assert r["int8_embedding_bytes"] < r["fp32_embedding_bytes"]
+    assert {f"{m}_b7_p99_ms" for m in serving.MODELS} <= set(r)
+    assert "int8_vs_fp32_size" in serving._markdown(out, "python -m benchmarks.serving")
+
+
+def test_data_loader_contract(tiny_data: Path) -> None:
+    opts = dataclasses.replace(
+        data_loader.Options(data=str(tiny_data), batch_size=256, repeats=1), train_warmup=1, train_steps=1
+    )
+    out = data_loader.run(opts)
+    _check_contract(out, "data_loader", {"loader_vs_pyarrow", "loader_vs_train_step"})
+    assert out["ratios"]["loader_vs_train_step"] is not None
+    assert out["results"]["train_step_fp32_samples_per_s"] > 0
