@@ -19,12 +19,7 @@ Writes ``benchmarks/results/data_loader.md``; ``--json PATH`` writes
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,11 +29,10 @@ from typing import Optional
 
 import pyarrow.dataset as ds
 
+from benchmarks.common import base_parser, finish, machine
 from c2al_rec.config import SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
-
-RESULTS = Path(__file__).parent / "results" / "data_loader.md"
 
 
 @dataclass
@@ -63,19 +57,6 @@ class Options:
     """Timed training steps per round (0: do not measure the trainer)."""
     train_rounds: int = 2
     """Timing rounds of the trainer (median reported)."""
-
-
-def _machine() -> str:
-    model = "unknown"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return (
-        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
-    )
 
 
 def _rate(fn) -> tuple[float, int]:
@@ -144,7 +125,7 @@ def run(opts: Options) -> dict:
         ratios["loader_vs_train_step"] = results["loader_shuffled_rows_per_s"] / fastest
     return {
         "benchmark": "data_loader",
-        "config": {**dataclasses.asdict(opts), "machine": _machine()},
+        "config": {**dataclasses.asdict(opts), "machine": machine()},
         "results": results,
         "ratios": ratios,
     }
@@ -208,23 +189,13 @@ def _markdown(out: dict, command: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
-    parser.add_argument("--json", default=None, help="also write the results as JSON here")
-    parser.add_argument("--data", default="", help="read this dataset instead of generating one")
+    parser = base_parser(__doc__, "small sizes (seconds)")
     args = parser.parse_args(argv)
     opts = Options(data=args.data)
     if args.quick:
         opts = dataclasses.replace(opts, rows=200_000, max_table_size=100_000, repeats=2, train_steps=2, train_rounds=1)
     out = run(opts)
-    command = "python -m benchmarks.data_loader " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = _markdown(out, command.strip())
-    print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    return 0
+    return finish("data_loader", out, _markdown, argv, args.quick, args.json)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ Writes ``benchmarks/results/serving.md``; ``--json PATH`` writes
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
-import json
 import math
 import os
 import statistics
@@ -42,7 +40,7 @@ import torch
 from torch import nn
 from torchrec.inference.modules import quantize_embeddings
 
-from benchmarks.data_loader import _machine
+from benchmarks.common import base_parser, finish, machine, production_model
 from c2al_rec.config import Config, ModelConfig, SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
@@ -52,7 +50,6 @@ from c2al_rec.export.exporter import build_serving, quantize_for_serving
 from c2al_rec.export.serving import ServingModel
 from c2al_rec.modules.model import C2ALModel, tables_from_features
 
-RESULTS = Path(__file__).parent / "results" / "serving.md"
 MODELS = ("eager", "ts_fp32_baseline", "ts_fp32_c2al", "ts_int8_c2al")
 
 
@@ -66,20 +63,7 @@ class Options:
     """Sparse features (one table each)."""
     max_table_size: int = 1_000_000
     """Largest table (user_id)."""
-    model: dict = field(
-        default_factory=lambda: dict(
-            embedding_dim=64,
-            dense_arch=[256],
-            dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-            fm_rank=16,
-            fm_compressed_tokens=16,
-            fm_out_tokens=8,
-            fm_mlp=[512],
-            linear_out_tokens=8,
-            primary_head=[256],
-            aux_head=[128],
-        )
-    )
+    model: dict = field(default_factory=production_model)
     """ModelConfig fields (the train_throughput benchmark's shape)."""
     batch_sizes: tuple[int, ...] = (1, 64, 512)
     """Serving batch sizes."""
@@ -218,7 +202,7 @@ def run(opts: Options) -> dict:
         "int8_vs_fp32_model_pt_size": sizes["ts_int8_c2al_model_pt_bytes"] / sizes["ts_fp32_c2al_model_pt_bytes"],
         "int8_align16_vs_fp32_size": sizes["int8_align16_embedding_bytes"] / sizes["fp32_embedding_bytes"],
     }
-    config = {**dataclasses.asdict(opts), "machine": _machine(), "threads": torch.get_num_threads()}
+    config = {**dataclasses.asdict(opts), "machine": machine(), "threads": torch.get_num_threads()}
     return {"benchmark": "serving", "config": config, "results": results, "ratios": ratios}
 
 
@@ -275,24 +259,13 @@ def _markdown(out: dict, command: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
-    parser.add_argument("--json", default=None, help="also write the results as JSON here")
-    parser.add_argument("--data", default="", help="read this dataset instead of generating one")
+    parser = base_parser(__doc__, "small sizes (seconds)")
     args = parser.parse_args(argv)
     opts = Options(data=args.data)
     if args.quick:
         opts = dataclasses.replace(opts, rows=6_000, max_table_size=20_000, calls={1: 30, 64: 20, 512: 5}, warmup=2)
     out = run(opts)
-    command = "python -m benchmarks.serving " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = _markdown(out, command.strip())
-    print(text)
-    if not args.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    return 0
+    return finish("serving", out, _markdown, argv, args.quick, args.json)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ Writes ``benchmarks/results/train_throughput.md``; ``--json PATH`` writes
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -41,7 +39,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from benchmarks.data_loader import _machine
+from benchmarks.common import base_parser, finish, machine, production_model
 from c2al_rec.config import (
     CheckpointConfig,
     CohortsConfig,
@@ -59,7 +57,6 @@ from c2al_rec.modules.mlp import mlp
 from c2al_rec.modules.model import DenseArch, OverArch
 from c2al_rec.train.loss import c2al_loss
 
-RESULTS = Path(__file__).parent / "results" / "train_throughput.md"
 SPEC = Path(__file__).resolve().parent.parent / "launch" / "cohorts" / "user_value_p5_p95.json"
 NE_TOLERANCE = 0.001
 
@@ -76,20 +73,7 @@ class Options:
     """Largest table (user_id); the others are smaller (synthetic generator's sizes)."""
     batch_size: int = 2048
     """Batch size per rank, for every case."""
-    model: dict = field(
-        default_factory=lambda: dict(
-            embedding_dim=64,
-            dense_arch=[256],
-            dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-            fm_rank=16,
-            fm_compressed_tokens=16,
-            fm_out_tokens=8,
-            fm_mlp=[512],
-            linear_out_tokens=8,
-            primary_head=[256],
-            aux_head=[128],
-        )
-    )
+    model: dict = field(default_factory=production_model)
     """ModelConfig fields (production-shaped, sized for a 2-core machine)."""
     sparse_lr: float = 0.05
     """Embedding learning rate (RowWiseAdagrad in the trainer, Adagrad in the baseline)."""
@@ -389,7 +373,7 @@ def run(opts: Options) -> dict:
         results["load_average_1min"] = [load_before, os.getloadavg()[0]]
     finally:
         tmp.cleanup()
-    config = {**dataclasses.asdict(opts), "machine": _machine(), "spec": str(SPEC)}
+    config = {**dataclasses.asdict(opts), "machine": machine(), "spec": str(SPEC)}
     return {"benchmark": "train_throughput", "config": config, "results": results, "ratios": ratios}
 
 
@@ -437,10 +421,7 @@ def _markdown(out: dict, command: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
-    parser.add_argument("--json", default=None, help="also write the results as JSON here")
-    parser.add_argument("--data", default="", help="read this dataset instead of generating one")
+    parser = base_parser(__doc__, "small sizes (about a minute)")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads per process, every case (0: cores / processes)"
     )
@@ -460,15 +441,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             proc_rounds=1,
         )
     out = run(opts)
-    command = "python -m benchmarks.train_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = _markdown(out, command.strip())
-    print(text)
-    if not args.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    return 0
+    return finish("train_throughput", out, _markdown, argv, args.quick, args.json)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""What every benchmark shares: the machine description, the production-shaped model, the CLI tail."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def machine() -> str:
+    """CPU model, cores, OS and Python: the 'Machine' line of every results file."""
+    model = "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    )
+
+
+def production_model() -> dict[str, Any]:
+    """ModelConfig fields of the production-shaped model the throughput and serving benchmarks share."""
+    return dict(
+        embedding_dim=64,
+        dense_arch=[256],
+        dhen_layers=[["fm", "linear"], ["fm", "linear"]],
+        fm_rank=16,
+        fm_compressed_tokens=16,
+        fm_out_tokens=8,
+        fm_mlp=[512],
+        linear_out_tokens=8,
+        primary_head=[256],
+        aux_head=[128],
+    )
+
+
+def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)") -> argparse.ArgumentParser:
+    """--quick / --json / --data, the flags every Parquet-based benchmark takes."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help + "; no results file is written")
+    parser.add_argument("--json", default=None, help="also write the results as JSON here")
+    parser.add_argument("--data", default="", help="read this dataset instead of generating one")
+    return parser
+
+
+def finish(
+    name: str,
+    out: dict[str, Any],
+    markdown: Callable[[dict[str, Any], str], str],
+    argv: Optional[list[str]],
+    quick: bool,
+    json_path: Optional[str],
+) -> int:
+    """Print the markdown, write ``results/<name>.md`` (full runs only) and the JSON (if asked)."""
+    command = f"python -m benchmarks.{name} " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = markdown(out, command.strip())
+    print(text)
+    if not quick:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / f"{name}.md").write_text(text)
+    if json_path:
+        Path(json_path).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
