@@ -354,6 +354,7 @@ class Trainer:
                 every = self.cfg.checkpoint.every_steps
                 if (every and self.step % every == 0 and not self._done()) or evaluated:
                     self._checkpoint_and_mark_best()
+                    window_start, window_samples = time.perf_counter(), 0  # samples/s counts training only
             self._reset_pipeline()
         progress.close()
         self.evaluate()
