@@ -1,0 +1,201 @@
+"""Strict loading: TOML files and ``--section.field=value`` overrides into typed sections, and back to TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Literal, Optional
+
+from .errors import ConfigError
+from .help import type_name
+from .tree import Config
+
+
+def _check_value(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` converted to ``tp`` or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: expected one of {type_name(tp)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: got {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list ({type_name(tp)}), got {type(value).__name__} {value!r}")
+        return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return {_check_value(k, key_tp, where): _check_value(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise AssertionError(f"unsupported config type {tp!r} at {where}")
+
+
+def _build(cls: type, table: dict[str, Any], prefix: str, source: str) -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) nested dict, strictly."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            close = ", ".join(sorted(names))
+            raise ConfigError(f"{source}: unknown key '{dotted}' (valid keys here: {close})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{dotted}' must be a table [{dotted}], got {value!r}")
+            kwargs[key] = _build(tp, value, f"{dotted}.", source)
+        else:
+            kwargs[key] = _check_value(value, tp, f"{source}: {dotted}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(arg: str) -> tuple[list[str], Any]:
+    """Parse ``--section.field=value`` into ``(["section", "field"], value)``.
+
+    The value is read as a TOML value (``3``, ``1e-3``, ``true``, ``[1, 2]``, ``"x"``); anything
+    that is not valid TOML is taken as a bare string (``--data.path=/tmp/ds``).
+    """
+    if not arg.startswith("--") or "=" not in arg:
+        raise ConfigError(f"override '{arg}': expected --section.field=value")
+    key, raw = arg[2:].split("=", 1)
+    parts = key.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override '{arg}': expected --section.field=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return parts, value
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict of a config (what ``save_config`` writes)."""
+    return dataclasses.asdict(cfg)
+
+
+def _check_leaf(parts: list[str], value: Any, source: str) -> Any:
+    """Check that a dotted key names a leaf field of Config and that ``value`` has its type."""
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        dotted = ".".join(parts[: i + 1])
+        names = {f.name for f in dataclasses.fields(cls)}
+        if part not in names:
+            raise ConfigError(f"{source}: unknown key '{dotted}' (valid keys here: {', '.join(sorted(names))})")
+        tp = typing.get_type_hints(cls)[part]
+        if dataclasses.is_dataclass(tp):
+            if i == len(parts) - 1:
+                raise ConfigError(f"{source}: '{dotted}' is a section; name one of its fields")
+            cls = tp
+        elif i != len(parts) - 1:
+            raise ConfigError(f"{source}: '{dotted}' is a field, not a section")
+        else:
+            return _check_value(value, tp, f"{source}: {dotted}")
+    raise AssertionError("unreachable")
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()) -> Config:
+    """Load a TOML config file (optional), apply ``--section.field=value`` overrides, validate.
+
+    Args:
+        path: TOML file; sections are tables named like Config's fields (``[data]``, ``[model]``...).
+        overrides: command-line overrides, applied after the file, left to right.
+
+    Raises:
+        ConfigError: unknown key, wrong type or invalid value; the message names the key and the
+            file (or the flag).
+    """
+    table: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            table = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        _build(Config, table, "", str(p))  # report file errors against the file, before overrides
+    for arg in overrides:
+        parts, value = parse_override(arg)
+        value = _check_leaf(parts, value, f"override {arg}")
+        nested: Any = value
+        for part in reversed(parts):
+            nested = {part: nested}
+        table = _merge(table, nested)
+    return _build(Config, table, "", str(path) if path is not None else "config")
+
+
+def load_config_dict(table: dict[str, Any], source: str = "config dict") -> Config:
+    """Rebuild a Config from ``config_to_dict`` output (e.g. sent to spawned ranks), strictly."""
+    return _build(Config, table, "", source)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def dump_toml(cfg: Any) -> str:
+    """Serialise a config to TOML text that ``load_config`` reads back to an equal config."""
+    lines: list[str] = []
+
+    def emit(table: dict[str, Any], name: str) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        subs = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if name:
+            lines.append(f"[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        lines.append("")
+        for k, v in subs.items():
+            emit(v, f"{name}.{k}" if name else k)
+
+    emit(config_to_dict(cfg), "")
+    return "\n".join(lines).lstrip("\n")

@@ -1,0 +1,108 @@
+"""Config sections of a training run: C2AL cohorts, optimisation, checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import ConfigError
+
+
+@dataclass
+class CohortsConfig:
+    """C2AL auxiliary heads: which cohorts, and how much their losses weigh."""
+
+    enabled: bool = False
+    """Train the two cohort-contrastive auxiliary heads (False: the baseline)."""
+    spec: str = ""
+    """Cohort spec JSON (written by `discover` or by hand; quantile form is resolved on train)."""
+    lambda_head: float = 0.1
+    """Weight of the head-cohort auxiliary loss."""
+    lambda_tail: float = 0.1
+    """Weight of the tail-cohort auxiliary loss."""
+    weighting: Literal["constant", "gradsim"] = "constant"
+    """Aux loss weighting: constant lambdas, or gradient-similarity gating (Du et al. 2020)."""
+    random_control: bool = False
+    """Control: aux labels from random cohorts of the same sizes instead of the spec's cohorts."""
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.spec:
+            raise ConfigError("cohorts.enabled = true needs cohorts.spec (a cohort spec JSON)")
+        for name in ("lambda_head", "lambda_tail"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"cohorts.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, logging and evaluation cadence."""
+
+    seed: int = 0
+    """Seed of parameters and data order."""
+    epochs: int = 1
+    """Passes over the train split (max_steps, when > 0, stops earlier)."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: run all epochs)."""
+    sparse_optimizer: Literal["rowwise_adagrad", "adagrad", "sgd", "adam"] = "rowwise_adagrad"
+    """Fused in-backward optimizer of the embedding tables (adam needs a GPU)."""
+    sparse_lr: float = 0.05
+    """Learning rate of the embedding tables."""
+    dense_optimizer: Literal["adam", "adamw", "adagrad", "sgd"] = "adam"
+    """Optimizer of the dense parameters."""
+    dense_lr: float = 1e-3
+    """Peak learning rate of the dense parameters."""
+    weight_decay: float = 0.0
+    """Dense weight decay."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    decay: Literal["none", "linear", "cosine"] = "none"
+    """Learning-rate decay after warm-up, to zero at the last step."""
+    grad_clip: float = 0.0
+    """Clip the dense gradients' global norm to this (0: no clipping)."""
+    log_every: int = 50
+    """Log metrics and samples/s every N steps."""
+    eval_every: int = 0
+    """Validate every N steps (0: only at the end)."""
+    eval_batches: int = 0
+    """Batches per validation (0: the whole valid split)."""
+    bf16: bool = False
+    """bf16 autocast of the dense arch (CUDA; on CPU it needs native bf16, e.g. avx512_bf16)."""
+    diagnostics_every: int = 0
+    """Record gradient alignment (primary vs aux) and FM attention statistics every N steps (0: off)."""
+    num_threads: int = 0
+    """torch intra-op threads per process (0: cores / local world size)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "epochs",
+            "max_steps",
+            "warmup_steps",
+            "log_every",
+            "eval_every",
+            "eval_batches",
+            "diagnostics_every",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.sparse_lr <= 0 or self.dense_lr <= 0:
+            raise ConfigError("train.sparse_lr and train.dense_lr must be positive")
+
+
+@dataclass
+class CheckpointConfig:
+    """Distributed checkpoints in the run directory."""
+
+    every_steps: int = 0
+    """Save every N steps (0: only at the end)."""
+    keep: int = 2
+    """Newest checkpoints kept (the best one is kept too)."""
+    resume: str = "never"
+    """'auto': continue from the newest complete checkpoint; 'never'; or a checkpoint path."""
+    init_from: str = ""
+    """Start from another run's weights (a run directory or step_<N>); aux heads start fresh."""
+    force: bool = False
+    """Resume even when the data fingerprint differs from the checkpoint's."""
+
+    def __post_init__(self) -> None:
+        if self.keep < 1:
+            raise ConfigError(f"checkpoint.keep must be >= 1, got {self.keep}")

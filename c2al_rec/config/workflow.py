@@ -1,0 +1,64 @@
+"""Config sections of the stages after training: export, discovery, pipeline and experiment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import ConfigError
+
+
+@dataclass
+class ExportConfig:
+    """Serving export and its parity gate."""
+
+    quantize: Literal["none", "int8", "fp16"] = "none"
+    """Embedding quantization of the exported model."""
+    parity_rows: int = 4096
+    """Held-out rows the parity gate scores."""
+    parity_max_abs_diff: float = 1e-5
+    """fp32 gate: max |p_export - p_train| allowed."""
+    parity_ne_tolerance: float = 0.005
+    """int8/fp16 gate: allowed relative NE change vs fp32."""
+
+
+@dataclass
+class DiscoverConfig:
+    """Contrastive cohort discovery (used by `pipeline` and `experiment`; `discover` takes flags)."""
+
+    axes: list[str] = field(default_factory=lambda: ["user_value:quantiles=0.05,0.25,0.5,0.75,0.95"])
+    """Axis specs: name:quantiles=q1,q2,... or name:categorical."""
+    split: str = "valid"
+    """Split the baseline is scored on."""
+    metric: Literal["js", "kl", "cosine", "wasserstein"] = "js"
+    """Disparity metric that ranks cohort pairs."""
+    min_rows: int = 1000
+    """Minimum rows in each cohort of the chosen pair."""
+    min_positives: int = 50
+    """Minimum positives in each cohort of the chosen pair."""
+    rare_share: float = 0.01
+    """Categorical values under this share of rows merge into 'other'."""
+
+
+@dataclass
+class PipelineConfig:
+    """The end-to-end workflow (`c2al-rec pipeline`, `c2al-rec experiment`)."""
+
+    nproc_per_node: int = 2
+    """Local ranks for each training stage."""
+    eval_split: str = "test"
+    """Split of the final evaluation and of the scored predictions."""
+    init_c2al_from_baseline: bool = False
+    """Start C2AL from the trained baseline's weights (aux heads fresh) instead of from scratch."""
+    resamples: int = 1000
+    """Bootstrap resamples of the NE_diff intervals."""
+    lambdas: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3])
+    """Lambda sweep of `experiment` (lambda_head = lambda_tail), run on the first seed."""
+    controls: bool = True
+    """`experiment`: also run the random-cohort and no-planted-effect controls."""
+    compare_gradsim: bool = False
+    """`experiment`: also run C2AL with gradient-similarity gating of the aux loss (Du et al.) per seed."""
+
+    def __post_init__(self) -> None:
+        if self.nproc_per_node < 1:
+            raise ConfigError(f"pipeline.nproc_per_node must be >= 1, got {self.nproc_per_node}")
