@@ -10,14 +10,17 @@ setup(
     version="0.1.0",
     description="C2AL (Cohort-Contrastive Auxiliary Learning) on TorchRec: DMP training, DHEN, export",
     python_requires=">=3.11",
-    packages=find_packages(include=["c2al_rec", "c2al_rec.*", "benchmarks", "benchmarks.*"])
-    + ["c2al_rec_components"],
-    package_dir={"c2al_rec_components": "components"},
+    # benchmarks/ is run from a checkout (python -m benchmarks.<name>) and is not installed.
+    # launch/ (run configs, cohort specs, scheduler docs) ships as package data of c2al_rec.launch
+    # so that `c2al-rec pipeline --dataset ...` works from a wheel too.
+    packages=find_packages(include=["c2al_rec", "c2al_rec.*"]) + ["c2al_rec_components", "c2al_rec.launch"],
+    package_dir={"c2al_rec_components": "components", "c2al_rec.launch": "launch"},
+    package_data={"c2al_rec.launch": ["configs/*.toml", "configs/*.json", "cohorts/*.json", "*.md"]},
     # Versions are pinned in requirements.txt and installed by scripts/install.sh; torchrec is
     # installed there with --no-deps, so it is deliberately not listed here.
     install_requires=[],
     entry_points={
-        "console_scripts": ["c2al-rec = c2al_rec.cli:main"],
+        "console_scripts": ["c2al-rec = c2al_rec.cli.main:main"],
         # Registering any torchx.components entry point makes torchx stop loading its builtins,
         # so the builtin modules are re-registered beside ours (keeps `dist.ddp` working).
         "torchx.components": [

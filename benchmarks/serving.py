@@ -45,10 +45,10 @@ from c2al_rec.config import Config, ModelConfig, SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
 from c2al_rec.data.transforms import SparseIdTransform
-from c2al_rec.distributed.unsharded import LoadedCheckpoint
 from c2al_rec.export.exporter import build_serving, quantize_for_serving
-from c2al_rec.export.serving import ServingModel
+from c2al_rec.export.torchscript import ServingModel
 from c2al_rec.modules.model import C2ALModel, tables_from_features
+from c2al_rec.runs.load import TrainedRun
 
 MODELS = ("eager", "ts_fp32_baseline", "ts_fp32_c2al", "ts_int8_c2al")
 
@@ -87,7 +87,7 @@ def build_models(opts: Options, schema: Any, work: Path) -> tuple[dict[str, Call
     for name, aux in (("baseline", False), ("c2al", True)):
         torch.manual_seed(0)  # aux heads are built last: same seed -> same primary weights
         model = C2ALModel(tables, len(schema.dense), cfg, aux_heads=aux).eval()
-        loaded[name] = LoadedCheckpoint(schema, model, Config(model=cfg), None, work, {})
+        loaded[name] = TrainedRun(schema, model, Config(model=cfg), None, work, {})
     models: dict[str, Callable] = {}
     eager = ServingModel(SparseIdTransform(schema.sparse), loaded["c2al"].model.without_aux_heads()).eval()
     models["eager"] = eager

@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from c2al_rec.cohorts.spec import load_cohort_spec, parse_cohort_spec, quantile_cohorts, resolve_quantiles
+from c2al_rec.cohorts.spec import quantile_cohorts, resolve_quantiles
+from c2al_rec.cohorts.spec_file import load_cohort_spec, parse_cohort_spec
 
 NUMERIC = {
     "version": 1,
@@ -120,3 +121,43 @@ def test_quantile_form_resolves_on_data() -> None:
 def test_quantile_cohorts_reject_repeated_cut_points() -> None:
     with pytest.raises(ValueError, match="empty cohort"):
         quantile_cohorts(np.zeros(100), [0.25, 0.75])
+
+
+SHIPPED_QUANTILE_SPEC = Path(__file__).resolve().parents[1] / "launch" / "cohorts" / "user_value_p5_p95.json"
+
+
+def test_unresolved_quantile_spec_is_a_value_error_naming_the_file() -> None:
+    spec = load_cohort_spec(SHIPPED_QUANTILE_SPEC)
+    with pytest.raises(ValueError, match=r"user_value_p5_p95\.json: gives 'quantiles' \[0\.05, 0\.95\]"):
+        spec.assign(pa.array([0.1, 2.0]))
+
+
+def test_evaluate_with_the_shipped_quantile_spec_ends_in_one_line(tmp_path: Path, capsys) -> None:
+    import pyarrow.parquet as pq
+
+    from c2al_rec.cli.main import main
+
+    rng = np.random.default_rng(0)
+    preds = pa.table(
+        {
+            "prob": rng.uniform(0.01, 0.5, 200).astype(np.float32),
+            "label": rng.integers(0, 2, 200),
+            "user_value": rng.normal(size=200),
+        }
+    )
+    pq.write_table(preds, tmp_path / "p.parquet")
+    code = main(
+        [
+            "evaluate",
+            "--predictions",
+            str(tmp_path / "p.parquet"),
+            "--cohorts",
+            str(SHIPPED_QUANTILE_SPEC),
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "user_value_p5_p95.json" in err and "quantiles" in err and "cohorts.json" in err
+    assert not (tmp_path / "eval").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from c2al_rec.cli import main
+from c2al_rec.cli.main import main
 from c2al_rec.data import ParquetReader, load_schema
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from c2al_rec.data import SparseFeature, SparseIdTransform, load_schema
+from c2al_rec.data import Dataset, SparseFeature, SparseIdTransform, load_schema
 from c2al_rec.data.schema import schema_from_dict
 from tests.data_utils import tiny_schema, write_tiny
 
@@ -48,11 +48,21 @@ def test_design_example_round_trips(tmp_path: Path) -> None:
 
 def test_fingerprint_lists_files_and_sizes(tmp_path: Path) -> None:
     s = write_tiny(tmp_path, splits=True)
-    fp = s.fingerprint("train")
+    ds = Dataset(s)
+    fp = ds.fingerprint("train")
     assert fp["schema_hash"] == s.schema_hash()
     assert [f["file"] for f in fp["files"]] == [f"train/part-00{i}.parquet" for i in range(3)]
     assert all(f["bytes"] == (tmp_path / f["file"]).stat().st_size for f in fp["files"])
-    assert s.fingerprint() == fp  # one split only
+    assert ds.fingerprint() == fp  # one split only
+    assert ds.files("train") == [tmp_path / f["file"] for f in fp["files"]]
+
+
+def test_dataset_files_name_the_empty_directory(tmp_path: Path) -> None:
+    s = write_tiny(tmp_path, splits=True)
+    for f in (tmp_path / "train").glob("*.parquet"):
+        f.unlink()
+    with pytest.raises(ValueError, match=r"no \*\.parquet files in .*train"):
+        Dataset(s).files("train")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import pytest
 
 from c2al_rec.config import ConfigError, DataConfig, SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
-from c2al_rec.data.synthetic import ensure_dataset, generate_synthetic
+from c2al_rec.data.sources import ensure_dataset
+from c2al_rec.data.synthetic import generate_synthetic
 
 SMALL = SyntheticConfig(rows=6000, max_table_size=1000, seed=3, chunk_rows=2500, row_group_rows=700)
 

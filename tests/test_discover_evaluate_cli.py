@@ -11,8 +11,8 @@ import torch
 from torchrec.metrics.metrics_config import RecComputeMode, RecTaskInfo
 from torchrec.metrics.ne import NEMetric
 
-from c2al_rec.cli import main
-from c2al_rec.cohorts.spec import load_cohort_spec
+from c2al_rec.cli.main import main
+from c2al_rec.cohorts.spec_file import load_cohort_spec
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +120,10 @@ def test_evaluate_checkpoint_vs_baseline_and_torchrec_ne(discovered: Path, smoke
     assert (out / "eval.md").read_text().count("|") > 20 and (out / "ne_diff.png").is_file()
 
     # NE agrees with torchrec's NEMetric on the same predictions (scored by the same checkpoint)
-    from c2al_rec.analysis.scoring import score_checkpoint
-    from c2al_rec.distributed.unsharded import load_unsharded
+    from c2al_rec.runs.load import load_run
+    from c2al_rec.runs.scoring import score_split
 
-    table = score_checkpoint(load_unsharded(smoke_runs.c2al), smoke_runs.data, "test", progress=False)
+    table = score_split(load_run(smoke_runs.c2al), smoke_runs.data, "test", progress=False)
     probs, labels = table.column("prob").to_numpy(), table.column("label").to_numpy().astype(np.float64)
     task = RecTaskInfo(name="t", label_name="l", prediction_name="p", weight_name="w")
     metric = NEMetric(
@@ -145,11 +145,11 @@ def test_evaluate_checkpoint_vs_baseline_and_torchrec_ne(discovered: Path, smoke
 def test_evaluate_from_predictions_files(discovered: Path, smoke_runs, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from c2al_rec.analysis.scoring import score_checkpoint
-    from c2al_rec.distributed.unsharded import load_unsharded
+    from c2al_rec.runs.load import load_run
+    from c2al_rec.runs.scoring import score_split
 
     for name in ("c2al", "baseline"):
-        table = score_checkpoint(load_unsharded(getattr(smoke_runs, name)), smoke_runs.data, "test", progress=False)
+        table = score_split(load_run(getattr(smoke_runs, name)), smoke_runs.data, "test", progress=False)
         pq.write_table(table, tmp_path / f"{name}.parquet")
     rc = main(
         [

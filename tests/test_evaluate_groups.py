@@ -9,7 +9,7 @@ import pytest
 from c2al_rec.analysis.evaluate import evaluate_groups
 from c2al_rec.analysis.report import markdown_table, plot_ne_diff
 from c2al_rec.analysis.stats import normalized_entropy
-from c2al_rec.cohorts.spec import parse_cohort_spec
+from c2al_rec.cohorts.spec_file import parse_cohort_spec
 
 SPEC = parse_cohort_spec(
     {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from c2al_rec.cli import main
+from c2al_rec.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [

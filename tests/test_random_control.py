@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 
 from c2al_rec.cohorts.random_control import randomize_spec
-from c2al_rec.cohorts.spec import parse_cohort_spec
+from c2al_rec.cohorts.spec_file import parse_cohort_spec
 
 SPEC = parse_cohort_spec(
     {
@@ -43,10 +43,39 @@ def test_nulls_are_in_no_cohort() -> None:
 
 
 def test_saved_control_reloads_as_control(tmp_path) -> None:
-    from c2al_rec.cohorts.spec import load_cohort_spec
+    from c2al_rec.cohorts.spec_file import load_cohort_spec
 
     control = randomize_spec(SPEC, pa.array(np.linspace(-3, 3, 1000)), seed=5)
     control.save(tmp_path / "c.json")
     again = load_cohort_spec(tmp_path / "c.json")
     col = pa.array(np.random.default_rng(1).normal(size=1000))
     assert np.array_equal(again.assign(col), control.assign(col))
+
+
+_CATEGORICAL_ASSIGN = """
+import json, sys
+import pyarrow as pa
+from c2al_rec.cohorts.random_control import randomize_spec
+from c2al_rec.cohorts.spec_file import parse_cohort_spec
+spec = parse_cohort_spec({"axis": "surface", "kind": "categorical", "head": "a", "tail": "b",
+    "cohorts": [{"name": "a", "values": ["feed"]}, {"name": "b", "values": ["stories", "reels"]}]})
+column = pa.array(["feed", "stories", "reels", "search", "feed", "video"] * 50 + [f"v{i}" for i in range(200)])
+print(json.dumps(randomize_spec(spec, column, seed=1).assign(column).tolist()))
+"""
+
+
+def test_categorical_random_cohorts_are_the_same_in_every_process() -> None:
+    """Two ranks are two processes with different string-hash salts; they must draw the same cohorts."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    draws = []
+    for salt in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": salt}
+        out = subprocess.run([sys.executable, "-c", _CATEGORICAL_ASSIGN], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        draws.append(json.loads(out.stdout))
+    assert draws[0] == draws[1]
+    assert len(set(draws[0][300:])) > 1  # the 200 distinct values do not all land in one cohort

@@ -21,7 +21,7 @@ from torch.distributed.checkpoint import FileSystemReader
 
 from c2al_rec.config import load_config
 from c2al_rec.distributed import checkpoint as ckpt_io
-from c2al_rec.distributed.unsharded import load_unsharded
+from c2al_rec.runs.load import load_run
 from c2al_rec.train.launch import launch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def run_a(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 
 def _params(run: Path | str) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in load_unsharded(run).model.state_dict().items()}
+    return {k: v.detach().clone() for k, v in load_run(run).model.state_dict().items()}
 
 
 def _assert_same_params(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -172,10 +172,10 @@ def test_unsharded_model_reproduces_the_sharded_models_validation_ne(run_a: Path
     Validation ran unshuffled with drop_last over 2 ranks: global batches 0..7 of 256 rows, i.e. the
     first 2048 rows of the valid split in file order.
     """
-    from c2al_rec.analysis.scoring import score_checkpoint
     from c2al_rec.analysis.stats import normalized_entropy
+    from c2al_rec.runs.scoring import score_split
 
     metrics = json.loads((run_a / "metrics.json").read_text())
-    table = score_checkpoint(load_unsharded(run_a), data_dir, "valid", progress=False).slice(0, 2048)
+    table = score_split(load_run(run_a), data_dir, "valid", progress=False).slice(0, 2048)
     ne = normalized_entropy(table.column("prob").to_numpy(), table.column("label").to_numpy())
     assert ne == pytest.approx(metrics["primary"]["ne"], rel=1e-4)

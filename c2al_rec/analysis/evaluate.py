@@ -1,7 +1,7 @@
 """Evaluation groups (overall, head, tail, every segment of the axis) and NE_diff against a baseline.
 
 Input: predictions tables (``prob``, ``label`` [, ``weight``, ``true_prob``, axis columns]) from
-``score_checkpoint`` or a ``predict`` output; one (model, baseline) pair per seed, paired in order.
+``score_split`` or a ``predict`` output; one (model, baseline) pair per seed, paired in order.
 Output: the ``eval.json`` structure of DESIGN.md.
 """
 

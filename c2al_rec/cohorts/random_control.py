@@ -13,14 +13,22 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .spec import CohortSpec
+
+
+def _stable_hash(value: Optional[str]) -> int:
+    """64-bit hash of a string that is the same in every process (Python's ``hash`` is salted per process)."""
+    if value is None:
+        return 0
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def _hash_uniform(column: pa.Array, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +40,7 @@ def _hash_uniform(column: pa.Array, seed: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         as_str = pc.cast(column, pa.string()) if not pa.types.is_string(column.type) else column
         null = pc.is_null(as_str).to_numpy(zero_copy_only=False)
-        bits = np.array([hash(v) & 0xFFFFFFFFFFFFFFFF for v in as_str.to_pylist()], dtype=np.uint64)
+        bits = np.array([_stable_hash(v) for v in as_str.to_pylist()], dtype=np.uint64)
     with np.errstate(over="ignore"):
         z = bits + np.uint64(0x9E3779B97F4A7C15) * np.uint64(seed + 1)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -45,6 +45,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from .batch import Batch
+from .dataset import Dataset
 from .schema import DatasetSchema, load_schema
 from .transforms import SparseIdTransform
 
@@ -66,16 +67,6 @@ class _Unit:
     num_rows: int
 
 
-def list_parquet_files(directory: Path) -> list[Path]:
-    """Sorted ``*.parquet`` files of a split directory (ValueError when there are none)."""
-    if not directory.is_dir():
-        raise ValueError(f"empty dataset: {directory} is not a directory")
-    files = sorted(directory.glob("*.parquet"))
-    if not files:
-        raise ValueError(f"empty dataset: no *.parquet files in {directory}")
-    return files
-
-
 def _fragment(fmt: ds.ParquetFileFormat, path: Path, row_groups: Optional[list[int]] = None) -> ds.Fragment:
     try:
         frag = fmt.make_fragment(str(path), filesystem=_LOCAL_FS, row_groups=row_groups)
@@ -89,7 +80,7 @@ def num_rows(root: str | Path, split: Optional[str] = "train") -> int:
     """Rows in ``split`` of the dataset at ``root``, from the Parquet footers (no data read)."""
     schema = load_schema(root)
     fmt = ds.ParquetFileFormat()
-    return sum(rg.num_rows for f in list_parquet_files(schema.split_dir(split)) for rg in _fragment(fmt, f).row_groups)
+    return sum(rg.num_rows for f in Dataset(schema).files(split) for rg in _fragment(fmt, f).row_groups)
 
 
 def _is_int(t: pa.DataType) -> bool:
@@ -160,7 +151,7 @@ class ParquetReader:
         self.split_dir = self.schema.split_dir(split)
         self._format = ds.ParquetFileFormat()
         self._file_fragments: dict[Path, ds.Fragment] = {}
-        self._units, self._has_true_prob = self._preflight(list_parquet_files(self.split_dir))
+        self._units, self._has_true_prob = self._preflight(Dataset(self.schema).files(split))
         self.total_rows = sum(u.num_rows for u in self._units)
         if self.total_rows == 0:
             raise ValueError(f"empty dataset: the Parquet files in {self.split_dir} hold no rows")

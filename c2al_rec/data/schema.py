@@ -142,19 +142,6 @@ class DatasetSchema:
         """sha256 of the canonical JSON form (key order and whitespace do not matter)."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
-    def fingerprint(self, split: Optional[str] = None) -> dict[str, Any]:
-        """Identity of the data a run read: Parquet file names and sizes of ``split`` (all splits when None)
-        plus the schema hash."""
-        if split is None and self.splits:
-            dirs = [self.split_dir(s) for s in sorted(self.splits)]
-        else:
-            dirs = [self.split_dir(split)]
-        files = []
-        for d in dirs:
-            for p in sorted(d.glob("*.parquet")):
-                files.append({"file": str(p.relative_to(self.root)), "bytes": p.stat().st_size})
-        return {"schema_hash": self.schema_hash(), "files": files}
-
     def save(self, root: Optional[str | Path] = None) -> Path:
         """Write ``schema.json`` into ``root`` (default ``self.root``); returns its path."""
         path = Path(root if root is not None else self.root) / SCHEMA_FILE

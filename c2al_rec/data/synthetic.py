@@ -28,9 +28,6 @@ Example::
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..config import DataConfig, SyntheticConfig
-from .schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature, load_schema
+from ..config import SyntheticConfig
+from .schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
 
 LATENT = 4  # rank of every planted pairwise interaction
 NUM_SURFACES = 8
@@ -343,56 +340,3 @@ def generate_synthetic(out: Path, cfg: SyntheticConfig) -> DatasetSchema:
                 pq.write_table(table, out / split / f"part-{chunk:05d}.parquet", row_group_size=cfg.row_group_rows)
     schema.save(out)
     return schema
-
-
-def _convert_public(name: str, path: Path) -> Path:
-    """Convert a public dataset into ``path`` (the converters write atomically)."""
-    if name == "movielens100k":
-        from .movielens import convert_movielens100k
-
-        convert_movielens100k(path)
-    elif name == "adult":
-        from .adult import convert_adult
-
-        convert_adult(path)
-    else:
-        raise ValueError(f"data.public: unknown dataset '{name}' (expected movielens100k or adult)")
-    return path
-
-
-def ensure_dataset(cfg: DataConfig) -> Path:
-    """Return ``cfg.path``, generating the synthetic dataset there first when it is missing and
-    ``cfg.synthetic.rows > 0`` (atomically: a temporary sibling directory renamed into place).
-
-    Raises:
-        FileNotFoundError: the dataset is missing and no synthetic rows are configured.
-    """
-    if not cfg.path:
-        raise ValueError("data.path is empty: set it to a dataset root (holding schema.json)")
-    path = Path(cfg.path)
-    if (path / SCHEMA_FILE).is_file():
-        load_schema(path)
-        return path
-    if cfg.public:
-        return _convert_public(cfg.public, path)
-    if cfg.synthetic.rows <= 0:
-        raise FileNotFoundError(
-            f"{path / SCHEMA_FILE} does not exist and data.synthetic.rows = 0 (nothing to generate)"
-        )
-    if path.exists() and any(path.iterdir()):
-        raise ValueError(f"{path} exists and is not empty but holds no {SCHEMA_FILE}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        generate_synthetic(tmp, cfg.synthetic)
-        if path.exists():
-            path.rmdir()
-        os.replace(tmp, path)
-    except OSError:
-        if not (path / SCHEMA_FILE).is_file():
-            raise
-        # another process won the race; its dataset is complete (the rename is atomic)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path

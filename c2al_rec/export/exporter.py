@@ -10,10 +10,7 @@ rows with the exported and the training model; write ``model.pt``, ``metadata.js
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -27,11 +24,11 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from c2al_rec.analysis.stats import normalized_entropy
 from c2al_rec.data.reader import ParquetReader
 from c2al_rec.data.transforms import SparseIdTransform
-from c2al_rec.distributed.unsharded import LoadedCheckpoint, load_unsharded
-from c2al_rec.io import atomic_write_json
-from c2al_rec.train.run_dir import package_versions
+from c2al_rec.io import atomic_directory, atomic_write_json
+from c2al_rec.runs.load import TrainedRun, load_run
+from c2al_rec.runs.provenance import package_versions
 
-from .serving import ServingModel, script_serving
+from .torchscript import ServingModel, script_serving
 
 QUANT_DTYPES = {"int8": torch.qint8, "fp16": torch.float16}
 INT8_ROW_ALIGNMENT = 4
@@ -72,7 +69,7 @@ def quantize_for_serving(model: torch.nn.Module, quantize: str) -> torch.nn.Modu
     return quantize_embeddings(model, dtype=QUANT_DTYPES[quantize], inplace=True)
 
 
-def build_serving(loaded: LoadedCheckpoint, quantize: str = "none") -> tuple[torch.jit.ScriptModule, int]:
+def build_serving(loaded: TrainedRun, quantize: str = "none") -> tuple[torch.jit.ScriptModule, int]:
     """Script the primary-only serving model; returns it and the float model's parameter count."""
     model = copy.deepcopy(loaded.model).without_aux_heads()
     model.use_reference_fm(True)
@@ -87,7 +84,7 @@ def build_serving(loaded: LoadedCheckpoint, quantize: str = "none") -> tuple[tor
 
 @torch.no_grad()
 def parity_scores(
-    loaded: LoadedCheckpoint, scripted: list[torch.jit.ScriptModule], data: str | Path, split: str, rows: int
+    loaded: TrainedRun, scripted: list[torch.jit.ScriptModule], data: str | Path, split: str, rows: int
 ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, Dict[str, torch.Tensor]]:
     """Training-model and exported-model probabilities on the first ``rows`` rows of ``split``."""
     reader = ParquetReader(data, loaded.schema, split, min(rows, 2048), shuffle=False, drop_last=False)
@@ -110,27 +107,42 @@ def parity_scores(
     return np.concatenate(ref)[:rows], [np.concatenate(o)[:rows] for o in outs], np.concatenate(labels)[:rows], sample
 
 
+@dataclass
+class ExportOptions:
+    """What to export and how strictly to gate it (``c2al-rec export`` flags, ``[export]`` config)."""
+
+    checkpoint: str | Path
+    """Run directory or one ``step_<N>`` directory."""
+    out: str | Path
+    """Export directory to write (replaced atomically)."""
+    which: str = "latest"
+    """Checkpoint of a run directory: ``latest`` or ``best``."""
+    quantize: str = "none"
+    """Embedding storage of the exported model: ``none``, ``int8`` or ``fp16``."""
+    data: Optional[str | Path] = None
+    """Dataset root of the parity rows (default: the run's ``data.path``)."""
+    split: str = "test"
+    """Held-out split of the parity rows."""
+    parity_rows: int = 4096
+    """Rows the parity gate scores."""
+    max_abs_diff: float = 1e-5
+    """fp32 gate: max |p_export - p_train|."""
+    ne_tolerance: float = 0.005
+    """int8/fp16 gate: allowed relative NE change vs fp32."""
+
+
 @torch.no_grad()
-def export_checkpoint(
-    checkpoint: str | Path,
-    out: str | Path,
-    quantize: str = "none",
-    which: str = "latest",
-    data: Optional[str | Path] = None,
-    split: str = "test",
-    parity_rows: int = 4096,
-    max_abs_diff: float = 1e-5,
-    ne_tolerance: float = 0.005,
-) -> dict[str, Any]:
+def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
     """Export, gate, write. Returns the metadata written. Raises ParityError (nothing written) on failure."""
-    loaded = load_unsharded(checkpoint, which)
-    data_root = Path(data) if data is not None else Path(loaded.cfg.data.path)
+    quantize, max_abs_diff, ne_tolerance, split = opts.quantize, opts.max_abs_diff, opts.ne_tolerance, opts.split
+    loaded = load_run(opts.checkpoint, opts.which)
+    data_root = Path(opts.data) if opts.data is not None else Path(loaded.cfg.data.path)
     scripted, num_params = build_serving(loaded, quantize)
     candidates = [scripted]
     if quantize != "none":
         fp32, _ = build_serving(loaded, "none")
         candidates.append(fp32)
-    ref, outs, labels, sample = parity_scores(loaded, candidates, data_root, split, parity_rows)
+    ref, outs, labels, sample = parity_scores(loaded, candidates, data_root, split, opts.parity_rows)
     parity: dict[str, Any] = {"rows": int(len(ref)), "split": split, "data": str(data_root)}
     if quantize == "none":
         diff = float(np.abs(outs[0] - ref).max())
@@ -183,34 +195,9 @@ def export_checkpoint(
         "versions": package_versions(),
         "parity": parity,
     }
-    _write_atomically(Path(out), scripted, metadata, sample)
-    return metadata
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomically(out: Path, scripted: torch.jit.ScriptModule, metadata: dict, sample: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the artifact is meant to be shared
-    try:
+    with atomic_directory(opts.out) as tmp:
         scripted.save(str(tmp / "model.pt"))
-        os.chmod(tmp / "model.pt", 0o666 & ~_umask())
         atomic_write_json(tmp / "metadata.json", metadata)
         # clone: the slices are views, and torch.save would store their whole parent batch
         torch.save({k: v.clone() for k, v in sample.items()}, tmp / "sample_input.pt")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return metadata

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from c2al_rec.ops.fm_interaction import KERNELS
+from c2al_rec.ops.fm_interaction import KERNELS, fm_interaction_reference
 
 from .mlp import TokenLinear, mlp
 
@@ -96,7 +96,7 @@ class FMInteraction(nn.Module):
         if self.record:
             self.last_attention = y.detach()
         if self.use_reference:
-            g = torch.matmul(x, torch.matmul(x.transpose(1, 2), y))  # [B, n, k], export-safe math
+            g = fm_interaction_reference(x, y)  # [B, n, k]; export-safe: no custom op in the graph
         else:
             # The op itself, not the checking Python wrapper: shapes hold by construction, and a
             # shape check would not fx-trace (TrainPipelineSparseDist traces the training model).

@@ -19,26 +19,25 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from c2al_rec.data.dataset import Dataset
+from c2al_rec.data.schema import SCHEMA_FILE
+
 from .artifact import ExportedModel
 
 
 def input_files(data: str | Path, split: Optional[str]) -> list[Path]:
     """Parquet files of a dataset root's split (schema.json splits), or of a plain directory / file."""
-    import json
-
     p = Path(data)
     if p.is_file():
         return [p]
     if not p.is_dir():
         raise FileNotFoundError(f"--data {p} does not exist")
-    schema_file = p / "schema.json"
-    if schema_file.is_file() and split:
-        splits = json.loads(schema_file.read_text()).get("splits") or {}
-        if splits:
-            if split not in splits:
-                raise ValueError(f"--split '{split}' is not a split of {p} (splits: {sorted(splits)})")
-            p = p / splits[split]
-    files = sorted(f for f in p.glob("*.parquet"))
+    if (p / SCHEMA_FILE).is_file():
+        dataset = Dataset.open(p)
+        if split and dataset.schema.splits and split not in dataset.schema.splits:
+            raise ValueError(f"--split '{split}' is not a split of {p} (splits: {sorted(dataset.schema.splits)})")
+        return dataset.files(split)
+    files = sorted(p.glob("*.parquet"))
     if not files:
         raise ValueError(f"--data {p}: no .parquet files")
     return files

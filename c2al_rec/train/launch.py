@@ -11,10 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from c2al_rec.cohorts.spec import load_cohort_spec
+from c2al_rec.cohorts.spec_file import load_cohort_spec
 from c2al_rec.config import Config, config_to_dict, load_config_dict
 from c2al_rec.data.schema import load_schema
-from c2al_rec.data.synthetic import ensure_dataset
+from c2al_rec.data.sources import ensure_dataset
 
 
 def preflight_config_only(cfg: Config) -> Config:

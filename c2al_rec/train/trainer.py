@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
-import pyarrow.dataset as pads
 import torch
 import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
@@ -35,8 +34,10 @@ from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
 from torchrec.optim.keyed import CombinedOptimizer
 
 from c2al_rec.cohorts.random_control import randomize_spec
-from c2al_rec.cohorts.spec import CohortSpec, load_cohort_spec, resolve_quantiles
+from c2al_rec.cohorts.spec import CohortSpec, resolve_quantiles
+from c2al_rec.cohorts.spec_file import load_cohort_spec
 from c2al_rec.config import Config, config_to_dict
+from c2al_rec.data.dataset import Dataset
 from c2al_rec.data.reader import ParquetReader
 from c2al_rec.data.schema import DatasetSchema, load_schema
 from c2al_rec.distributed import checkpoint as ckpt_io
@@ -44,9 +45,9 @@ from c2al_rec.distributed.backend import DistContext, set_cpu_threads
 from c2al_rec.distributed.sharding import apply_sparse_optimizer, make_dense_optimizer, shard_model
 from c2al_rec.io import atomic_write_json
 from c2al_rec.modules.model import C2ALModel, tables_from_features
+from c2al_rec.runs.provenance import check_fingerprint, write_run_files
 
 from .metrics import TrainMetrics
-from .run_dir import check_fingerprint, write_run_files
 from .schedule import lr_factor
 from .task import CohortTarget, TrainTask
 
@@ -80,7 +81,7 @@ class Trainer:
         set_cpu_threads(ctx, cfg.train.num_threads)
         self.data_root = Path(cfg.data.path)
         self.schema: DatasetSchema = load_schema(self.data_root)
-        self.fingerprint = self.schema.fingerprint()
+        self.fingerprint = Dataset(self.schema).fingerprint()
         self.resume_from = self._find_resume_checkpoint()
         self.spec = self._load_cohort_spec()
         target = None
@@ -152,18 +153,12 @@ class Trainer:
                 f"(schema.json axes: {axis_names})"
             )
         if not spec.resolved:
-            table = pads.dataset(self.schema.split_dir(self.cfg.data.train_split), format="parquet").to_table(
-                columns=[spec.axis, self.schema.label]
-            )
+            table = Dataset(self.schema).read_columns(self.cfg.data.train_split, [spec.axis, self.schema.label])
             values = table.column(spec.axis).to_numpy(zero_copy_only=False).astype(np.float64)
             labels = table.column(self.schema.label).to_numpy(zero_copy_only=False)
             spec = resolve_quantiles(spec, values, labels)
         if cfg.random_control:
-            column = (
-                pads.dataset(self.schema.split_dir(self.cfg.data.train_split), format="parquet")
-                .to_table(columns=[spec.axis])
-                .column(spec.axis)
-            )
+            column = Dataset(self.schema).read_columns(self.cfg.data.train_split, [spec.axis]).column(spec.axis)
             spec = randomize_spec(spec, column, seed=self.cfg.train.seed)
         return spec
 

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from c2al_rec.config import load_config
-from c2al_rec.config_cli import add_config_arguments
+
+from .options import add_config_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .launch import launch
+    from c2al_rec.train.launch import launch
 
     overrides = list(args.overrides)
     if args.resume is not None:

@@ -1,4 +1,4 @@
-"""Export a checkpoint to a primary-only TorchScript serving model (aux heads stripped), behind a parity gate.
+"""Export a checkpoint to a primary-only TorchScript serving model (aux heads stripped), parity-gated.
 
     c2al-rec export --checkpoint runs/c2al --out runs/export [--quantize none|int8|fp16]
 
@@ -30,18 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .exporter import export_checkpoint
+    from c2al_rec.export.exporter import ExportOptions, export_checkpoint
 
     meta = export_checkpoint(
-        args.checkpoint,
-        args.out,
-        args.quantize,
-        args.which,
-        args.data,
-        args.split,
-        args.parity_rows,
-        args.max_abs_diff,
-        args.ne_tolerance,
+        ExportOptions(
+            checkpoint=args.checkpoint,
+            out=args.out,
+            which=args.which,
+            quantize=args.quantize,
+            data=args.data,
+            split=args.split,
+            parity_rows=args.parity_rows,
+            max_abs_diff=args.max_abs_diff,
+            ne_tolerance=args.ne_tolerance,
+        )
     )
     print(
         json.dumps(

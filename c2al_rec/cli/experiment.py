@@ -1,4 +1,4 @@
-"""Multi-seed experiment: baseline vs C2AL (same seeds and data order), controls, lambda sweep, report.
+"""Multi-seed experiment: baseline vs C2AL (same seeds and data order), controls, lambda sweep.
 
     c2al-rec experiment --config launch/configs/experiment_synthetic.toml --seeds 5 --out runs/exp
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import add_config_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from c2al_rec.config_cli import add_config_arguments
-
     add_config_arguments(parser)
     parser.add_argument("--seeds", type=int, default=5, help="seeds per variant (>= 2)")
     parser.add_argument("--out", required=True, help="experiment directory")
@@ -23,8 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from c2al_rec.config import load_config
     from c2al_rec.train.launch import preflight_config_only
-
-    from .experiment import Experiment
+    from c2al_rec.workflows.experiment import Experiment
 
     cfg = preflight_config_only(load_config(args.config, args.overrides))
     summary = Experiment(cfg, Path(args.out), args.seeds).run()

@@ -1,10 +1,10 @@
-"""Evaluate a model per cohort (NE, calibration, AUC, Bayes NE) and against a baseline (NE_diff with CIs).
+"""Evaluate a model per cohort (NE, calibration, AUC, Bayes NE) and against a baseline (NE_diff).
 
     c2al-rec evaluate --checkpoint runs/c2al --baseline runs/baseline --data DATA --cohorts cohorts.json --out eval/
     c2al-rec evaluate --checkpoint c2al_s0 --checkpoint c2al_s1 --baseline base_s0 --baseline base_s1 ...  (seeds)
     c2al-rec evaluate --predictions preds.parquet [--baseline-predictions base.parquet] --cohorts c.json --out eval/
 
-Writes eval.json (DESIGN.md keys), eval.md and ne_diff.png. One seed gives a row-level interval only.
+Writes eval.json, eval.md and ne_diff.png. One seed gives a row-level interval only.
 Loads DCP checkpoints: only your own (their metadata is pickled).
 """
 
@@ -29,57 +29,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pyarrow.parquet as pq
-
-    from c2al_rec.cohorts.spec import load_cohort_spec
-    from c2al_rec.io import atomic_write_json
-
-    from .evaluate import evaluate_groups
-    from .report import markdown_table, plot_ne_diff, write_markdown
+    from c2al_rec.analysis.report import markdown_table
+    from c2al_rec.cohorts.spec_file import load_cohort_spec
+    from c2al_rec.workflows.evaluate import RunScorer, evaluate_runs, evaluate_tables, write_evaluation
 
     if bool(args.checkpoint) == bool(args.predictions):
         raise ValueError("give either --checkpoint (with --data) or --predictions")
     spec = load_cohort_spec(args.cohorts) if args.cohorts else None
-    sensitive = False
+    out = Path(args.out)
     if args.checkpoint:
         if not args.data:
             raise ValueError("--checkpoint needs --data (the dataset root to score)")
-        from c2al_rec.data.schema import load_schema
-        from c2al_rec.distributed.unsharded import load_unsharded
-
-        from .scoring import score_checkpoint
-
-        schema = load_schema(args.data)
-
-        def score(path: str):  # type: ignore[no-untyped-def]
-            nonlocal spec
-            loaded = load_unsharded(path, args.which, schema=schema)
-            if spec is None:
-                if loaded.spec is None:
-                    raise ValueError(f"{path} has no cohort spec: pass --cohorts cohorts.json")
-                spec = loaded.spec
-            return score_checkpoint(loaded, args.data, args.split, args.batch_size)
-
-        models = [score(p) for p in args.checkpoint]
-        baselines = [score(p) for p in args.baseline] or None
-        sensitive = any(a.sensitive for a in schema.axes if spec is not None and a.name == spec.axis)
+        scorer = RunScorer(args.data, args.split, args.which, args.batch_size)
+        result = evaluate_runs(
+            args.checkpoint, args.baseline or None, args.data, args.split, spec, args.resamples, out, scorer
+        )
     else:
+        import pyarrow.parquet as pq
+
         if spec is None:
             raise ValueError("--predictions needs --cohorts (the cohort spec JSON)")
         models = [pq.read_table(p) for p in args.predictions]
         baselines = [pq.read_table(p) for p in args.baseline_predictions] or None
-    assert spec is not None
-    result = evaluate_groups(models, spec, baselines, num_resamples=args.resamples)
-    result["split"] = args.split
-    result["sources"] = {
-        "models": args.checkpoint or args.predictions,
-        "baselines": args.baseline or args.baseline_predictions,
-    }
-    result["sensitive_axis"] = sensitive
-    out = Path(args.out)
-    atomic_write_json(out / "eval.json", result)
-    write_markdown(out / "eval.md", markdown_table(result, sensitive))
-    png = plot_ne_diff(result, out / "ne_diff.png")
-    print(markdown_table(result, sensitive))
-    print(f"wrote {out / 'eval.json'}, {out / 'eval.md'}" + (f", {png}" if png else ""))
+        result = evaluate_tables(models, baselines, spec, args.resamples)
+        result["split"] = args.split
+        result["sources"] = {"models": args.predictions, "baselines": args.baseline_predictions}
+        write_evaluation(result, out)
+    print(markdown_table(result, result["sensitive_axis"]))
+    written = [out / "eval.json", out / "eval.md"] + ([out / "ne_diff.png"] if (out / "ne_diff.png").is_file() else [])
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0

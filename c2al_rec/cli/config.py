@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from .config import config_help, dump_toml, load_config
+from c2al_rec.config import config_help, dump_toml, load_config
 
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Shared by every verb that takes a run config: --config plus --section.field=value overrides."""
-    parser.add_argument("--config", default=None, help="TOML run config (launch/configs/*.toml)")
-    parser.epilog = (parser.epilog or "") + "\nconfig overrides (after --config):\n" + config_help()
-    parser.set_defaults(_accepts_overrides=True)
+from .options import add_config_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

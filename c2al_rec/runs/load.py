@@ -1,12 +1,12 @@
-"""Load a DCP checkpoint, written at any world size, into an unsharded model in this process.
+"""Load a trained run: its DCP checkpoint, written at any world size, into an unsharded model here.
 
 Without a process group ``dcp.load`` fills full tensors from all shards, so export, discovery
 and evaluation run on a plain ``C2ALModel``. DCP metadata is pickled: load only trusted checkpoints.
 
 Example::
 
-    loaded = load_unsharded("runs/smoke")          # newest complete checkpoint
-    probs = torch.sigmoid(loaded.model(dense, kjt)["primary"])
+    run = load_run("runs/smoke")          # newest complete checkpoint
+    probs = torch.sigmoid(run.model(dense, kjt)["primary"])
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from typing import Any, Optional
 
 import torch
 
-from c2al_rec.cohorts.spec import CohortSpec, parse_cohort_spec
+from c2al_rec.cohorts.spec import CohortSpec
+from c2al_rec.cohorts.spec_file import parse_cohort_spec
 from c2al_rec.config import Config, load_config_dict
+from c2al_rec.data.schema import schema_from_dict
+from c2al_rec.distributed import checkpoint as ckpt_io
 from c2al_rec.modules.model import C2ALModel, tables_from_features
-
-from . import checkpoint as ckpt_io
 
 
 @dataclass
-class LoadedCheckpoint:
-    """An unsharded model with what its checkpoint says about itself."""
+class TrainedRun:
+    """A trained run loaded unsharded: its model with what its checkpoint says about itself."""
 
     schema: Any
     """The dataset schema the model was trained with (DatasetSchema)."""
@@ -42,7 +43,7 @@ class LoadedCheckpoint:
     """The checkpoint's train_state.json."""
 
 
-def load_unsharded(path: str | Path, which: str = "latest", schema: Any = None) -> LoadedCheckpoint:
+def load_run(path: str | Path, which: str = "latest", schema: Any = None) -> TrainedRun:
     """Build the run's model on CPU and fill it from a checkpoint.
 
     Args:
@@ -51,8 +52,6 @@ def load_unsharded(path: str | Path, which: str = "latest", schema: Any = None) 
         schema: the dataset schema to check the model against (its sparse features and dense
             columns must match the checkpoint's); None skips the check.
     """
-    from c2al_rec.data.schema import schema_from_dict
-
     ckpt = ckpt_io.resolve_checkpoint(path, which)
     state_json = ckpt_io.read_train_state(ckpt)
     cfg = load_config_dict(state_json["config"], f"{ckpt}/train_state.json")
@@ -75,7 +74,7 @@ def load_unsharded(path: str | Path, which: str = "latest", schema: Any = None) 
     model.eval()
     spec_json = state_json.get("cohort_spec")
     spec = parse_cohort_spec(spec_json, f"{ckpt}/train_state.json") if spec_json else None
-    return LoadedCheckpoint(trained_schema, model, cfg, spec, ckpt, state_json)
+    return TrainedRun(trained_schema, model, cfg, spec, ckpt, state_json)
 
 
 def check_schema_matches(trained: Any, schema: Any, ckpt: Path) -> None:

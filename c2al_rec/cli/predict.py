@@ -1,4 +1,4 @@
-"""Score Parquet with an exported model: probabilities in input row order, with label/row_id/axes passed through.
+"""Score Parquet with an exported model: probabilities in input row order, label/row_id/axes passed.
 
     c2al-rec predict --model runs/export --data DATA [--split test] --out preds.parquet
 
@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .artifact import load_exported
-    from .predictor import input_files, predict_files
+    from c2al_rec.serve.artifact import load_exported
+    from c2al_rec.serve.predictor import input_files, predict_files
 
     model = load_exported(args.model)
     files = input_files(args.data, args.split)

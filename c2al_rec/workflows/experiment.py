@@ -23,10 +23,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from c2al_rec.analysis.report import attention_table
 from c2al_rec.config import Config, dump_toml
 from c2al_rec.io import atomic_write_json, atomic_write_text
 
-from .report import attention_table
+from .evaluate import RunScorer, evaluate_runs
 
 
 class Experiment:
@@ -80,31 +81,14 @@ class Experiment:
         return replace(self.cfg, cohorts=cohorts)
 
     def _discover(self, baseline: Path, data: str, out: Path) -> None:
-        import argparse
-
-        from c2al_rec.cohorts.cli import run as discover
+        from .discover import DiscoverOptions, discover_cohorts, format_ranking
 
         if out.is_file():
             return
-        d = self.cfg.discover
-        discover(
-            argparse.Namespace(
-                checkpoint=str(baseline),
-                which="latest",
-                data=data,
-                split=d.split,
-                axes=d.axes,
-                out=str(out),
-                metric=d.metric,
-                min_rows=d.min_rows,
-                min_positives=d.min_positives,
-                rare_share=d.rare_share,
-                batch_size=4096,
-            )
-        )
+        print(format_ranking(discover_cohorts(DiscoverOptions.from_config(self.cfg.discover, baseline, data, out))))
 
     def run(self) -> dict[str, Any]:
-        from c2al_rec.data.synthetic import ensure_dataset
+        from c2al_rec.data.sources import ensure_dataset
 
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "experiment.toml", dump_toml(self.cfg))
@@ -137,7 +121,7 @@ class Experiment:
 
     def _run_noeffect_control(self, spec: Path) -> dict[str, Any]:
         """Control 2: the same generator without planted cohort effects; baseline vs C2AL per seed."""
-        from c2al_rec.data.synthetic import ensure_dataset
+        from c2al_rec.data.sources import ensure_dataset
 
         syn = replace(self.cfg.data.synthetic, cohort_effects=False)
         data = replace(self.cfg.data, path=str(self.out / "noeffect" / "data"), synthetic=syn)
@@ -151,60 +135,49 @@ class Experiment:
         return {"data": data.path, "root": root}
 
     # ---------------------------------------------------------------------------- evaluation
-    def _score(self, run: Path, data: str, cache: dict) -> Any:
-        from c2al_rec.data.schema import load_schema
-        from c2al_rec.distributed.unsharded import load_unsharded
-
-        from .scoring import score_checkpoint
-
-        if run not in cache:
-            cache[run] = score_checkpoint(
-                load_unsharded(run, schema=load_schema(data)), data, self.cfg.pipeline.eval_split, progress=False
-            )
-        return cache[run]
-
     def evaluate(self, noeffect: Optional[dict[str, Any]]) -> dict[str, Any]:
-        from c2al_rec.cohorts.spec import load_cohort_spec
-
-        from .evaluate import evaluate_groups
+        from c2al_rec.cohorts.spec_file import load_cohort_spec
 
         spec = load_cohort_spec(self.out / "cohorts.json")
-        data = self.cfg.data.path
-        cache: dict = {}
-        bases = [self._score(self.out / "baseline" / f"seed_{s}", data, cache) for s in range(self.seeds)]
+        split, resamples = self.cfg.pipeline.eval_split, self.cfg.pipeline.resamples
+        scorer = RunScorer(self.cfg.data.path, split)
+        seeds = range(self.seeds)
+        bases = [self.out / "baseline" / f"seed_{s}" for s in seeds]
         results: dict[str, Any] = {}
         variants = ["c2al"] + (["random"] if self.cfg.pipeline.controls else [])
         variants += ["gradsim"] if self.cfg.pipeline.compare_gradsim else []
         for name in variants:
-            models = [self._score(self.out / name / f"seed_{s}", data, cache) for s in range(self.seeds)]
-            results[name] = evaluate_groups(models, spec, bases, self.cfg.pipeline.resamples)
+            models = [self.out / name / f"seed_{s}" for s in seeds]
+            results[name] = evaluate_runs(models, bases, scorer.data, split, spec, resamples, scorer=scorer)
         for lam in self.cfg.pipeline.lambdas:
             run = self.out / f"lambda_{lam:g}" / "seed_0"
-            results[f"lambda_{lam:g}"] = evaluate_groups(
-                [self._score(run, data, cache)], spec, bases[:1], self.cfg.pipeline.resamples
+            results[f"lambda_{lam:g}"] = evaluate_runs(
+                [run], bases[:1], scorer.data, split, spec, resamples, scorer=scorer
             )
         if noeffect is not None:
-            nd, root, c2 = noeffect["data"], noeffect["root"], {}
-            nb = [self._score(root / "baseline" / f"seed_{s}", nd, c2) for s in range(self.seeds)]
-            nm = [self._score(root / "c2al" / f"seed_{s}", nd, c2) for s in range(self.seeds)]
-            results["noeffect"] = evaluate_groups(nm, spec, nb, self.cfg.pipeline.resamples)
+            root, noeffect_scorer = noeffect["root"], RunScorer(noeffect["data"], split)
+            results["noeffect"] = evaluate_runs(
+                [root / "c2al" / f"seed_{s}" for s in seeds],
+                [root / "baseline" / f"seed_{s}" for s in seeds],
+                noeffect["data"],
+                split,
+                spec,
+                resamples,
+                scorer=noeffect_scorer,
+            )
         for name, res in results.items():
             atomic_write_json(self.out / "eval" / f"{name}.json", res)
-        attention = self._attention()
+        attention = self._attention(scorer)
         atomic_write_text(self.out / "report.md", experiment_report(results, attention, self.seeds, self.wall))
         return {"results": {k: v["groups"] for k, v in results.items()}, "attention": attention}
 
-    def _attention(self) -> dict[str, Any]:
-        from c2al_rec.data.schema import load_schema
-        from c2al_rec.distributed.unsharded import load_unsharded
+    def _attention(self, scorer: RunScorer) -> dict[str, Any]:
+        from c2al_rec.analysis.attention import attention_stats_for_checkpoint, plot_attention_comparison
 
-        from .attention import attention_stats_for_checkpoint, plot_attention_comparison
-
-        data = self.cfg.data.path
         stats = {}
         for name in ("baseline", "c2al"):
-            loaded = load_unsharded(self.out / name / "seed_0", schema=load_schema(data))
-            stats[name] = attention_stats_for_checkpoint(loaded, data, self.cfg.pipeline.eval_split)
+            run = scorer.run(self.out / name / "seed_0")
+            stats[name] = attention_stats_for_checkpoint(run, scorer.data, scorer.split)
         plot_attention_comparison(stats, self.out / "attention.png", "FM attention weights, seed 0")
         return {
             run: {m: {k: v for k, v in s.items() if k != "histogram"} for m, s in mods.items()}

@@ -5,37 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from c2al_rec.cohorts.spec import load_cohort_spec
+from c2al_rec.analysis.attention import attention_stats_for_checkpoint, layer_weight_stats, plot_attention_comparison
+from c2al_rec.analysis.report import attention_table, markdown_table
+from c2al_rec.cohorts.spec_file import load_cohort_spec
 from c2al_rec.config import Config
-from c2al_rec.data.schema import load_schema
-from c2al_rec.distributed.unsharded import load_unsharded
 from c2al_rec.io import atomic_write_json, atomic_write_text
 
-from .attention import attention_stats_for_checkpoint, layer_weight_stats, plot_attention_comparison
-from .evaluate import evaluate_groups
-from .report import attention_table, markdown_table, plot_ne_diff
-from .scoring import score_checkpoint
+from .evaluate import RunScorer, evaluate_runs
 
 
 def write_pipeline_report(cfg: Config, out: Path, spec_path: Path) -> dict[str, Any]:
     """Score both runs on the eval split, write eval/ (json, md, png), attention stats and report.md."""
     data, split = cfg.data.path, cfg.pipeline.eval_split
-    schema = load_schema(data)
     spec = load_cohort_spec(spec_path)
-    runs = {name: load_unsharded(out / name, schema=schema) for name in ("baseline", "c2al")}
-    tables = {name: score_checkpoint(loaded, data, split) for name, loaded in runs.items()}
-    result = evaluate_groups([tables["c2al"]], spec, [tables["baseline"]], num_resamples=cfg.pipeline.resamples)
-    sensitive = any(a.sensitive for a in schema.axes if a.name == spec.axis)
-    result.update(split=split, sensitive_axis=sensitive)
+    scorer = RunScorer(data, split)
     eval_dir = out / "eval"
-    atomic_write_json(eval_dir / "eval.json", result)
-    table_md = markdown_table(result, sensitive)
-    atomic_write_text(eval_dir / "eval.md", table_md)
-    ne_png = plot_ne_diff(result, eval_dir / "ne_diff.png")
-    attention = {name: attention_stats_for_checkpoint(loaded, data, split) for name, loaded in runs.items()}
+    result = evaluate_runs(
+        [out / "c2al"], [out / "baseline"], data, split, spec, cfg.pipeline.resamples, eval_dir, scorer
+    )
+    table_md = markdown_table(result, result["sensitive_axis"])
+    ne_png = eval_dir / "ne_diff.png" if (eval_dir / "ne_diff.png").is_file() else None
+    runs = {name: scorer.run(out / name) for name in ("baseline", "c2al")}
+    attention = {name: attention_stats_for_checkpoint(run, data, split) for name, run in runs.items()}
     atomic_write_json(eval_dir / "attention.json", attention)
     att_png = plot_attention_comparison(attention, eval_dir / "attention.png", "FM attention weights: baseline vs C2AL")
-    layers = {name: layer_weight_stats(loaded.model) for name, loaded in runs.items()}
+    layers = {name: layer_weight_stats(run.model) for name, run in runs.items()}
     atomic_write_json(eval_dir / "layer_weights.json", layers)
     plot_attention_comparison(
         layers, eval_dir / "layer_weights.png", "Weights of the layers before / after FM attention"

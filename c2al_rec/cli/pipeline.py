@@ -1,0 +1,73 @@
+"""Run the whole C2AL workflow: data, baseline, discovery, C2AL, evaluation, export, serving.
+
+    c2al-rec pipeline --config launch/configs/demo.toml --out runs/demo [--skip-done]
+    c2al-rec pipeline --dataset movielens100k --out runs/ml100k
+
+Stages (each writes into --out; a failed stage stops the pipeline and leaves earlier outputs):
+  1 data       generate / check the dataset                       data.path/schema.json
+  2 baseline   train with the aux heads off (2 ranks)             baseline/metrics.json
+  3 discover   rank cohort pairs on the baseline's predictions    cohorts.json
+  4 c2al       train with the discovered head / tail cohorts      c2al/metrics.json
+  5 evaluate   NE / NE_diff per cohort, attention comparison      eval/eval.json, report.md
+  6 export     TorchScript serving model (aux heads stripped)     export/metadata.json
+  7 predict    score the test split with the exported model       predictions.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from c2al_rec.config import load_config
+from c2al_rec.config.bundled import BUNDLED_DATASETS, bundled_config
+from c2al_rec.workflows.pipeline import STAGES
+
+from .options import add_config_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(BUNDLED_DATASETS),
+        default=None,
+        help="shorthand for --config <the bundled config of that dataset> (launch/configs/)",
+    )
+    parser.add_argument("--out", required=True, help="output directory of the whole workflow")
+    parser.add_argument("--skip-done", action="store_true", help="skip stages whose output already exists")
+    parser.add_argument("--stop-after", choices=STAGES, default=None, help="stop after this stage")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = args.config
+    if args.dataset is not None:
+        if config is not None:
+            raise ValueError("give --config or --dataset, not both")
+        config = str(bundled_config(BUNDLED_DATASETS[args.dataset]))
+    if config is None:
+        config = str(bundled_config(BUNDLED_DATASETS["synthetic"]))
+    cfg = load_config(config, args.overrides)
+    from c2al_rec.train.launch import preflight_config_only
+    from c2al_rec.workflows.pipeline import Pipeline
+
+    cfg = preflight_config_only(cfg)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    Pipeline(cfg, out, args.skip_done).run(args.stop_after)
+    report = out / "report.md"
+    if report.is_file():
+        print()
+        print(_ne_diff_table(out))
+        print(f"report:         {report}")
+        print(f"plots:          {', '.join(str(p) for p in sorted(out.glob('**/*.png')))}")
+        print(f"serving model:  {out / 'export'}")
+        print(f"predictions:    {out / 'predictions.parquet'}")
+    print(f"[pipeline] finished in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+def _ne_diff_table(out: Path) -> str:
+    md = out / "eval" / "eval.md"
+    return md.read_text() if md.is_file() else json.dumps(json.loads((out / "eval" / "eval.json").read_text()))
