@@ -12,7 +12,10 @@ from c2al_rec.analysis.stats import (
     calibration,
     normalized_entropy,
     paired_bootstrap,
+    paired_t_interval,
+    power_summary,
     seed_interval,
+    t_test_power,
 )
 
 
@@ -70,3 +73,31 @@ def test_seed_interval_widens_with_seed_spread() -> None:
     assert b.ci95[0] < 0 < b.ci95[1] and (b.ci95[1] - b.ci95[0]) > 5 * (a.ci95[1] - a.ci95[0])
     with pytest.raises(ValueError, match="two seeds"):
         seed_interval(tight[:1])
+
+
+def test_seed_interval_is_the_scipy_t_interval_of_the_paired_differences() -> None:
+    from scipy import stats as sps
+
+    d = np.array([-0.0012, -0.0004, -0.0019, 0.0003, -0.0008, -0.0011, -0.0006, -0.0015, -0.0002, -0.0009])
+    got = seed_interval([DiffInterval(x, (0, 0), 0.5, "rows", 0.01) for x in d])  # row se plays no part
+    lo, hi = sps.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=sps.sem(d))
+    assert got.ne_diff == pytest.approx(d.mean(), abs=1e-15)
+    assert got.ci95 == pytest.approx((lo, hi), rel=1e-12)
+    assert got.p_value == pytest.approx(sps.ttest_1samp(d, 0.0).pvalue, rel=1e-10)
+    assert paired_t_interval(d).ci95 == got.ci95
+
+
+def test_power_summary_matches_a_simulated_t_test() -> None:
+    rng = np.random.default_rng(0)
+    sd, k = 0.0008, 10
+    d = rng.normal(0, sd, size=k)
+    s = power_summary(d, target=-0.001)
+    assert t_test_power(s["mde"], s["sd"], k) == pytest.approx(0.8, abs=1e-6)
+    need = s["seeds_for_target"]
+    assert t_test_power(-0.001, s["sd"], need) >= 0.8 > t_test_power(-0.001, s["sd"], need - 1)
+    # the noncentral-t power agrees with simulated t-tests at the MDE
+    from scipy import stats as sps
+
+    sims = rng.normal(-s["mde"], s["sd"], size=(4000, k))
+    rejected = sps.ttest_1samp(sims, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.8, abs=0.03)

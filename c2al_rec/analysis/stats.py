@@ -1,9 +1,11 @@
 """NE, calibration, AUC in float64, and the intervals for NE_diff = (NE - NE_base) / NE_base.
 
 Two sources of uncertainty: which rows were scored (paired bootstrap over rows, the same
-resampled rows for both models) and which seed trained the models (paired differences across
-seeds). With several seeds the interval carries both (``seed_interval``); with one seed it is
-row-level only and says so (``ci_kind = "rows"``).
+resampled rows for both models) and which seed trained the models. With several seeds the
+interval is a t-interval over the per-seed paired differences (``seed_interval``): each seed's
+difference is one observation whose spread already carries that seed's row noise. With one seed
+it is row-level only and says so (``ci_kind = "rows"``). ``power_summary`` turns the measured
+paired spread into the smallest effect a run could detect and the seeds a target effect needs.
 """
 
 from __future__ import annotations
@@ -106,20 +108,67 @@ def paired_bootstrap(
 
 
 def seed_interval(per_seed: list[DiffInterval]) -> DiffInterval:
-    """Combine per-seed paired NE_diffs into one interval that carries seed-to-seed variance.
+    """Combine per-seed paired NE_diffs (model vs baseline of the same seed) into a seed-level interval.
 
-    The mean of the K per-seed differences has variance s_seed^2 / K (its spread across seeds,
-    which already includes each seed's own row noise on its own test rows) plus, to stay
-    conservative when the test rows are shared, the mean row-bootstrap variance / K. A t
-    interval with K - 1 degrees of freedom; p-value from the same t statistic.
+    A t-interval with K - 1 degrees of freedom over the K per-seed differences d_s: mean(d) +-
+    t_{0.975, K-1} * sd(d) / sqrt(K); the p-value comes from the same t statistic. Rows enter
+    only through each seed's own estimate d_s.
     """
-    k = len(per_seed)
+    return paired_t_interval([x.ne_diff for x in per_seed])
+
+
+def paired_t_interval(diffs: list[float] | np.ndarray) -> DiffInterval:
+    """t-interval and two-sided p-value of the mean of paired per-seed differences ``diffs`` [K]."""
+    d = np.asarray(diffs, dtype=np.float64)
+    k = len(d)
     if k < 2:
         raise ValueError("seed_interval needs at least two seeds")
-    d = np.array([x.ne_diff for x in per_seed])
-    row_var = float(np.mean([x.se**2 for x in per_seed]))
-    se = float(np.sqrt(d.var(ddof=1) / k + row_var / k))
+    se = float(d.std(ddof=1) / np.sqrt(k))
     t = sps.t.ppf(0.975, df=k - 1)
     mean = float(d.mean())
-    p = float(2 * sps.t.sf(abs(mean) / se, df=k - 1)) if se > 0 else 0.0
+    if se > 0:
+        p = float(2 * sps.t.sf(abs(mean) / se, df=k - 1))
+    else:
+        p = 1.0 if mean == 0 else 0.0
     return DiffInterval(mean, (mean - t * se, mean + t * se), p, "seeds", se)
+
+
+def t_test_power(effect: float, sd: float, num_seeds: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test (K = ``num_seeds``) to detect a true mean ``effect``
+    when per-seed differences spread with standard deviation ``sd`` (noncentral t)."""
+    df = num_seeds - 1
+    if sd <= 0:
+        return 1.0 if effect != 0 else alpha
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    nc = abs(effect) * np.sqrt(num_seeds) / sd
+    p = float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+    return 1.0 if np.isnan(p) else p  # scipy's nct gives NaN far in the tail, where power is 1
+
+
+def power_summary(
+    diffs: list[float] | np.ndarray, target: float = -0.001, power: float = 0.8, max_seeds: int = 10_000
+) -> dict[str, float | int | None]:
+    """From measured per-seed paired differences: the smallest |NE_diff| this many seeds detect with
+    ``power`` (two-sided 5% t-test), and the seeds needed to detect ``target`` (e.g. -0.1%).
+
+    Returns ``{"seeds", "sd", "mde", "target", "seeds_for_target"}`` (``seeds_for_target`` None when
+    more than ``max_seeds`` would be needed).
+    """
+    from scipy.optimize import brentq
+
+    d = np.asarray(diffs, dtype=np.float64)
+    k, sd = len(d), float(d.std(ddof=1))
+    if k < 2:
+        raise ValueError("power_summary needs at least two seeds")
+    if sd == 0:
+        return {"seeds": k, "sd": 0.0, "mde": 0.0, "target": target, "seeds_for_target": 2}
+    hi = sd * 50  # power(50 sd) is 1 for any K >= 2
+    mde = float(brentq(lambda e: t_test_power(e, sd, k) - power, 0.0, hi))
+    need: Optional[int] = None
+    n = 2
+    while n <= max_seeds:
+        if t_test_power(target, sd, n) >= power:
+            need = n
+            break
+        n = n + 1 if n < 64 else int(n * 1.25)
+    return {"seeds": k, "sd": sd, "mde": mde, "target": target, "seeds_for_target": need}

@@ -1,17 +1,28 @@
-"""The multi-seed C2AL experiment: baseline vs C2AL with the same seeds and data order, plus controls.
+"""The multi-seed C2AL experiment: paired baseline vs C2AL runs per seed, controls, lambda sweep, report.
+
+Design (paired by seed): for seed s every variant trains from the same seed, so the baseline and
+the C2AL model start from identical shared parameters (the aux heads are built last and draw
+their initial values after everything else) and read the same batches in the same order. The
+per-seed paired difference d_s = NE_diff(variant_s vs baseline_s) is one observation; the
+interval is a t-interval over the d_s. Discovery runs once, on baseline seed 0 and the discover
+split (valid by default), and every seed and variant uses that same cohort spec; evaluation uses
+the eval split (test), which discovery never saw.
 
 Layout under ``out``::
 
     baseline/seed_<s>/        baseline runs (aux heads off)
-    cohorts.json              discovered on baseline seed 0 (valid split)
-    c2al/seed_<s>/            C2AL runs
-    random/seed_<s>/          control 1: aux labels from random cohorts of the same sizes
-    lambda_<x>/seed_0/        lambda sweep (lambda_head = lambda_tail = x)
-    noeffect/...              control 2 (synthetic data only): data without planted cohort effects
+    cohorts.json              discovered on baseline seed 0, used by every seed and variant
+    c2al/seed_<s>/            C2AL (cohorts.lambda_head / lambda_tail)
+    random/seed_<s>/          control: aux labels from random cohorts of the same sizes
+    gradsim/seed_<s>/         C2AL with gradient-similarity gating (pipeline.compare_gradsim)
+    lambda_<x>/seed_<s>/      lambda sweep (lambda_head = lambda_tail = x; the configured lambda reuses c2al/)
+    noeffect/{data,baseline,c2al}/   control: data generated without planted cohort effects
     eval/<variant>.json       per-variant eval.json (seed-level intervals)
-    report.md, *.png
+    summary.json, report.md, forest.png, attention.png
 
-A run whose metrics.json exists is skipped, so an experiment can span several sittings.
+Runs are trained seed by seed (every variant of seed 0, then seed 1...), and a run whose
+metrics.json exists is skipped, so an experiment can span several sittings and a partial one
+still holds complete pairs.
 """
 
 from __future__ import annotations
@@ -23,44 +34,33 @@ from typing import Any, Optional
 
 import numpy as np
 
-from c2al_rec.analysis.report import attention_table
+from c2al_rec.analysis.stats import paired_t_interval, power_summary
 from c2al_rec.config import Config, dump_toml
 from c2al_rec.io import atomic_write_json, atomic_write_text
 
 from .evaluate import RunScorer, evaluate_runs
+from .experiment_report import experiment_report, plot_forest
+
+ATTENTION_STATS = ("near_zero_fraction", "gini", "entropy_bits", "kurtosis")
 
 
 class Experiment:
-    """Seeds x variants of training runs, evaluated against the matching baselines.
+    """Seeds x variants of training runs, evaluated against the baseline of the same seed.
 
     Args:
         cfg: the experiment's run config (data, model, train, [discover], [pipeline]).
         out: output directory.
-        seeds: number of seeds (0 .. seeds-1).
+        seeds: number of seeds (0 .. seeds-1), at least 2.
+        command: the command line that started it (recorded in summary.json).
     """
 
-    def __init__(self, cfg: Config, out: Path, seeds: int) -> None:
+    def __init__(self, cfg: Config, out: Path, seeds: int, command: str = "") -> None:
         if seeds < 2:
             raise ValueError("--seeds must be at least 2 (seed-level intervals need two)")
-        self.cfg, self.out, self.seeds = cfg, Path(out), seeds
+        self.cfg, self.out, self.seeds, self.command = cfg, Path(out), seeds, command
         self.wall: dict[str, float] = {}
 
-    # -------------------------------------------------------------------------------- runs
-    def _train(self, run_dir: Path, cfg: Config) -> None:
-        from c2al_rec.train.launch import launch
-
-        if (run_dir / "metrics.json").is_file():
-            print(f"[experiment] {run_dir.relative_to(self.out)}: done, skipped", flush=True)
-            return
-        print(f"[experiment] training {run_dir.relative_to(self.out)} ...", flush=True)
-        t0 = time.perf_counter()
-        launch(
-            replace(cfg, checkpoint=replace(cfg.checkpoint, resume="auto")),
-            run_dir,
-            nproc_per_node=self.cfg.pipeline.nproc_per_node,
-        )
-        self.wall[str(run_dir.relative_to(self.out))] = time.perf_counter() - t0
-
+    # -------------------------------------------------------------------------------- plan
     def _seeded(self, cfg: Config, seed: int) -> Config:
         return replace(cfg, train=replace(cfg.train, seed=seed))
 
@@ -80,12 +80,59 @@ class Experiment:
         )
         return replace(self.cfg, cohorts=cohorts)
 
-    def _discover(self, baseline: Path, data: str, out: Path) -> None:
+    def variants(self, spec: Path) -> dict[str, Config]:
+        """Variant name -> its config (before seeding); the baseline is not a variant."""
+        c, p = self.cfg.cohorts, self.cfg.pipeline
+        out = {"c2al": self._variant(spec)}
+        if p.controls:
+            out["random"] = self._variant(spec, random_control=True)
+        if p.compare_gradsim:
+            out["gradsim"] = self._variant(spec, weighting="gradsim")
+        for lam in p.lambdas:
+            if not (lam == c.lambda_head == c.lambda_tail):  # the configured lambda is the c2al variant
+                out[f"lambda_{lam:g}"] = self._variant(spec, lam)
+        return out
+
+    def _lambda_dirs(self) -> dict[str, str]:
+        """lambda_<x> result name -> run directory name (the configured lambda reuses c2al/)."""
+        c = self.cfg.cohorts
+        return {
+            f"lambda_{lam:g}": "c2al" if lam == c.lambda_head == c.lambda_tail else f"lambda_{lam:g}"
+            for lam in self.cfg.pipeline.lambdas
+        }
+
+    # -------------------------------------------------------------------------------- runs
+    def _train(self, run_dir: Path, cfg: Config) -> None:
+        from c2al_rec.train.launch import launch
+
+        name = str(run_dir.relative_to(self.out))
+        if (run_dir / "metrics.json").is_file():
+            print(f"[experiment] {name}: done, skipped", flush=True)
+            return
+        print(f"[experiment] training {name} ...", flush=True)
+        t0 = time.perf_counter()
+        launch(
+            replace(cfg, checkpoint=replace(cfg.checkpoint, resume="auto")),
+            run_dir,
+            nproc_per_node=self.cfg.pipeline.nproc_per_node,
+        )
+        self.wall[name] = time.perf_counter() - t0
+        print(f"[experiment] {name}: {self.wall[name]:.0f}s", flush=True)
+
+    def _discover(self, baseline: Path, out: Path) -> None:
         from .discover import DiscoverOptions, discover_cohorts, format_ranking
 
         if out.is_file():
             return
-        print(format_ranking(discover_cohorts(DiscoverOptions.from_config(self.cfg.discover, baseline, data, out))))
+        opts = DiscoverOptions.from_config(self.cfg.discover, baseline, self.cfg.data.path, out)
+        print(format_ranking(discover_cohorts(opts)), flush=True)
+
+    def _noeffect_data(self) -> Optional[Any]:
+        """The no-planted-effect control's DataConfig (synthetic data with controls on), else None."""
+        if not (self.cfg.pipeline.controls and self.cfg.data.synthetic.rows > 0):
+            return None
+        syn = replace(self.cfg.data.synthetic, cohort_effects=False)
+        return replace(self.cfg.data, path=str(self.out / "noeffect" / "data"), synthetic=syn)
 
     def run(self) -> dict[str, Any]:
         from c2al_rec.data.sources import ensure_dataset
@@ -94,48 +141,30 @@ class Experiment:
         atomic_write_text(self.out / "experiment.toml", dump_toml(self.cfg))
         t0 = time.perf_counter()
         ensure_dataset(self.cfg.data)
+        noeffect = self._noeffect_data()
+        if noeffect is not None:
+            ensure_dataset(noeffect)
+        spec = self.out / "cohorts.json"
         base_cfg = replace(self.cfg, cohorts=replace(self.cfg.cohorts, enabled=False, spec=""))
         for s in range(self.seeds):
             self._train(self.out / "baseline" / f"seed_{s}", self._seeded(base_cfg, s))
             if s == 0:
-                self._discover(self.out / "baseline" / "seed_0", self.cfg.data.path, self.out / "cohorts.json")
-        spec = self.out / "cohorts.json"
-        variants = {"c2al": self._variant(spec)}
-        if self.cfg.pipeline.controls:
-            variants["random"] = self._variant(spec, random_control=True)
-        if self.cfg.pipeline.compare_gradsim:
-            variants["gradsim"] = self._variant(spec, weighting="gradsim")
-        for name, cfg in variants.items():
-            for s in range(self.seeds):
+                self._discover(self.out / "baseline" / "seed_0", spec)
+            for name, cfg in self.variants(spec).items():
                 self._train(self.out / name / f"seed_{s}", self._seeded(cfg, s))
-        for lam in self.cfg.pipeline.lambdas:
-            self._train(self.out / f"lambda_{lam:g}" / "seed_0", self._seeded(self._variant(spec, lam), 0))
-        noeffect = None
-        if self.cfg.pipeline.controls and self.cfg.data.synthetic.rows > 0:
-            noeffect = self._run_noeffect_control(spec)
-        summary = self.evaluate(noeffect)
-        summary["wall_s"] = time.perf_counter() - t0
+            if noeffect is not None:
+                root = self.out / "noeffect"
+                self._train(root / "baseline" / f"seed_{s}", self._seeded(replace(base_cfg, data=noeffect), s))
+                self._train(root / "c2al" / f"seed_{s}", self._seeded(replace(self._variant(spec), data=noeffect), s))
+        summary = self.evaluate(noeffect is not None)
+        summary["wall_time_s"] = time.perf_counter() - t0
         summary["run_wall_s"] = self.wall
         atomic_write_json(self.out / "summary.json", summary)
         return summary
 
-    def _run_noeffect_control(self, spec: Path) -> dict[str, Any]:
-        """Control 2: the same generator without planted cohort effects; baseline vs C2AL per seed."""
-        from c2al_rec.data.sources import ensure_dataset
-
-        syn = replace(self.cfg.data.synthetic, cohort_effects=False)
-        data = replace(self.cfg.data, path=str(self.out / "noeffect" / "data"), synthetic=syn)
-        ensure_dataset(data)
-        root = self.out / "noeffect"
-        for s in range(self.seeds):
-            base = replace(self.cfg, data=data, cohorts=replace(self.cfg.cohorts, enabled=False, spec=""))
-            self._train(root / "baseline" / f"seed_{s}", self._seeded(base, s))
-            c2al = replace(self._variant(spec), data=data)
-            self._train(root / "c2al" / f"seed_{s}", self._seeded(c2al, s))
-        return {"data": data.path, "root": root}
-
     # ---------------------------------------------------------------------------- evaluation
-    def evaluate(self, noeffect: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def evaluate(self, with_noeffect: bool) -> dict[str, Any]:
+        """Evaluate every variant against the baselines of the same seeds; write eval/, report, plots."""
         from c2al_rec.cohorts.spec_file import load_cohort_spec
 
         spec = load_cohort_spec(self.out / "cohorts.json")
@@ -143,97 +172,136 @@ class Experiment:
         scorer = RunScorer(self.cfg.data.path, split)
         seeds = range(self.seeds)
         bases = [self.out / "baseline" / f"seed_{s}" for s in seeds]
-        results: dict[str, Any] = {}
-        variants = ["c2al"] + (["random"] if self.cfg.pipeline.controls else [])
-        variants += ["gradsim"] if self.cfg.pipeline.compare_gradsim else []
-        for name in variants:
-            models = [self.out / name / f"seed_{s}" for s in seeds]
-            results[name] = evaluate_runs(models, bases, scorer.data, split, spec, resamples, scorer=scorer)
-        for lam in self.cfg.pipeline.lambdas:
-            run = self.out / f"lambda_{lam:g}" / "seed_0"
-            results[f"lambda_{lam:g}"] = evaluate_runs(
-                [run], bases[:1], scorer.data, split, spec, resamples, scorer=scorer
-            )
-        if noeffect is not None:
-            root, noeffect_scorer = noeffect["root"], RunScorer(noeffect["data"], split)
-            results["noeffect"] = evaluate_runs(
+        dirs = {name: name for name in self.variants(self.out / "cohorts.json") if not name.startswith("lambda_")}
+        dirs.update(self._lambda_dirs())
+        evals: dict[str, Any] = {}
+        for name, directory in dirs.items():
+            models = [self.out / directory / f"seed_{s}" for s in seeds]
+            evals[name] = evaluate_runs(models, bases, scorer.data, split, spec, resamples, scorer=scorer)
+        if with_noeffect:
+            root = self.out / "noeffect"
+            evals["noeffect"] = evaluate_runs(
                 [root / "c2al" / f"seed_{s}" for s in seeds],
                 [root / "baseline" / f"seed_{s}" for s in seeds],
-                noeffect["data"],
+                str(root / "data"),
                 split,
                 spec,
                 resamples,
-                scorer=noeffect_scorer,
+                scorer=RunScorer(root / "data", split),
             )
-        for name, res in results.items():
+        for name, res in evals.items():
             atomic_write_json(self.out / "eval" / f"{name}.json", res)
+        results = {name: res["groups"] for name, res in evals.items()}
+        if "random" in results:
+            results["c2al_minus_random"] = paired_difference(results["c2al"], results["random"])
+        power = {
+            name: {g: power_summary(r["ne_diff_seeds"]) for g, r in groups.items() if r.get("ne_diff_seeds")}
+            for name, groups in results.items()
+        }
         attention = self._attention(scorer)
-        atomic_write_text(self.out / "report.md", experiment_report(results, attention, self.seeds, self.wall))
-        return {"results": {k: v["groups"] for k, v in results.items()}, "attention": attention}
+        plot_forest(results, self.out / "forest.png", f"{self.seeds} seeds, axis {spec.axis}")
+        summary = {
+            "results": results,
+            "power": power,
+            "attention": attention,
+            "spec": spec.to_json(),
+            "seeds": self.seeds,
+            "config": _config_table(self.cfg),
+            "command": self.command,
+        }
+        atomic_write_text(self.out / "report.md", experiment_report(summary, self.wall))
+        return summary
 
     def _attention(self, scorer: RunScorer) -> dict[str, Any]:
+        """FM attention statistics per seed for baseline and c2al, their means and seed-level intervals."""
         from c2al_rec.analysis.attention import attention_stats_for_checkpoint, plot_attention_comparison
 
-        stats = {}
-        for name in ("baseline", "c2al"):
-            run = scorer.run(self.out / name / "seed_0")
-            stats[name] = attention_stats_for_checkpoint(run, scorer.data, scorer.split)
-        plot_attention_comparison(stats, self.out / "attention.png", "FM attention weights, seed 0")
-        return {
-            run: {m: {k: v for k, v in s.items() if k != "histogram"} for m, s in mods.items()}
-            for run, mods in stats.items()
-        }
-
-
-def _fmt_diff(g: dict[str, Any]) -> str:
-    if g.get("ne_diff") is None:
-        return "n/a"
-    lo, hi = g["ci95"]
-    star = " *" if hi < 0 or lo > 0 else ""
-    return f"{100 * g['ne_diff']:+.3f}% [{100 * lo:+.3f}, {100 * hi:+.3f}]{star}"
-
-
-def _gap_closed(g: dict[str, Any]) -> str:
-    if g.get("bayes_ne") is None or g.get("ne_base") is None:
-        return ""
-    gap = g["ne_base"] - g["bayes_ne"]
-    return f"{100 * (g['ne_base'] - g['ne']) / gap:.1f}%" if gap > 0 else ""
-
-
-def experiment_report(results: dict[str, Any], attention: dict[str, Any], seeds: int, wall: dict[str, float]) -> str:
-    """Markdown like the paper's Table 1, per variant, plus attention statistics."""
-    first = next(iter(results.values()))
-    g0 = first["groups"]
-    lines = [
-        "# C2AL experiment",
-        "",
-        f"Axis **{first['axis']}**: head `{first['head']}` (PLR {g0['head']['positive_rate']:.4f}), tail "
-        f"`{first['tail']}` (PLR {g0['tail']['positive_rate']:.4f}); {seeds} seeds; NE_diff vs the baseline of the "
-        "same seed, 95% interval over seeds (rows included); * = interval excludes 0.",
-        "",
-        "| variant | overall NE_diff | head NE_diff | tail NE_diff | gap to Bayes closed (overall / head / tail) |",
-        "|---|---|---|---|---|",
-    ]
-    for name, res in results.items():
-        g = res["groups"]
-        gaps = " / ".join(_gap_closed(g[k]) for k in ("overall", "head", "tail"))
-        lines.append(
-            f"| {name} | {_fmt_diff(g['overall'])} | {_fmt_diff(g['head'])} | {_fmt_diff(g['tail'])} | {gaps} |"
+        per_seed: dict[str, list[dict[str, Any]]] = {"baseline": [], "c2al": []}
+        for name in per_seed:
+            for s in range(self.seeds):
+                run = scorer.run(self.out / name / f"seed_{s}")
+                per_seed[name].append(attention_stats_for_checkpoint(run, scorer.data, scorer.split))
+        plot_attention_comparison(
+            {name: stats[0] for name, stats in per_seed.items()}, self.out / "attention.png", "FM attention, seed 0"
         )
-    lines += [
-        "",
-        "Variants: `c2al` = aux heads on the discovered cohorts; `random` = aux labels from random cohorts "
-        "of the same sizes; `lambda_<x>` = seed 0 only, row-level interval; `noeffect` = data generated "
-        "without planted cohort effects.",
-        "",
-        "## FM attention weights (seed 0, eval split)",
-        "",
-    ]
-    lines += attention_table(attention)
-    lines += ["", "![attention](attention.png)", ""]
-    if wall:
-        lines += [
-            f"Training wall time this sitting: {sum(wall.values()) / 60:.1f} min over {len(wall)} runs "
-            f"(median {np.median(list(wall.values())) / 60:.1f} min a run)."
-        ]
-    return "\n".join(lines) + "\n"
+        return summarize_attention(per_seed)
+
+
+def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Per group, variant a minus variant b, paired by seed: d_s = NE_diff_a,s - NE_diff_b,s (both against
+    the baseline of seed s), with a t-interval over seeds. ``ne_seeds`` are a's per-seed NE."""
+    out = {}
+    for group, ga in a.items():
+        gb = b.get(group, {})
+        if not ga.get("ne_diff_seeds") or not gb.get("ne_diff_seeds"):
+            continue
+        d = np.array(ga["ne_diff_seeds"]) - np.array(gb["ne_diff_seeds"])
+        iv = paired_t_interval(d)
+        out[group] = {
+            "ne_diff": iv.ne_diff,
+            "ci95": list(iv.ci95),
+            "ci_kind": iv.ci_kind,
+            "p_value": iv.p_value,
+            "ne_seeds": ga.get("ne_seeds"),
+            "ne_other_seeds": gb.get("ne_seeds"),
+            "ne_diff_seeds": d.tolist(),
+        }
+    return out
+
+
+def summarize_attention(per_seed: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``{run: [{module: weight_stats}] per seed}`` -> per run and module: mean and 95% t-interval over
+    seeds of each statistic, plus the paired c2al - baseline difference."""
+
+    def interval(values: list[float]) -> dict[str, Any]:
+        v = np.asarray(values, dtype=np.float64)
+        if len(v) < 2:
+            return {"mean": float(v.mean()), "ci95": None, "seeds": v.tolist()}
+        iv = paired_t_interval(v)
+        return {"mean": iv.ne_diff, "ci95": list(iv.ci95), "seeds": v.tolist()}
+
+    out: dict[str, Any] = {}
+    for run, seeds in per_seed.items():
+        out[run] = {
+            module: {stat: interval([s[module][stat] for s in seeds]) for stat in ATTENTION_STATS}
+            for module in seeds[0]
+        }
+    if "baseline" in per_seed and "c2al" in per_seed:
+        base, c2al = per_seed["baseline"], per_seed["c2al"]
+        out["c2al_minus_baseline"] = {
+            module: {
+                stat: interval([c[module][stat] - b[module][stat] for c, b in zip(c2al, base)])
+                for stat in ATTENTION_STATS
+            }
+            for module in base[0]
+        }
+    return out
+
+
+def record_results(out: Path, dest: Path, name: str) -> list[Path]:
+    """Copy an experiment's summary (as ``experiment_<name>.json``), report and plots into ``dest``
+    (e.g. ``benchmarks/results``), with the machine recorded beside the command."""
+    import json
+    import os
+    import platform
+    import shutil
+
+    summary = json.loads((out / "summary.json").read_text())
+    summary["machine"] = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    written = [dest / f"experiment_{name}.json"]
+    atomic_write_json(written[0], summary)
+    report = (out / "report.md").read_text()
+    for png in ("forest", "attention"):
+        if (out / f"{png}.png").is_file():
+            target = dest / f"experiment_{name}_{png}.png"
+            shutil.copyfile(out / f"{png}.png", target)
+            report = report.replace(f"({png}.png)", f"({target.name})")
+            written.append(target)
+    atomic_write_text(dest / f"experiment_{name}.md", report)
+    return written + [dest / f"experiment_{name}.md"]
+
+
+def _config_table(cfg: Config) -> dict[str, Any]:
+    from c2al_rec.config import config_to_dict
+
+    return config_to_dict(cfg)
