@@ -78,3 +78,10 @@ def test_markdown_and_plot(tmp_path: Path) -> None:
     assert "| overall |" in md and "row-level only" in md and "protected attribute" in md
     png = plot_ne_diff(res, tmp_path / "ne_diff.png")
     assert png is not None and png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_colour_follows_the_interval_not_the_sign() -> None:
+    from c2al_rec.analysis.plots import CROSSES_ZERO, EXCLUDES_ZERO, interval_color
+
+    assert interval_color((-0.003, -0.001)) == EXCLUDES_ZERO == interval_color((0.001, 0.004))
+    assert interval_color((-0.003, 0.001)) == CROSSES_ZERO  # negative estimate, interval crosses 0

@@ -101,3 +101,19 @@ def test_power_summary_matches_a_simulated_t_test() -> None:
     sims = rng.normal(-s["mde"], s["sd"], size=(4000, k))
     rejected = sps.ttest_1samp(sims, 0.0, axis=1).pvalue < 0.05
     assert rejected.mean() == pytest.approx(0.8, abs=0.03)
+
+
+def test_weighted_auc_against_pairwise_definition_and_ranks() -> None:
+    rng = np.random.default_rng(1)
+    n = 300
+    probs = np.round(rng.random(n), 2)  # many ties
+    labels = (rng.random(n) < probs).astype(np.float64)
+    w = rng.random(n) + 0.1
+    pos, neg = labels == 1, labels == 0
+    sp, sn = probs[pos][:, None], probs[neg][None, :]
+    pair = (sp > sn) + 0.5 * (sp == sn)
+    ww = w[pos][:, None] * w[neg][None, :]
+    assert auc(probs, labels, w) == pytest.approx(float((pair * ww).sum() / ww.sum()), rel=1e-12)
+    assert auc(probs, labels) == pytest.approx(float(pair.mean()), rel=1e-12)
+    assert auc(probs, labels, np.where(pos, 2.0, 1.0)) == pytest.approx(auc(probs, labels), rel=1e-12)
+    assert auc(probs, labels, np.where(pos, 0.0, 1.0)) is None

@@ -28,6 +28,9 @@ def plot_diagnostics(jsonl: Path, png: Path) -> Path:
     ratio = [x["norm_orthogonal"] / x["norm_aux"] if x["norm_aux"] else 0.0 for x in g]
     axes[2].plot(steps, ratio, label="|G_aux orthogonal| / |G_aux|")
     axes[2].set_title("aux gradient on the shared parameters")
+    axes[0].set_ylabel("near-zero weights (%)")
+    axes[1].set_ylabel("Gini coefficient (0 = uniform, 1 = concentrated)")
+    axes[2].set_ylabel("cosine / norm ratio (unitless)")
     for ax in axes:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)

@@ -44,7 +44,7 @@ def group_metrics(prob: np.ndarray, label: np.ndarray, weight: Optional[np.ndarr
         "positive_rate": float((w * label).sum() / w.sum()) if len(label) else None,
         "ne": normalized_entropy(prob, label, weight) if len(label) else None,
         "calibration": calibration(prob, label, weight) if len(label) else None,
-        "auc": auc(prob, label) if len(label) else None,
+        "auc": auc(prob, label, weight) if len(label) else None,
     }
 
 

@@ -10,6 +10,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+# Okabe-Ito blue vs grey: colour-blind safe, and still distinct in greyscale.
+EXCLUDES_ZERO, CROSSES_ZERO = "#0072B2", "#999999"
+
+
+def interval_color(ci95: tuple[float, float] | list[float]) -> str:
+    """Colour of an estimate by whether its 95% interval excludes 0 (never by the sign of the estimate)."""
+    return EXCLUDES_ZERO if ci95[0] > 0 or ci95[1] < 0 else CROSSES_ZERO
+
 
 def save_figure(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
     """Save ``fig`` to ``path`` via a temp file + rename, and close it."""

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from c2al_rec.io import atomic_write_text  # noqa: E402
 
-from .plots import save_figure  # noqa: E402
+from .plots import EXCLUDES_ZERO, interval_color, save_figure  # noqa: E402
 
 
 def _pct(x: Optional[float]) -> str:
@@ -89,12 +89,22 @@ def plot_ne_diff(result: dict[str, Any], path: Path, title: str = "") -> Optiona
     lo = [100 * (groups[n]["ne_diff"] - groups[n]["ci95"][0]) for n in names]
     hi = [100 * (groups[n]["ci95"][1] - groups[n]["ne_diff"]) for n in names]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
-    colors = ["tab:green" if d < 0 else "tab:red" for d in diffs]
-    ax.bar(range(len(names)), diffs, yerr=[lo, hi], color=colors, capsize=4)
+    # Colour says whether the interval excludes 0, never the sign of the point estimate alone;
+    # Okabe-Ito blue vs grey (colour-blind safe), hatching repeats it for greyscale prints.
+    colors = [interval_color(groups[n]["ci95"]) for n in names]
+    significant = [c == EXCLUDES_ZERO for c in colors]
+    bars = ax.bar(range(len(names)), diffs, yerr=[lo, hi], color=colors, capsize=4, edgecolor="black")
+    for bar, s in zip(bars, significant):
+        bar.set_hatch("" if s else "//")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("NE_diff vs baseline (%)  — lower is better")
-    ax.set_title(title or f"C2AL vs baseline by {result['axis']} (95% CI, {result.get('seeds', 1)} seed(s))")
+    ax.set_xlabel("group (cohort)")
+    ax.set_ylabel("NE_diff vs baseline (%), lower is better")
+    kind = "seeds" if result.get("seeds", 1) > 1 else "rows"
+    ax.set_title(
+        (title or f"C2AL vs baseline by {result['axis']}")
+        + f"\n95% interval over {kind}; blue = excludes 0, grey hatched = crosses 0"
+    )
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -44,14 +44,20 @@ def calibration(probs: np.ndarray, labels: np.ndarray, weights: Optional[np.ndar
     return float((w * probs).sum() / max(EPS, (w * labels).sum()))
 
 
-def auc(probs: np.ndarray, labels: np.ndarray) -> Optional[float]:
-    """ROC AUC by ranks (ties averaged); None when only one class is present."""
+def auc(probs: np.ndarray, labels: np.ndarray, weights: Optional[np.ndarray] = None) -> Optional[float]:
+    """ROC AUC, sample-weighted: the weighted share of (positive, negative) pairs ranked correctly,
+    ties counting one half. None when either class has no weight."""
     y = labels.astype(bool)
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
+    w = np.ones(len(y)) if weights is None else weights.astype(np.float64)
+    w_pos, w_neg = float(w[y].sum()), float(w[~y].sum())
+    if w_pos == 0 or w_neg == 0:
         return None
-    ranks = sps.rankdata(probs)
-    return float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+    # per distinct score: positive and negative weight; negatives strictly below come from a cumsum
+    _, group = np.unique(probs, return_inverse=True)
+    pos = np.bincount(group, weights=w * y)
+    neg = np.bincount(group, weights=w * ~y)
+    below = np.cumsum(neg) - neg
+    return float((pos * (below + 0.5 * neg)).sum() / (w_pos * w_neg))
 
 
 @dataclass

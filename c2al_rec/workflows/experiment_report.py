@@ -7,11 +7,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from c2al_rec.analysis.plots import plt, save_figure
+from c2al_rec.analysis.plots import EXCLUDES_ZERO, interval_color, plt, save_figure
 
 GROUP_ORDER = ("overall", "head", "tail")
-# colour-blind-safe pair (Okabe-Ito): an interval that excludes 0 vs one that does not
-EXCLUDES_ZERO, CROSSES_ZERO = "#0072B2", "#999999"
 
 
 def _excludes_zero(ci: Optional[list[float]]) -> bool:
@@ -152,8 +150,8 @@ def plot_forest(results: dict[str, Any], path: Path, title: str) -> Optional[Pat
         return None
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.5))
     for i, (_, mid, lo, hi) in enumerate(rows):
-        sig = lo > 0 or hi < 0
-        color = EXCLUDES_ZERO if sig else CROSSES_ZERO
+        color = interval_color((lo, hi))
+        sig = color == EXCLUDES_ZERO
         ax.plot([lo, hi], [i, i], color=color, linewidth=2)
         ax.plot([mid], [i], "o", color=color, markerfacecolor=color if sig else "white", markersize=6)
     ax.axvline(0, color="black", linewidth=0.8)
