@@ -22,11 +22,16 @@ setup(
     entry_points={
         "console_scripts": ["c2al-rec = c2al_rec.cli.main:main"],
         # Registering any torchx.components entry point makes torchx stop loading its builtins,
-        # so the builtin modules are re-registered beside ours (keeps `dist.ddp` working).
+        # so every builtin module is re-registered beside ours (dist.ddp, utils.*, serve.torchserve,
+        # metrics.tensorboard, interpret.*: `torchx builtins` lists the same as without this package).
         "torchx.components": [
             "c2al = c2al_rec_components.c2al",
             "dist = torchx.components.dist",
             "utils = torchx.components.utils",
+            "serve = torchx.components.serve",
+            "metrics = torchx.components.metrics",
+            "interpret = torchx.components.interpret",
+            "train = torchx.components.train",
         ],
     },
 )

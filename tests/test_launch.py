@@ -16,10 +16,16 @@ def _env() -> dict:
     return env
 
 
-def test_torchx_builtins_keep_dist_ddp_beside_ours() -> None:
+def test_torchx_builtins_keep_every_builtin_beside_ours() -> None:
+    from torchx.specs.finder import ModuleComponentsFinder
+
     out = subprocess.run([BIN / "torchx", "builtins"], capture_output=True, text=True, env=_env(), check=True).stdout
-    assert "dist.ddp" in out, out
-    assert "c2al.dmp_check" in out, out
+    # what torchx lists when no package registers components (its own scan of torchx.components)
+    builtins = [c.name for c in ModuleComponentsFinder("torchx.components", "").find() if not c.validation_errors]
+    assert {"dist.ddp", "metrics.tensorboard", "serve.torchserve"} <= set(builtins)
+    listed = {line.split(". ", 1)[1].strip() for line in out.splitlines() if ". " in line}
+    assert set(builtins) <= listed, sorted(set(builtins) - listed)
+    assert "c2al.dmp_check" in listed and "c2al.train" in listed
 
 
 def test_torchx_two_node_shape_runs_dmp_check(tmp_path: Path) -> None:
