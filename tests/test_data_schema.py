@@ -109,18 +109,27 @@ def _kjt(values, lengths) -> KeyedJaggedTensor:
 def test_sparse_id_transform_scripted_matches_eager(tmp_path: Path) -> None:
     t = SparseIdTransform(tiny_schema(tmp_path).sparse)  # user 50 error, tags 10 error, item 7 hash
     scripted = torch.jit.script(t)
-    kjt = _kjt([3, 49, 1, 9, 2, 8, 100, -1], [1, 1, 2, 2, 1, 1])
+    kjt = _kjt([3, 49, 1, 9, 2, 8, 100, 13], [1, 1, 2, 2, 1, 1])
     for m in (t, scripted):
         out = m(kjt)
         assert out.keys() == kjt.keys() and torch.equal(out.lengths(), kjt.lengths())
         assert out.values().tolist() == [3, 49, 1, 9, 2, 8, 100 % 7, 6]
-    assert t.transform_values(2, torch.tensor([-8, 7, 13])).tolist() == [6, 0, 6]
+        assert kjt.values().tolist() == [3, 49, 1, 9, 2, 8, 100, 13]  # the caller's ids are not rewritten
+    assert t.transform_values(2, torch.tensor([8, 7, 13])).tolist() == [1, 0, 6]
+    # hash mode folds large ids, never negative ones: the reader rejects those, so serving must too
+    negative = _kjt([3, 49, 1, 9, 2, 8, 100, -1], [1, 1, 2, 2, 1, 1])
+    with pytest.raises(ValueError, match=r"sparse feature 'item': negative id -1"):
+        t(negative)
+    with pytest.raises(Exception, match=r"sparse feature 'item': negative id -1"):
+        scripted(negative)
+    with pytest.raises(ValueError, match=r"sparse feature 'item': negative id -8"):
+        t.transform_values(2, torch.tensor([-8, 7, 13]))
     bad = _kjt([3, 50, 1, 9, 2, 8, 1, 1], [1, 1, 2, 2, 1, 1])
     with pytest.raises(ValueError, match=r"sparse feature 'user': id 50 outside its table \[0, 50\)"):
         t(bad)
     with pytest.raises(Exception, match=r"sparse feature 'user': id 50 outside its table"):
         scripted(bad)
-    with pytest.raises(ValueError, match="sparse feature 'tags': id -4"):
+    with pytest.raises(ValueError, match="sparse feature 'tags': negative id -4"):
         t.transform_values(1, torch.tensor([1, -4]))
     with pytest.raises(ValueError, match="KJT keys"):
         t(KeyedJaggedTensor(keys=["a"], values=torch.tensor([1]), lengths=torch.tensor([1])))

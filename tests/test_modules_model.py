@@ -191,3 +191,31 @@ def test_training_form_traces_with_the_custom_op():
     assert set(got) == {"primary", "head", "tail"}
     for name in want:
         torch.testing.assert_close(got[name], want[name])
+
+
+def test_no_dense_features_means_no_dense_token(tmp_path):
+    """All-categorical data: dense is [B, 0], n = number of tables, and the model still traces and scripts."""
+    torch.manual_seed(0)
+    dense, kjt, _ = mh.batch(6, seed=1)
+    empty = dense[:, :0]  # [B, 0]
+    model = C2ALModel(mh.tables(8), 0, small_cfg(dhen_layers=ALL_MODULES), aux_heads=True)
+    assert model.num_tokens == mh.NUM_FEATURES
+    assert not list(model.dense_arch.parameters())
+    out = model(empty, kjt)
+    assert set(out) == {"primary", "head", "tail"} and all(v.shape == (6,) for v in out.values())
+    model.record_attention(True)
+    model(empty, kjt)
+    assert next(iter(model.fm_attention_weights().values())).shape[1] == mh.NUM_FEATURES
+    model.record_attention(False)
+    serving = model.without_aux_heads()
+    serving.use_reference_fm(True)
+    path = tmp_path / "m.pt"
+    torch.jit.script(torchrec.fx.symbolic_trace(serving)).save(str(path))
+    loaded = torch.jit.load(str(path))
+    model.use_reference_fm(False)
+    for b, seed in ((1, 3), (7, 4)):
+        _, kjt_b, _ = mh.batch(b, seed)
+        want = model(torch.zeros(b, 0), kjt_b)["primary"]
+        torch.testing.assert_close(loaded(torch.zeros(b, 0), kjt_b)["primary"], want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="dense_in_features >= 0"):
+        C2ALModel(mh.tables(8), -1, small_cfg(), aux_heads=False)

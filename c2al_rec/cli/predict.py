@@ -3,11 +3,15 @@
     c2al-rec predict --model runs/export --data DATA [--split test] --out preds.parquet
 
 Uses only the exported directory (TorchScript + JSON metadata); nothing else is unpickled.
+Rows are checked with the training-time rules (ids the schema rejects, negative ids in hash mode
+included, non-finite dense values): an error names the input file, row and column, and nothing is
+written. Input without rows (an empty shard) gives a predictions file without rows, same columns.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_exported(args.model)
     files = input_files(args.data, args.split)
     t0 = time.perf_counter()
-    rows = predict_files(model, files, Path(args.out), args.batch_size)
+    # a progress bar on a terminal only: in logs it would bury the one-line error
+    rows = predict_files(model, files, Path(args.out), args.batch_size, progress=sys.stderr.isatty())
     dt = time.perf_counter() - t0
     print(f"wrote {args.out}: {rows} rows in {dt:.1f}s ({rows / max(dt, 1e-9):,.0f} rows/s)")
     return 0

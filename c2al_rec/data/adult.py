@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .dataset import write_parquet
 from .schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
 from .widedeep import widedeep_file
 
@@ -126,6 +127,6 @@ def convert_adult(out: Path, source: Optional[Path] = None, seed: int = 0) -> Da
     )
     for k, split in enumerate(("train", "valid", "test")):
         (out / split).mkdir(parents=True, exist_ok=True)
-        pq.write_table(table.filter(pa.array(split_of == k)), out / split / "part-00000.parquet", row_group_size=8192)
+        write_parquet(table.filter(pa.array(split_of == k)), out / split / "part-00000.parquet", row_group_size=8192)
     schema.save(out)
     return schema

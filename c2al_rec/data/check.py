@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from .dataset import Dataset
 from .reader import ParquetReader
-from .schema import DatasetSchema, load_schema
+from .schema import SCHEMA_FILE, DatasetSchema, load_schema
 
 CHECK_BATCH = 65_536
 NUMERIC_QUANTILES = (0.05, 0.95)
@@ -27,15 +27,26 @@ MAX_CATEGORIES_SHOWN = 30
 
 def _axis_stats(schema: DatasetSchema, split: Optional[str]) -> list[str]:
     lines = []
-    dataset = Dataset(schema).arrow(split)
-    label = dataset.to_table(columns=[schema.label]).column(0).to_numpy().astype(np.float64)
+    dataset = Dataset(schema)
+    label = dataset.read_columns(split, [schema.label]).column(0).to_numpy().astype(np.float64)
     for axis in schema.axes:
-        col = dataset.to_table(columns=[axis.name]).column(0)
+        col = dataset.read_columns(split, [axis.name]).column(0)
         flag = " [sensitive]" if axis.sensitive else ""
         lines.append(f"  axis {axis.name} ({axis.kind}){flag}:")
         if axis.kind == "numeric":
-            x = col.to_numpy(zero_copy_only=False).astype(np.float64)
-            lo, hi = np.quantile(x, NUMERIC_QUANTILES)
+            t = col.type
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
+                raise ValueError(
+                    f"{schema.root / SCHEMA_FILE}: axis '{axis.name}' is numeric but its column has type {t}"
+                )
+            x = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)  # nulls become NaN
+            missing = np.isnan(x)
+            if missing.any():
+                # such rows fall in no cohort of this axis; the quantiles are over the others
+                lines.append(f"    {int(missing.sum())} of {len(x)} rows are NaN or null (in no cohort)")
+            if missing.all():
+                continue
+            lo, hi = np.quantile(x[~missing], NUMERIC_QUANTILES)
             # closed outer bins so that ties at the extremes (e.g. many zeros) stay visible
             bins = [
                 (f"<= p{NUMERIC_QUANTILES[0] * 100:g} ({lo:.4g})", x <= lo),
@@ -57,7 +68,8 @@ def _axis_stats(schema: DatasetSchema, split: Optional[str]) -> list[str]:
             pos = grouped.column("y_sum").to_numpy()
             order = np.argsort(-counts, kind="stable")
             for i in order[:MAX_CATEGORIES_SHOWN]:
-                lines.append(f"    {str(uniq[i]):<24} rows {counts[i]:>9}  positive rate {pos[i] / counts[i]:.4f}")
+                value = "(null)" if uniq[i] is None else str(uniq[i])
+                lines.append(f"    {value:<24} rows {counts[i]:>9}  positive rate {pos[i] / counts[i]:.4f}")
             if len(order) > MAX_CATEGORIES_SHOWN:
                 lines.append(f"    ... {len(order) - MAX_CATEGORIES_SHOWN} more values")
     return lines

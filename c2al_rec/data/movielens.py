@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .dataset import write_parquet
 from .schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
 from .widedeep import widedeep_file
 
@@ -252,6 +253,6 @@ def convert_movielens100k(out: Path, source: Optional[Path] = None) -> DatasetSc
     for k, split in enumerate(("train", "valid", "test")):
         (out / split).mkdir(parents=True, exist_ok=True)
         idx = order[split_of[order] == k]  # time order within the split
-        pq.write_table(table.take(pa.array(idx)), out / split / "part-00000.parquet", row_group_size=16384)
+        write_parquet(table.take(pa.array(idx)), out / split / "part-00000.parquet", row_group_size=16384)
     schema.save(out)
     return schema

@@ -17,9 +17,10 @@ before ``start_batch``. Background threads load the next ``PREFETCH_WINDOWS`` wi
 holds about ``PREFETCH_WINDOWS + 1`` windows of ``max(shuffle_buffer, largest row group)`` rows.
 
 Validation. Construction checks every file's footer against the schema (readable file, columns
-present, dtypes); reading checks values per row group (no nulls, labels in {0, 1}, finite dense
-values, non-negative ids, ids inside the table for ``out_of_range = "error"``). Every error is a
-ValueError naming the file and column.
+present, dtypes); reading verifies page checksums (files written by ``write_parquet``) and checks
+values per row group (no nulls, labels in {0, 1}, finite dense values, ``true_prob`` in [0, 1],
+non-negative ids, ids inside the table for ``out_of_range = "error"``). Every error is a
+ValueError naming the file and column (and the row, for a bad value).
 
 Example::
 
@@ -45,9 +46,9 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from .batch import Batch
-from .dataset import Dataset
+from .dataset import Dataset, parquet_format
 from .schema import DatasetSchema, load_schema
-from .transforms import SparseIdTransform
+from .transforms import SparseIdTransform, find_bad_id
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _fragment(fmt: ds.ParquetFileFormat, path: Path, row_groups: Optional[list[i
 def num_rows(root: str | Path, split: Optional[str] = "train") -> int:
     """Rows in ``split`` of the dataset at ``root``, from the Parquet footers (no data read)."""
     schema = load_schema(root)
-    fmt = ds.ParquetFileFormat()
+    fmt = parquet_format()
     return sum(rg.num_rows for f in Dataset(schema).files(split) for rg in _fragment(fmt, f).row_groups)
 
 
@@ -149,7 +150,7 @@ class ParquetReader:
                 raise ValueError(f"cohort_fns: '{name}' is not an axis of the schema (axes: {sorted(axis_names)})")
         self.transform = SparseIdTransform(self.schema.sparse)
         self.split_dir = self.schema.split_dir(split)
-        self._format = ds.ParquetFileFormat()
+        self._format = parquet_format()  # page checksums verified when a file has them
         self._file_fragments: dict[Path, ds.Fragment] = {}
         self._units, self._has_true_prob = self._preflight(Dataset(self.schema).files(split))
         self.total_rows = sum(u.num_rows for u in self._units)
@@ -211,6 +212,8 @@ class ParquetReader:
             for col, role in expected.items():
                 self._check_type(path, col, role, phys.field(col).type)
             here = phys.get_field_index(TRUE_PROB) >= 0
+            if here and not pa.types.is_floating(phys.field(TRUE_PROB).type):
+                raise ValueError(f"{path}: column '{TRUE_PROB}' has type {phys.field(TRUE_PROB).type}, expected float")
             if has_true_prob is None:
                 has_true_prob = here
             elif has_true_prob != here:
@@ -432,39 +435,28 @@ class ParquetReader:
             if col == s.weight and (x < 0).any():
                 i = int(np.flatnonzero(x < 0)[0])
                 self._fail(u, col, "has a negative weight", i, x[i].item())
+        if self._has_true_prob:
+            x = t.column(TRUE_PROB).to_numpy(zero_copy_only=False)  # nulls become NaN: caught below
+            bad = np.flatnonzero(~((x >= 0) & (x <= 1)))
+            if bad.size:
+                self._fail(u, TRUE_PROB, "has a value outside [0, 1]", int(bad[0]), x[bad[0]].item())
         for f in s.sparse:
             col = t.column(f.name)
+            lengths = None
             if f.multi_hot:
                 arr = col.combine_chunks()
                 values = arr.flatten()
                 if values.null_count:
                     self._fail(u, f.name, "holds a null id inside a list")
                 values = values.to_numpy()
-                row_of = None
+                lengths = arr.value_lengths().to_numpy()
             else:
                 values = col.to_numpy()
-                row_of = True
-            if values.size == 0:
-                continue
-            lo, hi = values.min(), values.max()
-            bad_value = None
-            if lo < 0:
-                bad_value, what = int(lo), "has a negative id (ids must be >= 0)"
-            elif hi >= f.num_embeddings and f.out_of_range == "error":
-                bad_value = int(hi)
-                what = (
-                    f"(sparse feature '{f.name}') has an id outside its table [0, {f.num_embeddings}) and "
-                    f"schema.json says out_of_range = error"
-                )
-            if bad_value is not None:
-                idx = None
-                if row_of:
-                    idx = int(np.flatnonzero(values == bad_value)[0])
-                else:
-                    lengths = arr.value_lengths().to_numpy()
-                    pos = int(np.flatnonzero(values == bad_value)[0])
-                    idx = int(np.searchsorted(np.cumsum(lengths), pos, side="right"))
-                self._fail(u, f.name, what, idx, bad_value)
+            bad = find_bad_id(f, values)
+            if bad is not None:
+                pos, value, what = bad
+                idx = pos if lengths is None else int(np.searchsorted(np.cumsum(lengths), pos, side="right"))
+                self._fail(u, f.name, what, idx, value)
 
     # ----------------------------------------------------------------------------------------
     # Arrow -> tensors

@@ -89,9 +89,10 @@ class DatasetSchema:
         if dup:
             raise ValueError(f"{where}: columns listed twice among label/dense/sparse: {sorted(dup)}")
         for f in self.sparse:
-            if f.num_embeddings <= 0:
+            n = f.num_embeddings  # JSON may hold "1000" or 1e9: both would crash table construction later
+            if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
                 raise ValueError(
-                    f"{where}: sparse feature '{f.name}': num_embeddings must be > 0, got {f.num_embeddings}"
+                    f"{where}: sparse feature '{f.name}': num_embeddings must be > 0 (an integer), got {n!r}"
                 )
             if f.pooling not in _POOLINGS:
                 raise ValueError(
@@ -103,6 +104,11 @@ class DatasetSchema:
                     f"got {f.out_of_range!r}"
                 )
         features = set(self.dense) | {f.name for f in self.sparse}
+        axis_names = [a.name for a in self.axes]
+        dup_axes = sorted({n for n in axis_names if axis_names.count(n) > 1})
+        if dup_axes:
+            # two entries for one column could disagree on kind/sensitive; cohorts are per axis name
+            raise ValueError(f"{where}: axis {dup_axes[0]!r} is listed twice in 'axes'")
         for a in self.axes:
             if a.kind not in _AXIS_KINDS:
                 raise ValueError(f"{where}: axis '{a.name}': kind must be one of {_AXIS_KINDS}, got {a.kind!r}")

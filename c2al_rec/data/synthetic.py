@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..config import SyntheticConfig
+from .dataset import write_parquet
 from .schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
 
 LATENT = 4  # rank of every planted pairwise interaction
@@ -337,6 +337,6 @@ def generate_synthetic(out: Path, cfg: SyntheticConfig) -> DatasetSchema:
         for k, split in enumerate(SPLITS):
             table = _table(cols, schema, row_id, label, prob, split_of == k)
             if table.num_rows:
-                pq.write_table(table, out / split / f"part-{chunk:05d}.parquet", row_group_size=cfg.row_group_rows)
+                write_parquet(table, out / split / f"part-{chunk:05d}.parquet", row_group_size=cfg.row_group_rows)
     schema.save(out)
     return schema

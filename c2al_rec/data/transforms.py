@@ -1,9 +1,10 @@
-"""``SparseIdTransform``: the id transform shared by the reader and the exported model.
+"""Id rules shared by the reader, the predictor and the exported model.
 
-Per sparse feature, ids outside ``[0, num_embeddings)`` are either folded into the table
-(``out_of_range = "hash"``: ``id mod num_embeddings``) or rejected (``"error"``) with a message
-naming the feature and the offending id. The module is TorchScript-scriptable, so the exported
-model applies exactly the transform the training data went through.
+Per sparse feature, negative ids are always rejected; ids ``>= num_embeddings`` are either folded
+into the table (``out_of_range = "hash"``: ``id mod num_embeddings``) or rejected (``"error"``).
+``find_bad_id`` checks raw ids on the host (the reader and ``predict`` use it to name the file and
+row); ``SparseIdTransform`` applies the same rules in the model and is TorchScript-scriptable, so
+the exported model transforms and rejects exactly what training did.
 
 Example::
 
@@ -14,8 +15,9 @@ Example::
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -23,8 +25,29 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from .schema import SparseFeature
 
 
+def find_bad_id(feature: SparseFeature, values: np.ndarray) -> Optional[tuple[int, int, str]]:
+    """The first id of ``values`` that the schema rejects, as (position, id, reason); None if all pass.
+
+    Args:
+        feature: the schema's sparse feature.
+        values: its raw ids, flat (a multi-hot column's list values concatenated), int64 [N].
+    """
+    if values.size == 0:
+        return None
+    lo, hi = int(values.min()), int(values.max())
+    if lo < 0:
+        return int(np.flatnonzero(values == lo)[0]), lo, "has a negative id (ids must be >= 0)"
+    if hi >= feature.num_embeddings and feature.out_of_range == "error":
+        reason = (
+            f"(sparse feature '{feature.name}') has an id outside its table [0, {feature.num_embeddings}) and "
+            f"schema.json says out_of_range = error"
+        )
+        return int(np.flatnonzero(values == hi)[0]), hi, reason
+    return None
+
+
 class SparseIdTransform(nn.Module):
-    """Hash or range-check the ids of each sparse feature.
+    """Reject negative ids; hash or range-check the others, per sparse feature.
 
     Args:
         features: the schema's sparse features, in KJT key order.
@@ -40,33 +63,36 @@ class SparseIdTransform(nn.Module):
         self.register_buffer("size_t", torch.tensor(self.sizes, dtype=torch.int64), persistent=False)
 
     def transform_values(self, index: int, values: torch.Tensor) -> torch.Tensor:
-        """Transform the ids of feature ``index`` (any shape, int64)."""
+        """Transform the raw ids of feature ``index`` (any shape, int64)."""
         size = self.sizes[index]
-        if self.hash[index]:
-            return torch.remainder(values, size)
         if values.numel() > 0:
             lo = int(values.min())
             hi = int(values.max())
-            if lo < 0 or hi >= size:
-                bad = lo if lo < 0 else hi
+            if lo < 0:
+                raise ValueError("sparse feature '{}': negative id {} (ids must be >= 0)".format(self.names[index], lo))
+            if hi >= size and not self.hash[index]:
                 raise ValueError(
                     "sparse feature '{}': id {} outside its table [0, {}) (out_of_range = error)".format(
-                        self.names[index], bad, size
+                        self.names[index], hi, size
                     )
                 )
+        if self.hash[index]:
+            return torch.remainder(values, size)
         return values
 
     def forward(self, kjt: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """[sum of lengths] ids -> same shape; keys must be the schema's sparse features, in order.
 
         One pass over each key's contiguous slice of values; one host sync for the range check.
+        The check runs on the raw ids, before hashing: a negative id is an error in hash mode too
+        (``remainder`` would fold it silently into the table).
         """
         keys = kjt.keys()
         if keys != self.names:
             raise ValueError("SparseIdTransform: KJT keys {} differ from the schema's {}".format(keys, self.names))
         values = kjt.values()
         if self.any_hash:
-            values = values.clone()  # hashed slices are rewritten in place below
+            values = values.clone()  # hashed slices are rewritten in place below (the caller's ids stay raw)
         lpk = kjt.length_per_key()
         lows: List[torch.Tensor] = []
         highs: List[torch.Tensor] = []
@@ -74,11 +100,12 @@ class SparseIdTransform(nn.Module):
         for i in range(len(lpk)):
             n = lpk[i]
             part = values.narrow(0, start, n)
-            if self.hash[i]:
-                part.remainder_(self.sizes[i])
             if n > 0:
                 lo, hi = torch.aminmax(part)
                 lows.append(lo)
+                if self.hash[i]:
+                    part.remainder_(self.sizes[i])  # lo/hi above were taken on the raw ids
+                    hi = torch.zeros((), dtype=values.dtype, device=values.device)  # no upper limit
                 highs.append(hi)
             else:
                 lows.append(torch.zeros((), dtype=values.dtype, device=values.device))
@@ -88,7 +115,9 @@ class SparseIdTransform(nn.Module):
             bad = (torch.stack(lows) < 0) | (torch.stack(highs) >= self.size_t)
             if bool(bad.any()):
                 i = int(torch.nonzero(bad)[0, 0])
-                self.transform_values(i, values.narrow(0, sum(lpk[:i]), lpk[i]))  # raises, naming the feature
+                # the raw ids (``values`` holds hashed ones): raises, naming the feature and the id
+                self.transform_values(i, kjt.values().narrow(0, sum(lpk[:i]), lpk[i]))
+                raise ValueError("SparseIdTransform: internal: id check disagrees with transform_values")
         return KeyedJaggedTensor(
             keys=keys,
             values=values,

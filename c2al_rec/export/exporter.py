@@ -1,4 +1,4 @@
-"""Export a checkpoint to the serving directory of DESIGN.md "Exported model", behind a parity gate.
+"""Export a checkpoint to a serving directory (model.pt, metadata.json, sample_input.pt), behind a parity gate.
 
 Steps: load the DCP checkpoint unsharded; copy the model without its aux heads and with the FM
 op in plain-PyTorch math (a Python custom op cannot be loaded without c2al_rec); optionally
@@ -27,6 +27,7 @@ from c2al_rec.data.transforms import SparseIdTransform
 from c2al_rec.io import atomic_directory, atomic_write_json
 from c2al_rec.runs.load import TrainedRun, load_run
 from c2al_rec.runs.provenance import package_versions
+from c2al_rec.serve.artifact import METADATA_FILE, MODEL_FILE, SAMPLE_FILE
 
 from .torchscript import ServingModel, script_serving
 
@@ -132,9 +133,32 @@ class ExportOptions:
 
 
 @torch.no_grad()
+def check_export_out(out: Path) -> None:
+    """``out`` may be new, empty, or an earlier export (replaced whole); anything else is refused.
+
+    The export replaces ``out`` as a whole directory, so an existing file, or a directory holding
+    something other than an export (a run directory, a dataset), is a ValueError naming it.
+    """
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a directory")
+            break
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file; export writes a directory (model.pt, metadata.json, ...)")
+    if any(out.iterdir()) and not (out / METADATA_FILE).is_file():
+        raise ValueError(
+            f"--out {out} is a non-empty directory that is not an exported model (no {METADATA_FILE}); "
+            f"export replaces its --out whole, so choose a new or empty directory"
+        )
+
+
 def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
     """Export, gate, write. Returns the metadata written. Raises ParityError (nothing written) on failure."""
     quantize, max_abs_diff, ne_tolerance, split = opts.quantize, opts.max_abs_diff, opts.ne_tolerance, opts.split
+    check_export_out(Path(opts.out))  # before the costly part: a bad --out fails at once
     loaded = load_run(opts.checkpoint, opts.which)
     data_root = Path(opts.data) if opts.data is not None else Path(loaded.cfg.data.path)
     scripted, num_params = build_serving(loaded, quantize)
@@ -170,7 +194,8 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
     # TorchScript can freeze batch-dependent shapes: the first rows at batch 1 and 7 must agree.
     names = [f.name for f in loaded.schema.sparse]
     for b in BATCH_SIZES_CHECKED:
-        part = scripted.predict(slice_inputs(sample, names, 0, min(b, sample["dense"].shape[0]))).numpy()
+        with torch.no_grad():
+            part = scripted.predict(slice_inputs(sample, names, 0, min(b, sample["dense"].shape[0]))).numpy()
         if not np.allclose(part, outs[0][: len(part)], atol=1e-6):
             raise ParityError(f"parity gate failed: batch size {b} gives different probabilities; nothing written")
     metadata = {
@@ -196,8 +221,8 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
         "parity": parity,
     }
     with atomic_directory(opts.out) as tmp:
-        scripted.save(str(tmp / "model.pt"))
-        atomic_write_json(tmp / "metadata.json", metadata)
+        scripted.save(str(tmp / MODEL_FILE))
+        atomic_write_json(tmp / METADATA_FILE, metadata)
         # clone: the slices are views, and torch.save would store their whole parent batch
-        torch.save({k: v.clone() for k, v in sample.items()}, tmp / "sample_input.pt")
+        torch.save({k: v.clone() for k, v in sample.items()}, tmp / SAMPLE_FILE)
     return metadata

@@ -2,7 +2,7 @@
 
 ``ServingModel`` is what gets fx-traced (``SparseIdTransform`` stays a leaf: it has data-dependent
 checks); ``ScriptableServing`` wraps the traced graph with the ``predict(Dict[str, Tensor])``
-signature of DESIGN.md "Exported model" and is what ``torch.jit.script`` compiles.
+signature of the exported model and is what ``torch.jit.script`` compiles.
 """
 
 # No `from __future__ import annotations`: TorchScript must see real annotation types here.

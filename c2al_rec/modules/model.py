@@ -1,8 +1,10 @@
 """C2ALModel: sparse arch + dense arch -> tokens -> DHEN -> h -> primary head (+ C2AL aux heads).
 
 Tokens: X = [sparse tokens in table order (``sparse_arch.feature_names``), dense token], so
-X is [B, n, d] with n = number of tables + 1. h = flatten(final X), optionally through
-``repr_mlp``. The primary head and the two auxiliary heads g_head, g_tail read the same h.
+X is [B, n, d] with n = number of tables + 1. Data without dense features (all-categorical CTR
+sets) has no dense token: ``dense`` is [B, 0] and n = number of tables. h = flatten(final X),
+optionally through ``repr_mlp``. The primary head and the two auxiliary heads g_head, g_tail
+read the same h.
 """
 
 import copy
@@ -83,13 +85,27 @@ class SparseArch(nn.Module):
 
 
 class DenseArch(nn.Module):
-    """MLP of the dense features to one token: [B, D] -> [B, 1, d]."""
+    """MLP of the dense features to one token: [B, D] -> [B, 1, d]; no token when D = 0: [B, 0] -> [B, 0, d].
+
+    Args:
+        in_features: D (0: the data has no dense features; the arch has no parameters).
+        hidden: hidden layer widths of the MLP.
+        dim: token width d.
+        device: parameter device.
+    """
 
     def __init__(self, in_features: int, hidden: Sequence[int], dim: int, device: Optional[torch.device] = None):
         super().__init__()
-        self.mlp = mlp(in_features, hidden, dim, device=device)
+        self.in_features = in_features
+        self.dim = dim
+        self.num_tokens = 1 if in_features > 0 else 0
+        # an MLP over zero inputs would be a learned constant token: with no dense features there is no token
+        self.mlp = mlp(in_features, hidden, dim, device=device) if in_features > 0 else nn.Identity()
 
     def forward(self, dense: Tensor) -> Tensor:
+        if self.in_features == 0:
+            # [B, 0] -> [B, 0, d]: concatenated to the sparse tokens it adds nothing
+            return dense.unsqueeze(-1).expand(-1, -1, self.dim)
         return self.mlp(dense).unsqueeze(1)
 
 
@@ -114,12 +130,12 @@ class C2ALModel(nn.Module):
     Args:
         tables: one ``EmbeddingBagConfig`` per sparse feature, all of dim ``cfg.embedding_dim``
             (see :func:`tables_from_features`).
-        dense_in_features: D, dense features per row.
+        dense_in_features: D, dense features per row (0: no dense token, n = number of tables).
         cfg: model config.
         aux_heads: build the two C2AL auxiliary heads (training model); False is the baseline.
         device: parameter device; ``torch.device("meta")`` defers allocation to DMP.
 
-    Inputs: ``dense`` [B, D] float, ``sparse`` KJT keyed by the tables' feature names.
+    Inputs: ``dense`` [B, D] float ([B, 0] when D = 0), ``sparse`` KJT keyed by the tables' feature names.
     Output: ``{"primary": [B]}`` logits, plus ``"head"``, ``"tail"`` [B] with ``aux_heads``.
 
     Example::
@@ -142,11 +158,12 @@ class C2ALModel(nn.Module):
         dims = {t.name: t.embedding_dim for t in tables if t.embedding_dim != cfg.embedding_dim}
         if dims:
             raise ValueError(f"tables {dims} differ from model.embedding_dim = {cfg.embedding_dim}")
-        if dense_in_features <= 0:
-            raise ValueError(f"C2ALModel needs dense_in_features > 0, got {dense_in_features}")
+        if dense_in_features < 0:
+            raise ValueError(f"C2ALModel needs dense_in_features >= 0, got {dense_in_features}")
         self.sparse_arch = SparseArch(tables, device)
         self.dense_arch = DenseArch(dense_in_features, cfg.dense_arch, cfg.embedding_dim, device)
-        self.over_arch = OverArch(self.sparse_arch.num_features + 1, cfg, device)
+        self.num_tokens = self.sparse_arch.num_features + self.dense_arch.num_tokens
+        self.over_arch = OverArch(self.num_tokens, cfg, device)
         self.primary_head = mlp(self.over_arch.repr_dim, cfg.primary_head, 1, device=device)
         self.has_aux_heads = aux_heads
         if aux_heads:
@@ -156,11 +173,11 @@ class C2ALModel(nn.Module):
 
     def forward(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Dict[str, Tensor]:
         """dense [B, D], sparse KJT -> logits {"primary": [B]} (+ "head", "tail")."""
-        x = torch.cat([self.sparse_arch(sparse), self.dense_arch(dense)], dim=1)  # [B, n, d]
+        x = torch.cat([self.sparse_arch(sparse), self.dense_arch(dense)], dim=1)  # [B, n, d] (no dense token if D = 0)
         return self.forward_from_tokens(x)
 
     def forward_from_tokens(self, x: Tensor) -> Dict[str, Tensor]:
-        """Tokens X [B, n, d] (sparse tokens, then the dense token) -> logits, as ``forward``.
+        """Tokens X [B, n, d] (sparse tokens, then the dense token if any) -> logits, as ``forward``.
 
         Lets diagnostics re-run the dense part on detached embeddings without a second lookup.
         """

@@ -44,13 +44,62 @@ class ExportedModel:
         return torch.load(self.path / SAMPLE_FILE, weights_only=True)
 
 
+def _first_line(e: BaseException) -> str:
+    """The first sentence of an exception's message (torch's loader adds paragraphs of advice)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return lines[0].split(". ")[0] if lines else type(e).__name__
+
+
 def load_exported(path: str | Path) -> ExportedModel:
-    """Load ``model.pt`` + ``metadata.json`` from an exported directory; errors name the missing file."""
+    """Load ``model.pt`` + ``metadata.json`` from an exported directory.
+
+    Raises:
+        FileNotFoundError: ``path`` is not an exported directory (the message names the missing file).
+        ValueError: ``metadata.json`` is not the exporter's JSON, or ``model.pt`` is not a loadable
+            TorchScript file (empty, truncated, corrupt); the message names the file.
+    """
     p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"--model {p} is not an exported model directory (from `c2al-rec export`)")
     for name in (MODEL_FILE, METADATA_FILE):
         if not (p / name).is_file():
             raise FileNotFoundError(f"{p} is not an exported model directory: {name} is missing")
-    metadata = json.loads((p / METADATA_FILE).read_text())
-    module = torch.jit.load(str(p / MODEL_FILE), map_location="cpu")
+    try:
+        metadata = json.loads((p / METADATA_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p / METADATA_FILE}: not valid JSON: {e}") from None
+    _check_metadata(metadata, p / METADATA_FILE)
+    try:
+        module = torch.jit.load(str(p / MODEL_FILE), map_location="cpu")
+    except Exception as e:  # TorchScript's loader raises RuntimeError and others for a damaged file
+        raise ValueError(
+            f"{p / MODEL_FILE}: not a loadable TorchScript model (empty, truncated or corrupt?): {_first_line(e)}"
+        ) from None
+    if not hasattr(module, "predict"):
+        raise ValueError(f"{p / MODEL_FILE}: a TorchScript module without a predict method (not from export)")
     module.eval()
     return ExportedModel(module, metadata, p)
+
+
+def _check_metadata(metadata: Any, where: Path) -> None:
+    """The fields the predictor relies on, with their types (ValueError naming the field)."""
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    dense, sparse = metadata.get("dense"), metadata.get("sparse")
+    if not isinstance(dense, list) or not all(isinstance(c, str) for c in dense):
+        raise ValueError(f"{where}: 'dense' must be a list of column names")
+    if not isinstance(sparse, list):
+        raise ValueError(f"{where}: 'sparse' must be a list of sparse features")
+    for i, f in enumerate(sparse):
+        ok = (
+            isinstance(f, dict)
+            and isinstance(f.get("name"), str)
+            and type(f.get("num_embeddings")) is int
+            and f["num_embeddings"] > 0
+            and isinstance(f.get("multi_hot"), bool)
+            and f.get("out_of_range") in ("error", "hash")
+        )
+        if not ok:
+            raise ValueError(
+                f"{where}: sparse[{i}] must hold name, num_embeddings > 0, multi_hot and out_of_range (error|hash)"
+            )

@@ -1,8 +1,13 @@
 """Batch scoring of Parquet with an exported model (``c2al-rec predict``).
 
-Reads only the columns the model's metadata names (pyarrow dataset, batch iteration), builds the
-``predict`` input dict per batch and writes ``prob`` (float32) in input row order, plus ``label``,
-``row_id`` and the axis columns when the input has them.
+Reads only the columns the model's metadata names (pyarrow dataset, batch iteration, page
+checksums verified), checks each batch with the training-time rules (finite dense values, no null
+or negative ids, ids inside the table for ``out_of_range = "error"``; errors name the file, the
+row and the column), builds the ``predict`` input dict and writes ``prob`` (float32) in input row
+order, plus ``label``, ``row_id`` and the axis columns when the input has them.
+
+Input without rows (an empty shard) gives a predictions file without rows, with the same columns.
+The output is written through a temp file and renamed: on any error nothing is left at ``out``.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from c2al_rec.data.dataset import Dataset
-from c2al_rec.data.schema import SCHEMA_FILE
+from c2al_rec.data.dataset import WRITE_OPTIONS, Dataset, parquet_format, read_parquet_schema
+from c2al_rec.data.schema import SCHEMA_FILE, SparseFeature
+from c2al_rec.data.transforms import find_bad_id
 
 from .artifact import ExportedModel
 
@@ -60,64 +66,122 @@ def _check_columns(schema: pa.Schema, model: ExportedModel, where: str) -> None:
             raise ValueError(f"{where}: sparse column '{f['name']}' has type {t}, expected {want}")
 
 
-def batch_inputs(table: pa.Table, model: ExportedModel, where: str) -> Dict[str, torch.Tensor]:
-    """The ``predict`` input dict of one Arrow batch."""
-    dense = (
-        np.stack(
-            [table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in model.dense_features], axis=1
-        )
-        if model.dense_features
-        else np.zeros((table.num_rows, 0), np.float32)
-    )
-    if not np.isfinite(dense).all():
-        bad = model.dense_features[int(np.where(~np.isfinite(dense).all(0))[0][0])]
-        raise ValueError(f"{where}: dense column '{bad}' has NaN, inf or null values")
+def _check_out(out: Path, files: list[Path]) -> None:
+    """``out`` must be a file path that is not one of the inputs (ValueError naming it otherwise)."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; predict writes one Parquet file (e.g. {out / 'preds.parquet'})")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a directory")
+            break
+    resolved = out.resolve()
+    if any(f.resolve() == resolved for f in files):
+        raise ValueError(f"--out {out} is one of the input files; write the predictions elsewhere")
+
+
+def _bad_row(where: str, row: int, col: str, what: str, value: object = None) -> ValueError:
+    val = "" if value is None else f": offending value {value!r}"
+    return ValueError(f"{where}: column '{col}' at row {row} {what}{val}")
+
+
+def batch_inputs(table: pa.Table, model: ExportedModel, where: str, first_row: int = 0) -> Dict[str, torch.Tensor]:
+    """The ``predict`` input dict of one Arrow batch, checked with the training-time rules.
+
+    Args:
+        table: B rows holding the model's feature columns.
+        model: the exported model (its metadata names the features and their id rules).
+        where: the input file, for error messages.
+        first_row: row of ``table``'s first row inside that file, for error messages.
+
+    Returns:
+        ``{"dense": float32 [B, D], "<f>.values": int64 [N_f], "<f>.lengths": int64 [B]}``.
+
+    Raises:
+        ValueError: a null or non-finite dense value, a null id, a negative id, or an id outside its
+            table where the schema says ``out_of_range = "error"``; names file, row and column.
+    """
+    n = table.num_rows
+    dense = np.empty((n, len(model.dense_features)), np.float32)
+    for j, c in enumerate(model.dense_features):
+        x = table.column(c).to_numpy(zero_copy_only=False).astype(np.float32)  # nulls become NaN
+        bad = np.flatnonzero(~np.isfinite(x))
+        if bad.size:
+            raise _bad_row(where, first_row + int(bad[0]), c, "has a NaN, inf or null value")
+        dense[:, j] = x
     inputs = {"dense": torch.from_numpy(dense)}
     for f in model.sparse_features:
         col = table.column(f["name"]).combine_chunks()
         if col.null_count:
-            raise ValueError(f"{where}: sparse column '{f['name']}' has null values")
+            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise _bad_row(where, first_row + row, f["name"], "is null (missing ids are not allowed)")
         if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            flat = pc.list_flatten(col)
             lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
-            values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.int64)
+            if flat.null_count:
+                pos = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
+                row = int(np.searchsorted(np.cumsum(lengths), pos, side="right"))
+                raise _bad_row(where, first_row + row, f["name"], "holds a null id inside a list")
+            values = flat.to_numpy(zero_copy_only=False).astype(np.int64)
         else:
             values = col.to_numpy(zero_copy_only=False).astype(np.int64)
             lengths = np.ones(len(values), np.int64)
+        bad = find_bad_id(_feature(f), values)
+        if bad is not None:
+            pos, value, what = bad
+            row = int(np.searchsorted(np.cumsum(lengths), pos, side="right"))
+            raise _bad_row(where, first_row + row, f["name"], what, value)
         inputs[f"{f['name']}.values"] = torch.from_numpy(values)
         inputs[f"{f['name']}.lengths"] = torch.from_numpy(lengths)
     return inputs
 
 
-def iter_batches(files: list[Path], columns: list[str], batch_size: int) -> Iterator[tuple[Path, pa.Table]]:
+def _feature(f: dict) -> SparseFeature:
+    return SparseFeature(f["name"], f["num_embeddings"], f["multi_hot"], f.get("pooling", "sum"), f["out_of_range"])
+
+
+def iter_batches(files: list[Path], columns: list[str], batch_size: int) -> Iterator[tuple[Path, int, pa.Table]]:
+    """(file, row of the batch's first row in that file, batch) in file order; page checksums verified."""
+    fmt = parquet_format()
     for f in files:
-        for rb in pads.dataset(str(f), format="parquet").to_batches(columns=columns, batch_size=batch_size):
-            yield f, pa.Table.from_batches([rb])
+        first = 0
+        try:
+            for rb in pads.dataset(str(f), format=fmt).to_batches(columns=columns, batch_size=batch_size):
+                if rb.num_rows:
+                    yield f, first, pa.Table.from_batches([rb])
+                    first += rb.num_rows
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{f}: cannot be read after row {first} (truncated or corrupt?): {e}") from None
 
 
 def predict_files(
     model: ExportedModel, files: list[Path], out: Path, batch_size: int = 4096, progress: bool = True
 ) -> int:
-    """Score ``files`` in order into ``out`` (written atomically); returns the number of rows."""
-    first = pq.read_schema(files[0])
-    for f in files:
-        _check_columns(pq.read_schema(f), model, str(f))
+    """Score ``files`` in order into ``out`` (written atomically); returns the number of rows.
+
+    Input without rows gives an ``out`` without rows, with the columns a non-empty input would give.
+
+    Raises:
+        ValueError: ``out`` is a directory (or an input file); an input file is not Parquet, lacks a
+            feature column or holds a value the training data could not hold (file, row and column
+            named). Nothing is left at ``out`` then.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    out = Path(out)
+    _check_out(out, files)
+    schemas = [read_parquet_schema(f) for f in files]
+    for f, schema in zip(files, schemas):
+        _check_columns(schema, model, str(f))
     feature_cols = model.dense_features + [f["name"] for f in model.sparse_features]
-    passthrough = [
-        c
-        for c in [
-            "label",
-            model.metadata.get("label"),
-            "row_id",
-            model.metadata.get("row_id"),
-            "weight",
-            model.metadata.get("weight"),
-            "true_prob",
-            *model.metadata.get("axes", []),
-        ]
-        if c and c in first.names
-    ]
-    passthrough = list(dict.fromkeys(passthrough))
+    meta = model.metadata
+    wanted = ["label", meta.get("label"), "row_id", meta.get("row_id"), "weight", meta.get("weight"), "true_prob"]
+    # passed through when every input file has the column (a batch must read the same columns everywhere)
+    candidates = dict.fromkeys([*wanted, *meta.get("axes", [])])
+    passthrough = [c for c in candidates if c and all(c in s.names for s in schemas)]
     columns = list(dict.fromkeys(feature_cols + passthrough))
+    renames = {meta.get("label"): "label", meta.get("row_id"): "row_id", meta.get("weight"): "weight"}
+    out_names = [renames.get(c) or c for c in passthrough]
     total = sum(pq.read_metadata(f).num_rows for f in files)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -125,26 +189,27 @@ def predict_files(
     rows = 0
     try:
         with tqdm(total=total, unit="row", unit_scale=True, desc="predict", disable=not progress) as bar:
-            for f, table in iter_batches(files, columns, batch_size):
-                inputs = batch_inputs(table, model, str(f))
+            for f, first, table in iter_batches(files, columns, batch_size):
+                inputs = batch_inputs(table, model, str(f), first)
                 try:
                     probs = model.predict(inputs).float().numpy()
-                except RuntimeError as e:  # e.g. an id the schema says to reject
-                    raise ValueError(f"{f}: the model rejected a batch: {str(e).strip().splitlines()[-1]}") from None
-                result = pa.table({"prob": pa.array(probs, pa.float32()), **{c: table.column(c) for c in passthrough}})
-                renames = {
-                    model.metadata.get("label"): "label",
-                    model.metadata.get("row_id"): "row_id",
-                    model.metadata.get("weight"): "weight",
-                }
-                result = result.rename_columns([renames.get(n, n) or n for n in result.column_names])
+                except RuntimeError as e:  # the model's own checks (the ones above should come first)
+                    raise ValueError(
+                        f"{f}: rows {first}..{first + table.num_rows - 1}: the model rejected the batch: "
+                        f"{str(e).strip().splitlines()[-1]}"
+                    ) from None
+                result = pa.Table.from_arrays(
+                    [pa.array(probs, pa.float32()), *(table.column(c) for c in passthrough)], ["prob", *out_names]
+                )
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, result.schema)
+                    writer = pq.ParquetWriter(tmp, result.schema, **WRITE_OPTIONS)
                 writer.write_table(result)
                 rows += table.num_rows
                 bar.update(table.num_rows)
-        if writer is None:
-            raise ValueError(f"--data: the input files have no rows ({files[0]} ...)")
+        if writer is None:  # no rows: the same columns, typed as in the first file
+            fields = [pa.field("prob", pa.float32())]
+            fields += [pa.field(name, schemas[0].field(c).type) for c, name in zip(passthrough, out_names)]
+            writer = pq.ParquetWriter(tmp, pa.schema(fields), **WRITE_OPTIONS)
         writer.close()
         writer = None
         os.replace(tmp, out)
