@@ -1,11 +1,13 @@
 """Load a trained run: its DCP checkpoint, written at any world size, into an unsharded model here.
 
-Without a process group ``dcp.load`` fills full tensors from all shards, so export, discovery
-and evaluation run on a plain ``C2ALModel``. DCP metadata is pickled: load only trusted checkpoints.
+A non-collective DCP load fills full tensors from all shards, so export, discovery and evaluation
+run on a plain ``C2ALModel``. The checkpoint is verified against its manifest (a run directory
+falls back to its newest intact checkpoint) and its pickled DCP metadata is read through an
+allow-list unpickler, so a checkpoint from elsewhere cannot run code here.
 
 Example::
 
-    run = load_run("runs/smoke")          # newest complete checkpoint
+    run = load_run("runs/smoke")          # newest intact checkpoint
     probs = torch.sigmoid(run.model(dense, kjt)["primary"])
 """
 
@@ -51,6 +53,9 @@ def load_run(path: str | Path, which: str = "latest", schema: Any = None) -> Tra
         which: ``latest`` or ``best`` (for a run directory).
         schema: the dataset schema to check the model against (its sparse features and dense
             columns must match the checkpoint's); None skips the check.
+
+    Raises:
+        ValueError: a named checkpoint fails its manifest check, or its metadata is refused.
     """
     ckpt = ckpt_io.resolve_checkpoint(path, which)
     state_json = ckpt_io.read_train_state(ckpt)
@@ -69,7 +74,7 @@ def load_run(path: str | Path, which: str = "latest", schema: Any = None) -> Tra
     wrapped = torch.nn.Module()
     wrapped.model = model  # same key prefix ("model.") as the TrainTask DMP wrapped
     state = {"model": wrapped.state_dict()}
-    ckpt_io.load_checkpoint(ckpt, state)
+    ckpt_io.load_checkpoint(ckpt, state, collective=False)  # this process alone, even inside a job
     wrapped.load_state_dict(state["model"])
     model.eval()
     spec_json = state_json.get("cohort_spec")

@@ -1,0 +1,241 @@
+"""Tier 4: checkpoints from elsewhere cannot run code, and damaged ones are never silently used.
+
+A pickle payload planted in a real checkpoint's DCP ``.metadata`` (with the manifest recomputed,
+so that only the allow-list unpickler stands between the payload and the process) is refused,
+with one error line and no side effect, by every path that loads a checkpoint: ``export``,
+``evaluate``, ``discover``, ``train --resume auto`` and ``train --init-from``. A damaged newest
+checkpoint makes resume and export fall back to the previous one (logged); named explicitly it
+is an error; ``checkpoints/best`` cannot point outside the run.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import json
+import logging
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from torch.distributed.checkpoint import FileSystemReader
+
+from c2al_rec.cli.main import main
+from c2al_rec.config import load_config
+from c2al_rec.distributed import checkpoint as ckpt_io
+from c2al_rec.io import BASIC_GLOBALS, UnpicklingRefused, restricted_load
+from c2al_rec.train.launch import launch
+from tests.trained_runs import SMOKE, SPEC
+
+
+class _Call:
+    """Unpickling this calls ``fn(*args)``: the classic pickle payload."""
+
+    def __init__(self, fn: Callable, *args) -> None:
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--config",
+        str(SMOKE),
+        "--out",
+        str(out),
+        *extra,
+        f"--data.path={data}",
+        f"--cohorts.spec={SPEC}",
+        "--cohorts.enabled=false",
+        "--train.max_steps=24",
+        "--train.eval_every=0",
+        "--checkpoint.every_steps=0",
+        "--train.log_every=0",
+    ]
+
+
+def _one_error_line(err: str, verb: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("c2al-rec ")]
+    assert len(lines) == 1 and lines[0].startswith(f"c2al-rec {verb}: error: "), err
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------- planted payload
+@pytest.fixture(scope="module")
+def planted(smoke_runs, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A copy of the smoke baseline whose checkpoint metadata runs ``touch <marker>`` when unpickled."""
+    root = tmp_path_factory.mktemp("planted")
+    run = root / "run"
+    shutil.copytree(smoke_runs.baseline, run)
+    step = ckpt_io.resolve_checkpoint(run)
+    marker = root / "PWNED"
+    md = FileSystemReader(str(step)).read_metadata()  # our own checkpoint: a plain read is safe here
+    md.storage_meta.modules = [_Call(os.system, f"touch {marker}")]  # the load would go on as normal
+    (step / ".metadata").write_bytes(pickle.dumps(md))
+    ckpt_io.write_manifest(step)  # the manifest vouches for the payload: only the unpickler is left
+    ckpt_io.verify_checkpoint(step)
+    FileSystemReader(str(step)).read_metadata()  # DCP's own reader runs the payload...
+    assert marker.exists(), "the planted payload does not run: this test would prove nothing"
+    marker.unlink()
+    return run, step, marker
+
+
+LOADERS: dict[str, Callable[[Path, Path, Path, Path], list[str]]] = {
+    "export": lambda run, step, data, tmp: ["export", "--checkpoint", str(step), "--out", str(tmp / "exp")],
+    "export-run-dir": lambda run, step, data, tmp: ["export", "--checkpoint", str(run), "--out", str(tmp / "exp")],
+    "evaluate": lambda run, step, data, tmp: [
+        "evaluate",
+        "--checkpoint",
+        str(step),
+        "--data",
+        str(data),
+        "--cohorts",
+        str(SPEC),
+        "--out",
+        str(tmp / "eval"),
+    ],
+    "discover": lambda run, step, data, tmp: [
+        "discover",
+        "--checkpoint",
+        str(run),
+        "--data",
+        str(data),
+        "--axes",
+        "user_value:quantiles=0.05,0.95",
+        "--out",
+        str(tmp / "c.json"),
+    ],
+    "train-resume": lambda run, step, data, tmp: _train_args(data, run, "--resume", "auto"),
+    "train-init-from": lambda run, step, data, tmp: _train_args(data, tmp / "new", "--init-from", str(step)),
+}
+
+
+@pytest.mark.parametrize("path", list(LOADERS))
+def test_planted_metadata_payload_is_refused(path: str, planted, smoke_runs, tmp_path: Path, capsys) -> None:
+    run, step, marker = planted
+    rc = main(LOADERS[path](run, step, smoke_runs.data, tmp_path))
+    err = capsys.readouterr().err
+    assert rc == 2
+    line = _one_error_line(err, LOADERS[path](run, step, smoke_runs.data, tmp_path)[0])
+    assert "refused to unpickle global posix.system" in line and str(step / ".metadata") in line
+    assert not marker.exists()
+    assert not (tmp_path / "exp").exists() and not (tmp_path / "c.json").exists()
+
+
+# ------------------------------------------------------------------------------- the unpickler itself
+def test_unpickler_reads_real_metadata_like_pickle(smoke_runs) -> None:
+    meta = ckpt_io.resolve_checkpoint(smoke_runs.c2al) / ".metadata"
+    safe = ckpt_io.read_dcp_metadata(meta)
+    plain = pickle.loads(meta.read_bytes())  # our own fresh checkpoint
+    assert safe.state_dict_metadata == plain.state_dict_metadata and safe.storage_data == plain.storage_data
+    assert safe.planner_data == plain.planner_data and len(safe.state_dict_metadata) > 10
+
+
+@pytest.mark.parametrize(
+    "payload, refused",
+    [
+        (_Call(eval, "1 + 1"), "builtins.eval"),
+        (_Call(exec, "import os"), "builtins.exec"),
+        (_Call(os.system, "true"), "posix.system"),
+        (_Call(getattr, (), "__class__"), "builtins.getattr"),
+        (_Call(__import__, "os"), "builtins.__import__"),
+        (_Call(open, "/etc/hostname"), "io.open"),
+        (_Call(importlib.import_module, "os"), "importlib.import_module"),
+    ],
+)
+def test_unpickler_refuses_functions(payload, refused: str, tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    for obj in (payload, {"x": [payload]}, _Call(os.system, f"touch {marker}")):
+        with pytest.raises(UnpicklingRefused, match=r"some/step_1/\.metadata: refused to unpickle global"):
+            restricted_load(pickle.dumps(obj), ckpt_io.DCP_METADATA_GLOBALS, "some/step_1/.metadata")
+    with pytest.raises(ValueError, match=refused.replace(".", r"\.")):
+        restricted_load(pickle.dumps(payload), ckpt_io.DCP_METADATA_GLOBALS, "x")
+    assert not marker.exists()
+
+
+def test_allow_list_holds_no_builtin_function() -> None:
+    for module, name in ckpt_io.DCP_METADATA_GLOBALS | BASIC_GLOBALS:
+        obj = getattr(importlib.import_module(module), name)
+        if module == "builtins":
+            assert isinstance(obj, type), name
+    assert ("builtins", "getattr") not in ckpt_io.DCP_METADATA_GLOBALS and getattr is builtins.getattr
+
+
+def test_unpickler_plain_data_and_damage(tmp_path: Path) -> None:
+    data = {"a": [1, 2.5, "s", b"b", None, True], "t": (1, 2), "s": {3}}
+    for protocol in range(3, pickle.HIGHEST_PROTOCOL + 1):  # 0-2 pickle bytes through _codecs.encode: refused
+        assert restricted_load(pickle.dumps(data, protocol=protocol), BASIC_GLOBALS, "x") == data
+    with pytest.raises(ValueError, match="f.pkl: not a readable pickle"):
+        restricted_load(pickle.dumps(data)[:-5], BASIC_GLOBALS, "f.pkl")
+
+
+# ------------------------------------------------------------------------------- damaged checkpoints
+@pytest.fixture(scope="module")
+def two_checkpoints(smoke_runs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A baseline run holding step_8 and step_16 (16 steps, a checkpoint every 8)."""
+    run = tmp_path_factory.mktemp("two_ckpts") / "run"
+    overrides = [
+        f"--data.path={smoke_runs.data}",
+        f"--cohorts.spec={SPEC}",
+        "--cohorts.enabled=false",
+        "--train.max_steps=16",
+        "--train.eval_every=8",
+        "--checkpoint.every_steps=8",
+        "--train.log_every=0",
+    ]
+    launch(load_config(SMOKE, overrides), run, nproc_per_node=1)
+    assert [p.name for p in ckpt_io.list_checkpoints(run)] == ["step_8", "step_16"]
+    return run
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst)
+    return dst
+
+
+def test_truncated_distcp_export_falls_back_and_named_step_is_an_error(
+    two_checkpoints, tmp_path: Path, caplog, capsys
+) -> None:
+    run = _copy(two_checkpoints, tmp_path)
+    shard = next((run / "checkpoints" / "step_16").glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING, logger="c2al_rec.distributed.checkpoint"):
+        assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "exp")]) == 0
+    assert f"skipping checkpoint {shard.parent}: {shard} has" in caplog.text
+    meta = json.loads((tmp_path / "exp" / "metadata.json").read_text())
+    assert Path(meta["source_checkpoint"]).name == "step_8" and meta["source_step"] == 8
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(shard.parent), "--out", str(tmp_path / "exp2")]) == 2
+    assert str(shard) in _one_error_line(capsys.readouterr().err, "export")
+    assert not (tmp_path / "exp2").exists()
+
+
+def test_deleted_distcp_resume_falls_back_to_previous(two_checkpoints, smoke_runs, tmp_path: Path, caplog, capsys):
+    run = _copy(two_checkpoints, tmp_path)
+    shard = next((run / "checkpoints" / "step_16").glob("*.distcp"))
+    shard.unlink()
+    with caplog.at_level(logging.WARNING, logger="c2al_rec.distributed.checkpoint"):
+        assert main(_train_args(smoke_runs.data, run, "--resume", "auto")) == 0
+    assert f"skipping checkpoint {shard.parent}: {shard} is missing" in caplog.text
+    assert f"resumed from {run / 'checkpoints' / 'step_8'}" in capsys.readouterr().out
+    assert ckpt_io.resolve_checkpoint(run).name == "step_24"
+    assert ckpt_io.read_train_state(ckpt_io.resolve_checkpoint(run))["step"] == 24
+
+
+def test_best_marker_outside_the_run_is_refused(two_checkpoints, tmp_path: Path, capsys) -> None:
+    run = _copy(two_checkpoints, tmp_path)
+    other = tmp_path / "other_run"
+    shutil.copytree(two_checkpoints, other)
+    marker = run / "checkpoints" / "best"
+    marker.write_text(json.dumps({"checkpoint": "../../other_run/checkpoints/step_8"}))
+    assert main(["export", "--checkpoint", str(run), "--which", "best", "--out", str(tmp_path / "exp")]) == 2
+    line = _one_error_line(capsys.readouterr().err, "export")
+    assert str(marker) in line and "sibling step_<N>" in line
+    assert not (tmp_path / "exp").exists()
