@@ -1,0 +1,751 @@
+"""Sharding plan past one machine, by simulation: torchrec's planner for a CUDA cluster, no GPU needed.
+
+python -m benchmarks.plan --config launch/configs/production.toml --world-size 64
+
+Builds the run's model on the meta device exactly as the trainer does (``C2ALModel`` over
+``tables_from_features`` of the dataset schema, the fused sparse optimizer from
+``apply_sparse_optimizer``, the trainer's sharding-type constraint: table-, row- or column-wise,
+never data-parallel) and runs ``EmbeddingShardingPlanner.plan`` (single process, no process group)
+for a topology of ``world_size / local_world_size`` hosts of ``local_world_size`` GPUs
+(``compute_device="cuda"``, H100 defaults: 80 GB HBM, NVLink within a host, one 400 Gb/s NIC per GPU
+across hosts) with a ``FixedPercentageStorageReservation``. Table sizes come from
+``<data.path>/schema.json`` when it exists, else from ``launch/configs/production_schema.json``.
+
+Reported: the plan per table (sharding type, compute kernel, ranks, shard sizes), memory per rank
+(the planner's embedding + KJT estimate, plus dense parameters, gradients and AdamW state), the
+planner's perf estimates per rank (embedding fwd/bwd compute and comms, critical path), the dense
+arch's parameters and forward FLOPs per sample (``torch.utils.flop_counter`` on the meta device,
+FM in its reference bmm form) with a step-time estimate at a stated fraction of H100 bf16 peak, and
+the planner's own log. Writes ``benchmarks/results/plan_<config>_<world_size>.{json,md}`` unless
+``--json`` / ``--md`` say otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from torchrec.distributed.planner import EmbeddingShardingPlanner
+from torchrec.distributed.planner.stats import EmbeddingStats
+from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+from torchrec.distributed.planner.types import (
+    HardwareConfig,
+    KernelConfig,
+    ParameterConstraints,
+    ShardingOption,
+    Topology,
+    TopologyFactory,
+    TrainerConfig,
+)
+from torchrec.distributed.sharding_plan import get_default_sharders
+
+from benchmarks.common import RESULTS_DIR, machine
+from c2al_rec.config import Config, field_docs, load_config
+from c2al_rec.data.schema import SCHEMA_FILE, DatasetSchema, load_schema, schema_from_dict
+from c2al_rec.distributed.sharding import SHARDED_TYPES, apply_sparse_optimizer
+from c2al_rec.modules.model import C2ALModel, tables_from_features
+
+GB = 1e9  # decimal GB: what hardware datasheets quote (80 GB HBM, 50 GB/s)
+GIB = 1024**3
+TRAINER_CONSTRAINT = "the trainer's constraint"
+DEFAULT_SCHEMA = Path("launch/configs/production_schema.json")
+
+
+@dataclass
+class Options:
+    """Planner inputs (each field is a ``--flag``; defaults describe an H100 cluster)."""
+
+    config: str = "launch/configs/production.toml"
+    """Run config (TOML): model, batch size, sparse optimizer, data.path."""
+    world_size: int = 64
+    """GPUs in the job (hosts = world_size / local_world_size)."""
+    local_world_size: int = 8
+    """GPUs per host."""
+    hbm_gb: float = 80.0
+    """HBM per GPU in GB (H100 SXM: 80)."""
+    ddr_gb: float = 2048.0
+    """Host memory per host in GB, shared by its GPUs (DGX H100: 2048)."""
+    batch_size: int = 0
+    """Per-rank batch size (0: the config's data.batch_size)."""
+    schema: str = str(DEFAULT_SCHEMA)
+    """Schema JSON used when data.path holds no schema.json."""
+    multi_hot_ids: float = 20.0
+    """Mean ids per row of a multi-hot feature (the planner's pooling factor; the schema has none)."""
+    reservation: float = 0.15
+    """Fraction of HBM the planner keeps free for the dense arch, activations and buffers."""
+    intra_host_gbps: float = 450.0
+    """GPU-to-GPU bandwidth within a host, GB/s per GPU (NVLink 4, one direction)."""
+    inter_host_gbps: float = 50.0
+    """Bandwidth across hosts, GB/s per GPU (one 400 Gb/s InfiniBand NIC per GPU)."""
+    hbm_bw_gbps: float = 3350.0
+    """HBM bandwidth, GB/s (H100 SXM HBM3)."""
+    peak_tflops: float = 989.0
+    """Dense bf16 tensor-core peak, TFLOP/s (H100 SXM, no sparsity)."""
+    mfu: float = 0.3
+    """Fraction of peak the dense arch reaches (small GEMMs, LayerNorms, bf16 autocast)."""
+    allreduce_latency_us: float = 10.0
+    """Per-hop latency of the dense gradient all-reduce, microseconds."""
+    sharding_types: str = ""
+    """Comma-separated sharding types the planner may use (empty: the trainer's, c2al_rec SHARDED_TYPES)."""
+    json: str = ""
+    """Write the JSON here (default: benchmarks/results/plan_<config stem>_<world_size>.json)."""
+    md: str = ""
+    """Write the markdown here (default: benchmarks/results/plan_<config stem>_<world_size>.md)."""
+
+    def __post_init__(self) -> None:
+        if self.world_size <= 0 or self.local_world_size <= 0:
+            raise ValueError("world_size and local_world_size must be positive")
+        if self.world_size % self.local_world_size and self.world_size > self.local_world_size:
+            raise ValueError(
+                f"world_size {self.world_size} is not a whole number of hosts of local_world_size "
+                f"{self.local_world_size}"
+            )
+        if not 0.0 < self.mfu <= 1.0:
+            raise ValueError(f"mfu must be in (0, 1], got {self.mfu}")
+        if not 0.0 <= self.reservation < 1.0:
+            raise ValueError(f"reservation must be in [0, 1), got {self.reservation}")
+
+
+# ------------------------------------------------------------------------------------------ model
+def run_schema(cfg: Config, opts: Options) -> tuple[DatasetSchema, str]:
+    """The dataset's schema when ``data.path`` has one, else the committed production schema."""
+    root = Path(cfg.data.path) if cfg.data.path else None
+    if root is not None and (root / SCHEMA_FILE).is_file():
+        return load_schema(root), str(root / SCHEMA_FILE)
+    path = Path(opts.schema)
+    return schema_from_dict(json.loads(path.read_text()), path.parent), str(path)
+
+
+def build_model(cfg: Config, schema: DatasetSchema) -> C2ALModel:
+    """The training model on the meta device with the fused sparse optimizer, as the trainer builds it."""
+    model = C2ALModel(
+        tables_from_features(schema.sparse, cfg.model.embedding_dim),
+        dense_in_features=len(schema.dense),
+        cfg=cfg.model,
+        aux_heads=cfg.cohorts.enabled,
+        device=torch.device("meta"),
+    )
+    apply_sparse_optimizer(model, cfg.train.sparse_optimizer, cfg.train.sparse_lr, torch.device("cuda"))
+    return model
+
+
+class _DenseParts(torch.nn.Module):
+    """The model's dense part as one module call, so the FLOP counter names its parts ``_DenseParts.model.<part>``."""
+
+    def __init__(self, model: C2ALModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, dense_BD: torch.Tensor, x_BND: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.model.dense_arch(dense_BD)
+        return self.model.forward_from_tokens(x_BND)
+
+
+def dense_flops(model: C2ALModel, num_dense: int) -> dict[str, Any]:
+    """Forward FLOPs per sample of the dense part (dense arch, DHEN, heads), counted on the meta device.
+
+    ``FlopCounterMode`` counts every matmul (Linear, the FM bmm pair, attention); element-wise ops
+    (LayerNorm, activations) are left out. The FM op runs in its reference form so its bmm are seen.
+    """
+    batch = 64
+    model.use_reference_fm(True)
+    try:
+        x_BND = torch.empty(batch, model.num_tokens, model.sparse_arch.dim, device="meta")
+        dense_BD = torch.empty(batch, num_dense, device="meta")
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            _DenseParts(model)(dense_BD, x_BND)
+        per_module = {
+            name.removeprefix("_DenseParts.model."): counts for name, counts in counter.get_flop_counts().items()
+        }
+    finally:
+        model.use_reference_fm(False)
+    parts = {
+        part: sum(per_module[part].values()) / batch
+        for part in ("dense_arch", "over_arch", "primary_head")
+        if part in per_module
+    }
+    aux = [counts for name, counts in per_module.items() if name.count(".") == 1 and name.startswith("aux_heads.")]
+    if aux:
+        parts["aux_heads"] = sum(sum(c.values()) for c in aux) / batch
+    fm_names = set(model.fm_modules())
+    fm = sum(sum(per_module[n].values()) for n in fm_names if n in per_module) / batch
+    fm_bmm = sum(per_module[n].get(torch.ops.aten.bmm, 0) for n in fm_names if n in per_module) / batch
+    return {
+        "fwd_flops_per_sample": counter.get_total_flops() / batch,
+        "by_part": parts,
+        "fm_modules": fm,
+        "fm_bmm": fm_bmm,
+    }
+
+
+# ---------------------------------------------------------------------------------------- planner
+def make_topology(opts: Options) -> Topology:
+    """A CUDA topology of world_size / local_world_size hosts (torchrec bandwidths are bytes per ms)."""
+    per_ms = GB / 1000.0
+    trainer = TrainerConfig(
+        world_size=opts.world_size,
+        local_world_size=min(opts.local_world_size, opts.world_size),
+        hbm_cap_bytes=int(opts.hbm_gb * GB),
+        ddr_cap_bytes=int(opts.ddr_gb * GB / opts.local_world_size),
+    )
+    hardware = HardwareConfig(
+        intra_host_bw=opts.intra_host_gbps * per_ms,
+        inter_host_bw=opts.inter_host_gbps * per_ms,
+        hbm_mem_bw=opts.hbm_bw_gbps * per_ms,
+    )
+    return TopologyFactory.create_topology(
+        trainer, hardware, KernelConfig(compute_device="cuda", use_hardware_based_bandwidth=True)
+    )
+
+
+def allowed_types(opts: Options) -> list[str]:
+    """The sharding types the planner may choose: the trainer's unless --sharding-types says otherwise."""
+    return [t.strip() for t in opts.sharding_types.split(",") if t.strip()] or list(SHARDED_TYPES)
+
+
+def constraints_for(schema: DatasetSchema, opts: Options) -> dict[str, ParameterConstraints]:
+    """The trainer's constraint (sharded types only, or --sharding-types) plus each feature's mean ids per row."""
+    return {
+        f"t_{f.name}": ParameterConstraints(
+            sharding_types=allowed_types(opts),
+            pooling_factors=[opts.multi_hot_ids if f.multi_hot else 1.0],
+        )
+        for f in schema.sparse
+    }
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.extend(record.getMessage().splitlines())
+
+
+def plan(opts: Options) -> dict[str, Any]:
+    """Run the planner and the dense estimates; the JSON-able result."""
+    cfg = load_config(opts.config)
+    schema, schema_path = run_schema(cfg, opts)
+    batch_size = opts.batch_size or cfg.data.batch_size
+    model = build_model(cfg, schema)
+    topology = make_topology(opts)
+    reservation = FixedPercentageStorageReservation(opts.reservation)
+    planner = EmbeddingShardingPlanner(
+        topology=topology,
+        batch_size=batch_size,
+        storage_reservation=reservation,
+        constraints=constraints_for(schema, opts),
+        stats=EmbeddingStats(),
+        debug=True,
+    )
+    capture = _Capture()
+    stats_logger = logging.getLogger("torchrec.distributed.planner.stats")
+    old_level, old_propagate = stats_logger.level, stats_logger.propagate
+    stats_logger.addHandler(capture)
+    stats_logger.setLevel(logging.INFO)
+    stats_logger.propagate = False
+    start = time.perf_counter()
+    try:
+        planner.plan(model, get_default_sharders())
+    finally:
+        stats_logger.removeHandler(capture)
+        stats_logger.setLevel(old_level)
+        stats_logger.propagate = old_propagate
+    plan_seconds = time.perf_counter() - start
+    best: list[ShardingOption] = planner._best_plan or []  # the planner keeps its chosen options here
+    assert best, "the planner returned no plan"
+    kjt = reservation._kjt_storage
+    kjt_hbm = kjt.hbm if kjt is not None else 0
+
+    tables = _tables(best, schema)
+    ranks = _ranks(best, opts.world_size, kjt_hbm)
+    dense = _dense(model, schema, cfg, opts, batch_size)
+    per_rank_hbm = [r["hbm_bytes"] + dense["state_bytes_per_rank"] for r in ranks]
+    sparse_perf = [r["perf_ms"]["total"] for r in ranks]
+    comms = [r["perf_ms"]["fwd_comms"] + r["perf_ms"]["bwd_comms"] + r["perf_ms"]["input_dist_comms"] for r in ranks]
+    compute = [r["perf_ms"]["fwd_compute"] + r["perf_ms"]["bwd_compute"] for r in ranks]
+    critical = _critical_path(best)
+    hosts = max(1, opts.world_size // opts.local_world_size)
+    a2a = _all_to_all_bytes(best, schema, opts, batch_size)
+    step = {
+        "embedding_comms_ms_max_rank": max(comms),
+        "embedding_compute_ms_max_rank": max(compute),
+        "critical_path_comms_ms": critical["comms_ms"],
+        "critical_path_compute_ms": critical["compute_ms"],
+        "dense_compute_ms": dense["train_ms_per_step"],
+        "dense_allreduce_ms": dense["allreduce_ms"],
+    }
+    step["bottleneck"] = max(
+        ("embedding all-to-all", step["critical_path_comms_ms"]),
+        ("dense over-arch compute", step["dense_compute_ms"]),
+        ("dense gradient all-reduce", step["dense_allreduce_ms"]),
+        ("embedding lookups", step["critical_path_compute_ms"]),
+        key=lambda kv: kv[1],
+    )[0]
+    return {
+        "benchmark": "plan",
+        "config": {
+            **dataclasses.asdict(opts),
+            "batch_size": batch_size,
+            "global_batch_size": batch_size * opts.world_size,
+            "hosts": hosts,
+            "schema_path": schema_path,
+            "embedding_dim": cfg.model.embedding_dim,
+            "sparse_optimizer": cfg.train.sparse_optimizer,
+            "sharding_types_allowed": allowed_types(opts),
+            "num_tables": len(schema.sparse),
+            "num_dense_features": len(schema.dense),
+        },
+        "machine": machine(),
+        "torch": torch.__version__,
+        "torchrec": _version("torchrec"),
+        "plan_seconds": plan_seconds,
+        "tables": tables,
+        "sharding_type_counts": dict(_count(t["sharding_type"] for t in tables)),
+        "ranks": ranks,
+        "memory": {
+            "hbm_cap_bytes": int(opts.hbm_gb * GB),
+            "embedding_bytes_total": sum(t["storage_hbm_bytes"] for t in tables),
+            "embedding_weight_bytes_total": sum(t["rows"] * t["dim"] * 4 for t in tables),
+            "kjt_bytes_per_rank": kjt_hbm,
+            "dense_state_bytes_per_rank": dense["state_bytes_per_rank"],
+            "hbm_per_rank_bytes": _summary(per_rank_hbm),
+            "largest_rank": max(range(len(per_rank_hbm)), key=per_rank_hbm.__getitem__),
+            "ddr_per_rank_bytes": _summary([r["ddr_bytes"] for r in ranks]),
+        },
+        "perf": {
+            "per_rank_total_ms": _summary(sparse_perf),
+            "per_rank_comms_ms": _summary(comms),
+            "per_rank_compute_ms": _summary(compute),
+            "critical_path": critical,
+            "slowest_rank": max(range(len(sparse_perf)), key=sparse_perf.__getitem__),
+        },
+        "all_to_all": a2a,
+        "dense": dense,
+        "step_estimate": step,
+        "planner_summary": _head(capture.lines, PLANNER_LOG_LINES),
+    }
+
+
+PLANNER_LOG_LINES = 120  # the log has a row per rank: at 512 GPUs it alone is ~200 KB
+
+
+def _head(lines: list[str], n: int) -> list[str]:
+    """The first ``n`` lines, and how many were left out (rerun the command for the whole log)."""
+    return lines if len(lines) <= n else lines[:n] + [f"... {len(lines) - n} more lines (rerun the command)"]
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+def _count(items: Any) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for item in items:
+        out[item] += 1
+    return out
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "max": max(values), "mean": statistics.mean(values)}
+
+
+def _tables(best: list[ShardingOption], schema: DatasetSchema) -> list[dict[str, Any]]:
+    """One row per table: how it is sharded and where."""
+    multi_hot = {f"t_{f.name}": f.multi_hot for f in schema.sparse}
+    rows = []
+    for so in sorted(best, key=lambda so: -so.tensor.shape[0]):
+        shards = [
+            {
+                "rank": s.rank,
+                "size": list(s.size),
+                "offset": list(s.offset),
+                "hbm_bytes": s.storage.hbm if s.storage else 0,
+                "perf_ms": _perf(s.perf),
+            }
+            for s in so.shards
+        ]
+        rows.append(
+            {
+                "table": so.name,
+                "rows": int(so.tensor.shape[0]),
+                "dim": int(so.tensor.shape[1]),
+                "multi_hot": multi_hot.get(so.name, False),
+                "sharding_type": so.sharding_type,
+                "compute_kernel": so.compute_kernel,
+                "ranks": sorted({s.rank for s in so.shards}),
+                "num_shards": len(so.shards),
+                "storage_hbm_bytes": sum(s["hbm_bytes"] for s in shards),
+                "perf_ms": _perf(so.total_perf_breakdown if hasattr(so, "total_perf_breakdown") else None)
+                or {"total": so.total_perf},
+                "shards": shards,
+            }
+        )
+    return rows
+
+
+def _perf(p: Any) -> dict[str, float]:
+    if p is None:
+        return {}
+    return {
+        "fwd_compute": p.fwd_compute,
+        "fwd_comms": p.fwd_comms,
+        "bwd_compute": p.bwd_compute,
+        "bwd_comms": p.bwd_comms,
+        "input_dist_comms": p.input_dist_comms,
+        "total": p.total,
+    }
+
+
+def _ranks(best: list[ShardingOption], world_size: int, kjt_hbm: int) -> list[dict[str, Any]]:
+    """Per rank: embedding HBM (+ the planner's KJT estimate), DDR and the summed shard perf."""
+    keys = ("fwd_compute", "fwd_comms", "bwd_compute", "bwd_comms", "input_dist_comms")
+    ranks = [
+        {"rank": r, "hbm_bytes": kjt_hbm, "ddr_bytes": 0, "num_shards": 0, "perf_ms": dict.fromkeys(keys, 0.0)}
+        for r in range(world_size)
+    ]
+    for so in best:
+        for s in so.shards:
+            r = ranks[s.rank]
+            r["num_shards"] += 1
+            r["hbm_bytes"] += s.storage.hbm if s.storage else 0
+            r["ddr_bytes"] += s.storage.ddr if s.storage else 0
+            for k in keys:
+                r["perf_ms"][k] += getattr(s.perf, k) if s.perf else 0.0
+    for r in ranks:
+        p = r["perf_ms"]
+        p["total"] = p["fwd_compute"] + p["fwd_comms"] + p["bwd_compute"] + p["bwd_comms"]
+    return ranks
+
+
+def _critical_path(best: list[ShardingOption]) -> dict[str, float]:
+    """torchrec's critical-path estimate (stats._calculate_critical_path): per module x sharding type and
+    direction, the slowest rank's comms; per direction, the slowest rank's compute; summed."""
+    comms: dict[tuple, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    comp: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for so in best:
+        for s in so.shards:
+            comms[(so.sharding_type, "fwd")][s.rank] += s.perf.fwd_comms
+            comms[(so.sharding_type, "bwd")][s.rank] += s.perf.bwd_comms
+            comp["fwd"][s.rank] += s.perf.fwd_compute
+            comp["bwd"][s.rank] += s.perf.bwd_compute
+    comms_ms = sum(max(v.values()) for v in comms.values())
+    compute_ms = sum(max(v.values()) for v in comp.values())
+    by_type = {f"{t}_{d}": max(v.values()) for (t, d), v in comms.items()}
+    return {"comms_ms": comms_ms, "compute_ms": compute_ms, "total_ms": comms_ms + compute_ms, "comms_by_type": by_type}
+
+
+def _all_to_all_bytes(
+    best: list[ShardingOption], schema: DatasetSchema, opts: Options, batch_size: int
+) -> dict[str, Any]:
+    """Embedding bytes per rank per step, by a simple count (fp32 pooled outputs, int64 ids + int32 lengths).
+
+    Receive side: every rank gets the pooled embedding of every feature for its own batch rows.
+    Send side: a table-/column-wise shard sends its columns for the whole global batch; a row-wise
+    shard sends a partial sum for the whole global batch (reduce-scatter); a table-row-wise shard
+    reduces inside its host first, so the host's ranks share the sending. Backward moves the same
+    bytes the other way. The cross-host share is the fraction of peer ranks on other hosts.
+    """
+    world = opts.world_size
+    local = min(opts.local_world_size, world)
+    global_batch = batch_size * world
+    recv = batch_size * sum(int(so.tensor.shape[1]) for so in best) * 4
+    send = [0.0] * world
+    ids = {f"t_{f.name}": (opts.multi_hot_ids if f.multi_hot else 1.0) for f in schema.sparse}
+    recv_ids = 0.0
+    for so in best:
+        n_ranks = len({s.rank for s in so.shards})
+        for s in so.shards:
+            share = 1.0 / n_ranks if so.sharding_type == "table_row_wise" else 1.0
+            send[s.rank] += global_batch * s.size[1] * 4 * share
+        copies = n_ranks if so.sharding_type == "column_wise" else 1  # CW shards each get all ids
+        recv_ids += global_batch * (ids[so.name] * 8 + 4) * copies
+    cross = (world - local) / world if world > local else 0.0
+    busiest = max(range(world), key=send.__getitem__)
+    return {
+        "global_batch": global_batch,
+        "recv_output_bytes_per_rank": recv,
+        "send_output_bytes_max_rank": send[busiest],
+        "send_output_bytes_mean": statistics.mean(send),
+        "busiest_sender_rank": busiest,
+        "ids_bytes_all_owners": recv_ids,
+        "cross_host_fraction": cross,
+        "busiest_sender_ms_at_link_rate": 2 * send[busiest] * cross / (opts.inter_host_gbps * GB) * 1000,
+        "receiver_ms_at_link_rate": 2 * recv * cross / (opts.inter_host_gbps * GB) * 1000,
+    }
+
+
+def _dense(model: C2ALModel, schema: DatasetSchema, cfg: Config, opts: Options, batch_size: int) -> dict[str, Any]:
+    """Dense parameters, FLOPs, per-rank state bytes and step-time estimates (compute, all-reduce)."""
+    ebc = {id(p) for p in model.sparse_arch.parameters()}
+    named = [(n, p) for n, p in model.named_parameters() if id(p) not in ebc]
+    params = sum(p.numel() for _, p in named)
+    by_part: dict[str, int] = defaultdict(int)
+    for n, p in named:
+        by_part[n.split(".", 1)[0]] += p.numel()
+    flops = dense_flops(model, len(schema.dense))
+    train_flops = 3 * flops["fwd_flops_per_sample"]  # backward ~ 2x forward
+    compute_ms = train_flops * batch_size / (opts.peak_tflops * 1e12 * opts.mfu) * 1000
+    # DDP all-reduce of fp32 gradients, hierarchical as NCCL runs it on multi-NIC hosts: reduce-scatter
+    # over NVLink inside the host, all-reduce of each GPU's 1/L share across hosts on its own NIC (so a
+    # host's L NICs work together: torchrec's planner also takes all-reduce bandwidth = inter_host_bw x L),
+    # all-gather inside the host; plus a latency per hop (~2 log2 W hops for NCCL's tree at scale).
+    world = opts.world_size
+    local = min(opts.local_world_size, world)
+    hosts = max(1, world // local)
+    grad_bytes = params * 4
+    intra_ms = 2 * (local - 1) / local * grad_bytes / (opts.intra_host_gbps * GB) * 1000
+    inter_ms = 2 * (hosts - 1) / hosts * grad_bytes / local / (opts.inter_host_gbps * GB) * 1000
+    bw_ms = intra_ms + inter_ms
+    hops = 2 * math.log2(world) if world > 1 else 0.0
+    lat_ms = hops * opts.allreduce_latency_us / 1000
+    per_sample_ms = train_flops / (opts.peak_tflops * 1e12 * opts.mfu) * 1000
+    by_batch = [
+        {"batch_size": b, "dense_compute_ms": per_sample_ms * b, "allreduce_ms": bw_ms + lat_ms}
+        for b in (4096, 2048, 1024, 512, 256)
+    ]
+    return {
+        "params": params,
+        "compute_vs_allreduce_by_batch": by_batch,
+        "crossover_batch_size": (bw_ms + lat_ms) / per_sample_ms,
+        "params_by_part": dict(by_part),
+        "fwd_flops_per_sample": flops["fwd_flops_per_sample"],
+        "fwd_flops_by_part": flops["by_part"],
+        "fm_flops_per_sample": flops["fm_modules"],
+        "fm_bmm_flops_per_sample": flops["fm_bmm"],
+        "train_flops_per_sample": train_flops,
+        "train_ms_per_step": compute_ms,
+        "state_bytes_per_rank": params * 16,  # fp32 weights + grads + AdamW exp_avg, exp_avg_sq
+        "grad_bytes": grad_bytes,
+        "allreduce_ms": bw_ms + lat_ms,
+        "allreduce_bandwidth_ms": bw_ms,
+        "allreduce_latency_ms": lat_ms,
+    }
+
+
+# --------------------------------------------------------------------------------------- markdown
+def _gib(b: float) -> str:
+    return f"{b / GIB:.2f}"
+
+
+def _ranks_text(ranks: list[int]) -> str:
+    if not ranks:
+        return "-"
+    spans, start, prev = [], ranks[0], ranks[0]
+    for r in ranks[1:] + [None]:
+        if r is not None and r == prev + 1:
+            prev = r
+            continue
+        spans.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if r is not None:
+            start = prev = r
+    return ",".join(spans)
+
+
+def markdown(out: dict[str, Any], command: str) -> str:
+    c, m, p, d, s, a = out["config"], out["memory"], out["perf"], out["dense"], out["step_estimate"], out["all_to_all"]
+    lines = [
+        f"# Sharding plan: {Path(c['config']).stem}, {c['world_size']} GPUs ({c['hosts']} hosts x "
+        f"{min(c['local_world_size'], c['world_size'])})",
+        "",
+        f"Machine (where the planner ran; no GPU is needed to plan): {out['machine']}; torch {out['torch']}, "
+        f"torchrec {out['torchrec']}. Planning took {out['plan_seconds']:.1f} s.",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Config: " + ", ".join(f"{k}={v}" for k, v in c.items()),
+        "",
+        "Simulated cluster: CUDA, "
+        f"{c['hbm_gb']:g} GB HBM per GPU ({c['reservation']:.0%} reserved for the dense arch and activations), "
+        f"{c['ddr_gb']:g} GB host memory per host, {c['intra_host_gbps']:g} GB/s per GPU within a host, "
+        f"{c['inter_host_gbps']:g} GB/s per GPU across hosts, HBM {c['hbm_bw_gbps']:g} GB/s. "
+        f"Per-rank batch {c['batch_size']}, global batch {c['global_batch_size']:,}. "
+        f"Sharding types allowed ({'--sharding-types' if c['sharding_types'] else TRAINER_CONSTRAINT}): "
+        f"{', '.join(c['sharding_types_allowed'])}.",
+        "",
+        "## Plan per table",
+        "",
+        f"Sharding types: {out['sharding_type_counts']}.",
+        "",
+        "| table | rows | dim | multi-hot | sharding | kernel | ranks | shards (rows x cols) | HBM GiB | perf ms |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | --- | ---: | ---: |",
+    ]
+    for t in out["tables"]:
+        sizes = _count(f"{s['size'][0]:,}x{s['size'][1]}" for s in t["shards"])
+        shard_text = ", ".join(f"{n} x [{k}]" if n > 1 else f"[{k}]" for k, n in sizes.items())
+        lines.append(
+            f"| {t['table']} | {t['rows']:,} | {t['dim']} | {'yes' if t['multi_hot'] else ''} | "
+            f"{t['sharding_type']} | {t['compute_kernel']} | {_ranks_text(t['ranks'])} | {shard_text} | "
+            f"{_gib(t['storage_hbm_bytes'])} | {t['perf_ms'].get('total', 0):.3f} |"
+        )
+    hbm = m["hbm_per_rank_bytes"]
+    lines += [
+        "",
+        "## Memory per rank",
+        "",
+        f"Embedding tables with row-wise Adagrad state, all ranks: {_gib(m['embedding_bytes_total'])} GiB "
+        f"(fp32 weights alone {_gib(m['embedding_weight_bytes_total'])} GiB). Per rank: embedding shards + the "
+        f"planner's KJT buffer estimate ({_gib(m['kjt_bytes_per_rank'])} GiB) + dense parameters, gradients and "
+        f"AdamW state ({_gib(m['dense_state_bytes_per_rank'])} GiB, replicated). Activations are not counted: "
+        f"they live in the {c['reservation']:.0%} reservation.",
+        "",
+        "| HBM per rank | GiB |",
+        "| --- | ---: |",
+        f"| min | {_gib(hbm['min'])} |",
+        f"| mean | {_gib(hbm['mean'])} |",
+        f"| max (rank {m['largest_rank']}) | {_gib(hbm['max'])} |",
+        f"| cap | {_gib(m['hbm_cap_bytes'])} |",
+        "",
+        f"Host memory (DDR) used by the plan per rank: max {_gib(m['ddr_per_rank_bytes']['max'])} GiB.",
+        "",
+        "## Planner perf estimates (embeddings; ms per step)",
+        "",
+        "| per rank | min | mean | max |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for label, key in (
+        ("total", "per_rank_total_ms"),
+        ("comms", "per_rank_comms_ms"),
+        ("compute", "per_rank_compute_ms"),
+    ):
+        v = p[key]
+        lines.append(f"| {label} | {v['min']:.3f} | {v['mean']:.3f} | {v['max']:.3f} |")
+    cp = p["critical_path"]
+    lines += [
+        "",
+        f"Slowest rank: {p['slowest_rank']}. Critical path (torchrec's definition: slowest rank per "
+        f"sharding type and direction for comms, per direction for compute): comms {cp['comms_ms']:.3f} ms, "
+        f"compute {cp['compute_ms']:.3f} ms, total {cp['total_ms']:.3f} ms. Comms by type: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in cp["comms_by_type"].items())
+        + ".",
+        "",
+        "Slowest rank's breakdown (ms): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in out["ranks"][p["slowest_rank"]]["perf_ms"].items())
+        + ".",
+        "",
+        "Embedding traffic per step (own count; fp32 pooled outputs, forward and again backward): every rank "
+        f"receives {a['recv_output_bytes_per_rank'] / 1e6:.1f} MB for its {c['batch_size']} rows; the busiest sender "
+        f"(rank {a['busiest_sender_rank']}) sends {a['send_output_bytes_max_rank'] / 1e6:.1f} MB (its tables' "
+        f"columns for the global batch of {a['global_batch']:,}), "
+        f"the mean rank {a['send_output_bytes_mean'] / 1e6:.1f} MB. "
+        f"{a['cross_host_fraction']:.0%} of peers are on other hosts: forward + backward across hosts take "
+        f"{a['busiest_sender_ms_at_link_rate']:.2f} ms for the busiest sender and "
+        f"{a['receiver_ms_at_link_rate']:.2f} ms "
+        f"for a receiver at {c['inter_host_gbps']:g} GB/s. Ids to the table owners: "
+        f"{a['ids_bytes_all_owners'] / 1e6:.1f} MB in all.",
+        "",
+        "## Dense arch (replicated, data-parallel)",
+        "",
+        f"Parameters: {d['params']:,} ("
+        + ", ".join(f"{k} {v:,}" for k, v in d["params_by_part"].items())
+        + f"). Forward FLOPs per sample: {d['fwd_flops_per_sample'] / 1e6:.1f} M ("
+        + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in d["fwd_flops_by_part"].items())
+        + f"; of which the FM modules {d['fm_flops_per_sample'] / 1e6:.1f} M, their X^T Y and X T bmm "
+        f"{d['fm_bmm_flops_per_sample'] / 1e6:.2f} M). Training ~3x forward: "
+        f"{d['train_flops_per_sample'] / 1e6:.1f} MFLOP per sample.",
+        "",
+        f"Dense compute per step at {c['peak_tflops']:g} TFLOP/s x {c['mfu']:.0%}: {d['train_ms_per_step']:.3f} ms. "
+        f"Gradient all-reduce ({d['grad_bytes'] / 1e6:.1f} MB fp32): {d['allreduce_ms']:.3f} ms "
+        f"(bandwidth {d['allreduce_bandwidth_ms']:.3f} + latency {d['allreduce_latency_ms']:.3f}).",
+        "",
+        f"Dense compute vs gradient all-reduce at {c['world_size']} GPUs by per-rank batch (the all-reduce does not "
+        f"shrink with the batch; it exceeds the compute below a per-rank batch of {d['crossover_batch_size']:,.0f}):",
+        "",
+        "| per-rank batch | dense fwd+bwd ms | all-reduce ms |",
+        "| ---: | ---: | ---: |",
+        *(
+            f"| {r['batch_size']} | {r['dense_compute_ms']:.3f} | {r['allreduce_ms']:.3f} |"
+            for r in d["compute_vs_allreduce_by_batch"]
+        ),
+        "",
+        "## Step estimate",
+        "",
+        "| part | ms |",
+        "| --- | ---: |",
+        f"| embedding all-to-all (planner critical path, comms) | {s['critical_path_comms_ms']:.3f} |",
+        f"| embedding lookups (planner critical path, compute) | {s['critical_path_compute_ms']:.3f} |",
+        f"| dense over-arch fwd+bwd (FLOPs at {c['mfu']:.0%} of peak) | {s['dense_compute_ms']:.3f} |",
+        f"| dense gradient all-reduce | {s['dense_allreduce_ms']:.3f} |",
+        "",
+        f"Largest part: **{s['bottleneck']}**. TrainPipelineSparseDist overlaps the next batch's id all-to-all "
+        "with this batch's dense compute; the pooled-embedding all-to-all and the dense all-reduce (DDP overlaps "
+        "it with backward) are the parts that can stay exposed.",
+        "",
+    ]
+    if out["planner_summary"]:
+        lines += [
+            "## The planner's own log",
+            "",
+            "<details><summary>torchrec EmbeddingStats output</summary>",
+            "",
+            "```",
+            *out["planner_summary"],
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def parse_options(argv: Optional[list[str]]) -> Options:
+    """``--world-size 64`` style flags, one per Options field, its docstring as help."""
+    docs = field_docs(Options)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    for f in dataclasses.fields(Options):
+        kind = type(f.default)
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=kind,
+            default=f.default,
+            help=f"{docs.get(f.name, '')} (default: {f.default})",
+        )
+    args = parser.parse_args(argv)
+    try:
+        return Options(**vars(args))
+    except ValueError as e:
+        parser.error(str(e))
+        raise
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    opts = parse_options(argv)
+    out = plan(opts)
+    command = "python -m benchmarks.plan " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = markdown(out, command.strip())
+    stem = f"plan_{Path(opts.config).stem}_{opts.world_size}"
+    md_path = Path(opts.md) if opts.md else RESULTS_DIR / f"{stem}.md"
+    json_path = Path(opts.json) if opts.json else RESULTS_DIR / f"{stem}.json"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(text)
+    json_path.write_text(json.dumps(out, indent=2) + "\n")
+    s, m = out["step_estimate"], out["memory"]
+    print(
+        f"{opts.world_size} GPUs: {out['sharding_type_counts']}; HBM per rank max "
+        f"{_gib(m['hbm_per_rank_bytes']['max'])} GiB of {_gib(m['hbm_cap_bytes'])}; "
+        f"a2a {s['critical_path_comms_ms']:.2f} ms, dense {s['dense_compute_ms']:.2f} ms, "
+        f"all-reduce {s['dense_allreduce_ms']:.2f} ms -> {s['bottleneck']}; wrote {md_path}, {json_path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
