@@ -71,7 +71,8 @@ def train(
     """Train c2al-rec (baseline or C2AL, as the config says) with DMP on j = nodes x procs.
 
     Args:
-        overrides: config overrides, e.g. --train.max_steps=1000 --cohorts.enabled=false
+        overrides: config overrides, e.g. --train.max_steps=1000 --cohorts.enabled=false; --overwrite
+            clears an out that holds another run (otherwise only resume=auto continues one)
         config: TOML run config (path inside the image / working directory)
         out: run directory (shared storage on a cluster)
         resume: 'auto' continues from the newest complete checkpoint (restarts resume too)
@@ -110,7 +111,7 @@ def train_smoke(
     j: str = "1x2",
     rdzv_port: int = 29500,
 ) -> specs.AppDef:
-    """Smoke-train C2AL on a small generated dataset in seconds (launch/configs/smoke.toml).
+    """Smoke-train C2AL on a small generated dataset in seconds (launch/configs/smoke.toml); replaces out.
 
     Args:
         out: run directory
@@ -119,6 +120,7 @@ def train_smoke(
         rdzv_port: c10d rendezvous port on the first node
     """
     return train(
+        "--overwrite",  # a smoke check starts from scratch every time
         config="launch/configs/smoke.toml",
         out=out,
         resume="never",

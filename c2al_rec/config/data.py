@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .checks import require_finite, require_range
 from .errors import ConfigError
 
 
@@ -44,6 +45,7 @@ class SyntheticConfig:
     """Rows per Parquet row group (the reader's unit of file-order shuffling)."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "data.synthetic")
         if self.rows < 0:
             raise ConfigError(f"data.synthetic.rows must be >= 0, got {self.rows}")
         if self.num_sparse < 10:
@@ -60,7 +62,8 @@ class SyntheticConfig:
             raise ConfigError(f"data.synthetic.head_tail_plr_ratio must be >= 1, got {self.head_tail_plr_ratio}")
         if not 0 < self.cohort_quantile < 0.5:
             raise ConfigError(f"data.synthetic.cohort_quantile must be in (0, 0.5), got {self.cohort_quantile}")
-        if self.valid_fraction < 0 or self.test_fraction < 0 or self.valid_fraction + self.test_fraction >= 1:
+        require_range("data.synthetic.cohort_effect_scale", self.cohort_effect_scale, low=0.0)
+        if not (self.valid_fraction >= 0 and self.test_fraction >= 0 and self.valid_fraction + self.test_fraction < 1):
             raise ConfigError("data.synthetic.valid_fraction and test_fraction must be >= 0 and sum to < 1")
         for name in ("history_max_len", "chunk_rows", "row_group_rows"):
             if getattr(self, name) <= 0:

@@ -56,5 +56,9 @@ class ModelConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        for name in ("dense_arch", "fm_mlp", "repr_mlp", "primary_head", "aux_head"):
+            sizes = getattr(self, name)
+            if any(size <= 0 for size in sizes):
+                raise ConfigError(f"model.{name}: hidden sizes must be positive, got {sizes}")
         if not self.dhen_layers or any(not layer for layer in self.dhen_layers):
             raise ConfigError("model.dhen_layers needs at least one layer, each with at least one module")

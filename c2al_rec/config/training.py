@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .checks import require_finite, require_range
 from .errors import ConfigError
 
 
@@ -26,11 +27,11 @@ class CohortsConfig:
     """Control: aux labels from random cohorts of the same sizes instead of the spec's cohorts."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "cohorts")
         if self.enabled and not self.spec:
             raise ConfigError("cohorts.enabled = true needs cohorts.spec (a cohort spec JSON)")
         for name in ("lambda_head", "lambda_tail"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"cohorts.{name} must be >= 0, got {getattr(self, name)}")
+            require_range(f"cohorts.{name}", getattr(self, name), low=0.0)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class TrainConfig:
     """torch intra-op threads per process (0: cores / local world size)."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "train")
         for name in (
             "epochs",
             "max_steps",
@@ -84,8 +86,10 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.sparse_lr <= 0 or self.dense_lr <= 0:
-            raise ConfigError("train.sparse_lr and train.dense_lr must be positive")
+        for name in ("sparse_lr", "dense_lr"):
+            require_range(f"train.{name}", getattr(self, name), low=0.0, low_open=True)
+        for name in ("weight_decay", "grad_clip"):
+            require_range(f"train.{name}", getattr(self, name), low=0.0)
 
 
 @dataclass

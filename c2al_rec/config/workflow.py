@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .checks import require_finite, require_range
 from .errors import ConfigError
 
 
@@ -20,6 +21,13 @@ class ExportConfig:
     """fp32 gate: max |p_export - p_train| allowed."""
     parity_ne_tolerance: float = 0.005
     """int8/fp16 gate: allowed relative NE change vs fp32."""
+
+    def __post_init__(self) -> None:
+        require_finite(self, "export")
+        if self.parity_rows <= 0:
+            raise ConfigError(f"export.parity_rows must be positive, got {self.parity_rows}")
+        for name in ("parity_max_abs_diff", "parity_ne_tolerance"):
+            require_range(f"export.{name}", getattr(self, name), low=0.0)
 
 
 @dataclass
@@ -38,6 +46,15 @@ class DiscoverConfig:
     """Minimum positives in each cohort of the chosen pair."""
     rare_share: float = 0.01
     """Categorical values under this share of rows merge into 'other'."""
+
+    def __post_init__(self) -> None:
+        require_finite(self, "discover")
+        if not self.axes:
+            raise ConfigError("discover.axes needs at least one axis spec (name:quantiles=... or name:categorical)")
+        for name in ("min_rows", "min_positives"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"discover.{name} must be >= 0, got {getattr(self, name)}")
+        require_range("discover.rare_share", self.rare_share, low=0.0, high=1.0, high_open=True)
 
 
 @dataclass
@@ -60,5 +77,10 @@ class PipelineConfig:
     """`experiment`: also run C2AL with gradient-similarity gating of the aux loss (Du et al.) per seed."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "pipeline")
         if self.nproc_per_node < 1:
             raise ConfigError(f"pipeline.nproc_per_node must be >= 1, got {self.nproc_per_node}")
+        if self.resamples < 1:
+            raise ConfigError(f"pipeline.resamples must be >= 1, got {self.resamples}")
+        for i, lam in enumerate(self.lambdas):
+            require_range(f"pipeline.lambdas[{i}]", lam, low=0.0)

@@ -19,13 +19,21 @@ import torchrec.optim as trec_optim
 from torch import nn
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
-from torchrec.distributed.planner.types import ParameterConstraints
+from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+from torchrec.distributed.planner.types import (
+    KernelConfig,
+    ParameterConstraints,
+    PlannerError,
+    TopologyFactory,
+    TrainerConfig,
+)
 from torchrec.distributed.types import ShardedModule, ShardingEnv
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import KeyedOptimizerWrapper
 
 from .backend import DistContext
+from .memory import GIB, host_memory_bytes
 
 _SPARSE_OPTIMIZERS = {
     "rowwise_adagrad": (trec_optim.RowWiseAdagrad, {}),
@@ -68,22 +76,22 @@ def shard_model(
 ) -> DistributedModelParallel:
     """Plan and shard ``model`` (built on the meta device is fine) over the default process group.
 
-    The planner sees the real topology (device type, world size, local world size) and the
-    per-rank batch size; it is run collectively so that every rank gets the same plan.
+    The planner sees the real topology (``host_topology``: device type, world size, local world
+    size, this host's memory) and the per-rank batch size; it is run collectively so that every
+    rank gets the same plan.
 
     Args:
         constraints: per-table planner constraints by table name. Default: every table sharded
             (table-, row- or column-wise), never data-parallel, so that every table is owned by
             the fused optimizer and checkpoints reshard between world sizes (a table moving
             between data-parallel and sharded changes its optimizer-state keys).
+
+    Raises:
+        ValueError: no plan fits the ranks' memory (the tables are too large for this job).
     """
     pg = dist.GroupMember.WORLD
     assert pg is not None, "init_distributed() first"
-    topology = Topology(
-        world_size=ctx.world_size,
-        compute_device=ctx.device.type,
-        local_world_size=ctx.local_world_size,
-    )
+    topology = host_topology(ctx)
     if constraints is None:
         constraints = {
             t.name: ParameterConstraints(sharding_types=list(SHARDED_TYPES))
@@ -91,14 +99,55 @@ def shard_model(
             if isinstance(m, EmbeddingBagCollection)
             for t in m.embedding_bag_configs()
         }
-    planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size, constraints=constraints, debug=False)
-    plan = planner.collective_plan(model, sharders=None, pg=pg)
+    planner = EmbeddingShardingPlanner(
+        topology=topology,
+        batch_size=batch_size,
+        constraints=constraints,
+        storage_reservation=FixedPercentageStorageReservation(0.15),
+        debug=False,
+    )
+    try:
+        plan = planner.collective_plan(model, sharders=None, pg=pg)
+    except PlannerError as e:
+        tables = sum(
+            t.num_embeddings * t.embedding_dim * 4
+            for m in model.modules()
+            if isinstance(m, EmbeddingBagCollection)
+            for t in m.embedding_bag_configs()
+        )
+        memory = topology.devices[0].storage
+        per_rank = memory.hbm if ctx.device.type == "cuda" else memory.ddr
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"no sharding plan fits: the embedding tables need {tables / GIB:.1f} GiB (fp32 weights alone) and "
+            f"each of the {ctx.world_size} ranks has {per_rank / GIB:.1f} GiB of "
+            f"{'GPU' if ctx.device.type == 'cuda' else 'host'} memory; reduce num_embeddings or "
+            f"model.embedding_dim, or use more ranks (planner: {first_line})"
+        ) from None
     return DistributedModelParallel(
         module=model,
         env=ShardingEnv.from_process_group(pg),
         device=ctx.device,
         plan=plan,
     )
+
+
+def host_topology(ctx: DistContext) -> Topology:
+    """The planner's topology from the real machine: per-rank memory is this host's share.
+
+    torchrec's default assumes 128 GB of host memory (and 32 GB HBM) per rank whatever the machine
+    has; here a CPU rank gets the host's available memory divided by the local ranks, and a GPU
+    rank its device's memory.
+    """
+    available, total = host_memory_bytes()
+    host = available or total
+    trainer = TrainerConfig(
+        world_size=ctx.world_size,
+        local_world_size=ctx.local_world_size,
+        ddr_cap_bytes=host // max(1, ctx.local_world_size) if host else None,
+        hbm_cap_bytes=torch.cuda.get_device_properties(ctx.device).total_memory if ctx.device.type == "cuda" else None,
+    )
+    return TopologyFactory.create_topology(trainer, kernel_config=KernelConfig(compute_device=ctx.device.type))
 
 
 def dense_parameters(dmp: nn.Module) -> dict[str, nn.Parameter]:

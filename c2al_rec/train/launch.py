@@ -1,6 +1,11 @@
 """Train entry points: preflight checks (before any process group), the per-rank worker, launch.
 
 ``c2al-rec train`` and ``python -m c2al_rec.train`` (under torchrun) both end up in ``run_rank``.
+Before the first step, and before anything is written into the run directory, ``preflight``
+checks what would otherwise fail late: the splits the run reads (readable, columns and types as
+schema.json says, at least one global batch each), the cohort axis, and the tables' memory
+against this host's. The launching process then claims the run directory (``rundir``: one
+writer, no reuse of another run's directory without ``--resume`` or ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ from typing import Any, Optional
 
 from c2al_rec.cohorts.spec_file import load_cohort_spec
 from c2al_rec.config import Config, config_to_dict, load_config_dict
-from c2al_rec.data.schema import load_schema
+from c2al_rec.data.reader import ParquetReader
+from c2al_rec.data.schema import DatasetSchema, load_schema
 from c2al_rec.data.sources import ensure_dataset
+from c2al_rec.distributed.memory import check_table_memory, table_memory_bytes
+
+from .rundir import RunLock, check_run_dir, claim_run_dir
 
 
 def preflight_config_only(cfg: Config) -> Config:
@@ -30,8 +39,14 @@ def preflight_config_only(cfg: Config) -> Config:
     )
 
 
-def preflight(cfg: Config, generate: bool = True) -> Config:
+def preflight(cfg: Config, generate: bool = True, world_size: int = 1, hosts: int = 1) -> Config:
     """Validate what can be validated before processes start; generate synthetic data if configured.
+
+    Args:
+        cfg: the run config.
+        generate: generate / convert the dataset when missing (rank 0 only).
+        world_size: ranks of the job (a split needs one batch per rank at least).
+        hosts: machines the job spans (the tables' memory is shared between them).
 
     Returns the config with ``data.path`` made absolute. Raises ValueError / FileNotFoundError
     naming the flag, file or column at fault.
@@ -59,7 +74,37 @@ def preflight(cfg: Config, generate: bool = True) -> Config:
         value = getattr(cfg.checkpoint, name)
         if value and not Path(value).exists():
             raise FileNotFoundError(f"checkpoint.{name} {value} does not exist")
+    _check_splits(cfg, schema, world_size)
+    _check_memory(cfg, schema, hosts)
     return replace(cfg, data=data)
+
+
+def _check_splits(cfg: Config, schema: DatasetSchema, world_size: int) -> None:
+    """Every split the run reads (train; valid, which every run scores at its end) opens and holds at
+    least one global batch: footers, columns and types against schema.json, no row read."""
+    batch = cfg.data.batch_size
+    for role, split in (("train", cfg.data.train_split), ("valid", cfg.data.valid_split)):
+        reader = ParquetReader(
+            cfg.data.path, schema, split, batch, world_size=world_size, shuffle=False, shuffle_buffer=0
+        )
+        if len(reader) == 0:
+            what = "training" if role == "train" else "validation"
+            raise ValueError(
+                f"data.path {cfg.data.path}: the {role} split '{split}' has {reader.total_rows} rows, fewer than one "
+                f"global batch ({batch} x {world_size} ranks): {what} would read nothing (lower data.batch_size)"
+            )
+
+
+def _check_memory(cfg: Config, schema: DatasetSchema, hosts: int) -> None:
+    """Tables + sparse-optimizer state vs this host's available memory (CPU training: tables live there)."""
+    from c2al_rec.distributed.backend import choose_backend
+
+    if choose_backend()[1].type != "cpu":
+        return  # tables live in GPU memory: the planner's topology (the device's real HBM) checks them
+    need = table_memory_bytes(
+        (f.num_embeddings for f in schema.sparse), cfg.model.embedding_dim, cfg.train.sparse_optimizer
+    )
+    check_table_memory(need, hosts, f"{Path(cfg.data.path) / 'schema.json'} x model.embedding_dim")
 
 
 def run_rank(cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any]:
@@ -90,12 +135,56 @@ def wait_for_dataset(cfg: Config, timeout_s: float = 3600) -> None:
         time.sleep(0.5)
 
 
-def launch(cfg: Config, run_dir: Path, nproc_per_node: int = 1, max_restarts: int = 0) -> Optional[dict[str, Any]]:
-    """Run training in this process (1 rank) or on ``nproc_per_node`` local ranks (elastic launch)."""
-    cfg = preflight(cfg)
+def job_hosts() -> int:
+    """Machines of a torchrun job (WORLD_SIZE / LOCAL_WORLD_SIZE); 1 outside torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return max(1, world // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))))
+
+
+def claim(cfg: Config, run_dir: Path, overwrite: bool) -> Optional[RunLock]:
+    """Claim ``run_dir`` for this job (``rundir.claim_run_dir``) on the launching process or rank 0.
+
+    Other ranks of a torchrun job return None: they start only after rank 0 has joined the
+    process group, i.e. after it holds the lock (and cleared the directory on ``overwrite``).
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    return claim_run_dir(Path(run_dir), cfg.checkpoint.resume, overwrite)
+
+
+def launch(
+    cfg: Config, run_dir: Path, nproc_per_node: int = 1, max_restarts: int = 0, overwrite: bool = False
+) -> Optional[dict[str, Any]]:
+    """Run training in this process (1 rank) or on ``nproc_per_node`` local ranks (elastic launch).
+
+    Args:
+        cfg: the run config.
+        run_dir: the run directory (``--out``).
+        nproc_per_node: local ranks; 1 trains in this process.
+        max_restarts: elastic restarts after a rank fails (they resume from the newest checkpoint).
+        overwrite: clear ``run_dir`` first, if it holds another run (``--overwrite``).
+
+    Raises:
+        ValueError: preflight failed, or ``run_dir`` is held by another writer or holds another run;
+            nothing has been written into ``run_dir`` then.
+    """
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_run_dir(Path(run_dir), cfg.checkpoint.resume, overwrite)  # before preflight: a quick refusal
+    world_size = nproc_per_node if "RANK" not in os.environ else int(os.environ.get("WORLD_SIZE", "1"))
+    cfg = preflight(cfg, world_size=max(1, world_size), hosts=job_hosts())
+    lock = claim(cfg, run_dir, overwrite)
+    try:
+        return _launch(cfg, Path(run_dir), nproc_per_node, max_restarts)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _launch(cfg: Config, run_dir: Path, nproc_per_node: int, max_restarts: int) -> Optional[dict[str, Any]]:
     cfg_dict = config_to_dict(cfg)
     if nproc_per_node <= 1 and "RANK" not in os.environ:
         return run_rank(cfg_dict, str(run_dir))
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     from c2al_rec.distributed.backend import free_port
@@ -111,5 +200,24 @@ def launch(cfg: Config, run_dir: Path, nproc_per_node: int = 1, max_restarts: in
         monitor_interval=1,
         start_method="spawn",
     )
-    results = elastic_launch(launch_cfg, run_rank)(cfg_dict, str(run_dir))
+    try:
+        results = elastic_launch(launch_cfg, run_rank)(cfg_dict, str(run_dir))
+    except ChildFailedError as e:
+        raise _user_error(e) or e from None
     return results[0]
+
+
+# A rank's exception types that are the user's to fix: reported as one line, as in a 1-rank run.
+_USER_ERRORS = ("ValueError", "FileNotFoundError", "ConfigError", "NonFiniteLossError", "RunDirLocked")
+
+
+def _user_error(e: Any) -> Optional[ValueError]:
+    """The first failed rank's ValueError-like exception as a one-line ValueError (None for a crash)."""
+    rank, failure = e.get_first_failure()
+    text = failure.message  # the error file's {"message": "<Type>: <text>", "extraInfo": {...}}, or a string
+    text = text.get("message", "") if isinstance(text, dict) else str(text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kind, _, message = (lines[-1] if lines else "").partition(": ")
+    if kind.rsplit(".", 1)[-1] in _USER_ERRORS and message:
+        return ValueError(f"rank {rank}: {message}")
+    return None

@@ -116,6 +116,11 @@ class Trainer:
         self.optimizer = CombinedOptimizer([("sparse", self.dmp.fused_optimizer), ("dense", dense)])
         self.pipeline = TrainPipelineSparseDist(self.dmp, self.optimizer, ctx.device, execute_all_batches=True)
         self.metrics = self._new_metrics(window_batches=max(10, cfg.train.log_every))
+        self.loss_check = FiniteLossCheck(
+            ["primary", "head", "tail"] if cfg.cohorts.enabled else ["primary"],
+            every=cfg.train.log_every or 100,
+            device=ctx.device,
+        )
         self.total_steps = self._planned_steps()
         if ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,12 +135,36 @@ class Trainer:
 
     def _find_resume_checkpoint(self) -> Optional[Path]:
         resume = self.cfg.checkpoint.resume
+        if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0" and self._step_dirs():
+            resume = "auto"  # a restarted attempt continues this run's own checkpoints, whatever it started from
+        if resume != "auto":
+            self._refuse_later_checkpoints(resume)
         if resume == "never":
             return None
         if resume == "auto":
-            found = ckpt_io.list_checkpoints(self.run_dir)
-            return found[-1] if found else None
+            # newest intact checkpoint: damaged newer ones are skipped with a logged warning
+            return ckpt_io.latest_checkpoint(self.run_dir)
         return ckpt_io.resolve_checkpoint(resume)
+
+    def _step_dirs(self) -> list[tuple[int, Path]]:
+        root = ckpt_io.checkpoint_dir(self.run_dir)
+        if not root.is_dir():
+            return []
+        return sorted((int(m.group(1)), p) for p in root.iterdir() if (m := ckpt_io.STEP_RE.match(p.name)))
+
+    def _refuse_later_checkpoints(self, resume: str) -> None:
+        """Checkpoints past the step this run starts from belong to another run (or a future this run
+        abandons): its own checkpoints would be pruned in their favour and ``latest`` would name them."""
+        start = 0
+        if resume != "never":
+            m = ckpt_io.STEP_RE.match(Path(resume).name)
+            start = int(m.group(1)) if m else ckpt_io.read_train_state(ckpt_io.resolve_checkpoint(resume))["step"]
+        later = [p.name for step, p in self._step_dirs() if step > start]
+        if later:
+            raise ValueError(
+                f"run directory {self.run_dir} holds checkpoints past step {start} ({', '.join(later)}) that this run "
+                "would mix with: resume with checkpoint.resume=auto, clear it with --overwrite, or choose another --out"
+            )
 
     def _load_cohort_spec(self) -> Optional[CohortSpec]:
         """The run's cohort spec, quantiles resolved on the train split (reused as-is on resume)."""
@@ -298,6 +327,7 @@ class Trainer:
         self.batches_in_epoch += self.ctx.world_size
         self.samples += self.cfg.data.batch_size * self.ctx.world_size
         self._update_metrics(self.metrics, out)
+        self.loss_check.record(self.step, out)
         return out
 
     def _write_diagnostics(self, diagnostics: dict[str, Any]) -> None:
@@ -337,7 +367,9 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - t0
                 _maybe_inject_fault(self.step, self.ctx.rank)
                 window_samples += self.cfg.data.batch_size * self.ctx.world_size
-                progress.update(self.step, float(out["loss_primary"]))
+                progress.update(self.step, out["loss_primary"])
+                if self.loss_check.full():
+                    self.loss_check.check()
                 if cfg.log_every and self.step % cfg.log_every == 0:
                     rate = window_samples / max(1e-9, time.perf_counter() - window_start)
                     self._log_train(rate, progress)
@@ -352,17 +384,44 @@ class Trainer:
                     window_start, window_samples = time.perf_counter(), 0  # samples/s counts training only
             self._reset_pipeline()
         progress.close()
+        self.loss_check.check()  # before validation: a diverged run fails naming the step, not the NE
         self.evaluate()
         self._checkpoint_and_mark_best()
+        self._check_final_validation()
         return self.final_metrics()
+
+    def _check_dense_parameters(self) -> None:
+        """The dense weights are finite (a finite loss can still take an overflowing step)."""
+        params = list(self.dense_optimizer.params.values())
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise NonFiniteLossError(
+                f"training diverged: the dense parameters hold nan/inf after step {self.step} (the loss was still "
+                "finite); lower train.dense_lr or set train.grad_clip. No checkpoint was written for this step"
+            )
+
+    def _check_final_validation(self) -> None:
+        """A run whose final validation NE is nan / inf does not end as a success (no metrics.json)."""
+        assert self.last_eval is not None
+        if not self.ctx.is_main:
+            return  # torchrec's metrics are computed on rank 0 only
+        ne = self.last_eval["primary"].get("ne")
+        if ne is None or not math.isfinite(ne):
+            raise ValueError(
+                f"validation at step {self.step} on split '{self.cfg.data.valid_split}': primary NE is {ne} (does the "
+                "split hold both labels?); the checkpoint was kept, metrics.json was not written"
+            )
 
     def _reset_pipeline(self) -> None:
         """Drop read-ahead batches (the next epoch / resume starts from the consumed position)."""
         self.pipeline.reset()
 
     def _checkpoint_and_mark_best(self) -> None:
+        self.loss_check.check()  # never checkpoint the weights a non-finite loss has updated
+        self._check_dense_parameters()
         path = self.save_checkpoint()
         ne = (self.last_eval or {}).get("primary", {}).get("ne")
+        if ne is not None and not math.isfinite(ne):
+            ne = None  # a nan / inf validation NE is never the best
         if self.last_eval is not None and self.last_eval.get("step") == self.step and ne is not None:
             if self.best is None or ne < self.best["ne"]:
                 self.best = {"checkpoint": path.name, "ne": ne, "step": self.step}
@@ -462,6 +521,61 @@ class Trainer:
                     self._tb.add_scalar(f"train/{k}", v, self.step)
 
 
+class NonFiniteLossError(ValueError):
+    """Training produced a nan / inf loss (or weights); raised on every rank at the same step."""
+
+
+class FiniteLossCheck:
+    """Per-step losses kept on the device and checked every ``every`` steps, not every step.
+
+    ``record`` writes the step's losses into a [every, L] buffer (one small device op, no host sync);
+    ``check`` looks at the buffered steps with one host sync and one all_reduce, so that every rank
+    stops at the same check, naming the first bad step and loss over all ranks.
+
+    Args:
+        names: the losses to watch (``loss_<name>`` in the step's outputs).
+        every: steps between checks (the log cadence).
+        device: where the losses live.
+    """
+
+    _NONE = 2**62  # "no bad step" in the all_reduce(MIN)
+
+    def __init__(self, names: list[str], every: int, device: torch.device) -> None:
+        self.names = names
+        self.buffer = torch.zeros(max(1, every), len(names), device=device)
+        self.steps: list[int] = []
+
+    def record(self, step: int, out: dict[str, torch.Tensor]) -> None:
+        torch.stack([out[f"loss_{k}"].detach() for k in self.names], out=self.buffer[len(self.steps)])
+        self.steps.append(step)
+
+    def full(self) -> bool:
+        return len(self.steps) == len(self.buffer)
+
+    def check(self) -> None:
+        """Raise NonFiniteLossError naming the first step and loss that was nan / inf (all ranks agree).
+
+        Collective under a process group: every rank calls it at the same step.
+        """
+        if not self.steps:
+            return
+        bad = ~torch.isfinite(self.buffer[: len(self.steps)])  # [n, L]
+        steps = torch.tensor(self.steps, device=bad.device)
+        first = torch.where(bad, steps[:, None], torch.full_like(steps[:, None], self._NONE)).amin(0)  # [L]
+        if dist.is_initialized():
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        first_steps = first.tolist()
+        self.steps = []
+        step = min(first_steps)
+        if step == self._NONE:
+            return
+        which = [name for name, s in zip(self.names, first_steps) if s == step]
+        raise NonFiniteLossError(
+            f"training diverged: the {'/'.join(which)} loss is nan or inf at step {step}; lower train.dense_lr / "
+            "train.sparse_lr, set train.grad_clip, or check the data. Checkpoints written before are kept"
+        )
+
+
 def _maybe_inject_fault(step: int, rank: int) -> None:
     """Fault injection for the restart test: SIGKILL this rank at a step, on the first attempt only.
 
@@ -490,10 +604,10 @@ class _Progress:
 
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
-    def update(self, step: int, loss: float) -> None:
-        if self.bar is not None:
+    def update(self, step: int, loss: torch.Tensor) -> None:
+        if self.bar is not None:  # the float() is a host sync: only for the bar on a terminal
             self.bar.n = step
-            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            self.bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
             self.bar.refresh()
 
     def write(self, line: str) -> None:

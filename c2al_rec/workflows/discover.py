@@ -83,6 +83,27 @@ class DiscoveryOutcome:
     """Files written: the spec, ``<out>.axes.json`` and the densities PNG."""
 
 
+def check_discover_axes(axes: list[str], data: str | Path) -> None:
+    """Preflight of ``discover.axes`` for the pipeline and the experiment, run before the baseline trains.
+
+    Args:
+        axes: axis specs (``name:quantiles=...`` / ``name:categorical``).
+        data: the dataset root (its schema.json must exist).
+
+    Raises:
+        ValueError: a spec does not parse, or names a column that is not an axis of the dataset.
+    """
+    schema = load_schema(data)
+    known = sorted(a.name for a in schema.axes)
+    for text in axes:
+        name = parse_axis_spec(text).name
+        if name not in known:
+            raise ValueError(
+                f"discover.axes: '{name}' is not an axis of {data} (schema.json axes: {known}); "
+                "fix discover.axes before the baseline is trained"
+            )
+
+
 def discover_cohorts(opts: DiscoverOptions) -> DiscoveryOutcome:
     """Score ``opts.split`` with the baseline, rank cohort pairs per axis, write the best spec.
 

@@ -141,6 +141,10 @@ class Experiment:
         atomic_write_text(self.out / "experiment.toml", dump_toml(self.cfg))
         t0 = time.perf_counter()
         ensure_dataset(self.cfg.data)
+        if not (self.out / "cohorts.json").is_file():  # discovery still to run: its axes must exist
+            from .discover import check_discover_axes
+
+            check_discover_axes(self.cfg.discover.axes, self.cfg.data.path)
         noeffect = self._noeffect_data()
         if noeffect is not None:
             ensure_dataset(noeffect)

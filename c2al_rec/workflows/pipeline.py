@@ -87,9 +87,15 @@ class Pipeline:
     def _train(self, name: str, cfg: Config) -> None:
         from c2al_rec.train.launch import launch
 
-        launch(cfg, self.out / name, nproc_per_node=self.cfg.pipeline.nproc_per_node)
+        # The pipeline owns its output directory: with skip_done an interrupted stage continues
+        # from its newest checkpoint; without it the stage is redone from scratch.
+        cfg = replace(cfg, checkpoint=replace(cfg.checkpoint, resume="auto" if self.skip_done else "never"))
+        launch(cfg, self.out / name, nproc_per_node=self.cfg.pipeline.nproc_per_node, overwrite=not self.skip_done)
 
     def stage_baseline(self) -> None:
+        from .discover import check_discover_axes
+
+        check_discover_axes(self.cfg.discover.axes, self.cfg.data.path)  # fail before training, not after
         # The baseline keeps the configured spec (if any) for per-cohort reporting, with no aux loss.
         cohorts = replace(self.cfg.cohorts, enabled=False)
         self._train("baseline", replace(self.cfg, cohorts=cohorts))
