@@ -2,9 +2,14 @@
 
 Measures forward and forward+backward time, the bytes saved for backward, and the forward's
 achieved bytes/s against the measured memory bandwidth (roofline), at a CPU shape (fp32) and,
-when a GPU is present, a GPU shape (bf16). Writes ``benchmarks/results/fm_kernel.md``.
+when a GPU is present, a GPU shape (bf16). The CPU case runs at each of ``cpu_threads`` torch
+thread counts (1 and 2: the CPU goal must hold at both); ``cpu_*`` ratios are at the largest count,
+``cpu_fwdbwd_speedup_t<N>`` at each. A run measures one device (``--device auto``: CUDA when present,
+else CPU), merges that device's entries into ``benchmarks/results/fm_kernel.json`` (the other
+device's entries, e.g. the CPU goals recorded on the 2-core machine, are kept) with the machine per
+case, and rewrites ``benchmarks/results/fm_kernel.md`` from the merged file.
 
-    python -m benchmarks.fm_kernel [--quick] [--json PATH]
+    python -m benchmarks.fm_kernel [--quick] [--json PATH] [--device auto|cpu|cuda]
 """
 
 import argparse
@@ -45,7 +50,11 @@ class FMKernelOptions:
     json: str = ""
     """Write {"benchmark", "config", "results", "ratios"} here."""
     threads: int = field(default_factory=torch.get_num_threads)
-    """torch intra-op threads (CPU case)."""
+    """torch intra-op threads restored after the CPU cases."""
+    cpu_threads: tuple[int, ...] = (1, 2)
+    """torch intra-op thread counts of the CPU case (the cpu_ ratios are at the last)."""
+    device: str = "auto"
+    """Device measured: cuda when present, else cpu (or name one)."""
 
 
 def _sync(device: torch.device) -> None:
@@ -184,12 +193,17 @@ def _machine() -> str:
 
 
 def _ratios(results: dict) -> dict:
-    ratios = {
-        "cpu_fwd_speedup": results["cpu"]["eager_fwd_ms"] / results["cpu"]["fused_fwd_ms"],
-        "cpu_fwdbwd_speedup": results["cpu"]["eager_fwdbwd_ms"] / results["cpu"]["fused_fwdbwd_ms"],
-        "cpu_saved_memory_ratio": results["cpu"]["fused_saved_bytes"] / results["cpu"]["eager_saved_bytes"],
-        "cpu_fwd_bandwidth_fraction": results["cpu"]["fused_fwd_bandwidth_fraction"],
-    }
+    ratios = {}
+    if "cpu" in results:
+        ratios = {
+            "cpu_fwd_speedup": results["cpu"]["eager_fwd_ms"] / results["cpu"]["fused_fwd_ms"],
+            "cpu_fwdbwd_speedup": results["cpu"]["eager_fwdbwd_ms"] / results["cpu"]["fused_fwdbwd_ms"],
+            "cpu_saved_memory_ratio": results["cpu"]["fused_saved_bytes"] / results["cpu"]["eager_saved_bytes"],
+            "cpu_fwd_bandwidth_fraction": results["cpu"]["fused_fwd_bandwidth_fraction"],
+        }
+        for case, r in results.items():
+            if case.startswith("cpu"):
+                ratios[f"cpu_fwdbwd_speedup_t{r['threads']}"] = r["eager_fwdbwd_ms"] / r["fused_fwdbwd_ms"]
     if "gpu" in results:
         ratios["gpu_fwd_speedup"] = results["gpu"]["eager_fwd_ms"] / results["gpu"]["fused_fwd_ms"]
         ratios["gpu_fwdbwd_speedup"] = results["gpu"]["eager_fwdbwd_ms"] / results["gpu"]["fused_fwdbwd_ms"]
@@ -198,61 +212,129 @@ def _ratios(results: dict) -> dict:
     return ratios
 
 
+def _device(opts: FMKernelOptions) -> str:
+    if opts.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if opts.device not in ("cpu", "cuda"):
+        raise ValueError(f"--device: expected auto, cpu or cuda, got {opts.device!r}")
+    return opts.device
+
+
+def _cases(opts: FMKernelOptions) -> dict:
+    """One measurement of this run's device: {"cpu", "cpu_t<N>"...} or {"gpu"}."""
+    if _device(opts) == "cuda":
+        res = run_case("gpu", opts.gpu_shape, torch.bfloat16, torch.device("cuda"), opts)
+        return {"gpu": {**res, "threads": torch.get_num_threads(), "machine": _machine()}}
+    results = {}
+    for i, threads in enumerate(opts.cpu_threads):
+        torch.set_num_threads(threads)
+        res = run_case(f"cpu t{threads}", opts.cpu_shape, torch.float32, torch.device("cpu"), opts)
+        last = i == len(opts.cpu_threads) - 1
+        results["cpu" if last else f"cpu_t{threads}"] = {**res, "threads": threads, "machine": _machine()}
+    torch.set_num_threads(opts.threads)
+    return results
+
+
 def run(opts: FMKernelOptions) -> dict:
     """``opts.runs`` whole measurements; results of the run whose fwd+bwd ratio is the median."""
-    torch.set_num_threads(opts.threads)
     runs = []
     load_before = os.getloadavg()[0]
     for _ in range(opts.runs):
-        results = {"cpu": run_case("cpu", opts.cpu_shape, torch.float32, torch.device("cpu"), opts)}
-        if torch.cuda.is_available():
-            results["gpu"] = run_case("gpu", opts.gpu_shape, torch.bfloat16, torch.device("cuda"), opts)
+        results = _cases(opts)
         runs.append((results, _ratios(results)))
     per_run = [r for _, r in runs]
     ratios = {k: sorted(r[k] for r in per_run)[len(per_run) // 2] for k in per_run[0]}
-    results = sorted(runs, key=lambda rr: rr[1]["cpu_fwdbwd_speedup"])[len(runs) // 2][0]
+    key = "gpu_fwdbwd_speedup" if "gpu_fwdbwd_speedup" in ratios else "cpu_fwdbwd_speedup"
+    results = sorted(runs, key=lambda rr: rr[1][key])[len(runs) // 2][0]
     print("ratios (median of runs) " + json.dumps({k: round(v, 3) for k, v in ratios.items()}))
+    prefix = "gpu" if _device(opts) == "cuda" else "cpu"
     out = {"benchmark": "fm_kernel", "config": dataclasses.asdict(opts), "results": results, "ratios": ratios}
-    out["results"]["ratios_per_run"] = per_run
-    out["results"]["load_average_1min"] = [load_before, os.getloadavg()[0]]
+    out["results"][f"{prefix}_ratios_per_run"] = per_run
+    out["results"][f"{prefix}_load_average_1min"] = [load_before, os.getloadavg()[0]]
     return out
 
 
-def write_markdown(out: dict, command: str, path: Path = RESULTS) -> None:
+def merge(previous: dict | None, out: dict, command: str) -> dict:
+    """The results file after this run: this run's device (``cpu*`` or ``gpu*`` keys) replaces only
+    its own entries in ``results``, ``ratios``, ``config`` and ``commands``; GPU ratios never
+    measured stay null."""
+    prefix = "gpu" if "gpu" in out["results"] else "cpu"
+    merged = {"benchmark": "fm_kernel", "config": {}, "commands": {}, "results": {}, "ratios": {}}
+    if previous:
+        config = previous.get("config", {})
+        # a file from before per-device merging held one config, the CPU run's
+        merged["config"] = {"cpu": config} if "cpu_shape" in config else dict(config)
+        merged["commands"] = dict(previous.get("commands", {}))
+        for part in ("results", "ratios"):
+            merged[part] = {k: v for k, v in previous.get(part, {}).items() if not k.startswith(prefix)}
+        for old, new in (("ratios_per_run", "cpu_ratios_per_run"), ("load_average_1min", "cpu_load_average_1min")):
+            if old in merged["results"]:
+                merged["results"].setdefault(new, merged["results"].pop(old))
+    merged["config"][prefix] = out["config"]
+    merged["commands"][prefix] = command
+    merged["results"].update(out["results"])
+    merged["ratios"].update(out["ratios"])
+    for key in ("gpu_fwd_speedup", "gpu_fwdbwd_speedup", "gpu_fwd_hbm_fraction"):
+        merged["ratios"].setdefault(key, None)  # null: unmeasured
+    merged["ratios"] = dict(sorted(merged["ratios"].items()))
+    return merged
+
+
+def write_markdown(merged: dict, path: Path = RESULTS) -> None:
+    """``fm_kernel.md`` from the merged results file (every device recorded so far)."""
     lines = [
         "# fm_kernel: c2al::fm_interaction vs eager two-bmm + autograd",
         "",
-        f"- Machine: {_machine()}",
-        f"- Command: `{command}`",
-        f"- Config: `{json.dumps(out['config'])}`",
-        f"- 1-min load average before / after: {out['results']['load_average_1min'][0]:.2f} / "
-        f"{out['results']['load_average_1min'][1]:.2f} (other processes share the cores; the CPU kernel's many "
-        "small multi-threaded bmm calls slow down more than eager's two large ones when a core is taken)",
         "- Times are medians of fused and eager runs timed alternately (the cores may be shared);",
         "  'saved' = bytes of distinct storages autograd keeps for backward;",
         "  bandwidth = forward bytes (read X, Y; write G) / forward time, against a measured copy.",
+        "- Each device is recorded by its own run; a run replaces only its device's entries.",
         "",
-        "| case | kernel | shape (B,n,d,k) | dtype | fwd ms fused / eager | fwd+bwd ms fused / eager |"
-        " saved MB fused / eager | fwd GB/s (of measured) | max rel err vs f64 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for case, r in out["results"].items():
-        if case in ("ratios_per_run", "load_average_1min"):
+    for prefix in ("cpu", "gpu"):
+        if prefix not in merged["commands"] and prefix not in merged["config"]:
             continue
-        s = r["shape"]
-        lines.append(
-            f"| {case} | {r['kernel']} | {s['B']},{s['n']},{s['d']},{s['k']} | {r['dtype']} | "
-            f"{r['fused_fwd_ms']:.2f} / {r['eager_fwd_ms']:.2f} | {r['fused_fwdbwd_ms']:.2f} / "
-            f"{r['eager_fwdbwd_ms']:.2f} | {r['fused_saved_bytes'] / 1e6:.1f} / {r['eager_saved_bytes'] / 1e6:.1f} | "
-            f"{r['fused_fwd_gbs']:.1f} ({r['fused_fwd_bandwidth_fraction']:.0%} of {r['memory_bandwidth_gbs']:.1f}) | "
-            f"{r['fused_max_rel_err_vs_f64']:.1e} |"
-        )
-    lines += ["", f"Ratios (median of {len(out['results']['ratios_per_run'])} runs; per run in brackets):", ""]
-    for k, v in out["ratios"].items():
-        each = ", ".join(f"{r[k]:.3f}" for r in out["results"]["ratios_per_run"])
-        lines.append(f"- `{k}`: {v:.3f} [{each}]")
-    if "gpu" not in out["results"]:
-        lines += ["- `gpu_fwdbwd_speedup`, `gpu_fwd_hbm_fraction`: unmeasured (no GPU was lent to this run)."]
+        load = merged["results"].get(f"{prefix}_load_average_1min", [float("nan")] * 2)
+        lines += [
+            f"## {prefix}",
+            "",
+            f"- Command: `{merged['commands'].get(prefix, 'python -m benchmarks.fm_kernel')}`",
+            f"- Config: `{json.dumps(merged['config'].get(prefix, {}))}`",
+            f"- 1-min load average before / after: {load[0]:.2f} / {load[1]:.2f}"
+            + (
+                " (other processes share the cores; the CPU kernel's many small multi-threaded bmm calls slow down"
+                " more than eager's two large ones when a core is taken)"
+                if prefix == "cpu"
+                else ""
+            ),
+            "",
+            "| case | machine | threads | kernel | shape (B,n,d,k) | dtype | fwd ms fused / eager |"
+            " fwd+bwd ms fused / eager | saved MB fused / eager | fwd GB/s (of measured) | max rel err vs f64 |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for case, r in merged["results"].items():
+            if not case.startswith(prefix) or not isinstance(r, dict) or "shape" not in r:
+                continue
+            s = r["shape"]
+            lines.append(
+                f"| {case} | {r.get('machine', 'see config')} | {r.get('threads', '')} | {r['kernel']} | "
+                f"{s['B']},{s['n']},{s['d']},{s['k']} | {r['dtype']} | "
+                f"{r['fused_fwd_ms']:.2f} / {r['eager_fwd_ms']:.2f} | {r['fused_fwdbwd_ms']:.2f} / "
+                f"{r['eager_fwdbwd_ms']:.2f} | {r['fused_saved_bytes'] / 1e6:.1f} / "
+                f"{r['eager_saved_bytes'] / 1e6:.1f} | "
+                f"{r['fused_fwd_gbs']:.1f} ({r['fused_fwd_bandwidth_fraction']:.0%} of "
+                f"{r['memory_bandwidth_gbs']:.1f}) | {r['fused_max_rel_err_vs_f64']:.1e} |"
+            )
+        per_run = merged["results"].get(f"{prefix}_ratios_per_run", [])
+        lines += ["", f"Ratios (median of {len(per_run)} runs; per run in brackets):", ""]
+        for k, v in merged["ratios"].items():
+            if k.startswith(prefix) and v is not None:
+                each = ", ".join(f"{r[k]:.3f}" for r in per_run if k in r)
+                lines.append(f"- `{k}`: {v:.3f} [{each}]")
+        lines.append("")
+    missing = [k for k, v in merged["ratios"].items() if v is None]
+    if missing:
+        lines += [f"- {', '.join(f'`{k}`' for k in missing)}: unmeasured (no run on that device recorded yet)."]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -260,21 +342,32 @@ def write_markdown(out: dict, command: str, path: Path = RESULTS) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: small batch, 3 repeats, no results file")
-    parser.add_argument("--json", default="", help="write the results as JSON to this path")
+    parser.add_argument("--json", default="", help="also write this run's results as JSON to this path")
     parser.add_argument("--repeats", type=int, default=FMKernelOptions.repeats, help="timed repeats")
     parser.add_argument("--runs", type=int, default=FMKernelOptions.runs, help="whole measurements (median)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when present, else cpu), cpu or cuda")
+    parser.add_argument(
+        "--cpu-threads", default="1,2", help="comma-separated torch thread counts of the CPU case (ratios at the last)"
+    )
     args = parser.parse_args(argv)
     opts = FMKernelOptions(
         quick=args.quick,
         json=args.json,
         repeats=3 if args.quick else args.repeats,
         runs=1 if args.quick else args.runs,
+        device=args.device,
+        cpu_threads=tuple(int(t) for t in args.cpu_threads.split(",")),
     )
     out = run(opts)
-    if args.json:
+    results_json = RESULTS.with_suffix(".json")
+    if args.json and Path(args.json).resolve() != results_json.resolve():
         Path(args.json).write_text(json.dumps(out, indent=2))
     if not opts.quick:
-        write_markdown(out, "python -m benchmarks.fm_kernel " + " ".join(argv if argv is not None else sys.argv[1:]))
+        command = "python -m benchmarks.fm_kernel " + " ".join(argv if argv is not None else sys.argv[1:])
+        previous = json.loads(results_json.read_text()) if results_json.exists() else None
+        merged = merge(previous, out, command.strip())
+        results_json.write_text(json.dumps(merged, indent=2) + "\n")
+        write_markdown(merged)
     return 0
 
 

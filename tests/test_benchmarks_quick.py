@@ -82,3 +82,33 @@ def test_data_loader_contract(tiny_data: Path) -> None:
     _check_contract(out, "data_loader", {"loader_vs_pyarrow", "loader_vs_train_step"})
     assert out["ratios"]["loader_vs_train_step"] is not None
     assert out["results"]["train_step_fp32_samples_per_s"] > 0
+
+
+def test_dhen_step_contract_and_per_device_merge() -> None:
+    from benchmarks import dhen_step
+
+    opts = dhen_step.Options(
+        device="cpu", num_tokens=8, model=dhen_step.quick_model(), batch_size=16, warmup=1, steps=1, threads=1,
+        compile_backend="aot_eager", quick=True,
+    )  # fmt: skip
+    out = dhen_step.run(opts)
+    names = {f"cpu_{a}_vs_{b}" for a, b in dhen_step.RATIO_PAIRS}
+    _check_contract(out, "dhen_step", names | {"cpu_fused_vs_reference", "cpu_compiled_fused_vs_compiled_reference"})
+    assert set(out["results"]) == set(dhen_step.VARIANTS)
+    assert all(r["device"] == "cpu" for r in out["results"].values())
+    assert out["results"]["fused"]["fm_kernel"] == "cpu"
+    # fp32: the fused op and the plain math give the same first loss
+    losses = {r["first_loss"] for r in out["results"].values()}
+    assert max(losses) - min(losses) < 1e-5, losses
+    # a CPU run keeps a recorded GPU run's entries, and GPU ratios never measured are null
+    gpu = {
+        "devices": {"gpu": {"machine": "H100"}},
+        "ratios": {"gpu_fused_vs_reference": 1.3, "cpu_fused_vs_reference": 9},
+    }
+    merged = dhen_step.merge(gpu, out, "python -m benchmarks.dhen_step --threads 1")
+    assert merged["ratios"]["gpu_fused_vs_reference"] == 1.3 and merged["devices"]["gpu"] == {"machine": "H100"}
+    assert merged["ratios"]["cpu_fused_vs_reference"] == out["ratios"]["cpu_fused_vs_reference"]
+    assert merged["devices"]["cpu"]["command"] == "python -m benchmarks.dhen_step --threads 1"
+    fresh = dhen_step.merge(None, out, "cmd")
+    assert fresh["ratios"]["gpu_compiled_fused_vs_compiled_reference"] is None
+    assert "Unmeasured" in dhen_step._markdown(fresh) and "cpu_fused_vs_reference" in dhen_step._markdown(fresh)

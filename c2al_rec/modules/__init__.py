@@ -1,5 +1,19 @@
-"""Unsharded model modules (sparse/dense arch, DHEN interactions, heads); buildable on meta."""
+"""Unsharded model modules (sparse/dense arch, DHEN interactions, heads); buildable on meta.
 
-from .model import C2ALModel, tables_from_features
+The over-arch (``dhen``, ``interactions``, ``mlp``) imports without torchrec, so it runs where only
+torch and triton are installed; ``C2ALModel`` and ``tables_from_features`` (``model``, which needs
+torchrec) are imported on first access.
+"""
+
+from typing import Any
 
 __all__ = ["C2ALModel", "tables_from_features"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing the package (e.g. for c2al_rec.modules.dhen) must not import torchrec.
+    if name in __all__:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

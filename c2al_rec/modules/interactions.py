@@ -89,14 +89,13 @@ class FMInteraction(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """X [B, n, d] -> [B, n_out, d]."""
+        # Under autocast Y (a Linear's output) is bf16 while X (a LayerNorm's) stays fp32: the op's
+        # autocast kernel casts both (its precision policy), so nothing here branches on dtype.
         y = self.attention(x)
-        # Autocast makes Y (a Linear's output) bf16 while X (a LayerNorm's) stays fp32; a no-op
-        # otherwise. Unconditional, because a dtype test would not fx-trace.
-        y = y.to(x.dtype)
         if self.record:
             self.last_attention = y.detach()
         if self.use_reference:
-            g = fm_interaction_reference(x, y)  # [B, n, k]; export-safe: no custom op in the graph
+            g = fm_interaction_reference(x, y.to(x.dtype))  # [B, n, k]; export-safe: no custom op in the graph
         else:
             # The op itself, not the checking Python wrapper: shapes hold by construction, and a
             # shape check would not fx-trace (TrainPipelineSparseDist traces the training model).

@@ -7,11 +7,26 @@ One op name, several kernels, chosen per call by device and eligibility:
   uses it, because a TorchScript file calling a Python-registered op loads only where the op is
   registered).
 - ``cpu``: the blocked loop of :mod:`c2al_rec.ops.fm_cpu` (T stays in cache, never saved).
-- ``triton``: the fused per-sample kernels of :mod:`c2al_rec.ops.fm_triton` (CUDA; also runs under
-  ``TRITON_INTERPRET=1`` on CPU tensors, which is how it is tested without a GPU).
+- ``triton``: the fused batch-tiled kernels of :mod:`c2al_rec.ops.fm_triton` (CUDA; also run under
+  ``TRITON_INTERPRET=1`` on CPU tensors, which is how they are tested without a GPU).
+
+Precision policy (one place: the op's autocast kernel below, so modules never branch on dtype):
+
+- Under autocast (``torch.is_autocast_enabled(device)``, CPU or CUDA) X and Y are cast to the
+  autocast dtype (``torch.get_autocast_dtype(device)``, normally bf16) whatever dtype they arrive
+  in: X is typically a LayerNorm output, which autocast keeps fp32. The kernels then use bf16
+  operands with fp32 accumulation (Triton: tensor-core dots, T rounded to bf16 between the dots as
+  autocast's eager bmm rounds it; CPU kernel and reference: fp32 math on the bf16 values). G is
+  returned in the autocast dtype, like a matmul under autocast; gradients flow back to X and Y in
+  their own dtypes through the casts. fp64 inputs are never cast.
+- fp32 outside autocast: tf32 tensor-core dots on CUDA only where torch allows tf32 matmuls
+  (``torch.backends.cuda.matmul.allow_tf32`` or ``torch.get_float32_matmul_precision() != "highest"``);
+  exact fp32 otherwise (the default, and always on CPU).
+- bf16/fp16 inputs outside autocast: bf16/fp16 operands, fp32 accumulation, G in the input dtype.
 
 Autograd is registered by hand: only X and Y are saved; the backward op recomputes T, then
-dT = X^T dG, dX = dG T^T + Y dT^T, dY = X dT (summed over the batch for a static Y).
+dT = X^T dG, dX = dG T^T + Y dT^T, dY = X dT (summed over the batch for a static Y), under the
+same policy (the saved X and Y already carry the autocast dtype).
 
 Example::
 
@@ -19,6 +34,8 @@ Example::
     y = torch.randn(32, 9, 4, requires_grad=True)    # [B, n, k]
     g = fm_interaction(x, y)                         # [B, n, k]
     g.sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fm_interaction(x, y).dtype                   # torch.bfloat16
 """
 
 from __future__ import annotations
@@ -35,6 +52,8 @@ from .fm_cpu import fm_backward_cpu, fm_forward_cpu
 KERNELS = ("auto", "reference", "cpu", "triton")
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 _warned: set[str] = set()
+# Autocast dispatch keys the op registers a kernel for (the precision policy, see the module doc).
+_AUTOCAST_KEYS = {"cpu": "AutocastCPU", "cuda": "AutocastCUDA"}
 
 
 def _warn_once(reason: str) -> None:
@@ -84,12 +103,16 @@ def check_inputs(x: Tensor, y: Tensor) -> None:
             f"fm_interaction: Y shape {tuple(y.shape)} does not match X shape {tuple(x.shape)} "
             f"(expected Y leading dims {expected})"
         )
-    if x.dtype != y.dtype or x.dtype not in _SUPPORTED_DTYPES:
-        raise ValueError(
-            f"fm_interaction: X and Y need one float dtype of {_SUPPORTED_DTYPES}, got {x.dtype}, {y.dtype}"
-        )
+    if x.dtype not in _SUPPORTED_DTYPES or y.dtype not in _SUPPORTED_DTYPES:
+        raise ValueError(f"fm_interaction: X and Y need float dtypes of {_SUPPORTED_DTYPES}, got {x.dtype}, {y.dtype}")
+    if x.dtype != y.dtype and not _autocasting(x):
+        raise ValueError(f"fm_interaction: X and Y need one float dtype outside autocast, got {x.dtype}, {y.dtype}")
     if x.device != y.device:
         raise ValueError(f"fm_interaction: X on {x.device} but Y on {y.device}")
+
+
+def _autocasting(x: Tensor) -> bool:
+    return x.device.type in _AUTOCAST_KEYS and torch.is_autocast_enabled(x.device.type)
 
 
 def _triton_interpreting() -> bool:
@@ -127,9 +150,21 @@ def select_kernel(x: Tensor, y: Tensor, kernel: str = "auto") -> str:
     return "triton"
 
 
+def _same_dtype(x: Tensor, y: Tensor) -> None:
+    # Autocast gives both one dtype before the op runs (see _autocast_kernel); outside autocast
+    # mixed dtypes are a caller error.
+    if x.dtype != y.dtype:
+        raise ValueError(
+            f"c2al::fm_interaction: X is {x.dtype} but Y is {y.dtype}; cast them alike or run under autocast"
+        )
+
+
+# The kernel argument is named fm_kernel, not kernel: inductor's fallback for an opaque op passes
+# defaulted arguments by name, and ``kernel`` collides with its own first parameter.
 @torch.library.custom_op("c2al::fm_interaction", mutates_args=())
-def _fm_interaction_op(x: Tensor, y: Tensor, kernel: str = "auto") -> Tensor:
-    chosen = select_kernel(x, y, kernel)
+def _fm_interaction_op(x: Tensor, y: Tensor, fm_kernel: str = "auto") -> Tensor:
+    _same_dtype(x, y)
+    chosen = select_kernel(x, y, fm_kernel)
     if chosen == "cpu":
         return fm_forward_cpu(x, y)
     if chosen == "triton":
@@ -140,13 +175,14 @@ def _fm_interaction_op(x: Tensor, y: Tensor, kernel: str = "auto") -> Tensor:
 
 
 @_fm_interaction_op.register_fake
-def _(x: Tensor, y: Tensor, kernel: str = "auto") -> Tensor:
+def _(x: Tensor, y: Tensor, fm_kernel: str = "auto") -> Tensor:
+    _same_dtype(x, y)
     return x.new_empty(x.shape[0], x.shape[1], y.shape[-1])
 
 
 @torch.library.custom_op("c2al::fm_interaction_backward", mutates_args=())
-def _fm_interaction_backward_op(grad: Tensor, x: Tensor, y: Tensor, kernel: str = "auto") -> tuple[Tensor, Tensor]:
-    chosen = select_kernel(x, y, kernel)
+def _fm_interaction_backward_op(grad: Tensor, x: Tensor, y: Tensor, fm_kernel: str = "auto") -> tuple[Tensor, Tensor]:
+    chosen = select_kernel(x, y, fm_kernel)
     grad = grad.to(x.dtype)
     if chosen == "cpu":
         return fm_backward_cpu(grad, x, y)
@@ -158,23 +194,47 @@ def _fm_interaction_backward_op(grad: Tensor, x: Tensor, y: Tensor, kernel: str 
 
 
 @_fm_interaction_backward_op.register_fake
-def _(grad: Tensor, x: Tensor, y: Tensor, kernel: str = "auto") -> tuple[Tensor, Tensor]:
+def _(grad: Tensor, x: Tensor, y: Tensor, fm_kernel: str = "auto") -> tuple[Tensor, Tensor]:
     return torch.empty_like(x), torch.empty_like(y)
 
 
 def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 (torch.library signature)
-    x, y, kernel = inputs
+    x, y, fm_kernel = inputs
     ctx.save_for_backward(x, y)  # T is recomputed in backward: it is never saved
-    ctx.kernel = kernel
+    ctx.fm_kernel = fm_kernel
 
 
 def _backward(ctx, grad: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], None]:  # noqa: ANN001
     x, y = ctx.saved_tensors
-    dx, dy = _fm_interaction_backward_op(grad, x, y, ctx.kernel)
+    dx, dy = _fm_interaction_backward_op(grad, x, y, ctx.fm_kernel)
     return dx, dy, None
 
 
 _fm_interaction_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _autocast_cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    # As autocast's own casts: floating tensors except fp64.
+    return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
+
+
+def _autocast_kernel(device_type: str):  # noqa: ANN202
+    """The op's kernel at the Autocast<device> dispatch key: cast X and Y to the current autocast
+    dtype, then run the op with that key excluded (as ``torch.library.register_autocast`` does, but
+    reading the dtype per call instead of fixing one at registration)."""
+    key = getattr(torch._C.DispatchKey, _AUTOCAST_KEYS[device_type])
+
+    def kernel(_keyset, x: Tensor, y: Tensor, fm_kernel: str = "auto") -> Tensor:  # noqa: ANN001
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
+            return torch.ops.c2al.fm_interaction(_autocast_cast(x, dtype), _autocast_cast(y, dtype), fm_kernel)
+
+    return kernel
+
+
+_lib = torch.library.Library("c2al", "FRAGMENT")
+for _device_type, _key in _AUTOCAST_KEYS.items():
+    _lib.impl("fm_interaction", _autocast_kernel(_device_type), _key, with_keyset=True)
 
 
 def fm_interaction(x: Tensor, y: Tensor, kernel: str = "auto") -> Tensor:
@@ -182,11 +242,13 @@ def fm_interaction(x: Tensor, y: Tensor, kernel: str = "auto") -> Tensor:
 
     Args:
         x: X [B, n, d], fp32/bf16/fp16/fp64, any strides.
-        y: Y [B, n, k] (attentive) or [n, k] (static), same dtype and device as ``x``.
+        y: Y [B, n, k] (attentive) or [n, k] (static), same device as ``x`` and, outside autocast,
+            the same dtype.
         kernel: ``auto`` (by device), ``reference``, ``cpu`` or ``triton`` (see :func:`select_kernel`).
 
     Returns:
-        G [B, n, k] in ``x.dtype``; bf16/fp16 accumulate in fp32.
+        G [B, n, k] in ``x.dtype``, or in the autocast dtype under autocast (see the module's
+        precision policy); bf16/fp16 accumulate in fp32.
 
     Raises:
         ValueError: shapes, dtypes or devices of X and Y disagree, or an unknown kernel.

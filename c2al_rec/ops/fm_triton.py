@@ -1,20 +1,32 @@
 """Fused Triton kernels of the FM interaction (CUDA; also run by ``TRITON_INTERPRET=1`` on CPU).
 
-One program per sample: X_b [n, d] and Y_b [n, k] are loaded once, T_b = X_b^T Y_b [d, k] lives
-in registers, G_b = X_b T_b is stored; T never goes to global memory. The backward program
-reloads X_b, Y_b, dG_b, recomputes T_b, and forms dT_b = X_b^T dG_b, dX_b = dG_b T_b^T + Y_b dT_b^T
-and dY_b = X_b dT_b on chip. Blocks are padded to powers of two (>= 16, what ``tl.dot`` needs)
-with masked loads, so any n, d, k within the limits work. Only language features present in both
-triton 3.6 and 3.9 are used (``tl.dot`` with ``input_precision``, ``tl.trans``, masks).
+Batch tiling: a program takes ``BB`` samples at once as [BB, n, d] tiles and multiplies them with
+batched (3D) ``tl.dot``, so small per-sample tiles (n, k of 16-32) still give the tensor cores
+enough work per instruction; ``BB = 1`` uses plain 2D dots (large tiles). The embedding axis d is
+walked in chunks of ``BD`` columns, which bounds registers for any d and lets ``num_stages``
+pipeline the next X chunk's load under the current chunk's dots:
 
-Operands are widened to fp32 on chip: fp32 inputs use exact ``input_precision="ieee"`` dots,
-bf16/fp16 inputs use tf32 dots (more mantissa than bf16; T stays fp32 between the two dots, so
-bf16 accumulates in fp32). Widening also sidesteps triton 3.9's interpreter, whose bf16
-``tl.dot`` returns garbage on CPU (seen here), so the interpreted tests run the GPU code path.
+- forward, per chunk c: T_c = X_c^T Y [BB, BD, k] (on chip), G += X_c T_c; G stored once.
+- backward, per chunk c: T_c = X_c^T Y, dT_c = X_c^T dG, dX_c = dG T_c^T + Y dT_c^T (stored),
+  dY += X_c dT_c. A static Y's dY is also summed over the program's samples in registers: each of
+  a fixed number of programs strides over the batch and writes one [n, k] fp32 partial, so the
+  batch reduction needs no [B, n, k] buffer.
+
+T and dT never reach global memory. ``BB``, ``BD``, warps and stages are autotuned per (n, d, k)
+on CUDA; the interpreter runs a single small config (tests stay fast and still cover several
+chunks and a partial batch tile).
+
+Precision (the op's policy, see :mod:`c2al_rec.ops.fm_interaction`): bf16/fp16 inputs use
+bf16/fp16 tensor-core dots with fp32 accumulation, T rounded to the input dtype between the two
+dots as autocast's eager bmm rounds it; fp32 inputs use tf32 dots where torch allows tf32 for
+matmuls, exact ``ieee`` dots otherwise. Under the interpreter bf16 ``tl.dot`` returns wrong values
+(triton 3.9), so there the operands are widened to fp32 (``DOT_F32``) after the same rounding.
+Only language features present in both triton 3.6 and 3.9 are used.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -29,11 +41,14 @@ except ImportError:  # pragma: no cover - depends on the host
     HAVE_TRITON = False
 
 MAX_BLOCK_N = 128
-MAX_BLOCK_D = 256
 MAX_BLOCK_K = 64
-# Register budget of one program: elements of the X tile.
-MAX_TILE = 128 * 128
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Register budgets (elements) of one program: the X chunk [BB, BN, BD] and each [BB, BN, BK] tile.
+_MAX_X_TILE = 16384
+_MAX_NK_TILE = 8192
+# Programs of the static-Y backward (each writes one [n, k] fp32 partial of dY).
+_STATIC_PROGRAMS_PER_SM = 4
+_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _block(size: int) -> int:
@@ -48,82 +63,190 @@ def ineligible_reason(x: Tensor, y: Tensor, interpreting: bool) -> Optional[str]
         return f"needs CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got {x.device.type}"
     if x.dtype not in _DTYPES:
         return f"dtype {x.dtype} not in {_DTYPES}"
-    b, n, d = x.shape
-    k = y.shape[-1]
-    bn, bd, bk = _block(n), _block(d), _block(k)
-    if bn > MAX_BLOCK_N or bd > MAX_BLOCK_D or bk > MAX_BLOCK_K or bn * bd > MAX_TILE:
-        return (
-            f"shape n={n}, d={d}, k={k} over the on-chip limits (n<={MAX_BLOCK_N}, d<={MAX_BLOCK_D}, k<={MAX_BLOCK_K})"
-        )
+    if x.dtype != y.dtype:
+        return f"X is {x.dtype} but Y is {y.dtype}"
+    n, k = x.shape[1], y.shape[-1]
+    if _block(n) > MAX_BLOCK_N or _block(k) > MAX_BLOCK_K:
+        return f"shape n={n}, k={k} over the on-chip limits (n<={MAX_BLOCK_N}, k<={MAX_BLOCK_K})"
     return None
 
 
-if HAVE_TRITON:
+def _configs(interpreting: bool) -> list:
+    if interpreting:
+        # One config: no benchmarking; BD=16 walks several d chunks, BB=2 leaves a partial tile for odd B.
+        return [triton.Config({"BB": 2, "BD": 16}, num_warps=4, num_stages=1)]
+    return [
+        triton.Config({"BB": bb, "BD": bd}, num_warps=w, num_stages=s)
+        for bb in (1, 2, 4, 8, 16, 32)
+        for bd in (32, 64, 128)
+        for w in (4, 8)
+        for s in (2, 3)
+    ]
 
+
+def _prune(configs: list, named_args: dict, **kwargs) -> list:  # noqa: ANN003 (triton's hook signature)
+    """At most ~12 configs per (n, d, k): each compile costs about a second.
+
+    Tiles must fit the register budget; BD is 64 or the whole (padded) d; BB is 1 (2D dots, wgmma
+    on Hopper for large tiles), the largest batch tile that fits, and half of it; 4 or 8 warps;
+    3 stages when there are several d chunks to pipeline, else 2.
+    """
+    bn, bk = kwargs["BN"], kwargs["BK"]
+    bd_full = max(32, _block(named_args["d"]))
+    bds = {min(64, bd_full), bd_full}
+
+    def fits(bb: int, bd: int) -> bool:
+        return bb * bn * bd <= _MAX_X_TILE and bb * bn * bk <= _MAX_NK_TILE
+
+    largest = max([c.kwargs["BB"] for c in configs if fits(c.kwargs["BB"], min(bds))] or [1])
+    bbs = {1, largest, max(1, largest // 2)}
+    kept = [
+        c
+        for c in configs
+        if c.kwargs["BB"] in bbs
+        and c.kwargs["BD"] in bds
+        and fits(c.kwargs["BB"], c.kwargs["BD"])
+        and c.num_stages == (3 if c.kwargs["BD"] < bd_full else 2)
+    ]
+    return kept or configs[:1]
+
+
+if HAVE_TRITON:
+    # cache_results: the tuned config is kept on disk (triton's cache), so the test, fm_kernel and
+    # dhen_step processes of one GPU check tune each (n, d, k) once.
+    _AUTOTUNE = dict(
+        configs=_configs(_INTERPRETING),
+        key=["n", "d", "k", "STATIC"],
+        prune_configs_by={"early_config_prune": _prune},
+        cache_results=True,
+    )
+
+    @triton.jit
+    def _bdot(a, b, acc, BB: tl.constexpr, PRECISION: tl.constexpr):
+        """acc + a @ b per sample: a [BB, M, K], b [BB, K, N], acc [BB, M, N] fp32."""
+        if BB == 1:
+            a2 = tl.reshape(a, (a.shape[1], a.shape[2]))
+            b2 = tl.reshape(b, (b.shape[1], b.shape[2]))
+            c2 = tl.reshape(acc, (acc.shape[1], acc.shape[2]))
+            c2 = tl.dot(a2, b2, c2, input_precision=PRECISION)
+            return tl.reshape(c2, (1, acc.shape[1], acc.shape[2]))
+        else:
+            return tl.dot(a, b, acc, input_precision=PRECISION)
+
+    @triton.jit
+    def _operand(v, DOT_F32: tl.constexpr):
+        # Interpreter only: widen bf16/fp16 operands (its low-precision tl.dot is wrong).
+        if DOT_F32:
+            return v.to(tl.float32)
+        else:
+            return v
+
+    @triton.autotune(**_AUTOTUNE)
     @triton.jit
     def _fm_fwd_kernel(
         X, Y, G,
-        n, d, k,
+        B, n, d, k,
         sxb, sxn, sxd,
         syb, syn, syk,
         sgb, sgn, sgk,
-        BN: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
+        STATIC: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+        PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+        BB: tl.constexpr, BD: tl.constexpr,
     ):  # fmt: skip
-        b = tl.program_id(0).to(tl.int64)
+        rb = tl.arange(0, BB).to(tl.int64)  # int64 offsets: B * n * d may pass 2^31
         rn = tl.arange(0, BN)
         rd = tl.arange(0, BD)
         rk = tl.arange(0, BK)
-        mx = (rn[:, None] < n) & (rd[None, :] < d)
-        my = (rn[:, None] < n) & (rk[None, :] < k)
-        x = tl.load(X + b * sxb + rn[:, None] * sxn + rd[None, :] * sxd, mask=mx, other=0.0)
-        y = tl.load(Y + b * syb + rn[:, None] * syn + rk[None, :] * syk, mask=my, other=0.0)
-        # Dots take fp32 operands: exact ("ieee") for fp32 inputs, tf32 tensor cores for bf16/fp16
-        # inputs (tf32 keeps more mantissa than bf16, and T stays fp32 between the two dots).
-        x = x.to(tl.float32)
-        y = y.to(tl.float32)
-        t = tl.dot(tl.trans(x), y, input_precision=PRECISION)
-        g = tl.dot(x, t, input_precision=PRECISION)
-        tl.store(G + b * sgb + rn[:, None] * sgn + rk[None, :] * sgk, g.to(G.dtype.element_ty), mask=my)
+        num_groups = tl.cdiv(B, BB)
+        for grp in range(tl.program_id(0), num_groups, tl.num_programs(0)):
+            sb = grp * BB + rb  # [BB] sample indices
+            mnk = (sb[:, None, None] < B) & (rn[None, :, None] < n) & (rk[None, None, :] < k)
+            y = tl.load(
+                Y + sb[:, None, None] * syb + rn[None, :, None] * syn + rk[None, None, :] * syk, mask=mnk, other=0.0
+            )
+            y = _operand(y, DOT_F32)
+            acc = tl.zeros((BB, BN, BK), dtype=tl.float32)
+            for d0 in range(0, d, BD):
+                cd = d0 + rd
+                mnd = (sb[:, None, None] < B) & (rn[None, :, None] < n) & (cd[None, None, :] < d)
+                x = tl.load(
+                    X + sb[:, None, None] * sxb + rn[None, :, None] * sxn + cd[None, None, :] * sxd, mask=mnd, other=0.0
+                )
+                x = _operand(x, DOT_F32)
+                t = _bdot(tl.permute(x, (0, 2, 1)), y, tl.zeros((BB, BD, BK), dtype=tl.float32), BB, PRECISION)
+                # T rounded to the input dtype, as the second autocast bmm would see it (no-op for fp32)
+                t = t.to(X.dtype.element_ty).to(x.dtype)
+                acc = _bdot(x, t, acc, BB, PRECISION)
+            g_ptr = G + sb[:, None, None] * sgb + rn[None, :, None] * sgn + rk[None, None, :] * sgk
+            tl.store(g_ptr, acc.to(G.dtype.element_ty), mask=mnk)
 
+    @triton.autotune(**_AUTOTUNE)
     @triton.jit
     def _fm_bwd_kernel(
         X, Y, DG, DX, DY,
-        n, d, k,
+        B, n, d, k,
         sxb, sxn, sxd,
         syb, syn, syk,
         sgb, sgn, sgk,
-        BN: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
+        STATIC: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+        PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+        BB: tl.constexpr, BD: tl.constexpr,
     ):  # fmt: skip
-        b = tl.program_id(0).to(tl.int64)
+        # DX is written contiguous [B, n, d]; DY contiguous [B, n, k] (attentive) or, for a static
+        # Y, one fp32 [n, k] partial per program, [num_programs, n, k].
+        pid = tl.program_id(0)
+        rb = tl.arange(0, BB).to(tl.int64)  # int64 offsets: B * n * d may pass 2^31
         rn = tl.arange(0, BN)
         rd = tl.arange(0, BD)
         rk = tl.arange(0, BK)
-        mx = (rn[:, None] < n) & (rd[None, :] < d)
-        my = (rn[:, None] < n) & (rk[None, :] < k)
-        x = tl.load(X + b * sxb + rn[:, None] * sxn + rd[None, :] * sxd, mask=mx, other=0.0)
-        y = tl.load(Y + b * syb + rn[:, None] * syn + rk[None, :] * syk, mask=my, other=0.0)
-        dg = tl.load(DG + b * sgb + rn[:, None] * sgn + rk[None, :] * sgk, mask=my, other=0.0)
-        x = x.to(tl.float32)
-        y = y.to(tl.float32)
-        dg = dg.to(tl.float32)
-        xt = tl.trans(x)
-        t = tl.dot(xt, y, input_precision=PRECISION)
-        dt = tl.dot(xt, dg, input_precision=PRECISION)
-        dx = tl.dot(dg, tl.trans(t), input_precision=PRECISION)
-        dx += tl.dot(y, tl.trans(dt), input_precision=PRECISION)
-        dy = tl.dot(x, dt, input_precision=PRECISION)
-        # dX and dY are written contiguous ([B, n, d] and [B, n, k]).
-        tl.store(DX + b * n * d + rn[:, None] * d + rd[None, :], dx.to(DX.dtype.element_ty), mask=mx)
-        tl.store(DY + b * n * k + rn[:, None] * k + rk[None, :], dy.to(DY.dtype.element_ty), mask=my)
+        dy_static = tl.zeros((BN, BK), dtype=tl.float32)
+        num_groups = tl.cdiv(B, BB)
+        for grp in range(pid, num_groups, tl.num_programs(0)):
+            sb = grp * BB + rb
+            mnk = (sb[:, None, None] < B) & (rn[None, :, None] < n) & (rk[None, None, :] < k)
+            y = tl.load(
+                Y + sb[:, None, None] * syb + rn[None, :, None] * syn + rk[None, None, :] * syk, mask=mnk, other=0.0
+            )
+            dg = tl.load(
+                DG + sb[:, None, None] * sgb + rn[None, :, None] * sgn + rk[None, None, :] * sgk, mask=mnk, other=0.0
+            )
+            y = _operand(y, DOT_F32)
+            dg = _operand(dg, DOT_F32)
+            dy = tl.zeros((BB, BN, BK), dtype=tl.float32)
+            for d0 in range(0, d, BD):
+                cd = d0 + rd
+                mnd = (sb[:, None, None] < B) & (rn[None, :, None] < n) & (cd[None, None, :] < d)
+                x = tl.load(
+                    X + sb[:, None, None] * sxb + rn[None, :, None] * sxn + cd[None, None, :] * sxd, mask=mnd, other=0.0
+                )
+                x = _operand(x, DOT_F32)
+                xt = tl.permute(x, (0, 2, 1))
+                zeros_dk = tl.zeros((BB, BD, BK), dtype=tl.float32)
+                t = _bdot(xt, y, zeros_dk, BB, PRECISION).to(X.dtype.element_ty).to(x.dtype)
+                dt = _bdot(xt, dg, zeros_dk, BB, PRECISION).to(X.dtype.element_ty).to(x.dtype)
+                dx = _bdot(dg, tl.permute(t, (0, 2, 1)), tl.zeros((BB, BN, BD), dtype=tl.float32), BB, PRECISION)
+                dx = _bdot(y, tl.permute(dt, (0, 2, 1)), dx, BB, PRECISION)
+                dx_ptr = DX + sb[:, None, None] * (n * d) + rn[None, :, None] * d + cd[None, None, :]
+                tl.store(dx_ptr, dx.to(DX.dtype.element_ty), mask=mnd)
+                dy = _bdot(x, dt, dy, BB, PRECISION)
+            if STATIC:
+                dy_static += tl.sum(dy, axis=0)  # rows past B loaded zeros: they add nothing
+            else:
+                dy_ptr = DY + sb[:, None, None] * (n * k) + rn[None, :, None] * k + rk[None, None, :]
+                tl.store(dy_ptr, dy.to(DY.dtype.element_ty), mask=mnk)
+        if STATIC:
+            mk = (rn[:, None] < n) & (rk[None, :] < k)
+            tl.store(DY + pid * (n * k) + rn[:, None] * k + rk[None, :], dy_static, mask=mk)
 
 
-def _num_warps(n: int, d: int) -> int:
-    # Larger X tiles spread over more warps to limit register spills.
-    return 8 if _block(n) * _block(d) >= 8192 else 4
-
-
-def _precision(x: Tensor) -> str:
-    return "ieee" if x.dtype == torch.float32 else "tf32"
+def dot_precision(dtype: torch.dtype, device_type: str) -> str:
+    """``input_precision`` of the kernels' dots: tf32 for fp32 on CUDA only where torch allows tf32
+    matmuls (``torch.backends.cuda.matmul.allow_tf32``, or a float32 matmul precision other than
+    "highest"), else exact "ieee"; bf16/fp16 operands ignore it (tensor cores, fp32 accumulation)."""
+    if dtype == torch.float32 and device_type == "cuda":
+        if torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest":
+            return "tf32"
+    return "ieee"
 
 
 def _y_strides(y: Tensor) -> tuple[int, int, int]:
@@ -132,35 +255,70 @@ def _y_strides(y: Tensor) -> tuple[int, int, int]:
     return y.stride(0), y.stride(1), y.stride(2)
 
 
+def _meta(x: Tensor, y: Tensor) -> dict:
+    return dict(
+        STATIC=y.dim() == 2,
+        BN=_block(x.shape[1]),
+        BK=_block(y.shape[-1]),
+        PRECISION=dot_precision(x.dtype, x.device.type),
+        DOT_F32=_INTERPRETING and x.dtype != torch.float32,
+    )
+
+
+def _static_programs(x: Tensor) -> int:
+    if x.device.type == "cuda":
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+        return max(1, min(x.shape[0], _STATIC_PROGRAMS_PER_SM * sms))
+    return max(1, min(x.shape[0], 4))
+
+
 def fm_forward_triton(x: Tensor, y: Tensor) -> Tensor:
-    """G [B, n, k] = X (X^T Y) by the fused forward kernel. X [B, n, d]; Y [B, n, k] or [n, k]."""
+    """G [B, n, k] = X (X^T Y) by the fused forward kernel.
+
+    Args:
+        x: X [B, n, d], any strides.
+        y: Y [B, n, k] or [n, k] (static), same dtype as ``x``.
+
+    Returns:
+        G [B, n, k] in ``x.dtype``.
+    """
     b, n, d = x.shape
     k = y.shape[-1]
     g = torch.empty(b, n, k, dtype=x.dtype, device=x.device)
     if b == 0:
         return g
-    _fm_fwd_kernel[(b,)](
-        x, y, g, n, d, k,
-        *x.stride(), *_y_strides(y), *g.stride(),
-        BN=_block(n), BD=_block(d), BK=_block(k), PRECISION=_precision(x), num_warps=_num_warps(n, d),
-    )  # fmt: skip
+    meta = _meta(x, y)
+    if meta["STATIC"]:
+        # A fixed program count: each program strides over the batch (Y is loaded once per tile).
+        progs = _static_programs(x)
+        grid = lambda _: (progs,)  # noqa: E731
+    else:
+        grid = lambda m: (triton.cdiv(b, m["BB"]),)  # noqa: E731
+    _fm_fwd_kernel[grid](x, y, g, b, n, d, k, *x.stride(), *_y_strides(y), *g.stride(), **meta)
     return g
 
 
 def fm_backward_triton(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """(dX [B, n, d], dY like Y) by the fused backward kernel; a static Y's dY is summed over B."""
+    """(dX [B, n, d], dY like Y) by the fused backward kernel; a static Y's dY is summed over B.
+
+    Args:
+        grad: dG [B, n, k], same dtype as ``x``.
+        x: X [B, n, d].
+        y: Y [B, n, k] or [n, k].
+    """
     b, n, d = x.shape
     k = y.shape[-1]
     dx = torch.empty(b, n, d, dtype=x.dtype, device=x.device)
-    static = y.dim() == 2
-    # A static Y gets per-sample dY in fp32, reduced over the batch afterwards.
-    dy = torch.empty(b, n, k, dtype=torch.float32 if static else y.dtype, device=x.device)
+    meta = _meta(x, y)
+    if meta["STATIC"]:
+        progs = _static_programs(x) if b > 0 else 1
+        dy = torch.zeros(progs, n, k, dtype=torch.float32, device=x.device)  # one fp32 partial per program
+        grid = lambda _: (progs,)  # noqa: E731
+    else:
+        dy = torch.empty(b, n, k, dtype=y.dtype, device=x.device)
+        grid = lambda m: (triton.cdiv(b, m["BB"]),)  # noqa: E731
     if b > 0:
-        _fm_bwd_kernel[(b,)](
-            x, y, grad, dx, dy, n, d, k,
-            *x.stride(), *_y_strides(y), *grad.stride(),
-            BN=_block(n), BD=_block(d), BK=_block(k), PRECISION=_precision(x), num_warps=_num_warps(n, d),
-        )  # fmt: skip
-    if static:
+        _fm_bwd_kernel[grid](x, y, grad, dx, dy, b, n, d, k, *x.stride(), *_y_strides(y), *grad.stride(), **meta)
+    if meta["STATIC"]:
         return dx, dy.sum(0).to(y.dtype)
     return dx, dy
