@@ -19,6 +19,9 @@ setup(
     # Versions are pinned in requirements.txt and installed by scripts/install.sh; torchrec is
     # installed there with --no-deps, so it is deliberately not listed here.
     install_requires=[],
+    # Optional: `pip install '.[mlflow]'` for `c2al-rec train --track mlflow`. mlflow-skinny is the
+    # tracking client alone (no server, no ML framework plug-ins); it is not in requirements.txt.
+    extras_require={"mlflow": ["mlflow-skinny>=2.10"]},
     entry_points={
         "console_scripts": ["c2al-rec = c2al_rec.cli.main:main"],
         # Registering any torchx.components entry point makes torchx stop loading its builtins,

@@ -16,6 +16,12 @@ from torchx.components import dist
 DEFAULT_IMAGE = "c2al-rec:latest"
 
 
+def _env(env: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """``env`` with OMP_NUM_THREADS=1 unless it sets one: torchrun's own default, set explicitly so
+    that torchrun does not print its banner about it (the trainer sets torch's threads per rank)."""
+    return {"OMP_NUM_THREADS": "1", **(env or {})}
+
+
 def dmp_check(
     steps: int = 30,
     batch_size: int = 64,
@@ -35,7 +41,7 @@ def dmp_check(
         j: nodes x processes per node, e.g. 1x2 or 2x1
         cpu: CPUs per replica
         memMB: memory per replica in MB
-        env: extra environment variables, e.g. NCCL_DEBUG=INFO
+        env: extra environment variables, e.g. NCCL_DEBUG=INFO (OMP_NUM_THREADS defaults to 1)
         rdzv_port: c10d rendezvous port on the first node
     """
     return dist.ddp(
@@ -49,7 +55,7 @@ def dmp_check(
         j=j,
         cpu=cpu,
         memMB=memMB,
-        env=env,
+        env=_env(env),
         rdzv_port=rdzv_port,
     )
 
@@ -82,7 +88,7 @@ def train(
         gpu: GPUs per replica (0: gloo on CPU)
         memMB: memory per replica in MB
         max_retries: job-level retries after a failure (training resumes from checkpoints)
-        env: extra environment variables
+        env: extra environment variables (OMP_NUM_THREADS defaults to 1)
         rdzv_port: c10d rendezvous port on the first node
     """
     return dist.ddp(
@@ -100,7 +106,7 @@ def train(
         gpu=gpu,
         memMB=memMB,
         max_retries=max_retries,
-        env=env,
+        env=_env(env),
         rdzv_port=rdzv_port,
     )
 

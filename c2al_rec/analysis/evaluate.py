@@ -2,7 +2,8 @@
 
 Input: predictions tables (``prob``, ``label`` [, ``weight``, ``true_prob``, axis columns]) from
 ``score_split`` or a ``predict`` output; one (model, baseline) pair per seed, paired in order.
-Output: the ``eval.json`` structure of DESIGN.md.
+Output: ``eval.json``: ``{"groups": {"<group>": {"rows", "positive_rate", "ne", "calibration", "auc",
+"ne_base", "ne_diff", "ci95", "ci_kind", "p_value", "bayes_ne"}}}`` (docs/formats.md).
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@
         --axes user_value:quantiles=0.05,0.25,0.5,0.75,0.95 age_bucket:categorical --out cohorts.json
 
 Writes the spec of the most disparate eligible (head, tail) pair over all axes to --out (the
-"Cohort spec" format of the README), every axis' spec and ranked pairs to <out>.axes.json, and a
-PNG of the head vs tail prediction densities. Loads a DCP checkpoint: only your own (its metadata
-is pickled).
+cohort spec format of docs/formats.md), every axis' spec and ranked pairs to <out>.axes.json, and a
+PNG of the head vs tail prediction densities. Loads a DCP checkpoint without running code from it:
+its pickled metadata through an allow-list unpickler, other values with torch.load(weights_only=True).
 """
 
 from __future__ import annotations

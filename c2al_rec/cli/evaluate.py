@@ -5,7 +5,8 @@
     c2al-rec evaluate --predictions preds.parquet [--baseline-predictions base.parquet] --cohorts c.json --out eval/
 
 Writes eval.json, eval.md and ne_diff.png. One seed gives a row-level interval only.
-Loads DCP checkpoints: only your own (their metadata is pickled).
+Loads DCP checkpoints without running code from them: their pickled metadata through an allow-list
+unpickler, other values with torch.load(weights_only=True).
 """
 
 from __future__ import annotations

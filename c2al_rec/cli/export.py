@@ -4,7 +4,11 @@
 
 Writes model.pt, metadata.json and sample_input.pt; nothing is written if the exported model does
 not match the training model's primary head (fp32: max |dp| <= 1e-5; int8/fp16: NE within 0.5% of
-fp32). Reads a DCP checkpoint: only your own (its metadata is pickled).
+fp32). Reads a DCP checkpoint without running code from it: its pickled metadata goes through an
+allow-list unpickler (DCP's metadata classes, builtin containers and scalars), other values through
+torch.load(weights_only=True), and a checkpoint whose MANIFEST.json does not match is refused.
+metadata.json is also the model card: model_id, git_commit, config, data_fingerprint, cohort_spec,
+evaluation (the checkpoint's validation metrics and the exported model's on the parity rows).
 """
 
 from __future__ import annotations

@@ -60,6 +60,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _top_parser().parse_args(argv)  # prints help / the usage error and exits
         return 2
     verb, rest = argv[0], argv[1:]
+    from c2al_rec.train.quiet import quiet_known_noise  # warnings and torch log records only; imports no torch
+
+    quiet_known_noise()
     parser = build_verb_parser(verb)
     # Config overrides (--section.field=value) are collected by the verbs that take a config.
     args, extra = parser.parse_known_args(rest)

@@ -2,6 +2,11 @@
 
     c2al-rec predict --model runs/export --data DATA [--split test] --out preds.parquet
 
+Writes Parquet: `prob` (float32) in input row order, plus `label`, `row_id`, `weight` and the axis
+columns when the input has them. The model id (`<export dir>-<sha256 of model.pt, 12 hex>`, the
+`model_id` of metadata.json and of the HTTP service's answers) is the file's Parquet key-value
+metadata under `model_id`: pyarrow.parquet.read_schema(PATH).metadata[b"model_id"].
+
 Uses only the exported directory (TorchScript + JSON metadata); nothing else is unpickled.
 Rows are checked with the training-time rules (ids the schema rejects, negative ids in hash mode
 included, non-finite dense values): an error names the input file, row and column, and nothing is

@@ -3,12 +3,23 @@
     c2al-rec train --config launch/configs/smoke.toml --out runs/smoke
     c2al-rec train --config launch/configs/smoke.toml --out runs/smoke --nproc-per-node 2 --resume auto
     c2al-rec train --config launch/configs/smoke.toml --out runs/smoke --overwrite
+    c2al-rec train --config launch/configs/smoke.toml --out runs/smoke --track mlflow --train.mlflow_uri=file:mlruns
     torchrun --nproc_per_node=2 -m c2al_rec.train --config launch/configs/smoke.toml --out runs/smoke
 
-Writes the run directory: config.toml, cohorts.json (C2AL), checkpoints/step_<N>/, checkpoints/best,
-metrics.json, tensorboard/, provenance.json. One writer per run directory: a second `train` on the
-same --out is refused while the first runs, and a directory that holds another run is trained into
-only with --resume (continue it) or --overwrite (clear it first).
+Writes the run directory:
+  config.toml        the resolved config
+  cohorts.json       the resolved cohort spec (C2AL)
+  checkpoints/       step_<N>/ (DCP, each ending with MANIFEST.json), best (names the best validation NE)
+  metrics.json       final validation: primary ne/calibration/auc, aux head/tail ne, NE per cohort, throughput
+  train.log          the console lines with timestamps, the config path, data fingerprint, final metrics
+  tensorboard/       losses (primary, head, tail, total), learning rates, dense grad norm, samples/s,
+                     train metrics as <metric>_window (last log_every steps) and <metric>_lifetime,
+                     aux and per-cohort NE, valid/*, and the flattened config as hparams (tensorboard/hparams)
+  provenance.json    git commit, package versions, data fingerprint (file names, sizes, schema hash)
+With --track mlflow (pip install 'c2al-rec[mlflow]'), the same params, metrics and metrics.json go to
+MLflow (train.mlflow_uri, train.mlflow_experiment). One writer per run directory: a second `train` on
+the same --out is refused while the first runs, and a directory that holds another run is trained
+into only with --resume (continue it) or --overwrite (clear it first).
 """
 
 from __future__ import annotations
@@ -32,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="--out holds another run: delete it and train from scratch"
     )
+    parser.add_argument(
+        "--track",
+        default=None,
+        choices=["none", "mlflow"],
+        help="also log to an experiment tracker (sets train.track; mlflow: the URI is train.mlflow_uri)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"--checkpoint.resume={args.resume}")
     if args.init_from is not None:
         overrides.append(f"--checkpoint.init_from={args.init_from}")
+    if args.track is not None:
+        overrides.append(f"--train.track={args.track}")
     cfg = load_config(args.config, overrides)
     metrics = launch(cfg, Path(args.out), args.nproc_per_node, args.max_restarts, overwrite=args.overwrite)
     if metrics is not None:

@@ -1,4 +1,4 @@
-"""The cohort spec (DESIGN.md "Cohort spec"): one axis, disjoint cohorts, a head and a tail.
+"""The cohort spec (``cohorts.json``, docs/formats.md): one axis, disjoint cohorts, a head and a tail.
 
 Numeric cohorts are half-open ``[lower, upper)`` (``None`` = open end); categorical cohorts list
 raw values as strings. A hand-written spec may give ``"quantiles": [0.05, 0.95]`` instead of

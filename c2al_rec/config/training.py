@@ -72,6 +72,12 @@ class TrainConfig:
     """Record gradient alignment (primary vs aux) and FM attention statistics every N steps (0: off)."""
     num_threads: int = 0
     """torch intra-op threads per process (0: cores / local world size)."""
+    track: Literal["none", "mlflow"] = "none"
+    """Also log params, metrics and metrics.json to an experiment tracker (mlflow: pip install '.[mlflow]')."""
+    mlflow_uri: str = ""
+    """MLflow tracking URI with train.track = "mlflow" (e.g. file:/path/mlruns; empty: MLflow's default)."""
+    mlflow_experiment: str = "c2al-rec"
+    """MLflow experiment name the run is logged under."""
 
     def __post_init__(self) -> None:
         require_finite(self, "train")

@@ -5,11 +5,19 @@ op in plain-PyTorch math (a Python custom op cannot be loaded without c2al_rec);
 quantize the embeddings (torchrec inference quantization); fx-trace + script; score held-out
 rows with the exported and the training model; write ``model.pt``, ``metadata.json`` and
 ``sample_input.pt`` into a temp directory and rename it only if the gate passes.
+
+``metadata.json`` is also the model card: ``model_id`` (``<export dir name>-<first 12 hex of
+sha256(model.pt)>``, what ``predict`` and ``serve`` report), ``git_commit`` (of the training run, from
+its provenance.json; ``export_git_commit`` is the exporting tree's), ``config`` (the run config),
+``data_fingerprint``, ``cohort_spec``, and ``evaluation``: the run's validation metrics when they
+belong to the exported checkpoint's step (metrics.json, or the best-checkpoint marker), plus the
+exported model's NE, calibration and AUC on the parity rows.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -21,13 +29,14 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.quant.embedding_modules import quant_prep_customize_row_alignment
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from c2al_rec.analysis.stats import normalized_entropy
+from c2al_rec.analysis.stats import auc, calibration, normalized_entropy
+from c2al_rec.config import config_to_dict
 from c2al_rec.data.reader import ParquetReader
 from c2al_rec.data.transforms import SparseIdTransform
 from c2al_rec.io import atomic_directory, atomic_write_json
 from c2al_rec.runs.load import TrainedRun, load_run
-from c2al_rec.runs.provenance import package_versions
-from c2al_rec.serve.artifact import METADATA_FILE, MODEL_FILE, SAMPLE_FILE
+from c2al_rec.runs.provenance import git_commit, package_versions
+from c2al_rec.serve.artifact import METADATA_FILE, MODEL_FILE, SAMPLE_FILE, compute_model_id
 
 from .torchscript import ServingModel, script_serving
 
@@ -106,6 +115,57 @@ def parity_scores(
     if sample is None:
         raise ValueError(f"parity gate: split '{split}' of {data} has no rows")
     return np.concatenate(ref)[:rows], [np.concatenate(o)[:rows] for o in outs], np.concatenate(labels)[:rows], sample
+
+
+def model_card(
+    loaded: TrainedRun, probs: np.ndarray, labels: np.ndarray, split: str, data_root: Path
+) -> dict[str, Any]:
+    """Provenance and evaluation of the exported checkpoint (the ``metadata.json`` fields besides the
+    input contract): git commit, config, data fingerprint, cohort spec, evaluation metrics."""
+    state = loaded.train_state
+    step = state.get("step")
+    run_dir = loaded.path.parent.parent  # <run>/checkpoints/step_<N>
+    provenance = _read_json(run_dir / "provenance.json") or {}
+    validation: Optional[dict[str, Any]] = None
+    metrics = _read_json(run_dir / "metrics.json")
+    if metrics is not None and metrics.get("steps") == step:
+        validation = {"source": "metrics.json", **metrics}
+    elif (state.get("best") or {}).get("step") == step:
+        validation = {"source": "checkpoint best marker", "primary": {"ne": state["best"]["ne"]}}
+    return {
+        "git_commit": provenance.get("git_commit", "unknown"),
+        "export_git_commit": git_commit(),
+        "config": state.get("config") or config_to_dict(loaded.cfg),
+        "data_fingerprint": state.get("fingerprint"),
+        "cohort_spec": state.get("cohort_spec"),
+        "evaluation": {
+            "step": step,
+            # validation of the training model at this checkpoint (None: no validation ran at this step)
+            "validation": validation,
+            "validation_split": loaded.cfg.data.valid_split,
+            # the exported model itself on the parity rows
+            "exported": {
+                "split": split,
+                "data": str(data_root),
+                "rows": int(len(labels)),
+                "ne": _finite(normalized_entropy(probs, labels)),
+                "calibration": _finite(calibration(probs, labels)),
+                "auc": _finite(auc(probs, labels)),
+            },
+        },
+    }
+
+
+def _read_json(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _finite(x: Any) -> Optional[float]:
+    return float(x) if x is not None and np.isfinite(float(x)) else None
 
 
 @dataclass
@@ -219,9 +279,12 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
         "source_step": loaded.train_state.get("step"),
         "versions": package_versions(),
         "parity": parity,
+        **model_card(loaded, outs[0], labels, split, data_root),
     }
     with atomic_directory(opts.out) as tmp:
         scripted.save(str(tmp / MODEL_FILE))
+        # the id names the final directory (tmp is renamed to opts.out) and the bytes of model.pt
+        metadata = {"model_id": compute_model_id(opts.out, tmp / MODEL_FILE), **metadata}
         atomic_write_json(tmp / METADATA_FILE, metadata)
         # clone: the slices are views, and torch.save would store their whole parent batch
         torch.save({k: v.clone() for k, v in sample.items()}, tmp / SAMPLE_FILE)

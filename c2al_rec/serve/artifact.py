@@ -6,6 +6,7 @@ of ``sample_input.pt``; the metadata is JSON. Only ``torch`` and ``torchrec`` ne
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,14 @@ import torchrec  # noqa: F401  (registers the torchrec / fbgemm ops the scripted
 MODEL_FILE = "model.pt"
 METADATA_FILE = "metadata.json"
 SAMPLE_FILE = "sample_input.pt"
+PREDICTIONS_MODEL_ID_KEY = b"model_id"  # key of the model id in a predictions file's Parquet metadata
+
+
+def compute_model_id(export_dir: str | Path, model_file: str | Path) -> str:
+    """``<export directory name>-<first 12 hex of sha256(model.pt)>``: the exporter records it as
+    ``metadata["model_id"]``; a directory exported before it did gets the same id computed."""
+    digest = hashlib.sha256(Path(model_file).read_bytes()).hexdigest()[:12]
+    return f"{Path(export_dir).resolve().name}-{digest}"
 
 
 @dataclass
@@ -35,9 +44,20 @@ class ExportedModel:
     def dense_features(self) -> list[str]:
         return self.metadata["dense"]
 
+    @property
+    def model_id(self) -> str:
+        """``metadata["model_id"]`` (written by the exporter), else the same id computed (``compute_model_id``)."""
+        recorded = self.metadata.get("model_id")
+        if isinstance(recorded, str) and recorded:
+            return recorded
+        return compute_model_id(self.path, self.path / MODEL_FILE)
+
     def predict(self, inputs: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Probabilities [B] from ``{"dense": [B, D], "<f>.values": int64, "<f>.lengths": int64 [B]}``."""
-        with torch.no_grad():
+        """Probabilities [B] from ``{"dense": [B, D], "<f>.values": int64, "<f>.lengths": int64 [B]}``.
+
+        Scored under ``torch.inference_mode()``: the result carries no autograd history.
+        """
+        with torch.inference_mode():
             return self.module.predict(inputs)
 
     def sample_input(self) -> Dict[str, torch.Tensor]:

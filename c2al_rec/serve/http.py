@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from c2al_rec.data.schema import SparseFeature
 from c2al_rec.data.transforms import find_bad_id
 
-from .artifact import MODEL_FILE, ExportedModel
+from .artifact import ExportedModel
 
 Inputs = dict[str, torch.Tensor]
 
@@ -72,11 +71,8 @@ class Overloaded(RuntimeError):
 
 
 def model_id(model: ExportedModel) -> str:
-    """``<directory name>-<first 12 hex of sha256(model.pt)>``, or the id the metadata records."""
-    if model.metadata.get("model_id"):
-        return str(model.metadata["model_id"])
-    digest = hashlib.sha256((model.path / MODEL_FILE).read_bytes()).hexdigest()[:12]
-    return f"{model.path.resolve().name}-{digest}"
+    """The id the metadata records (``<export dir name>-<first 12 hex of sha256(model.pt)>``), or the same computed."""
+    return model.model_id
 
 
 # ------------------------------------------------------------------------------------ parsing

@@ -4,7 +4,9 @@ Reads only the columns the model's metadata names (pyarrow dataset, batch iterat
 checksums verified), checks each batch with the training-time rules (finite dense values, no null
 or negative ids, ids inside the table for ``out_of_range = "error"``; errors name the file, the
 row and the column), builds the ``predict`` input dict and writes ``prob`` (float32) in input row
-order, plus ``label``, ``row_id`` and the axis columns when the input has them.
+order, plus ``label``, ``row_id`` and the axis columns when the input has them. The model's id
+(``ExportedModel.model_id``, as the HTTP service answers it) is the file's Parquet key-value metadata
+under ``model_id``: ``pq.read_schema(path).metadata[b"model_id"]``.
 
 Input without rows (an empty shard) gives a predictions file without rows, with the same columns.
 The output is written through a temp file and renamed: on any error nothing is left at ``out``.
@@ -28,7 +30,7 @@ from c2al_rec.data.dataset import WRITE_OPTIONS, Dataset, parquet_format, read_p
 from c2al_rec.data.schema import SCHEMA_FILE, SparseFeature
 from c2al_rec.data.transforms import find_bad_id
 
-from .artifact import ExportedModel
+from .artifact import PREDICTIONS_MODEL_ID_KEY, ExportedModel
 
 
 def input_files(data: str | Path, split: Optional[str]) -> list[Path]:
@@ -187,6 +189,7 @@ def predict_files(
     tmp = out.with_name(f".{out.name}.tmp")
     writer: Optional[pq.ParquetWriter] = None
     rows = 0
+    tag = {PREDICTIONS_MODEL_ID_KEY: model.model_id.encode()}
     try:
         with tqdm(total=total, unit="row", unit_scale=True, desc="predict", disable=not progress) as bar:
             for f, first, table in iter_batches(files, columns, batch_size):
@@ -202,14 +205,15 @@ def predict_files(
                     [pa.array(probs, pa.float32()), *(table.column(c) for c in passthrough)], ["prob", *out_names]
                 )
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, result.schema, **WRITE_OPTIONS)
+                    writer = pq.ParquetWriter(tmp, result.schema.with_metadata(tag), **WRITE_OPTIONS)
+                result = result.replace_schema_metadata(tag)
                 writer.write_table(result)
                 rows += table.num_rows
                 bar.update(table.num_rows)
         if writer is None:  # no rows: the same columns, typed as in the first file
             fields = [pa.field("prob", pa.float32())]
             fields += [pa.field(name, schemas[0].field(c).type) for c, name in zip(passthrough, out_names)]
-            writer = pq.ParquetWriter(tmp, pa.schema(fields), **WRITE_OPTIONS)
+            writer = pq.ParquetWriter(tmp, pa.schema(fields, metadata=tag), **WRITE_OPTIONS)
         writer.close()
         writer = None
         os.replace(tmp, out)

@@ -15,6 +15,7 @@ from pathlib import Path
 from c2al_rec.config import config_to_dict, load_config
 
 from .launch import claim, job_hosts, preflight, run_rank, wait_for_dataset
+from .quiet import quiet_known_noise
 from .rundir import check_run_dir
 
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--overwrite", action="store_true", help="clear --out first if it holds another run")
     args, overrides = parser.parse_known_args(argv)
+    quiet_known_noise()
     cfg = load_config(args.config, overrides)
     world_size, hosts = int(os.environ.get("WORLD_SIZE", "1")), job_hosts()
     if int(os.environ.get("RANK", "0")) == 0:

@@ -23,7 +23,9 @@ from c2al_rec.data.schema import DatasetSchema, load_schema
 from c2al_rec.data.sources import ensure_dataset
 from c2al_rec.distributed.memory import check_table_memory, table_memory_bytes
 
+from .quiet import quiet_known_noise
 from .rundir import RunLock, check_run_dir, claim_run_dir
+from .tracking import check_tracking
 
 
 def preflight_config_only(cfg: Config) -> Config:
@@ -52,6 +54,7 @@ def preflight(cfg: Config, generate: bool = True, world_size: int = 1, hosts: in
     naming the flag, file or column at fault.
     """
     cfg = preflight_config_only(cfg)
+    check_tracking(cfg)
     data = cfg.data
     if generate:
         ensure_dataset(data)
@@ -113,6 +116,7 @@ def run_rank(cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any]:
 
     from .trainer import Trainer
 
+    quiet_known_noise()  # a spawned rank starts with no filters of its parent
     cfg = load_config_dict(cfg_dict)
     ctx = init_distributed()
     trainer = Trainer(cfg, Path(run_dir), ctx)
@@ -120,7 +124,12 @@ def run_rank(cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any]:
         trainer.build()
         metrics = trainer.train()
         trainer.close(metrics)
+    except BaseException as e:
+        if trainer.run_log is not None:
+            trainer.run_log.line(f"[train] error: {type(e).__name__}: {e}")
+        raise
     finally:
+        trainer.shutdown("FAILED")  # a no-op after close(): TensorBoard / MLflow / train.log are released
         destroy_distributed()
     return metrics
 

@@ -8,7 +8,8 @@ Example::
 
     metrics = TrainMetrics(world_size=2, rank=0, batch_size=512, aux=True, num_segments=3)
     metrics.update(logits, labels, weights, aux_labels, segment)   # per step
-    metrics.compute()  # {"primary": {"ne", "calibration", "auc"}, "aux": {...}, "segments": [...]}
+    metrics.compute()  # lifetime: {"primary": {"ne", "calibration", "auc"}, "aux": {...}, "segments": [...]}
+    metrics.compute_views()  # {"window": {...}, "lifetime": {...}}: the same keys, both views
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class TrainMetrics:
         aux: also track the ``head`` and ``tail`` auxiliary tasks.
         num_segments: cohorts of the segment axis (0: no segmented NE); rows in no cohort
             (index -1) go to an extra last group.
-        window_batches: batches in torchrec's sliding window (the lifetime values are reported).
+        window_batches: batches in torchrec's sliding window (``compute_views()["window"]``).
     """
 
     def __init__(
@@ -101,12 +102,27 @@ class TrainMetrics:
         self.module.update(out)
 
     def compute(self) -> dict:
-        """Lifetime metrics so far (collective: every rank must call it)."""
-        raw = {k: float(v) for k, v in self.module.compute().items()}
+        """Lifetime metrics so far (collective: every rank must call it).
 
+        AUC has no lifetime state in torchrec (it keeps a window buffer): its window value is given,
+        which covers every row when ``window_batches`` exceeds the batches seen (as in validation).
+        """
+        return self.compute_views()["lifetime"]
+
+    def compute_views(self) -> dict:
+        """``{"window": {...}, "lifetime": {...}}`` from one collective compute.
+
+        Each view is ``{"primary": {"ne", "calibration", "auc"}, "aux": {"head": {"ne"}, "tail": {"ne"}},
+        "segments": [ne per cohort group]}``; ``window`` covers the last ``window_batches`` batches,
+        ``lifetime`` every batch since this object was made (AUC: the window, see ``compute``).
+        """
+        raw = {k: float(v) for k, v in self.module.compute().items()}
+        return {view: self._view(raw, view) for view in ("window", "lifetime")}
+
+    def _view(self, raw: Dict[str, float], view: str) -> dict:
         def pick(metric: str, task: str) -> Optional[float]:
-            # AUC keeps only a window (its buffer); the others report lifetime values.
-            return raw.get(f"{metric}-{task}|lifetime_{metric}", raw.get(f"{metric}-{task}|window_{metric}"))
+            value = raw.get(f"{metric}-{task}|{view}_{metric}")
+            return raw.get(f"{metric}-{task}|window_{metric}") if value is None else value
 
         result: dict = {
             "primary": {
@@ -118,8 +134,7 @@ class TrainMetrics:
         if self.aux:
             result["aux"] = {t: {"ne": pick("ne", t)} for t in ("head", "tail")}
         if self.num_groups:
-            segments = []
-            for g in range(self.num_groups):
-                segments.append(raw.get(f"segmented_ne-primary|lifetime_segmented_ne_{g}"))
-            result["segments"] = segments
+            result["segments"] = [
+                raw.get(f"segmented_ne-primary|{view}_segmented_ne_{g}") for g in range(self.num_groups)
+            ]
         return result

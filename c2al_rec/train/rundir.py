@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 LOCK_FILE = ".lock"
-# Files and directories of a run (DESIGN "Run directory"); any one of them means "holds a run".
+# Files and directories of a run (`c2al-rec train --help`); any one of them means "holds a run".
 RUN_MARKERS = ("config.toml", "checkpoints", "metrics.json", "provenance.json", "cohorts.json", "train.log")
 
 

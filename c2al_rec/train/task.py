@@ -103,6 +103,7 @@ class TrainTask(nn.Module):
             self.last_diagnostics = self._diagnostics(sparse_tokens.detach(), dense, labels, weights, aux)
         out.update({f"logit_{k}": v.detach() for k, v in logits.items()})
         out.update({f"loss_{k}": v.detach() for k, v in parts.items()})
+        out["loss_total"] = loss.detach()  # what the optimizer steps on (primary + weighted aux)
         return loss, out
 
     def _gradsim_loss(self, parts: Dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

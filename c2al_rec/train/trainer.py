@@ -5,6 +5,16 @@ meta device, attaches the fused sparse optimizer, shards with DMP, and restores 
 when resuming; ``train()`` runs ``TrainPipelineSparseDist.progress`` step by step with metrics,
 validation and checkpoints; ``close()`` writes ``metrics.json`` and tears down.
 
+What a run records besides checkpoints (rank 0): the console lines, also in ``train.log`` with
+the resolved config path, the data fingerprint and the final metrics; TensorBoard scalars every
+``train.log_every`` steps (``train/loss_<primary|head|tail|total>`` averaged over the steps since
+the last log, ``train/lr_dense``, ``train/lr_sparse``, ``train/grad_norm_dense`` of the step
+logged, ``train/samples_per_s``, and torchrec's metrics as ``train/<metric>_window`` (the last
+``log_every`` steps, at least 10) and ``train/<metric>_lifetime`` (since the run or resume
+started), for the primary head, each aux head and each cohort) and at each validation
+(``valid/...``); the flattened config against the final validation NE as TensorBoard hparams;
+the same to MLflow with ``train.track = "mlflow"``.
+
 Example::
 
     ctx = init_distributed()
@@ -50,6 +60,7 @@ from c2al_rec.runs.provenance import check_fingerprint, write_run_files
 from .metrics import TrainMetrics
 from .schedule import lr_factor
 from .task import CohortTarget, TrainTask
+from .tracking import RunLog, RunTracker
 
 logger = logging.getLogger("c2al_rec.train")
 
@@ -59,7 +70,7 @@ class Trainer:
 
     Args:
         cfg: the resolved run config.
-        run_dir: the run directory (DESIGN.md "Run directory").
+        run_dir: the run directory (``c2al-rec train --help`` lists its files).
         ctx: this rank's distributed context (``init_distributed()``).
     """
 
@@ -74,6 +85,10 @@ class Trainer:
         self.best: Optional[dict[str, Any]] = None
         self.train_seconds = 0.0
         self.last_eval: Optional[dict[str, Any]] = None
+        self.tracker: Optional[RunTracker] = None
+        self.run_log: Optional[RunLog] = None
+        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._loss_steps = 0
 
     # ------------------------------------------------------------------------------- build
     def build(self) -> None:
@@ -111,8 +126,10 @@ class Trainer:
             self.dmp, cfg.train.dense_optimizer, cfg.train.dense_lr, cfg.train.weight_decay
         )
         dense: Any = self.dense_optimizer
+        self.clipper: Optional[GradientClippingOptimizer] = None
         if cfg.train.grad_clip > 0:
             dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.train.grad_clip)
+            self.clipper = dense  # it computes the (pre-clip) dense gradient norm every step anyway
         self.optimizer = CombinedOptimizer([("sparse", self.dmp.fused_optimizer), ("dense", dense)])
         self.pipeline = TrainPipelineSparseDist(self.dmp, self.optimizer, ctx.device, execute_all_batches=True)
         self.metrics = self._new_metrics(window_batches=max(10, cfg.train.log_every))
@@ -127,7 +144,11 @@ class Trainer:
             write_run_files(self.run_dir, cfg, self.fingerprint, ctx.world_size)
             if self.spec is not None:
                 self.spec.save(self.run_dir / "cohorts.json")
-            self._tb = self._open_tensorboard()
+            self.run_log = RunLog(self.run_dir)
+            self.run_log.line(f"config: {(self.run_dir / 'config.toml').resolve()} (resolved)")
+            self.run_log.line(f"data: {self.data_root} {_fingerprint_summary(self.fingerprint)}")
+            self.run_log.line(f"ranks: {ctx.world_size} ({ctx.device.type}); planned steps: {self.total_steps}")
+            self.tracker = RunTracker(self.run_dir, cfg, resume=self.resume_from is not None)
         if self.resume_from is not None:
             self._restore(self.resume_from)
         elif cfg.checkpoint.init_from:
@@ -231,14 +252,6 @@ class Trainer:
             )
         return total
 
-    def _open_tensorboard(self) -> Any:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is pinned in requirements; tolerate its absence in slim images
-            logger.warning("tensorboard not installed: no TensorBoard logs")
-            return None
-        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-
     # ------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         """DCP-saveable state: the sharded model and both optimizers."""
@@ -328,6 +341,10 @@ class Trainer:
         self.samples += self.cfg.data.batch_size * self.ctx.world_size
         self._update_metrics(self.metrics, out)
         self.loss_check.record(self.step, out)
+        for k, v in out.items():  # summed on the device; one host sync per log line
+            if k.startswith("loss_"):
+                self._loss_sums[k] = self._loss_sums[k] + v if k in self._loss_sums else v.clone()
+        self._loss_steps += 1
         return out
 
     def _write_diagnostics(self, diagnostics: dict[str, Any]) -> None:
@@ -470,14 +487,20 @@ class Trainer:
         self.dmp.train()
         if self.ctx.is_main:
             self._log(f"validation at step {self.step}: " + _fmt(result["primary"]))
-            if self._tb is not None:
-                for k, v in result["primary"].items():
-                    if v is not None:
-                        self._tb.add_scalar(f"valid/{k}", v, self.step)
+            if self.tracker is not None:
+                scalars = {f"valid/{k}": v for k, v in result["primary"].items()}
+                scalars.update({f"valid/{t}_ne": v["ne"] for t, v in result.get("aux", {}).items()})
+                for axis, cohorts in result.get("cohorts", {}).items():
+                    scalars.update({f"valid/cohort_ne/{axis}:{name}": c["ne"] for name, c in cohorts.items()})
+                self.tracker.scalars(scalars, self.step)
         return result
 
     def final_metrics(self) -> dict[str, Any]:
-        """metrics.json content (DESIGN.md keys) from the last validation and throughput."""
+        """metrics.json content from the last validation and throughput.
+
+        Keys: ``primary`` (ne, calibration, auc), ``aux`` (head / tail ne), ``cohorts`` (per axis and
+        cohort: ne, rows, positive_rate), ``steps``, ``samples``, ``samples_per_s``, and more.
+        """
         assert self.last_eval is not None
         out: dict[str, Any] = {k: v for k, v in self.last_eval.items() if k != "step"}
         out.update(
@@ -492,6 +515,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- close
     def close(self, metrics: Optional[dict[str, Any]] = None) -> None:
+        """Write diagnostics.png and metrics.json, the hparams and tracker artifacts; release the logs."""
         if self.ctx.is_main:
             if (self.run_dir / "diagnostics.jsonl").is_file():
                 from c2al_rec.analysis.diagnostics_plot import plot_diagnostics
@@ -499,26 +523,80 @@ class Trainer:
                 plot_diagnostics(self.run_dir / "diagnostics.jsonl", self.run_dir / "diagnostics.png")
             if metrics is not None:
                 atomic_write_json(self.run_dir / "metrics.json", metrics)
-            if getattr(self, "_tb", None) is not None:
-                self._tb.close()
+                if self.run_log is not None:
+                    self.run_log.line("final metrics: " + json.dumps(metrics, sort_keys=True))
+            if self.tracker is not None and metrics is not None:
+                primary = metrics.get("primary", {})
+                final = {f"valid/{k}": primary.get(k) for k in ("ne", "calibration", "auc")}
+                final["samples_per_s"] = metrics.get("samples_per_s")
+                files = [self.run_dir / n for n in ("metrics.json", "config.toml", "cohorts.json", "train.log")]
+                self.tracker.finish(final, files)
+        self.shutdown("FINISHED")
+
+    def shutdown(self, status: str = "FAILED") -> None:
+        """Close TensorBoard / MLflow (``status``: FINISHED or FAILED) and detach train.log; idempotent."""
+        if self.tracker is not None:
+            self.tracker.close(status)
+            self.tracker = None
+        if self.run_log is not None:
+            self.run_log.close()
+            self.run_log = None
 
     def _log(self, msg: str) -> None:
         if self.ctx.is_main:
             print(f"[train] {msg}", flush=True)
+            if self.run_log is not None:
+                self.run_log.line(f"[train] {msg}")
 
     def _log_train(self, rate: float, progress: "_Progress") -> None:
-        computed = self.metrics.compute()  # collective: every rank calls it
+        views = self.metrics.compute_views()  # collective: every rank calls it
+        losses = {k: v / max(1, self._loss_steps) for k, v in self._loss_sums.items()}
+        self._loss_sums, self._loss_steps = {}, 0
+        grad_norm = self._dense_grad_norm()
         if not self.ctx.is_main:
             return
-        line = f"step {self.step}/{self.total_steps} samples/s {rate:,.0f} " + _fmt(computed["primary"])
-        if "aux" in computed:
-            line += " " + " ".join(f"{t}_ne {v['ne']:.4f}" for t, v in computed["aux"].items() if v["ne"] is not None)
+        loss = {k[len("loss_") :]: float(v) for k, v in losses.items()}
+        lr_dense = self.dense_optimizer.param_groups[0]["lr"] if self.dense_optimizer.param_groups else None
+        lr_sparse = _first_lr(self.dmp.fused_optimizer)
+        window, lifetime = views["window"], views["lifetime"]
+        line = f"step {self.step}/{self.total_steps} samples/s {rate:,.0f} loss {loss.get('total', float('nan')):.4f}"
+        for name, view in (("window", window), ("lifetime", lifetime)):
+            line += f" | {name}: " + _fmt({k: v for k, v in view["primary"].items() if k != "auc" or name == "window"})
+            if "aux" in view:
+                line += "".join(f" {t}_ne {v['ne']:.4f}" for t, v in view["aux"].items() if v["ne"] is not None)
         progress.write(f"[train] {line}")
-        if self._tb is not None:
-            self._tb.add_scalar("train/samples_per_s", rate, self.step)
-            for k, v in computed["primary"].items():
-                if v is not None:
-                    self._tb.add_scalar(f"train/{k}", v, self.step)
+        if self.run_log is not None:
+            self.run_log.line(f"[train] {line}")
+        if self.tracker is None:
+            return
+        scalars: dict[str, Optional[float]] = {f"train/loss_{k}": v for k, v in loss.items()}
+        scalars.update({"train/lr_dense": lr_dense, "train/lr_sparse": lr_sparse, "train/samples_per_s": rate})
+        scalars["train/grad_norm_dense"] = grad_norm
+        for name, view in (("window", window), ("lifetime", lifetime)):
+            for k, v in view["primary"].items():
+                if k != "auc" or name == "window":  # torchrec keeps AUC over its window only
+                    scalars[f"train/{k}_{name}"] = v
+            for t, v in view.get("aux", {}).items():
+                scalars[f"train/{t}_ne_{name}"] = v["ne"]
+            for cohort, ne in zip(self._segment_names(), view.get("segments", [])):
+                scalars[f"train/cohort_ne_{name}/{cohort}"] = ne
+        self.tracker.scalars(scalars, self.step)
+
+    def _segment_names(self) -> list[str]:
+        """Names of the segmented-NE groups: the spec's cohorts, then rows in none of them."""
+        if self.spec is None:
+            return []
+        return [f"{self.spec.axis}:{c.name}" for c in self.spec.cohorts] + [f"{self.spec.axis}:none"]
+
+    def _dense_grad_norm(self) -> Optional[float]:
+        """The last step's dense gradient norm (before clipping): the clipping optimizer's, or computed now."""
+        if self.clipper is not None:
+            norm = self.clipper.last_total_grad_norm
+            return float(norm) if norm is not None else None
+        grads = [p.grad for p in self.dense_optimizer.params.values() if p.grad is not None]
+        if not grads:
+            return None
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
 
 
 class NonFiniteLossError(ValueError):
@@ -588,6 +666,17 @@ def _maybe_inject_fault(step: int, rank: int) -> None:
     if step == int(at) and rank == int(os.environ.get("C2AL_FAULT_KILL_RANK", "0")):
         print(f"[train] fault injection: SIGKILL rank {rank} at step {step}", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_lr(optimizer: Any) -> Optional[float]:
+    groups = getattr(optimizer, "param_groups", None) or []
+    return float(groups[0]["lr"]) if groups and "lr" in groups[0] else None
+
+
+def _fingerprint_summary(fingerprint: dict[str, Any]) -> str:
+    files = fingerprint.get("files", [])
+    size = sum(f.get("bytes", 0) for f in files)
+    return f"({len(files)} Parquet files, {size / 2**20:.1f} MiB, schema hash {fingerprint.get('schema_hash')})"
 
 
 def _fmt(metrics: dict[str, Optional[float]]) -> str:
