@@ -208,14 +208,14 @@ def run(opts: Options) -> dict[str, Any]:
                 server.close()
             calls = after["c2al_batch_rows_count"] - before["c2al_batch_rows_count"]
             res["rows_per_call"] = (after["c2al_batch_rows_sum"] - before["c2al_batch_rows_sum"]) / max(calls, 1)
-            res["wrong_prob"] = sum(abs(p - expected[i]) > 1e-5 for i, s, p in res.pop("answers") if s == 200)
+            res["wrong_prob"] = int(sum(abs(p - expected[i]) > 1e-5 for i, s, p in res.pop("answers") if s == 200))
             results[name] = res
         server = Server(export, *modes["batched"], "--max-queue", str(opts.overload_queue), "--threads", "1")
         try:
             over = asyncio.run(drive(server.port, rows, 4 * opts.clients, opts.seconds))
         finally:
             server.close()
-        over["wrong_prob"] = sum(abs(p - expected[i]) > 1e-5 for i, s, p in over.pop("answers") if s == 200)
+        over["wrong_prob"] = int(sum(abs(p - expected[i]) > 1e-5 for i, s, p in over.pop("answers") if s == 200))
         results["overload"] = over
     ratios = {
         "qps_batched_vs_single": results["batched"]["qps"] / results["single"]["qps"],
