@@ -2,8 +2,8 @@
 
 python -m benchmarks.plan --config launch/configs/production.toml --world-size 64
 
-Builds the run's model on the meta device exactly as the trainer does (``C2ALModel`` over
-``tables_from_features`` of the dataset schema, the fused sparse optimizer from
+Builds the run's model on the meta device with the trainer's own code (``build_run_model`` of
+the dataset schema, the fused sparse optimizer from
 ``apply_sparse_optimizer``, the trainer's sharding-type constraint: table-, row- or column-wise,
 never data-parallel) and runs ``EmbeddingShardingPlanner.plan`` (single process, no process group)
 for a topology of ``world_size / local_world_size`` hosts of ``local_world_size`` GPUs
@@ -55,7 +55,8 @@ from benchmarks.common import RESULTS_DIR, machine
 from c2al_rec.config import Config, field_docs, load_config
 from c2al_rec.data.schema import SCHEMA_FILE, DatasetSchema, load_schema, schema_from_dict
 from c2al_rec.distributed.sharding import SHARDED_TYPES, apply_sparse_optimizer
-from c2al_rec.modules.model import C2ALModel, tables_from_features
+from c2al_rec.modules.model import C2ALModel
+from c2al_rec.runs.load import build_run_model
 
 GB = 1e9  # decimal GB: what hardware datasheets quote (80 GB HBM, 50 GB/s)
 GIB = 1024**3
@@ -130,13 +131,7 @@ def run_schema(cfg: Config, opts: Options) -> tuple[DatasetSchema, str]:
 
 def build_model(cfg: Config, schema: DatasetSchema) -> C2ALModel:
     """The training model on the meta device with the fused sparse optimizer, as the trainer builds it."""
-    model = C2ALModel(
-        tables_from_features(schema.sparse, cfg.model.embedding_dim),
-        dense_in_features=len(schema.dense),
-        cfg=cfg.model,
-        aux_heads=cfg.cohorts.enabled,
-        device=torch.device("meta"),
-    )
+    model = build_run_model(cfg, schema, torch.device("meta"))
     apply_sparse_optimizer(model, cfg.train.sparse_optimizer, cfg.train.sparse_lr, torch.device("cuda"))
     return model
 

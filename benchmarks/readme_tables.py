@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from c2al_rec.workflows.experiment_report import fmt_diff
+
 RESULTS = Path(__file__).parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -77,14 +79,6 @@ def benchmark_table() -> str:
     return "\n".join(lines)
 
 
-def _fmt(g: Optional[dict[str, Any]]) -> str:
-    if not g or g.get("ne_diff") is None:
-        return "n/a"
-    lo, hi = g["ci95"]
-    star = " *" if hi < 0 or lo > 0 else ""
-    return f"{100 * g['ne_diff']:+.3f}% [{100 * lo:+.3f}, {100 * hi:+.3f}]{star}"
-
-
 def experiment_table() -> str:
     lines = [
         "| data | variant | seeds (interval over) | overall NE_diff | head NE_diff | tail NE_diff |",
@@ -97,7 +91,7 @@ def experiment_table() -> str:
             overall = groups.get("overall", {})
             seeds = len(overall.get("ne_diff_seeds") or []) or 1
             first = f"{name} ([md](benchmarks/results/{path.stem}.md))" if i == 0 else ""
-            cells = " | ".join(_fmt(groups.get(g)) for g in GROUPS)
+            cells = " | ".join(fmt_diff(groups.get(g)) for g in GROUPS)
             lines.append(f"| {first} | {variant} | {seeds} ({overall.get('ci_kind', '?')}) | {cells} |")
     return "\n".join(lines)
 

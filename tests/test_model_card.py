@@ -14,7 +14,7 @@ import torch
 
 from c2al_rec.export.exporter import ExportOptions, export_checkpoint
 from c2al_rec.serve.artifact import MODEL_FILE, compute_model_id, load_exported
-from c2al_rec.serve.http import model_id as http_model_id
+from c2al_rec.serve.http import create_app
 from c2al_rec.serve.predictor import input_files, predict_files
 from tests.trained_runs import TrainedRuns
 
@@ -46,10 +46,10 @@ def test_model_id_is_the_same_everywhere(exported: Path, tmp_path: Path, smoke_r
     expected = compute_model_id(exported, exported / MODEL_FILE)
     assert meta["model_id"] == expected and expected.startswith("export-") and len(expected.split("-")[-1]) == 12
     model = load_exported(exported)
-    assert model.model_id == http_model_id(model) == expected
+    assert model.model_id == create_app(model).state.model_id == expected
     # a directory exported before model_id was recorded gets the same id computed
     model.metadata.pop("model_id")
-    assert model.model_id == http_model_id(model) == expected
+    assert model.model_id == create_app(model).state.model_id == expected
 
     out = tmp_path / "preds.parquet"
     predict_files(load_exported(exported), input_files(smoke_runs.data, "test"), out, progress=False)

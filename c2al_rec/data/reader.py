@@ -452,11 +452,10 @@ class ParquetReader:
                 lengths = arr.value_lengths().to_numpy()
             else:
                 values = col.to_numpy()
-            bad = find_bad_id(f, values)
+            bad = find_bad_id(f, values, lengths)
             if bad is not None:
-                pos, value, what = bad
-                idx = pos if lengths is None else int(np.searchsorted(np.cumsum(lengths), pos, side="right"))
-                self._fail(u, f.name, what, idx, value)
+                row, value, what = bad
+                self._fail(u, f.name, what, row, value)
 
     # ----------------------------------------------------------------------------------------
     # Arrow -> tensors

@@ -25,24 +25,33 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from .schema import SparseFeature
 
 
-def find_bad_id(feature: SparseFeature, values: np.ndarray) -> Optional[tuple[int, int, str]]:
-    """The first id of ``values`` that the schema rejects, as (position, id, reason); None if all pass.
+def row_of(position: int, lengths: Optional[np.ndarray] = None) -> int:
+    """The row holding flat position ``position`` of a jagged column with ``lengths`` [B] ids per row
+    (None: one id per row)."""
+    return position if lengths is None else int(np.searchsorted(np.cumsum(lengths), position, side="right"))
+
+
+def find_bad_id(
+    feature: SparseFeature, values: np.ndarray, lengths: Optional[np.ndarray] = None
+) -> Optional[tuple[int, int, str]]:
+    """The first id of ``values`` that the schema rejects, as (row, id, reason); None if all pass.
 
     Args:
         feature: the schema's sparse feature.
         values: its raw ids, flat (a multi-hot column's list values concatenated), int64 [N].
+        lengths: ids per row [B] of a multi-hot column (None: one id per row).
     """
     if values.size == 0:
         return None
     lo, hi = int(values.min()), int(values.max())
     if lo < 0:
-        return int(np.flatnonzero(values == lo)[0]), lo, "has a negative id (ids must be >= 0)"
+        return row_of(int(np.flatnonzero(values == lo)[0]), lengths), lo, "has a negative id (ids must be >= 0)"
     if hi >= feature.num_embeddings and feature.out_of_range == "error":
         reason = (
             f"(sparse feature '{feature.name}') has an id outside its table [0, {feature.num_embeddings}) and "
             f"schema.json says out_of_range = error"
         )
-        return int(np.flatnonzero(values == hi)[0]), hi, reason
+        return row_of(int(np.flatnonzero(values == hi)[0]), lengths), hi, reason
     return None
 
 

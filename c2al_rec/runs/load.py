@@ -64,13 +64,7 @@ def load_run(path: str | Path, which: str = "latest", schema: Any = None) -> Tra
     trained_schema = schema_from_dict(state_json["schema"], cfg.data.path)
     if schema is not None:
         check_schema_matches(trained_schema, schema, ckpt)
-    model = C2ALModel(
-        tables_from_features(trained_schema.sparse, cfg.model.embedding_dim),
-        dense_in_features=len(trained_schema.dense),
-        cfg=cfg.model,
-        aux_heads=cfg.cohorts.enabled,
-        device=torch.device("cpu"),
-    )
+    model = build_run_model(cfg, trained_schema, torch.device("cpu"))
     wrapped = torch.nn.Module()
     wrapped.model = model  # same key prefix ("model.") as the TrainTask DMP wrapped
     state = {"model": wrapped.state_dict()}
@@ -80,6 +74,19 @@ def load_run(path: str | Path, which: str = "latest", schema: Any = None) -> Tra
     spec_json = state_json.get("cohort_spec")
     spec = parse_cohort_spec(spec_json, f"{ckpt}/train_state.json") if spec_json else None
     return TrainedRun(trained_schema, model, cfg, spec, ckpt, state_json)
+
+
+def build_run_model(cfg: Config, schema: Any, device: torch.device) -> C2ALModel:
+    """The model a run with config ``cfg`` trains on data with ``schema``: one table per sparse feature,
+    the dense arch over its dense columns, aux heads when C2AL is on. The trainer builds it on the meta
+    device; loading a run builds it on CPU."""
+    return C2ALModel(
+        tables_from_features(schema.sparse, cfg.model.embedding_dim),
+        dense_in_features=len(schema.dense),
+        cfg=cfg.model,
+        aux_heads=cfg.cohorts.enabled,
+        device=device,
+    )
 
 
 def check_schema_matches(trained: Any, schema: Any, ckpt: Path) -> None:

@@ -33,10 +33,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from c2al_rec.data.schema import SparseFeature
 from c2al_rec.data.transforms import find_bad_id
 
 from .artifact import ExportedModel
+from .predictor import sparse_feature
 
 Inputs = dict[str, torch.Tensor]
 
@@ -70,11 +70,6 @@ class Overloaded(RuntimeError):
     """The queue is full (HTTP 503)."""
 
 
-def model_id(model: ExportedModel) -> str:
-    """The id the metadata records (``<export dir name>-<first 12 hex of sha256(model.pt)>``), or the same computed."""
-    return model.model_id
-
-
 # ------------------------------------------------------------------------------------ parsing
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -102,8 +97,7 @@ def rows_to_inputs(rows: Any, model: ExportedModel, max_rows: int = 4096) -> Inp
     if len(rows) > max_rows:
         raise RequestError(f"{len(rows)} rows in one request; at most {max_rows}")
     dense_names = model.dense_features
-    keys = ("name", "num_embeddings", "multi_hot", "out_of_range")
-    features = [SparseFeature(**{k: f[k] for k in keys}) for f in model.sparse_features]
+    features = [sparse_feature(f) for f in model.sparse_features]
     dense = np.empty((len(rows), len(dense_names)), np.float32)
     values: dict[str, list[int]] = {f.name: [] for f in features}
     lengths = {f.name: np.empty(len(rows), np.int64) for f in features}
@@ -136,10 +130,9 @@ def rows_to_inputs(rows: Any, model: ExportedModel, max_rows: int = 4096) -> Inp
     inputs: Inputs = {"dense": torch.from_numpy(dense)}
     for f in features:
         vals = np.asarray(values[f.name], dtype=np.int64)
-        bad = find_bad_id(f, vals)
+        bad = find_bad_id(f, vals, lengths[f.name])
         if bad is not None:
-            pos, value, what = bad
-            row = int(np.searchsorted(np.cumsum(lengths[f.name]), pos, side="right"))
+            row, value, what = bad
             raise RequestError(f"row {row}: feature '{f.name}' {what}: id {value}")
         inputs[f"{f.name}.values"] = torch.from_numpy(vals)
         inputs[f"{f.name}.lengths"] = torch.from_numpy(lengths[f.name])
@@ -263,7 +256,7 @@ def create_app(model: ExportedModel, options: ServeOptions | None = None) -> Fas
     """The scoring service for a loaded exported model (see the module docstring for the routes)."""
     options = options or ServeOptions()
     metrics = _Metrics()
-    mid = model_id(model)
+    mid = model.model_id
     batcher = MicroBatcher(model.module.predict, options, on_batch=metrics.batch_rows.observe)
     metrics.queue_depth.set_function(batcher.queue.qsize)
 

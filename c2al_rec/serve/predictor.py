@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from c2al_rec.data.dataset import WRITE_OPTIONS, Dataset, parquet_format, read_parquet_schema
 from c2al_rec.data.schema import SCHEMA_FILE, SparseFeature
-from c2al_rec.data.transforms import find_bad_id
+from c2al_rec.data.transforms import find_bad_id, row_of
 
 from .artifact import PREDICTIONS_MODEL_ID_KEY, ExportedModel
 
@@ -122,23 +122,23 @@ def batch_inputs(table: pa.Table, model: ExportedModel, where: str, first_row: i
             lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
             if flat.null_count:
                 pos = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
-                row = int(np.searchsorted(np.cumsum(lengths), pos, side="right"))
+                row = row_of(pos, lengths)
                 raise _bad_row(where, first_row + row, f["name"], "holds a null id inside a list")
             values = flat.to_numpy(zero_copy_only=False).astype(np.int64)
         else:
             values = col.to_numpy(zero_copy_only=False).astype(np.int64)
             lengths = np.ones(len(values), np.int64)
-        bad = find_bad_id(_feature(f), values)
+        bad = find_bad_id(sparse_feature(f), values, lengths)
         if bad is not None:
-            pos, value, what = bad
-            row = int(np.searchsorted(np.cumsum(lengths), pos, side="right"))
+            row, value, what = bad
             raise _bad_row(where, first_row + row, f["name"], what, value)
         inputs[f"{f['name']}.values"] = torch.from_numpy(values)
         inputs[f"{f['name']}.lengths"] = torch.from_numpy(lengths)
     return inputs
 
 
-def _feature(f: dict) -> SparseFeature:
+def sparse_feature(f: dict) -> SparseFeature:
+    """The schema's ``SparseFeature`` of one entry of an exported model's ``metadata["sparse"]``."""
     return SparseFeature(f["name"], f["num_embeddings"], f["multi_hot"], f.get("pooling", "sum"), f["out_of_range"])
 
 

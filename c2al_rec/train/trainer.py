@@ -54,7 +54,7 @@ from c2al_rec.distributed import checkpoint as ckpt_io
 from c2al_rec.distributed.backend import DistContext, set_cpu_threads
 from c2al_rec.distributed.sharding import apply_sparse_optimizer, make_dense_optimizer, shard_model
 from c2al_rec.io import atomic_write_json
-from c2al_rec.modules.model import C2ALModel, tables_from_features
+from c2al_rec.runs.load import build_run_model
 from c2al_rec.runs.provenance import check_fingerprint, write_run_files
 
 from .metrics import TrainMetrics
@@ -111,13 +111,7 @@ class Trainer:
                 weighting=cfg.cohorts.weighting,
             )
         torch.manual_seed(cfg.train.seed)
-        model = C2ALModel(
-            tables_from_features(self.schema.sparse, cfg.model.embedding_dim),
-            dense_in_features=len(self.schema.dense),
-            cfg=cfg.model,
-            aux_heads=cfg.cohorts.enabled,
-            device=torch.device("meta"),
-        )
+        model = build_run_model(cfg, self.schema, torch.device("meta"))
         task = TrainTask(model, target, torch.bfloat16 if cfg.train.bf16 else None, ctx.device.type)
         self.task = task  # DMP shards its tables in place; the flags below reach the live module
         apply_sparse_optimizer(task, cfg.train.sparse_optimizer, cfg.train.sparse_lr, ctx.device)

@@ -35,7 +35,7 @@ from typing import Any, Optional
 import numpy as np
 
 from c2al_rec.analysis.stats import paired_t_interval, power_summary
-from c2al_rec.config import Config, dump_toml
+from c2al_rec.config import Config, config_to_dict, dump_toml
 from c2al_rec.io import atomic_write_json, atomic_write_text
 
 from .evaluate import RunScorer, evaluate_runs
@@ -210,7 +210,7 @@ class Experiment:
             "attention": attention,
             "spec": spec.to_json(),
             "seeds": self.seeds,
-            "config": _config_table(self.cfg),
+            "config": config_to_dict(self.cfg),
             "command": self.command,
         }
         atomic_write_text(self.out / "report.md", experiment_report(summary, self.wall))
@@ -303,9 +303,3 @@ def record_results(out: Path, dest: Path, name: str) -> list[Path]:
             written.append(target)
     atomic_write_text(dest / f"experiment_{name}.md", report)
     return written + [dest / f"experiment_{name}.md"]
-
-
-def _config_table(cfg: Config) -> dict[str, Any]:
-    from c2al_rec.config import config_to_dict
-
-    return config_to_dict(cfg)
