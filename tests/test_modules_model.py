@@ -219,3 +219,28 @@ def test_no_dense_features_means_no_dense_token(tmp_path):
         torch.testing.assert_close(loaded(torch.zeros(b, 0), kjt_b)["primary"], want, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="dense_in_features >= 0"):
         C2ALModel(mh.tables(8), -1, small_cfg(), aux_heads=False)
+
+
+@pytest.mark.parametrize("hidden", [[], [3], [5, 4]])
+def test_heads_sharing_one_first_gemm_match_separate_heads_float64(hidden):
+    from c2al_rec.modules.mlp import mlp, mlps_on_shared_input
+
+    torch.manual_seed(0)
+    heads = [mlp(6, h, 1).double() for h in ([7], hidden, hidden)]
+    x = torch.randn(9, 6, dtype=torch.float64, requires_grad=True)
+    fused = mlps_on_shared_input(x, heads)
+    grads_fused = torch.autograd.grad(sum(z.square().sum() for z in fused), [x, *heads[1].parameters()])
+    separate = [m(x) for m in heads]
+    grads_separate = torch.autograd.grad(sum(z.square().sum() for z in separate), [x, *heads[1].parameters()])
+    for a, b in zip(fused + list(grads_fused), separate + list(grads_separate)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_c2al_heads_read_h_as_separate_heads_would():
+    model = C2ALModel(mh.tables(8), mh.DENSE, small_cfg(), aux_heads=True).double()
+    x = torch.randn(5, model.num_tokens, 8, dtype=torch.float64)
+    out = model.forward_from_tokens(x)
+    h = model.over_arch(x)
+    torch.testing.assert_close(out["primary"], model.primary_head(h).squeeze(-1))
+    for name in ("head", "tail"):
+        torch.testing.assert_close(out[name], model.aux_heads[name](h).squeeze(-1))

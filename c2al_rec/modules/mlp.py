@@ -1,8 +1,9 @@
 """A plain ReLU MLP built from Linear layers (meta-device safe: Linear has reset_parameters)."""
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -35,6 +36,42 @@ def mlp(
     if out_features is not None:
         layers.append(nn.Linear(width, out_features, device=device))
     return nn.Sequential(*layers)
+
+
+def mlps_on_shared_input(x: torch.Tensor, mlps: Sequence[nn.Sequential]) -> List[torch.Tensor]:
+    """Run several :func:`mlp` s on the same input, their first layers as one GEMM.
+
+    Same function and parameters as ``[m(x) for m in mlps]``: the first Linear weights are
+    concatenated per call and the product is split back. One GEMM reads ``x`` once in forward and
+    gives one ``x`` gradient in backward; separate layers each re-read ``x`` (and backward adds
+    their ``x`` gradients), which on CPU cost the C2AL aux heads more than their FLOPs
+    (``benchmarks.train_throughput``).
+
+    Args:
+        x: [B, in_features], shared input.
+        mlps: MLPs built by :func:`mlp` (each starts with an ``nn.Linear`` on ``in_features``).
+
+    Returns:
+        One output per MLP, ``[B, out_i]``.
+
+    Example::
+
+        primary, aux = mlps_on_shared_input(h, [primary_head, aux_head])
+    """
+    if len(mlps) == 1:
+        return [mlps[0](x)]
+    firsts = [m[0] for m in mlps]
+    weight = torch.cat([f.weight for f in firsts])
+    bias = torch.cat([f.bias for f in firsts])
+    z = F.linear(x, weight, bias)
+    outs, start = [], 0
+    for m, f in zip(mlps, firsts):  # slices by Python offsets: fx-traceable (a split result is not iterable there)
+        y = z[:, start : start + f.out_features]
+        for layer in list(m)[1:]:  # the registered layers themselves (a sliced Sequential is not a submodule)
+            y = layer(y)
+        outs.append(y)
+        start += f.out_features
+    return outs
 
 
 class TokenLinear(nn.Module):

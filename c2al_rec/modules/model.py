@@ -20,7 +20,7 @@ from c2al_rec.config import ModelConfig
 
 from .dhen import DHEN
 from .interactions import FMInteraction
-from .mlp import mlp
+from .mlp import mlp, mlps_on_shared_input
 
 AUX_HEADS = ("head", "tail")
 
@@ -182,11 +182,11 @@ class C2ALModel(nn.Module):
         Lets diagnostics re-run the dense part on detached embeddings without a second lookup.
         """
         h = self.over_arch(x)
-        out = {"primary": self.primary_head(h).squeeze(-1)}
-        if self.has_aux_heads:
-            for name, head in self.aux_heads.items():
-                out[name] = head(h).squeeze(-1)
-        return out
+        if not self.has_aux_heads:
+            return {"primary": self.primary_head(h).squeeze(-1)}
+        # the three heads read the same h: their first layers run as one GEMM (same parameters)
+        logits = mlps_on_shared_input(h, [self.primary_head, *(self.aux_heads[name] for name in AUX_HEADS)])
+        return {name: z.squeeze(-1) for name, z in zip(("primary", *AUX_HEADS), logits)}
 
     def fm_modules(self) -> Dict[str, FMInteraction]:
         """The FM interaction modules by qualified name (e.g. ``over_arch.dhen.layers.0.interactions.0``)."""
