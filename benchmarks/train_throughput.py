@@ -1,30 +1,36 @@
-"""Training throughput: this trainer vs a plain-PyTorch model, C2AL on vs off, 1 vs 2 processes.
+"""Training throughput, like with like: this trainer vs plain PyTorch, C2AL on vs off, and the levers.
 
 python -m benchmarks.train_throughput [--quick] [--json PATH] [--data DIR] [--threads N]
 
 On planted-cohort synthetic data (generated into a temporary directory unless ``--data`` names a
-dataset with the synthetic schema), same data, batch size and threads, measured in one run:
-- ``trainer``: the real :class:`c2al_rec.train.trainer.Trainer` (DMP + fused RowWiseAdagrad +
-  ``TrainPipelineSparseDist``), C2AL off (no cohort spec: the plain baseline model), fp32;
-- ``trainer_bf16``: the same with ``train.bf16 = true`` (bf16 autocast of the model forward); its
-  validation NE at equal steps is compared to the fp32 trainer's (allowed if within 0.1%);
-- ``trainer_c2al``: C2AL on (cohort spec, aux heads, aux loss, per-cohort metrics), fp32;
-- ``trainer_c2al_small_heads``: the same with aux heads of one hidden layer of ``small_aux_head``
-  units (the aux heads' own compute is most of C2AL's training cost);
-- ``plain_pytorch``: one ``nn.EmbeddingBag(mode="sum", sparse=True)`` per table +
-  ``torch.optim.Adagrad`` (sparse gradients) for the embeddings, the same DenseArch / OverArch /
-  primary head modules and the same dense optimizer, fp32, no pipeline.
-The four run in the same process, interleaved in rounds of ``steps_per_round`` steps after
-``warmup`` untimed steps; the reported rates and ratios are medians over rounds (ratios paired per
-round). 1 vs 2 processes: the trainer through ``elastic_launch`` at 1 and 2 local ranks (2 threads,
-resp. 1 thread each, on 2 cores), alternated, steady-state steps only, best of ``proc_rounds``.
-Writes ``benchmarks/results/train_throughput.md``; ``--json PATH`` writes
-``{"benchmark", "config", "results", "ratios"}`` with ratios ``trainer_vs_plain_pytorch``
-(goal >= 1.5), ``c2al_vs_baseline`` (goal >= 0.97) and ``two_procs_vs_one``.
+dataset with the synthetic schema), same data, batch size per rank, precision and threads on both
+sides of every ratio:
+- ``trainer``: the real :class:`c2al_rec.train.trainer.Trainer` (DMP + fused RowWiseAdagrad inside
+  backward + ``TrainPipelineSparseDist``), C2AL off (the baseline model);
+- ``plain``: what a competent PyTorch user writes: one ``nn.EmbeddingBag(mode="sum"|"mean",
+  sparse=True)`` per table, ``torch.optim.Adagrad`` on the sparse gradients, the same DenseArch /
+  OverArch / primary head modules and the same dense optimizer (DDP with 2 processes);
+- ``*_bf16``: the same under bf16 autocast of the dense part, on both sides (one line for a user);
+- ``*_compiled``: ``train.compile_dense = "on"`` vs the plain model's dense part under ``torch.compile``;
+- ``trainer_c2al``: C2AL on (cohort spec, aux heads of the default ``aux_head``, aux loss, per-cohort
+  metrics); ``trainer_c2al_aux128``: aux heads of ``large_aux_head`` units;
+- levers, each against ``trainer_c2al``: ``trainer_c2al_separate_heads`` (the three heads' first layers
+  as separate GEMMs, as before they shared one) and ``trainer_c2al_sampled_metrics``
+  (``train.metrics_every = metrics_every``).
+In-process cases (1 rank) run interleaved in rounds of ``steps_per_round`` steps after ``warmup``
+untimed steps; rates and ratios are medians over rounds (ratios paired per round). With ``two_procs``
+the trainer and plain cases (fp32 and bf16) are also launched with 1 and 2 local processes
+(``elastic_launch``, threads split between them), alternated, best of ``proc_rounds``.
+Writes ``benchmarks/results/train_throughput.md``; ``--json PATH`` writes ``{"benchmark", "config",
+"results", "ratios"}``. Ratios: ``trainer_vs_plain_fp32`` and ``trainer_vs_plain_bf16`` (each the
+minimum over 1 and 2 processes), ``trainer_vs_plain_pytorch`` (the smaller; goal >= 1.5),
+``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128`` (goal >= 0.97), ``two_procs_vs_one`` and the
+``lever_*`` ratios.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -54,11 +60,16 @@ from c2al_rec.config import (
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
 from c2al_rec.modules.mlp import mlp
-from c2al_rec.modules.model import DenseArch, OverArch
+from c2al_rec.modules.model import AUX_HEADS, C2ALModel, DenseArch, OverArch
 from c2al_rec.train.loss import c2al_loss
 
 SPEC = Path(__file__).resolve().parent.parent / "launch" / "cohorts" / "user_value_p5_p95.json"
 NE_TOLERANCE = 0.001
+
+
+def _benchmark_model() -> dict:
+    """The production-shaped model with the default aux heads (``ModelConfig.aux_head``)."""
+    return dict(production_model(), aux_head=list(ModelConfig().aux_head))
 
 
 @dataclass
@@ -73,70 +84,38 @@ class Options:
     """Largest table (user_id); the others are smaller (synthetic generator's sizes)."""
     batch_size: int = 2048
     """Batch size per rank, for every case."""
-    model: dict = field(default_factory=production_model)
-    """ModelConfig fields (production-shaped, sized for a 2-core machine)."""
+    model: dict = field(default_factory=_benchmark_model)
+    """ModelConfig fields (production-shaped, sized for a 2-core machine; default aux heads)."""
+    large_aux_head: list = field(default_factory=lambda: [128])
+    """Aux head hidden sizes of the ``trainer_c2al_aux128`` case."""
+    metrics_every: int = 50
+    """``train.metrics_every`` of the sampled-metrics lever (a typical ``log_every``)."""
     sparse_lr: float = 0.05
     """Embedding learning rate (RowWiseAdagrad in the trainer, Adagrad in the baseline)."""
     dense_lr: float = 1e-3
     """Dense learning rate (Adam in both)."""
     warmup: int = 3
-    """Untimed steps per case before the rounds."""
+    """Untimed steps per case before the rounds (compiled cases compile here)."""
     steps_per_round: int = 4
     """Timed steps per case per round."""
     rounds: int = 5
     """Interleaved rounds; medians over rounds are reported."""
     eval_batches: int = 16
-    """Validation batches for the bf16 vs fp32 NE check (after equal steps)."""
+    """Validation batches for the NE checks (bf16 and compiled vs fp32 eager, after equal steps)."""
+    levers: bool = True
+    """Also measure the levers (compiled dense part, heads' shared GEMM, sampled metrics)."""
     two_procs: bool = True
-    """Also measure 1 vs 2 processes (launches processes; slower)."""
-    small_aux_head: list = field(default_factory=lambda: [32])
-    """Aux head hidden sizes of the ``trainer_c2al_small_heads`` case."""
+    """Also launch trainer and plain with 1 and 2 processes (slower)."""
     proc_warmup: int = 6
-    """Untimed steps per launch before timing (1 vs 2 processes)."""
+    """Untimed steps per launch before timing."""
     proc_steps: int = 12
-    """Timed steps per launch in the 1 vs 2 process comparison."""
-    proc_rounds: int = 3
-    """Alternated launches per world size."""
+    """Timed steps per launch."""
+    proc_rounds: int = 2
+    """Alternated launches per case and world size (best of them is kept)."""
     threads: int = 0
-    """torch threads per process (0: cores / processes, the trainer's default)."""
+    """torch threads per in-process case (0: all cores); launched processes split the cores."""
     data: str = ""
     """Existing dataset root (synthetic schema, with a user_value axis) instead of generating one."""
-
-
-NOTES = """## What the trainer uses, and what was tried (2026-11-23)
-
-- Trainer (a): DMP, table-wise sharded tables, FBGEMM fused RowWiseAdagrad applied inside backward
-  (no sparse gradient tensors are built), `TrainPipelineSparseDist`. Headline variant: `train.bf16 = true`
-  (bf16 autocast of the model forward; this CPU has avx512_bf16), chosen only when its validation NE
-  after the same steps on the same data is within 0.1% of the fp32 trainer's (-0.005% to -0.023%).
-- fp32 trainer vs the plain-PyTorch baseline: ~1.0-1.16x over runs, as measured before the code existed
-  (1.13-1.26x): the 1.5x goal is NOT met in fp32; it is met with bf16 autocast (2.2-2.3x, NE within 0.03%).
-- Bug found and fixed: `train.bf16 = true` crashed at the first step (the pipeline fx-traces the task,
-  where `dense.device` is a proxy); `TrainTask` now takes the autocast device type at construction
-  (tests/test_train_bf16.py).
-- C2AL cost (goal <= 3%): NOT met with aux_head=[128] (0.90-0.91 of the baseline in every run); with
-  aux_head=[32] 0.979 in the recorded run (1 thread), 0.954-0.956 in the 2-thread runs: met only there.
-  Breakdown (separate interleaved run, tables <= 100k rows, batch 2048, 2 threads): reading the cohort
-  axis + segmented NE only (spec given, C2AL off): 0.998; the per-step training metrics cost ~2.6% of
-  a baseline step; C2AL vs baseline with metrics disabled: 0.885-0.915; in isolation at batch 2048 the
-  two aux heads' forward+backward take 20 ms, the primary head 19 ms, the over-arch 188 ms (step
-  ~220 ms). The cost is the aux heads' own compute: with aux_head=[128] on h of 1024 dims they hold as
-  many parameters as the primary head. Ways to <= 3% (not done: they change c2al_rec): aux heads of
-  <= 16 hidden units or on a projected h; one fused GEMM for the first layer of all three heads; aux NE
-  metrics every log_every steps instead of every step.
-- 1 vs 2 processes on 2 cores: 2 ranks x 1 thread exchange pooled embeddings (gloo all-to-all) and
-  all-reduce ~2.1M dense gradients every step, which on CPU the pipeline cannot overlap (no side
-  streams): about half the samples/s of 1 rank x 2 threads; at 1 thread per process (recorded run)
-  0.93 of 1 rank x 1 thread, i.e. the second core does not even pay for the communication at this size.
-- Threads and noise: with 2 OpenMP threads per process on these 2 shared cores, other jobs (load average
-  5-8) made whole runs collapse: at 11:04, 2 threads, every case ran at ~500-600 samples/s (trainer 568,
-  plain 492, 1 launched process 679) while 2 processes x 1 thread held 5,005. Processes with 1 thread
-  were not affected, hence the recorded run uses `--threads 1` for every case and process. The run at
-  10:47 (2 threads, load average 1.9 -> 5.0) gave: trainer fp32 9,285, bf16 20,046, C2AL 8,494, C2AL
-  aux_head=[32] 8,841, plain 8,815 samples/s; ratios fp32 1.02, bf16 2.25, C2AL 0.906 / 0.956; 1 process
-  x 2 threads 9,081 vs 2 processes x 1 thread 4,777 (0.53) in its undisturbed round. Medians of
-  per-round paired ratios absorb single disturbed rounds.
-"""
 
 
 def make_dataset(opts: Options, root: Path) -> Path:
@@ -148,7 +127,15 @@ def make_dataset(opts: Options, root: Path) -> Path:
 
 
 def make_config(
-    opts: Options, root: Path, *, c2al: bool, bf16: bool = False, aux_head: Optional[list] = None
+    opts: Options,
+    root: Path,
+    *,
+    c2al: bool,
+    bf16: bool = False,
+    compiled: bool = False,
+    aux_head: Optional[list] = None,
+    metrics_every: int = 1,
+    threads: Optional[int] = None,
 ) -> Config:
     """The trainer config of a case (C2AL on: the p5/p95 user-value spec with aux heads)."""
     model = dict(opts.model, **({"aux_head": list(aux_head)} if aux_head is not None else {}))
@@ -164,7 +151,9 @@ def make_config(
             log_every=0,
             eval_batches=opts.eval_batches,
             bf16=bf16,
-            num_threads=opts.threads,
+            compile_dense="on" if compiled else "off",
+            metrics_every=metrics_every,
+            num_threads=opts.threads if threads is None else threads,
         ),
         checkpoint=CheckpointConfig(resume="never"),
     )
@@ -176,9 +165,11 @@ class PlainModel(nn.Module):
     Args:
         schema: the dataset schema (one table per sparse feature, in schema order).
         cfg: the model config (embedding_dim, dense arch, DHEN, primary head).
+        bf16: run the dense part under bf16 autocast (as the trainer's ``train.bf16``).
+        compiled: ``torch.compile`` the dense part (as the trainer's ``train.compile_dense``).
     """
 
-    def __init__(self, schema: Any, cfg: ModelConfig) -> None:
+    def __init__(self, schema: Any, cfg: ModelConfig, bf16: bool = False, compiled: bool = False) -> None:
         super().__init__()
         d = cfg.embedding_dim
         self.names = [f.name for f in schema.sparse]
@@ -187,30 +178,54 @@ class PlainModel(nn.Module):
             for f in schema.sparse
         )
         self.dense_arch = DenseArch(len(schema.dense), cfg.dense_arch, d)
-        self.over_arch = OverArch(len(self.names) + 1, cfg)
+        self.over_arch = OverArch(len(self.names) + (1 if schema.dense else 0), cfg)
         self.primary_head = mlp(self.over_arch.repr_dim, cfg.primary_head, 1)
+        self.bf16 = bf16
+        self.dense_part = torch.compile(self._dense_part) if compiled else self._dense_part
+
+    def _dense_part(self, tokens: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext():
+            x = torch.cat([tokens, self.dense_arch(dense)], dim=1)  # [B, n, d]
+            return self.primary_head(self.over_arch(x)).squeeze(-1)
 
     def forward(self, dense: torch.Tensor, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
         """dense [B, D], kjt -> {"primary": logits [B]}."""
         jts = kjt.to_dict()
         tokens = [bag(jts[n].values(), jts[n].offsets()) for n, bag in zip(self.names, self.bags)]
-        x = torch.cat([torch.stack(tokens, dim=1), self.dense_arch(dense)], dim=1)  # [B, n, d]
-        return {"primary": self.primary_head(self.over_arch(x)).squeeze(-1)}
+        return {"primary": self.dense_part(torch.stack(tokens, dim=1), dense)}
 
 
 class PlainTrainer:
-    """The competent default training loop: Adagrad (sparse grads) for embeddings, Adam for the rest."""
+    """The competent default training loop: Adagrad (sparse grads) for embeddings, Adam for the rest.
 
-    def __init__(self, opts: Options, root: Path) -> None:
+    Args:
+        opts: benchmark options (model, learning rates, batch size).
+        root: dataset root.
+        bf16: bf16 autocast of the dense part.
+        compiled: torch.compile of the dense part.
+        rank: this process's rank (with ``world_size`` > 1 the model is wrapped in DDP; gloo
+            all-reduces the sparse embedding gradients too).
+        world_size: processes in the job.
+    """
+
+    def __init__(
+        self, opts: Options, root: Path, bf16: bool = False, compiled: bool = False, rank: int = 0, world_size: int = 1
+    ) -> None:
         torch.manual_seed(0)
         self.schema = load_schema(root)
-        self.model = PlainModel(self.schema, ModelConfig(**opts.model))
-        sparse = [p for p in self.model.bags.parameters()]
+        model: nn.Module = PlainModel(self.schema, ModelConfig(**opts.model), bf16=bf16, compiled=compiled)
+        sparse = list(model.bags.parameters())
         ids = {id(p) for p in sparse}
-        dense = [p for p in self.model.parameters() if id(p) not in ids]
+        dense = [p for p in model.parameters() if id(p) not in ids]
         self.sparse_opt = torch.optim.Adagrad(sparse, lr=opts.sparse_lr)
         self.dense_opt = torch.optim.Adam(dense, lr=opts.dense_lr)
-        self.batches = iter(ParquetReader(root, self.schema, "train", opts.batch_size, seed=0, shuffle=True))
+        if world_size > 1:
+            model = nn.parallel.DistributedDataParallel(model)
+        self.model = model
+        reader = ParquetReader(
+            root, self.schema, "train", opts.batch_size, rank=rank, world_size=world_size, seed=0, shuffle=True
+        )
+        self.batches = iter(reader)
 
     def train_step(self) -> None:
         batch = next(self.batches)
@@ -223,13 +238,26 @@ class PlainTrainer:
         self.dense_opt.step()
 
 
-def build_trainer(cfg: Config, run_dir: Path) -> tuple[Any, Iterator[Any]]:
+def _separate_heads_forward(self: C2ALModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``C2ALModel.forward_from_tokens`` with each head's first layer as its own GEMM (the lever's 'before')."""
+    h = self.over_arch(x)
+    out = {"primary": self.primary_head(h).squeeze(-1)}
+    if self.has_aux_heads:
+        for name in AUX_HEADS:
+            out[name] = self.aux_heads[name](h).squeeze(-1)
+    return out
+
+
+def build_trainer(cfg: Config, run_dir: Path, separate_heads: bool = False) -> tuple[Any, Iterator[Any]]:
     """A built Trainer (this process's group; 1 rank when not launched) and its train batch iterator."""
     from c2al_rec.distributed.backend import init_distributed
     from c2al_rec.train.trainer import Trainer
 
     trainer = Trainer(cfg, run_dir, init_distributed())
     trainer.build()
+    if separate_heads:
+        model = trainer.task.model
+        model.forward_from_tokens = _separate_heads_forward.__get__(model)  # type: ignore[method-assign]
     return trainer, iter(trainer._reader(cfg.data.train_split, train=True))
 
 
@@ -253,29 +281,41 @@ def trainer_rate(cfg: Config, run_dir: Path, warmup: int, steps: int, rounds: in
     return statistics.median(rates)
 
 
-def _rank_worker(cfg_dict: dict, run_dir: str, warmup: int, steps: int) -> float:
-    """One rank of the 1 vs 2 process comparison: global samples/s over ``steps`` steady-state steps."""
+def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int) -> float:
+    """One rank of a launched case: global samples/s over ``steps`` steady-state steps.
+
+    ``kind`` "trainer": ``payload`` is the run config; "plain": ``{"opts", "root", "bf16"}``.
+    """
     import torch.distributed as dist
 
-    from c2al_rec.distributed.backend import destroy_distributed
+    from c2al_rec.distributed.backend import destroy_distributed, init_distributed, set_cpu_threads
 
-    cfg = load_config_dict(cfg_dict)
-    trainer, batches = build_trainer(cfg, Path(run_dir))
+    closer: Callable[[], object] = lambda: None  # noqa: E731
+    if kind == "trainer":
+        cfg = load_config_dict(payload)
+        trainer, batches = build_trainer(cfg, Path(run_dir))
+        step: Callable[[], object] = lambda: trainer.train_step(batches)  # noqa: E731
+        closer, batch_size = trainer.close, cfg.data.batch_size
+    else:
+        ctx = init_distributed()
+        set_cpu_threads(ctx)
+        opts = Options(**payload["opts"])
+        plain = PlainTrainer(opts, Path(payload["root"]), payload["bf16"], rank=ctx.rank, world_size=ctx.world_size)
+        step, batch_size = plain.train_step, opts.batch_size
     try:
-        _timed(lambda: trainer.train_step(batches), warmup)
+        _timed(step, warmup)
         dist.barrier()
         t0 = time.perf_counter()
-        _timed(lambda: trainer.train_step(batches), steps)
+        _timed(step, steps)
         dist.barrier()
-        seconds = time.perf_counter() - t0
-        return steps * cfg.data.batch_size * dist.get_world_size() / seconds
+        return steps * batch_size * dist.get_world_size() / (time.perf_counter() - t0)
     finally:
-        trainer.close()
+        closer()
         destroy_distributed()
 
 
-def launched_rate(cfg: Config, run_dir: Path, nproc: int, warmup: int, steps: int) -> float:
-    """Trainer samples/s (all ranks) with ``nproc`` local processes started by elastic_launch."""
+def launched_rate(kind: str, payload: dict, run_dir: Path, nproc: int, warmup: int, steps: int) -> float:
+    """Samples/s (all ranks) of a trainer or plain case with ``nproc`` local processes (elastic_launch)."""
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     from c2al_rec.distributed.backend import free_port
@@ -284,15 +324,46 @@ def launched_rate(cfg: Config, run_dir: Path, nproc: int, warmup: int, steps: in
         min_nodes=1,
         max_nodes=1,
         nproc_per_node=nproc,
-        run_id=f"bench-{os.getpid()}-{nproc}",
+        run_id=f"bench-{os.getpid()}-{kind}-{nproc}",
         rdzv_backend="c10d",
         rdzv_endpoint=f"127.0.0.1:{free_port()}",
         max_restarts=0,
         monitor_interval=1,
         start_method="spawn",
     )
-    out = elastic_launch(launch_cfg, _rank_worker)(config_to_dict(cfg), str(run_dir), warmup, steps)
+    out = elastic_launch(launch_cfg, _rank_worker)(kind, payload, str(run_dir), warmup, steps)
     return float(out[0])
+
+
+def _interleaved(opts: Options, steppers: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
+    """Samples/s per case per round, cases rotated each round so none always follows another."""
+    for step in steppers.values():
+        _timed(step, opts.warmup)
+    rates: dict[str, list[float]] = {k: [] for k in steppers}
+    names = list(steppers)
+    for r in range(opts.rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            rates[name].append(opts.steps_per_round * opts.batch_size / _timed(steppers[name], opts.steps_per_round))
+    return rates
+
+
+def _group(opts: Options, root: Path, work: Path, cases: dict[str, Any]) -> tuple[dict[str, list[float]], dict]:
+    """Build every case of a group, run them interleaved, validate the trainers; free them all."""
+    steppers: dict[str, Callable[[], object]] = {}
+    trainers = {}
+    for name, case in cases.items():
+        if isinstance(case, PlainTrainer):
+            steppers[name] = case.train_step
+        else:
+            cfg, separate = case
+            trainer, batches = build_trainer(cfg, work / f"run-{name}", separate_heads=separate)
+            trainers[name] = trainer
+            steppers[name] = lambda t=trainer, b=batches: t.train_step(b)
+    rates = _interleaved(opts, steppers)
+    ne = {name: t.evaluate()["primary"]["ne"] for name, t in trainers.items()}
+    for t in trainers.values():
+        t.close()
+    return rates, ne
 
 
 def run(opts: Options) -> dict:
@@ -302,36 +373,31 @@ def run(opts: Options) -> dict:
     work = Path(tmp.name)
     try:
         root = Path(opts.data) if opts.data else make_dataset(opts, work / "data")
-        configs = {
-            "trainer": make_config(opts, root, c2al=False),
-            "trainer_bf16": make_config(opts, root, c2al=False, bf16=True),
-            "trainer_c2al": make_config(opts, root, c2al=True),
-            "trainer_c2al_small_heads": make_config(opts, root, c2al=True, aux_head=opts.small_aux_head),
+        cfg = lambda **kw: (make_config(opts, root, **kw), False)  # noqa: E731
+        headline = {
+            "trainer": cfg(c2al=False),
+            "plain": PlainTrainer(opts, root),
+            "trainer_bf16": cfg(c2al=False, bf16=True),
+            "plain_bf16": PlainTrainer(opts, root, bf16=True),
+            "trainer_c2al": cfg(c2al=True),
+            "trainer_c2al_aux128": cfg(c2al=True, aux_head=opts.large_aux_head),
         }
-        steppers: dict[str, Callable[[], object]] = {}
-        trainers = {}
-        for name, cfg in configs.items():
-            trainer, batches = build_trainer(cfg, work / f"run-{name}")
-            trainers[name] = trainer
-            steppers[name] = lambda t=trainer, b=batches: t.train_step(b)
-        plain = PlainTrainer(opts, root)
-        steppers["plain_pytorch"] = plain.train_step
-        threads = torch.get_num_threads()
-        for step in steppers.values():
-            _timed(step, opts.warmup)
-        rates: dict[str, list[float]] = {k: [] for k in steppers}
-        for r in range(opts.rounds):
-            # rotate the order each round so no case always runs right after another
-            names = list(steppers)[r % len(steppers) :] + list(steppers)[: r % len(steppers)]
-            for name in names:
-                rates[name].append(
-                    opts.steps_per_round * opts.batch_size / _timed(steppers[name], opts.steps_per_round)
-                )
-        steps_done = opts.warmup + opts.rounds * opts.steps_per_round
-        ne = {name: trainers[name].evaluate()["primary"]["ne"] for name in ("trainer", "trainer_bf16")}
-        for t in trainers.values():
-            t.close()
-        del trainers, steppers, plain
+        rates, ne = _group(opts, root, work, headline)
+        del headline
+        if opts.levers:
+            levers = {
+                "trainer": cfg(c2al=False),
+                "trainer_compiled": cfg(c2al=False, compiled=True),
+                "plain_compiled": PlainTrainer(opts, root, compiled=True),
+                "trainer_c2al": cfg(c2al=True),
+                "trainer_c2al_separate_heads": (make_config(opts, root, c2al=True), True),
+                "trainer_c2al_sampled_metrics": cfg(c2al=True, metrics_every=opts.metrics_every),
+            }
+            lever_rates, lever_ne = _group(opts, root, work, levers)
+            del levers
+            rates.update({f"levers/{k}": v for k, v in lever_rates.items()})
+            ne["trainer_compiled"] = lever_ne["trainer_compiled"]
+        threads = opts.threads or (os.cpu_count() or 1)
 
         def paired(a: str, b: str) -> float:
             return statistics.median(x / y for x, y in zip(rates[a], rates[b]))
@@ -339,42 +405,73 @@ def run(opts: Options) -> dict:
         results: dict[str, Any] = {f"{k}_samples_per_s": statistics.median(v) for k, v in rates.items()}
         results["rounds_samples_per_s"] = rates
         results["threads"] = threads
-        results["steps_per_case"] = steps_done
-        results["valid_ne_fp32"] = ne["trainer"]
-        results["valid_ne_bf16"] = ne["trainer_bf16"]
-        ne_rel = (ne["trainer_bf16"] - ne["trainer"]) / ne["trainer"]
-        results["bf16_ne_rel_change"] = ne_rel
-        bf16_ok = abs(ne_rel) <= NE_TOLERANCE
-        fp32_ratio = paired("trainer", "plain_pytorch")
-        bf16_ratio = paired("trainer_bf16", "plain_pytorch")
-        use_bf16 = bf16_ok and bf16_ratio > fp32_ratio
-        results["trainer_variant"] = "bf16 autocast" if use_bf16 else "fp32"
+        results["steps_per_case"] = opts.warmup + opts.rounds * opts.steps_per_round
+        results["valid_ne"] = ne
+        results["ne_rel_change_vs_fp32"] = {k: (v - ne["trainer"]) / ne["trainer"] for k, v in ne.items()}
+        one_proc = {"fp32": paired("trainer", "plain"), "bf16": paired("trainer_bf16", "plain_bf16")}
         ratios: dict[str, Optional[float]] = {
-            "trainer_vs_plain_pytorch": bf16_ratio if use_bf16 else fp32_ratio,
-            "trainer_fp32_vs_plain_pytorch": fp32_ratio,
-            "trainer_bf16_vs_plain_pytorch": bf16_ratio,
+            "trainer_vs_plain_fp32_1proc": one_proc["fp32"],
+            "trainer_vs_plain_bf16_1proc": one_proc["bf16"],
+            "trainer_vs_plain_fp32_2procs": None,
+            "trainer_vs_plain_bf16_2procs": None,
             "c2al_vs_baseline": paired("trainer_c2al", "trainer"),
-            "c2al_small_heads_vs_baseline": paired("trainer_c2al_small_heads", "trainer"),
+            "c2al_vs_baseline_aux128": paired("trainer_c2al_aux128", "trainer"),
             "two_procs_vs_one": None,
         }
+        if opts.levers:
+            ratios["lever_compile_trainer"] = paired("levers/trainer_compiled", "levers/trainer")
+            ratios["trainer_vs_plain_compiled"] = paired("levers/trainer_compiled", "levers/plain_compiled")
+            ratios["lever_heads_one_gemm"] = paired("levers/trainer_c2al", "levers/trainer_c2al_separate_heads")
+            ratios["lever_sampled_metrics"] = paired("levers/trainer_c2al_sampled_metrics", "levers/trainer_c2al")
         if opts.two_procs:
-            cfg = configs["trainer"]
-            one, two = [], []
+            launched: dict[str, list[float]] = {}
+            plain_payload = lambda bf16: {"opts": dataclasses.asdict(opts), "root": str(root), "bf16": bf16}  # noqa: E731
+            cases = {
+                "trainer": ("trainer", lambda: config_to_dict(make_config(opts, root, c2al=False, threads=0))),
+                "plain": ("plain", lambda: plain_payload(False)),
+                "trainer_bf16": ("trainer", lambda: config_to_dict(make_config(opts, root, c2al=False, bf16=True, threads=0))),
+                "plain_bf16": ("plain", lambda: plain_payload(True)),
+            }
             for r in range(opts.proc_rounds):
-                one.append(launched_rate(cfg, work / f"procs1-{r}", 1, opts.proc_warmup, opts.proc_steps))
-                two.append(launched_rate(cfg, work / f"procs2-{r}", 2, opts.proc_warmup, opts.proc_steps))
-            results["one_proc_rounds_samples_per_s"] = one
-            results["two_procs_rounds_samples_per_s"] = two
-            # best of rounds: a launch is long, and a burst of load from other processes can slow one
-            # launch by 10x (2 OpenMP threads on 2 shared cores); the best is the least disturbed
-            results["one_proc_samples_per_s"] = max(one)
-            results["two_procs_samples_per_s"] = max(two)
-            ratios["two_procs_vs_one"] = max(two) / max(one)
+                for nproc in (1, 2):
+                    for name, (kind, payload) in cases.items():
+                        rate = launched_rate(kind, payload(), work / f"{name}-{nproc}-{r}", nproc, opts.proc_warmup, opts.proc_steps)
+                        launched.setdefault(f"{name}_{nproc}proc", []).append(rate)
+                        print(f"[train_throughput] launched {name} x{nproc} round {r}: {rate:,.0f} samples/s", flush=True)
+            # best of rounds: a launch is long, and a burst of other load can slow one launch by 10x
+            best = {k: max(v) for k, v in launched.items()}
+            results["launched_rounds_samples_per_s"] = launched
+            results["launched_best_samples_per_s"] = best
+            ratios["trainer_vs_plain_fp32_2procs"] = best["trainer_2proc"] / best["plain_2proc"]
+            ratios["trainer_vs_plain_bf16_2procs"] = best["trainer_bf16_2proc"] / best["plain_bf16_2proc"]
+            ratios["two_procs_vs_one"] = best["trainer_2proc"] / best["trainer_1proc"]
+        for precision in ("fp32", "bf16"):
+            values = [ratios[f"trainer_vs_plain_{precision}_{n}"] for n in ("1proc", "2procs")]
+            ratios[f"trainer_vs_plain_{precision}"] = min(v for v in values if v is not None)
+        ratios["trainer_vs_plain_pytorch"] = min(ratios["trainer_vs_plain_fp32"], ratios["trainer_vs_plain_bf16"])  # type: ignore[type-var]
         results["load_average_1min"] = [load_before, os.getloadavg()[0]]
     finally:
         tmp.cleanup()
     config = {**dataclasses.asdict(opts), "machine": machine(), "spec": str(SPEC)}
     return {"benchmark": "train_throughput", "config": config, "results": results, "ratios": ratios}
+
+
+RATIO_LINES = [
+    ("trainer_vs_plain_pytorch", ">= 1.5", "the smaller of fp32 and bf16 below"),
+    ("trainer_vs_plain_fp32", ">= 1.5", "min over 1 and 2 processes"),
+    ("trainer_vs_plain_bf16", ">= 1.5", "min over 1 and 2 processes; both sides under bf16 autocast"),
+    ("trainer_vs_plain_fp32_1proc", "", ""),
+    ("trainer_vs_plain_fp32_2procs", "", ""),
+    ("trainer_vs_plain_bf16_1proc", "", ""),
+    ("trainer_vs_plain_bf16_2procs", "", ""),
+    ("trainer_vs_plain_compiled", "", "both dense parts under torch.compile, 1 process"),
+    ("c2al_vs_baseline", ">= 0.97", "default aux heads"),
+    ("c2al_vs_baseline_aux128", ">= 0.97", "aux_head [128]"),
+    ("two_procs_vs_one", "", "trainer, 2 processes x 1 thread vs 1 process x 2 threads"),
+    ("lever_compile_trainer", "", "trainer compile_dense on / off"),
+    ("lever_heads_one_gemm", "", "C2AL trainer, heads' first layers as one GEMM / separate"),
+    ("lever_sampled_metrics", "", "C2AL trainer, metrics every 50th step / every step"),
+]
 
 
 def _markdown(out: dict, command: str) -> str:
@@ -389,41 +486,37 @@ def _markdown(out: dict, command: str) -> str:
         "",
         "Config: " + ", ".join(f"{k}={v!r}" for k, v in c.items() if k != "machine"),
         "",
-        f"{r['threads']} torch threads; every case did {r['steps_per_case']} steps on the same data; rates are "
-        "medians over interleaved rounds, ratios medians of per-round ratios. Load average (1 min) before / after: "
-        f"{r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f} (the machine is shared).",
+        f"{r['threads']} torch threads in-process; every in-process case did {r['steps_per_case']} steps on the same "
+        "data; rates are medians over interleaved rounds, ratios medians of per-round ratios. Load average (1 min) "
+        f"before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f}.",
         "",
-        "| case | samples/s (median) | per round |",
-        "| --- | ---: | --- |",
+        "| case | samples/s (median) | per round | validation NE vs fp32 trainer |",
+        "| --- | ---: | --- | ---: |",
     ]
-    for name in ("trainer", "trainer_bf16", "trainer_c2al", "trainer_c2al_small_heads", "plain_pytorch"):
-        per = ", ".join(f"{x:,.0f}" for x in r["rounds_samples_per_s"][name])
-        lines.append(f"| {name} | {r[f'{name}_samples_per_s']:,.0f} | {per} |")
-    if "one_proc_samples_per_s" in r:
-        one = ", ".join(f"{x:,.0f}" for x in r["one_proc_rounds_samples_per_s"])
-        two = ", ".join(f"{x:,.0f}" for x in r["two_procs_rounds_samples_per_s"])
-        lines.append(f"| trainer, 1 process (launched, best) | {r['one_proc_samples_per_s']:,.0f} | {one} |")
-        lines.append(f"| trainer, 2 processes (all ranks, best) | {r['two_procs_samples_per_s']:,.0f} | {two} |")
-    lines += [
-        "",
-        f"- trainer_vs_plain_pytorch (goal >= 1.5): {fmt(q['trainer_vs_plain_pytorch'])} "
-        f"(trainer variant: {r['trainer_variant']}; fp32 {fmt(q['trainer_fp32_vs_plain_pytorch'])}, "
-        f"bf16 {fmt(q['trainer_bf16_vs_plain_pytorch'])})",
-        f"- c2al_vs_baseline (goal >= 0.97): {fmt(q['c2al_vs_baseline'])} (aux_head={c['model']['aux_head']}); "
-        f"with aux_head={c['small_aux_head']}: {fmt(q['c2al_small_heads_vs_baseline'])}",
-        f"- two_procs_vs_one: {fmt(q['two_procs_vs_one'])}",
-        f"- validation NE after equal steps: fp32 {r['valid_ne_fp32']:.6f}, bf16 {r['valid_ne_bf16']:.6f} "
-        f"({100 * r['bf16_ne_rel_change']:+.4f}%, allowed +-{100 * NE_TOLERANCE:.1f}%)",
-        "",
-        NOTES,
-    ]
+    for name, per_round in r["rounds_samples_per_s"].items():
+        per = ", ".join(f"{x:,.0f}" for x in per_round)
+        ne = r["ne_rel_change_vs_fp32"].get(name.split("/")[-1]) if not name.startswith("levers/") or name.endswith("compiled") else None
+        lines.append(f"| {name} | {r[f'{name}_samples_per_s']:,.0f} | {per} | {'' if ne is None else f'{100 * ne:+.4f}%'} |")
+    for name, per_round in r.get("launched_rounds_samples_per_s", {}).items():
+        per = ", ".join(f"{x:,.0f}" for x in per_round)
+        lines.append(f"| launched {name} (best) | {r['launched_best_samples_per_s'][name]:,.0f} | {per} | |")
+    lines += ["", "| ratio | value | goal | what |", "| --- | ---: | --- | --- |"]
+    for key, goal, what in RATIO_LINES:
+        if key in q:
+            lines.append(f"| `{key}` | {fmt(q[key])} | {goal} | {what} |")
+    lines += ["", NOTES]
     return "\n".join(lines)
+
+
+NOTES = """## Notes
+
+Filled in from the recorded run (see the lead's commit)."""
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = base_parser(__doc__, "small sizes (about a minute)")
     parser.add_argument(
-        "--threads", type=int, default=0, help="torch threads per process, every case (0: cores / processes)"
+        "--threads", type=int, default=0, help="torch threads per in-process case (0: all cores)"
     )
     args = parser.parse_args(argv)
     opts = Options(data=args.data, threads=args.threads)

@@ -47,18 +47,30 @@ def _check_contract(out: dict, name: str, ratio_names: set[str]) -> None:
 def test_train_throughput_contract(tiny_data: Path) -> None:
     opts = train_throughput.Options(
         data=str(tiny_data), batch_size=64, model=TINY_MODEL, warmup=1, steps_per_round=1, rounds=2,
-        eval_batches=2, two_procs=False,
+        eval_batches=2, two_procs=False, levers=False,
     )  # fmt: skip
     out = train_throughput.run(opts)
-    _check_contract(out, "train_throughput", {"trainer_vs_plain_pytorch", "c2al_vs_baseline", "two_procs_vs_one"})
-    assert out["ratios"]["trainer_vs_plain_pytorch"] is not None and out["ratios"]["c2al_vs_baseline"] is not None
-    assert out["ratios"]["two_procs_vs_one"] is None  # not measured when two_procs=False
+    names = {"trainer_vs_plain_pytorch", "trainer_vs_plain_fp32", "trainer_vs_plain_bf16", "c2al_vs_baseline",
+             "c2al_vs_baseline_aux128", "two_procs_vs_one"}  # fmt: skip
+    _check_contract(out, "train_throughput", names)
+    q = out["ratios"]
+    assert q["trainer_vs_plain_pytorch"] == min(q["trainer_vs_plain_fp32"], q["trainer_vs_plain_bf16"])
+    assert q["trainer_vs_plain_fp32"] == q["trainer_vs_plain_fp32_1proc"]  # 2 processes not measured here
+    assert q["two_procs_vs_one"] is None and q["trainer_vs_plain_fp32_2procs"] is None
     assert out["results"]["steps_per_case"] == 3
-    assert out["results"]["trainer_variant"] in ("fp32", "bf16 autocast")
-    assert math.isfinite(out["results"]["valid_ne_fp32"]) and math.isfinite(out["results"]["valid_ne_bf16"])
-    assert "plain_pytorch" in out["results"]["rounds_samples_per_s"]
+    assert set(out["results"]["rounds_samples_per_s"]) == {
+        "trainer", "plain", "trainer_bf16", "plain_bf16", "trainer_c2al", "trainer_c2al_aux128"
+    }  # fmt: skip
+    assert all(math.isfinite(v) for v in out["results"]["valid_ne"].values())
     text = train_throughput._markdown(out, "python -m benchmarks.train_throughput")
     assert "trainer_vs_plain_pytorch" in text and "Machine:" in text
+
+
+def test_plain_baseline_runs_under_ddp_with_two_gloo_ranks(tiny_data: Path, tmp_path: Path) -> None:
+    opts = train_throughput.Options(data=str(tiny_data), batch_size=32, model=TINY_MODEL)
+    payload = {"opts": dataclasses.asdict(opts), "root": str(tiny_data), "bf16": False}
+    rate = train_throughput.launched_rate("plain", payload, tmp_path, nproc=2, warmup=1, steps=2)
+    assert math.isfinite(rate) and rate > 0
 
 
 def test_serving_contract(tiny_data: Path) -> None:

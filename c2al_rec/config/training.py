@@ -68,6 +68,10 @@ class TrainConfig:
     """Batches per validation (0: the whole valid split)."""
     bf16: bool = False
     """bf16 autocast of the dense arch (CUDA; on CPU it needs native bf16, e.g. avx512_bf16)."""
+    compile_dense: Literal["auto", "on", "off"] = "auto"
+    """torch.compile the dense part of the step (dense arch, DHEN, heads); auto: on CUDA only (on CPU it measured no faster)."""
+    metrics_every: int = 1
+    """Update the training metrics on every Nth step only (1: every step); validation counts every batch."""
     diagnostics_every: int = 0
     """Record gradient alignment (primary vs aux) and FM attention statistics every N steps (0: off)."""
     num_threads: int = 0
@@ -92,6 +96,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.metrics_every < 1:
+            raise ConfigError(f"train.metrics_every must be >= 1, got {self.metrics_every}")
         for name in ("sparse_lr", "dense_lr"):
             require_range(f"train.{name}", getattr(self, name), low=0.0, low_open=True)
         for name in ("weight_decay", "grad_clip"):

@@ -7,7 +7,7 @@ outputs feed the metrics. With C2AL off it trains the baseline (primary loss onl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -39,6 +39,9 @@ class TrainTask(nn.Module):
         target: the cohort axis for aux labels / segment metrics; None when no spec is given.
         autocast_dtype: optional autocast dtype for the dense part of the forward (bf16).
         autocast_device: device type for autocast ("cuda" or "cpu").
+        compile_dense: run the dense part (dense arch, over-arch, heads: everything after the
+            embedding lookup) through ``torch.compile``; compiled on first use, after DMP has
+            placed the parameters. The pipeline's fx trace and the diagnostics use the eager path.
 
     Example::
 
@@ -52,9 +55,12 @@ class TrainTask(nn.Module):
         target: Optional[CohortTarget],
         autocast_dtype: Optional[torch.dtype] = None,
         autocast_device: str = "cpu",
+        compile_dense: bool = False,
     ):
         super().__init__()
         self.autocast_device = autocast_device
+        self.compile_dense = compile_dense
+        self._compiled_dense: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
         self.model = model
         self.target = target
         self.autocast_dtype = autocast_dtype
@@ -64,11 +70,14 @@ class TrainTask(nn.Module):
     def forward(self, batch) -> tuple[torch.Tensor, Dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
         dense = batch.dense_features
         sparse_tokens = self.model.sparse_arch(batch.sparse_features)  # [B, F, d]
-        if self.autocast_dtype is not None:
-            with torch.autocast(self.autocast_device, dtype=self.autocast_dtype):
-                logits = self.model.forward_from_tokens(torch.cat([sparse_tokens, self.model.dense_arch(dense)], 1))
+        tracing = is_fx_symbolic_tracing()
+        if self.compile_dense and not tracing:
+            if self._compiled_dense is None:
+                # dynamic batch dim: validation's last batch may be short; no recompile per size
+                self._compiled_dense = torch.compile(self.dense_logits, dynamic=None)
+            logits = self._compiled_dense(sparse_tokens, dense)
         else:
-            logits = self.model.forward_from_tokens(torch.cat([sparse_tokens, self.model.dense_arch(dense)], 1))
+            logits = self.dense_logits(sparse_tokens, dense)
         labels, weights = batch.labels, batch.weights
         out: Dict[str, torch.Tensor] = {"labels": labels, "weights": weights}
         aux = None
@@ -88,7 +97,6 @@ class TrainTask(nn.Module):
         )
         # TrainPipelineSparseDist fx-traces this forward only to find the sharded modules' inputs;
         # gradients cannot be traced, and the traced graph is never executed, so skip them there.
-        tracing = is_fx_symbolic_tracing()
         training = self.training and torch.is_grad_enabled()  # validation runs under no_grad
         if (
             aux is not None
@@ -105,6 +113,17 @@ class TrainTask(nn.Module):
         out.update({f"loss_{k}": v.detach() for k, v in parts.items()})
         out["loss_total"] = loss.detach()  # what the optimizer steps on (primary + weighted aux)
         return loss, out
+
+    def dense_logits(self, sparse_tokens: torch.Tensor, dense: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Sparse tokens [B, F, d] and dense features [B, D] -> logits {"primary", ["head", "tail"]} [B].
+
+        Everything after the embedding lookup (under autocast when configured): the part
+        ``compile_dense`` compiles.
+        """
+        if self.autocast_dtype is None:
+            return self.model.forward_from_tokens(torch.cat([sparse_tokens, self.model.dense_arch(dense)], 1))
+        with torch.autocast(self.autocast_device, dtype=self.autocast_dtype):
+            return self.model.forward_from_tokens(torch.cat([sparse_tokens, self.model.dense_arch(dense)], 1))
 
     def _gradsim_loss(self, parts: Dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient-similarity gating (Du et al.): L = L_p + max(0, cos(G_aux, G_p)) * L_aux.

@@ -10,8 +10,8 @@ the resolved config path, the data fingerprint and the final metrics; TensorBoar
 ``train.log_every`` steps (``train/loss_<primary|head|tail|total>`` averaged over the steps since
 the last log, ``train/lr_dense``, ``train/lr_sparse``, ``train/grad_norm_dense`` of the step
 logged, ``train/samples_per_s``, and torchrec's metrics as ``train/<metric>_window`` (the last
-``log_every`` steps, at least 10) and ``train/<metric>_lifetime`` (since the run or resume
-started), for the primary head, each aux head and each cohort) and at each validation
+``log_every`` steps, at least 10 updates) and ``train/<metric>_lifetime`` (since the run or resume
+started; with ``train.metrics_every`` > 1 both are estimates from every Nth step), for the primary head, each aux head and each cohort) and at each validation
 (``valid/...``); the flattened config against the final validation NE as TensorBoard hparams;
 the same to MLflow with ``train.track = "mlflow"``.
 
@@ -112,7 +112,8 @@ class Trainer:
             )
         torch.manual_seed(cfg.train.seed)
         model = build_run_model(cfg, self.schema, torch.device("meta"))
-        task = TrainTask(model, target, torch.bfloat16 if cfg.train.bf16 else None, ctx.device.type)
+        compile_dense = cfg.train.compile_dense == "on" or (cfg.train.compile_dense == "auto" and ctx.device.type == "cuda")
+        task = TrainTask(model, target, torch.bfloat16 if cfg.train.bf16 else None, ctx.device.type, compile_dense)
         self.task = task  # DMP shards its tables in place; the flags below reach the live module
         apply_sparse_optimizer(task, cfg.train.sparse_optimizer, cfg.train.sparse_lr, ctx.device)
         self.dmp = shard_model(task, ctx, cfg.data.batch_size)
@@ -126,7 +127,8 @@ class Trainer:
             self.clipper = dense  # it computes the (pre-clip) dense gradient norm every step anyway
         self.optimizer = CombinedOptimizer([("sparse", self.dmp.fused_optimizer), ("dense", dense)])
         self.pipeline = TrainPipelineSparseDist(self.dmp, self.optimizer, ctx.device, execute_all_batches=True)
-        self.metrics = self._new_metrics(window_batches=max(10, cfg.train.log_every))
+        # the window spans the last log_every steps (at least 10 updates); updates come every metrics_every steps
+        self.metrics = self._new_metrics(window_batches=max(10, -(-cfg.train.log_every // cfg.train.metrics_every)))
         self.loss_check = FiniteLossCheck(
             ["primary", "head", "tail"] if cfg.cohorts.enabled else ["primary"],
             every=cfg.train.log_every or 100,
@@ -333,7 +335,8 @@ class Trainer:
             self.task.last_diagnostics = None
         self.batches_in_epoch += self.ctx.world_size
         self.samples += self.cfg.data.batch_size * self.ctx.world_size
-        self._update_metrics(self.metrics, out)
+        if self.step % self.cfg.train.metrics_every == 0:  # the same steps on every rank: compute is collective
+            self._update_metrics(self.metrics, out)
         self.loss_check.record(self.step, out)
         for k, v in out.items():  # summed on the device; one host sync per log line
             if k.startswith("loss_"):
