@@ -306,3 +306,142 @@ def test_rank_split_invariant(ds: Path, batch: int, world: int, start: int) -> N
         ParquetReader(ds, world_size=world, start_batch=start, **kw).dropped_rows
         == N - (start + rounds * world) * batch
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Lanes: each rank reads and decodes only its share of every window
+# ---------------------------------------------------------------------------------------------
+
+
+def _spy(monkeypatch) -> dict[int, list]:
+    """Record, per reader (by id), the row groups it decodes and the row pieces it converts."""
+    log: dict = {"decoded": [], "pieces": []}
+    read, piece = ParquetReader._read_unit, ParquetReader._piece_columns
+
+    def read_unit(self, index):
+        log["decoded"].append((self.rank, self._units[index].file.name, self._units[index].row_group))
+        return read(self, index)
+
+    def piece_columns(self, u, lo, t):
+        out = piece(self, u, lo, t)
+        log["pieces"].extend((self.rank, r) for r in t.column("row_id").to_pylist())
+        return out
+
+    monkeypatch.setattr(ParquetReader, "_read_unit", read_unit)
+    monkeypatch.setattr(ParquetReader, "_piece_columns", piece_columns)
+    return log
+
+
+@pytest.fixture
+def aligned(tmp_path: Path) -> Path:
+    """2048 rows in 32 row groups of 64: with batch 32 the 8 lanes are exactly 4 row groups each."""
+    write_tiny(tmp_path, rows_per_file=(1024, 1024), row_group=64)
+    return tmp_path
+
+
+@pytest.mark.parametrize("world", [2, 4, 8])
+def test_ranks_decode_disjoint_row_groups(aligned: Path, monkeypatch, world: int) -> None:
+    log = _spy(monkeypatch)
+    kw = dict(split=None, batch_size=32, seed=7, epoch=1, shuffle_buffer=100)
+    per_rank = [flat(ids(ParquetReader(aligned, rank=k, world_size=world, **kw))) for k in range(world)]
+    assert all(len(p) == 2048 // world for p in per_rank)
+    assert sorted(flat(per_rank)) == list(range(2048))  # disjoint and covering, nothing dropped
+    decoded = Counter(x[1:] for x in log["decoded"])
+    assert len(decoded) == 32 and max(decoded.values()) == 1  # every row group decoded by one rank, once
+    for k in range(world):
+        mine = [x for x in log["decoded"] if x[0] == k]
+        assert len(mine) == 32 // world  # exactly its share of the row groups
+        converted = sorted(r for rank, r in log["pieces"] if rank == k)
+        assert converted == sorted(per_rank[k])  # no other rank's row is validated or converted
+
+
+def test_ranks_are_disjoint_and_cover_every_window(ds: Path, monkeypatch) -> None:
+    """Unaligned row groups (lane borders inside row groups, a remainder lane): the two ranks'
+    rows are disjoint, cover every window of the epoch, and each rank decodes about half."""
+    log = _spy(monkeypatch)
+    kw = dict(split=None, batch_size=25, seed=2, shuffle_buffer=60)  # 40 batches: nothing dropped
+    readers = [ParquetReader(ds, rank=k, world_size=2, **kw) for k in range(2)]
+    per_rank = [flat(ids(r)) for r in readers]
+    assert readers[0].dropped_rows == 0 and len(per_rank[0]) == len(per_rank[1]) == N // 2
+    assert not set(per_rank[0]) & set(per_rank[1])
+    # every window's rows (from the plan, no data) are yielded exactly once across the ranks
+    first = {}
+    start = 0
+    for u in readers[0]._units:
+        first.setdefault(u.file, start - u.first_row)
+        start += u.num_rows
+    order = readers[0]._order()
+    for lane in order.lanes:
+        for win in lane.windows:
+            rows = [
+                first[readers[0]._units[p.unit].file] + readers[0]._units[p.unit].first_row + r
+                for p in win.pieces
+                for r in range(p.lo, p.hi)
+            ]
+            assert Counter(per_rank[0] + per_rank[1]) >= Counter(rows)
+    assert sorted(per_rank[0] + per_rank[1]) == list(range(N))
+    # converted rows: only the rank's own (rows of a shared remainder window are the only overlap)
+    remainder = {
+        first[readers[0]._units[p.unit].file] + readers[0]._units[p.unit].first_row + r
+        for w in order.lanes[-1].windows
+        for p in w.pieces
+        for r in range(p.lo, p.hi)
+    }
+    conv = [{r for k, r in log["pieces"] if k == rank} for rank in range(2)]
+    assert conv[0] & conv[1] <= remainder
+    for rank in range(2):
+        assert set(per_rank[rank]) <= conv[rank]
+        assert len(conv[rank]) <= N // 2 + len(remainder)
+
+
+def test_same_seed_same_batches(ds: Path) -> None:
+    kw = dict(split=None, batch_size=40, seed=9, epoch=4, shuffle_buffer=70, rank=1, world_size=2)
+    a, b = list(ParquetReader(ds, **kw)), list(ParquetReader(ds, **kw))
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        assert torch.equal(x.row_id, y.row_id) and torch.equal(x.dense_features, y.dense_features)
+        assert torch.equal(x.sparse_features.values(), y.sparse_features.values())
+        assert torch.equal(x.sparse_features.lengths(), y.sparse_features.lengths())
+        assert_rows_consistent(x)
+    assert ids(ParquetReader(ds, **{**kw, "seed": 10})) != ids(a)
+
+
+@pytest.mark.parametrize("world, start", [(1, 7), (2, 4), (2, 5), (4, 8)])
+def test_resume_equals_tail_of_uninterrupted_read(ds: Path, world: int, start: int) -> None:
+    kw = dict(split=None, batch_size=16, seed=4, shuffle_buffer=90)
+    glob = ids(ParquetReader(ds, **kw))
+    for k in range(world):
+        full = ids(ParquetReader(ds, rank=k, world_size=world, **kw))
+        resumed = list(ParquetReader(ds, rank=k, world_size=world, start_batch=start, **kw))
+        rounds = (N // 16 - start) // world
+        assert len(resumed) == rounds
+        assert [b.row_id.tolist() for b in resumed] == glob[start + k : start + rounds * world : world]
+        if start % world == 0:  # a resume at a round boundary continues each rank's own list
+            assert [b.row_id.tolist() for b in resumed] == full[start // world : start // world + rounds]
+        for b in resumed:
+            assert_rows_consistent(b)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 8])
+def test_equal_batch_counts_and_lane_plan(ds: Path, world: int) -> None:
+    kw = dict(split=None, batch_size=24, seed=1, shuffle_buffer=50)
+    readers = [ParquetReader(ds, rank=k, world_size=world, **kw) for k in range(world)]
+    counts = [len(list(r)) for r in readers]
+    assert counts == [len(r) for r in readers] == [(N // 24) // world] * world
+    order = readers[0]._order()
+    assert sum(lane.rows for lane in order.lanes) == N  # every row in exactly one lane
+    assert [lane.rows for lane in order.lanes[:-1]] == [order.per_lane * 24] * order.num_lanes
+
+
+def test_multi_hot_and_hash_survive_the_row_gather(tmp_path: Path) -> None:
+    write_tiny(tmp_path, rows_per_file=(700, 900, 33), row_group=50)
+    kw = dict(split=None, batch_size=48, seed=3, shuffle_buffer=120)
+    for world in (1, 2):
+        seen = []
+        for k in range(world):
+            for b in ParquetReader(tmp_path, rank=k, world_size=world, **kw):
+                assert_rows_consistent(b)
+                assert b.sparse_features.values().dtype == torch.int64
+                assert b.sparse_features.lengths().dtype == torch.int32
+                seen += b.row_id.tolist()
+        assert len(seen) == len(set(seen)) == (1633 // 48) // world * world * 48

@@ -1,20 +1,31 @@
 """``ParquetReader``: a Parquet dataset -> ``Batch``es, deterministic, rank-split and resumable.
 
-Order. The Parquet row groups of a split ("units") are put in a seeded order (sorted file names,
-row groups in file order when ``shuffle=False``), grouped into windows of at least
-``shuffle_buffer`` rows, and the rows of each window are permuted by a seeded permutation (a
-bounded block shuffle: memory holds one window). Concatenated, the windows give the epoch's row
-stream; global batch ``g`` is stream rows ``[g * B, (g + 1) * B)``. The stream depends only on
-(files, seed, epoch, shuffle, shuffle_buffer), never on the world size, so a run can resume at
-another world size.
+Order (``order.py``). The Parquet row groups of a split ("units") are put in a seeded order
+(sorted file names, row groups in file order when ``shuffle=False``) and cut, without reading any
+data, into ``LANES`` (8) lanes of ``m * B`` rows each plus a remainder of fewer than ``8 * B`` rows.
+Each lane is grouped into windows of at least ``shuffle_buffer`` rows whose rows are permuted by a
+seeded permutation (a bounded block shuffle). One round is one batch of every lane: global batch
+``g < 8 m`` is batch ``g // 8`` of lane ``g % 8``; the remainder's batches follow. The sequence
+depends only on (files, seed, epoch, shuffle, shuffle_buffer, batch_size), never on the world
+size, so a run can resume at another world size. ``shuffle=False`` is exact file order: global
+batch ``g`` is rows ``[g * B, (g + 1) * B)``.
 
 Ranks. Rank ``r`` of ``W`` takes global batches ``start_batch + r``, ``start_batch + r + W``, ...;
 every rank yields ``(num_full_batches - start_batch) // W`` batches (DMP's collectives need equal
 counts); the rows after the last complete round are dropped and counted in ``dropped_rows``.
-Each rank reads the windows its batches touch (in practice all of them: the I/O of a window is
-repeated on every rank, the conversion to tensors is not) and skips, unread, the windows wholly
-before ``start_batch``. Background threads load the next ``PREFETCH_WINDOWS`` windows; memory
-holds about ``PREFETCH_WINDOWS + 1`` windows of ``max(shuffle_buffer, largest row group)`` rows.
+A rank reads, validates and decodes only the windows its batches touch: when ``W`` divides 8, its
+own lanes (``l = r mod W``: 1/W of every round), the remainder windows of its batches, and the
+row groups that straddle its lanes' borders; other world sizes read the lanes ``r mod gcd(W, 8)``.
+Windows wholly before ``start_batch`` are skipped unread. Background threads load the next
+``PREFETCH_WINDOWS`` windows; a row group two windows of a rank share is decoded once. Memory
+holds the current window of each lane the rank reads plus ``PREFETCH_WINDOWS`` more, each of
+``max(shuffle_buffer, largest row group)`` rows (1 rank: about 10 windows).
+
+Batches. A window is laid out once as row-major blocks (dense float32 [n, D], single-hot ids
+[n, F]; multi-hot as offsets/lengths/values), and each batch is one row gather per block. Ids
+leave the reader inside their tables: the schema's rules (``transforms.py``) are checked per row
+group and ``out_of_range = "hash"`` ids are taken modulo the table size, as ``SparseIdTransform``
+does.
 
 Validation. Construction checks every file's footer against the schema (readable file, columns
 present, dtypes); reading verifies page checksums (files written by ``write_parquet``) and checks
@@ -33,10 +44,12 @@ Example::
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import threading
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -47,8 +60,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from .batch import Batch
 from .dataset import Dataset, parquet_format
+from .order import EpochOrder, Window
 from .schema import DatasetSchema, load_schema
-from .transforms import SparseIdTransform, find_bad_id
+from .transforms import find_bad_id
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +112,9 @@ class ParquetReader:
         batch_size: rows per batch B.
         rank, world_size: this rank's share of the global batch sequence.
         seed, epoch: fix the epoch's global batch sequence.
-        shuffle: seeded row-group order and row permutation (False: exact file order).
-        shuffle_buffer: rows per shuffle window (0: permute within each row group only).
+        shuffle: seeded row-group order, lanes and row permutation (False: exact file order).
+        shuffle_buffer: rows per shuffle window of a lane (0: permute within each row-group
+            piece only).
         drop_last: drop the final short batch and incomplete round; False needs world_size 1.
         start_batch: global batches already consumed this epoch (resume).
         cohort_fns: axis name -> function mapping the raw axis column of a batch to int64 [B]
@@ -148,7 +163,6 @@ class ParquetReader:
         for name in self.cohort_fns:
             if name not in axis_names:
                 raise ValueError(f"cohort_fns: '{name}' is not an axis of the schema (axes: {sorted(axis_names)})")
-        self.transform = SparseIdTransform(self.schema.sparse)
         self.split_dir = self.schema.split_dir(split)
         self._format = parquet_format()  # page checksums verified when a file has them
         self._file_fragments: dict[Path, ds.Fragment] = {}
@@ -157,6 +171,7 @@ class ParquetReader:
         if self.total_rows == 0:
             raise ValueError(f"empty dataset: the Parquet files in {self.split_dir} hold no rows")
         self._columns = self._projection()
+        self._layout()
         self._plan()
 
     # ----------------------------------------------------------------------------------------
@@ -234,6 +249,32 @@ class ParquetReader:
                 cols.append(c)
         return cols
 
+    def _layout(self) -> None:
+        """Where each column goes in a loaded window and in the KJT (see ``_load_window``)."""
+        s = self.schema
+        self._single = [f.name for f in s.sparse if not f.multi_hot]
+        # ids are validated (>= 0; inside the table for out_of_range = "error") and hashed per window,
+        # so they fit their tables: int32 halves the memory of the random row gathers
+        self._id_dtype = np.int32 if all(f.num_embeddings < 2**31 for f in s.sparse) else np.int64
+        self._hash = {f.name: int(f.num_embeddings) for f in s.sparse if f.out_of_range == "hash"}
+        self._extra_role = {c: r for c, r in ((s.weight, "weight"), (s.row_id, "row_id")) if c}
+        if self._has_true_prob:
+            self._extra_role[TRUE_PROB] = "true_prob"
+        self._extra_cols = list(self._extra_role)
+        # KJT keys in schema order as runs: ("single", first, end) columns of the single-hot block,
+        # ("multi", name, key index)
+        self._runs: list[tuple[str, Any, int]] = []
+        j = 0
+        for i, f in enumerate(s.sparse):
+            if f.multi_hot:
+                self._runs.append(("multi", f.name, i))
+            elif self._runs and self._runs[-1][0] == "single":
+                self._runs[-1] = ("single", self._runs[-1][1], j + 1)
+                j += 1
+            else:
+                self._runs.append(("single", j, j + 1))
+                j += 1
+
     # ----------------------------------------------------------------------------------------
     # The global batch sequence
     # ----------------------------------------------------------------------------------------
@@ -261,128 +302,197 @@ class ParquetReader:
     def __len__(self) -> int:
         return self._num_local
 
-    def _windows(self) -> list[list[_Unit]]:
-        units = list(self._units)
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(units))
-            units = [units[i] for i in order]
-        windows: list[list[_Unit]] = []
-        cur: list[_Unit] = []
-        rows = 0
-        for u in units:
-            cur.append(u)
-            rows += u.num_rows
-            if rows >= self.shuffle_buffer:
-                windows.append(cur)
-                cur, rows = [], 0
-        if cur:
-            windows.append(cur)
-        return windows
+    def _order(self) -> EpochOrder:
+        return EpochOrder(
+            [u.num_rows for u in self._units],
+            self.batch_size,
+            seed=self.seed,
+            epoch=self.epoch,
+            shuffle=self.shuffle,
+            shuffle_buffer=self.shuffle_buffer,
+        )
 
-    def _owned(self, g: int) -> bool:
-        k, rem = divmod(g - self.start_batch, self.world_size)
-        return g >= self.start_batch and rem == self.rank and k < self._num_local
+    def _schedule(self) -> tuple[list[list[tuple[Window, int, int]]], list[Window], dict]:
+        """This rank's batches as window segments, the windows in first-use order, and the last
+        batch that uses each window."""
+        order = self._order()
+        plan = [order.segments(self.start_batch + self.rank + i * self.world_size) for i in range(self._num_local)]
+        loads: list[Window] = []
+        last_use: dict[tuple[int, int], int] = {}
+        for i, segs in enumerate(plan):
+            for win, _, _ in segs:
+                if win.key not in last_use:
+                    loads.append(win)
+                last_use[win.key] = i
+        return plan, loads, last_use
 
     def __iter__(self) -> Iterator[Batch]:
         if self._num_local == 0:
             return
-        B, N = self.batch_size, self.total_rows
-        first_g = self.start_batch + self.rank
-        last_g = self.start_batch + (self._num_local - 1) * self.world_size + self.rank
-        begin, end = first_g * B, min((last_g + 1) * B, N)
-        # windows this rank needs, with their stream offsets [ws, we)
-        needed = []
-        ws = 0
-        for w, window in enumerate(self._windows()):
-            we = ws + sum(u.num_rows for u in window)
-            if ws >= end:
-                break
-            if we > begin:  # windows wholly before this rank's first batch (e.g. on resume) are not read
-                needed.append((w, window, ws, we))
-            ws = we
-        pending: dict[int, list[dict]] = {}
-        # background threads read, validate, decode and permute the next windows while this one is
-        # turned into batches (pyarrow and numpy release the GIL); memory: PREFETCH_WINDOWS + 1 windows
+        plan, loads, last_use = self._schedule()
+        position = {w.key: i for i, w in enumerate(loads)}
+        cache = _UnitCache(self._read_unit, Counter(p.unit for w in loads for p in w.pieces))
+        # background threads read, validate, decode and lay out the next windows while batches are
+        # cut from the current ones (pyarrow and numpy release the GIL); a window is dropped after
+        # the last batch of this rank that uses it
         pool = ThreadPoolExecutor(max_workers=PREFETCH_WINDOWS, thread_name_prefix="parquet-reader")
+        loaded: dict[tuple[int, int], Future] = {}
+        submitted = 0
         try:
-            futures = [pool.submit(self._load_window, *job[:2]) for job in needed[:PREFETCH_WINDOWS]]
-            for i, (w, window, ws, we) in enumerate(needed):
-                cols = futures.pop(0).result()
-                if i + PREFETCH_WINDOWS < len(needed):
-                    futures.append(pool.submit(self._load_window, *needed[i + PREFETCH_WINDOWS][:2]))
-                for g in range(max(ws // B, first_g), min(-(-we // B), last_g + 1)):
-                    if not self._owned(g):
-                        continue
-                    gs, ge = g * B, min((g + 1) * B, N)
-                    lo, hi = max(gs, ws) - ws, min(ge, we) - ws
-                    pending.setdefault(g, []).append(self._gather(cols, slice(lo, hi)))
-                    if ge <= we:
-                        yield self._to_batch(self._concat(pending.pop(g)))
+            for i, segs in enumerate(plan):
+                ahead = min(len(loads), max(position[w.key] for w, _, _ in segs) + 1 + PREFETCH_WINDOWS)
+                while submitted < ahead:
+                    win = loads[submitted]
+                    loaded[win.key] = pool.submit(self._load_window, win, cache)
+                    submitted += 1
+                batch = self._to_batch([(loaded[w.key].result(), lo, hi) for w, lo, hi in segs])
+                for w, _, _ in segs:
+                    if last_use[w.key] == i:
+                        loaded.pop(w.key, None)
+                yield batch
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        assert not pending, "internal: a batch was left incomplete"
-
-    def _load_window(self, w: int, window: list[_Unit]) -> dict:
-        """Read, validate and decode window ``w``, rows already in stream order (permuted when shuffling)."""
-        cols = self._window_columns(pa.concat_tables([self._read_unit(u) for u in window]))
-        if self.shuffle:
-            perm = np.random.default_rng([self.seed, self.epoch, w, 1]).permutation(cols["n"])
-            cols = {"n": cols["n"], **self._gather(cols, perm)}
-            for k, v in cols.items():  # multi-hot back to (offsets, lengths, values) for slicing
-                if isinstance(v, tuple):
-                    lengths, values = v
-                    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-                    np.cumsum(lengths, out=offsets[1:])
-                    cols[k] = (offsets, lengths, values)
-        return cols
 
     # ----------------------------------------------------------------------------------------
-    # Window columns as numpy (gathered per batch with one fancy index per column group)
+    # A window as row-major numpy blocks (one row gather per block per batch)
     # ----------------------------------------------------------------------------------------
-    def _window_columns(self, t: pa.Table) -> dict:
-        """One numpy array per column (zero-copy from Arrow where possible); multi-hot as
-        (offsets, lengths, values); axis columns for cohort_fns stay Arrow arrays."""
+    def _load_window(self, win: Window, cache: "_UnitCache") -> "_WindowData":
+        """Read (or take from the cache), validate and lay out the pieces of ``win``."""
         s = self.schema
-        t = t.combine_chunks()
-        cols: dict = {"n": t.num_rows}
-        for c in [s.label, *s.dense, s.weight, s.row_id, TRUE_PROB if self._has_true_prob else None]:
-            if c:
-                cols[c] = t.column(c).to_numpy()
+        n = win.rows
+        d = _WindowData(
+            perm=win.permutation(self.seed, self.epoch),
+            label=np.empty(n, dtype=np.float32),
+            dense=np.empty((n, len(s.dense)), dtype=np.float32),
+            single=np.empty((n, len(self._single)), dtype=self._id_dtype),
+        )
+        for c in self._extra_cols:
+            d.extra[c] = np.empty(n, dtype=_EXTRA_DTYPES[self._extra_role[c]])
+        multi_parts: dict[str, tuple[list, list]] = {f.name: ([], []) for f in s.sparse if f.multi_hot}
+        axis_parts: dict[str, list] = {a: [] for a in self.cohort_fns}
+        off = 0
+        for p in win.pieces:
+            u = self._units[p.unit]
+            t = cache.get(p.unit)
+            if p.lo or p.hi < t.num_rows:
+                t = t.slice(p.lo, p.hi - p.lo)
+            c = self._piece_columns(u, p.lo, t)
+            rows = slice(off, off + t.num_rows)
+            d.label[rows] = c[s.label]
+            for j, name in enumerate(s.dense):
+                d.dense[rows, j] = c[name]
+            for j, name in enumerate(self._single):
+                d.single[rows, j] = c[name]
+            for name in self._extra_cols:
+                d.extra[name][rows] = c[name]
+            for name, (lens, vals) in multi_parts.items():
+                lens.append(c[name][0])
+                vals.append(c[name][1])
+            for a in axis_parts:
+                col = t.column(a)
+                axis_parts[a].extend(col.chunks)
+            off += t.num_rows
+        for name, (lens, vals) in multi_parts.items():
+            values = np.concatenate(vals).astype(self._id_dtype, copy=False)
+            index = np.int32 if len(values) < 2**31 else np.int64  # row offsets and lengths
+            lengths = np.concatenate(lens).astype(index, copy=False)
+            offsets = np.zeros(n + 1, dtype=index)
+            np.cumsum(lengths, out=offsets[1:])
+            d.multi[name] = (offsets, lengths, values)
+        for a, chunks in axis_parts.items():
+            d.axes[a] = pa.concat_arrays(chunks) if len(chunks) != 1 else chunks[0]
+        return d
+
+    # ----------------------------------------------------------------------------------------
+    # Reading and validating one row group
+    # ----------------------------------------------------------------------------------------
+    def _read_unit(self, index: int) -> pa.Table:
+        u = self._units[index]
+        try:
+            frag = self._file_fragments[u.file].subset(row_group_ids=[u.row_group])
+            return frag.to_table(columns=self._columns)
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{u.file}: row group {u.row_group} cannot be read (corrupt file?): {e}") from None
+
+    def _fail(self, u: _Unit, col: str, what: str, idx: Optional[int] = None, value: object = None) -> None:
+        at = "" if idx is None else f" at row {u.first_row + idx}"
+        val = "" if value is None else f": offending value {value!r}"
+        raise ValueError(f"{u.file}: column '{col}'{at} {what}{val}")
+
+    def _piece_columns(self, u: _Unit, lo: int, t: pa.Table) -> dict:
+        """Columns of ``t`` (rows ``lo ..`` of unit ``u``) as numpy, validated; multi-hot as
+        (lengths, values). A bad value is a ValueError naming the file, column and row."""
+        s = self.schema
+        out: dict = {}
+        for col in [s.label, *s.dense, *s.feature_names, s.weight, s.row_id]:
+            if col and t.column(col).null_count:
+                idx = int(np.flatnonzero(t.column(col).is_null().to_numpy(zero_copy_only=False))[0])
+                self._fail(u, col, "is null (missing values are not allowed)", lo + idx)
+        label = out[s.label] = _np(t.column(s.label))
+        bad = np.flatnonzero((label != 0) & (label != 1))
+        if bad.size:
+            self._fail(u, s.label, "has a label outside {0, 1}", lo + int(bad[0]), label[bad[0]].item())
+        for col in [*s.dense, *([s.weight] if s.weight else [])]:
+            x = out[col] = _np(t.column(col))
+            if not np.isfinite(x).all():
+                i = int(np.flatnonzero(~np.isfinite(x))[0])
+                self._fail(u, col, "has a NaN/inf value", lo + i, x[i].item())
+            if col == s.weight and (x < 0).any():
+                i = int(np.flatnonzero(x < 0)[0])
+                self._fail(u, col, "has a negative weight", lo + i, x[i].item())
+        if self._has_true_prob:
+            x = out[TRUE_PROB] = t.column(TRUE_PROB).to_numpy()  # nulls become NaN: caught below
+            if not ((x >= 0) & (x <= 1)).all():
+                i = int(np.flatnonzero(~((x >= 0) & (x <= 1)))[0])
+                self._fail(u, TRUE_PROB, "has a value outside [0, 1]", lo + i, x[i].item())
+        if s.row_id:
+            out[s.row_id] = _np(t.column(s.row_id))
         for f in s.sparse:
             col = t.column(f.name)
+            lengths = None
             if f.multi_hot:
                 arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-                lengths = arr.value_lengths().to_numpy().astype(np.int64)
-                offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-                np.cumsum(lengths, out=offsets[1:])
-                cols[f.name] = (offsets, lengths, arr.flatten().to_numpy().astype(np.int64, copy=False))
+                flat = arr.flatten()
+                if flat.null_count:
+                    self._fail(u, f.name, "holds a null id inside a list")
+                values = flat.to_numpy()
+                lengths = arr.value_lengths().to_numpy()
             else:
-                cols[f.name] = col.to_numpy().astype(np.int64, copy=False)
-        for axis in self.cohort_fns:
-            col = t.column(axis)
-            cols[("axis", axis)] = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-        return cols
+                values = _np(col)
+            bad = find_bad_id(f, values, lengths)
+            if bad is not None:
+                row, value, what = bad
+                self._fail(u, f.name, what, lo + row, value)
+            if f.name in self._hash:  # SparseIdTransform's rule: id mod num_embeddings (ids are >= 0 here)
+                values = np.remainder(values, self._hash[f.name])
+            out[f.name] = values if lengths is None else (lengths, values)
+        return out
 
-    def _gather(self, cols: dict, idx) -> dict:
-        """Rows ``idx`` (an index array or a slice) of a window's columns."""
-        out: dict = {}
-        for k, v in cols.items():
-            if k == "n":
-                continue
-            if isinstance(k, tuple):
-                out[k] = v.slice(idx.start, idx.stop - idx.start) if isinstance(idx, slice) else v.take(pa.array(idx))
-            elif isinstance(v, tuple):
-                offsets, lengths, values = v
-                if isinstance(idx, slice):
-                    out[k] = (lengths[idx], values[offsets[idx.start] : offsets[idx.stop]])
-                else:
-                    sel = lengths[idx]
-                    total = int(sel.sum())
-                    # position of each output value in `values`: its row's start plus its rank in the row
-                    starts = np.repeat(offsets[idx] - (np.cumsum(sel) - sel), sel)
-                    out[k] = (sel, values[starts + np.arange(total)])
+    # ----------------------------------------------------------------------------------------
+    # Window rows -> Batch
+    # ----------------------------------------------------------------------------------------
+    def _take(self, d: "_WindowData", lo: int, hi: int) -> dict:
+        """Stream rows ``[lo, hi)`` of a window (through its permutation) as numpy."""
+        idx = slice(lo, hi) if d.perm is None else d.perm[lo:hi]
+        sl = isinstance(idx, slice)
+
+        def rows(a: np.ndarray) -> np.ndarray:
+            return a[idx] if sl else np.take(a, idx, axis=0)
+
+        out: dict = {"label": rows(d.label), "dense": rows(d.dense), "single": rows(d.single)}
+        for k, v in d.extra.items():
+            out[("x", k)] = rows(v)
+        for k, (offsets, lengths, values) in d.multi.items():
+            if sl:
+                out[("m", k)] = (lengths[idx], values[offsets[lo] : offsets[hi]])
             else:
-                out[k] = v[idx]
+                sel = lengths[idx]
+                ends = np.cumsum(sel)
+                # position of each output value in `values`: its row's start plus its rank in the row
+                starts = np.repeat(offsets[idx] - (ends - sel), sel)
+                out[("m", k)] = (sel, values[starts + np.arange(int(ends[-1]) if ends.size else 0, dtype=sel.dtype)])
+        for k, arr in d.axes.items():
+            out[("a", k)] = arr.slice(lo, hi - lo) if sl else arr.take(pa.array(idx))
         return out
 
     @staticmethod
@@ -392,7 +502,7 @@ class ParquetReader:
         out: dict = {}
         for k, v in pieces[0].items():
             parts = [p[k] for p in pieces]
-            if isinstance(k, tuple):
+            if isinstance(v, pa.Array):
                 out[k] = pa.concat_arrays(parts)
             elif isinstance(v, tuple):
                 out[k] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
@@ -400,98 +510,94 @@ class ParquetReader:
                 out[k] = np.concatenate(parts)
         return out
 
-    # ----------------------------------------------------------------------------------------
-    # Reading and validating one row group
-    # ----------------------------------------------------------------------------------------
-    def _read_unit(self, u: _Unit) -> pa.Table:
-        try:
-            frag = self._file_fragments[u.file].subset(row_group_ids=[u.row_group])
-            table = frag.to_table(columns=self._columns)
-        except (pa.ArrowException, OSError) as e:
-            raise ValueError(f"{u.file}: row group {u.row_group} cannot be read (corrupt file?): {e}") from None
-        self._validate(u, table)
-        return table
-
-    def _fail(self, u: _Unit, col: str, what: str, idx: Optional[int] = None, value: object = None) -> None:
-        at = "" if idx is None else f" at row {u.first_row + idx}"
-        val = "" if value is None else f": offending value {value!r}"
-        raise ValueError(f"{u.file}: column '{col}'{at} {what}{val}")
-
-    def _validate(self, u: _Unit, t: pa.Table) -> None:
+    def _to_batch(self, segments: list[tuple["_WindowData", int, int]]) -> Batch:
         s = self.schema
-        for col in [s.label, *s.dense, *s.feature_names, s.weight, s.row_id]:
-            if col and t.column(col).null_count:
-                idx = int(np.flatnonzero(t.column(col).is_null().to_numpy(zero_copy_only=False))[0])
-                self._fail(u, col, "is null (missing values are not allowed)", idx)
-        label = t.column(s.label).to_numpy()
-        bad = np.flatnonzero((label != 0) & (label != 1))
-        if bad.size:
-            self._fail(u, s.label, "has a label outside {0, 1}", int(bad[0]), label[bad[0]].item())
-        for col in [*s.dense, *([s.weight] if s.weight else [])]:
-            x = t.column(col).to_numpy()
-            bad = np.flatnonzero(~np.isfinite(x))
-            if bad.size:
-                self._fail(u, col, "has a NaN/inf value", int(bad[0]), x[bad[0]].item())
-            if col == s.weight and (x < 0).any():
-                i = int(np.flatnonzero(x < 0)[0])
-                self._fail(u, col, "has a negative weight", i, x[i].item())
-        if self._has_true_prob:
-            x = t.column(TRUE_PROB).to_numpy(zero_copy_only=False)  # nulls become NaN: caught below
-            bad = np.flatnonzero(~((x >= 0) & (x <= 1)))
-            if bad.size:
-                self._fail(u, TRUE_PROB, "has a value outside [0, 1]", int(bad[0]), x[bad[0]].item())
-        for f in s.sparse:
-            col = t.column(f.name)
-            lengths = None
-            if f.multi_hot:
-                arr = col.combine_chunks()
-                values = arr.flatten()
-                if values.null_count:
-                    self._fail(u, f.name, "holds a null id inside a list")
-                values = values.to_numpy()
-                lengths = arr.value_lengths().to_numpy()
+        c = self._concat([self._take(d, lo, hi) for d, lo, hi in segments])
+        n = len(c["label"])
+        single = c["single"]  # [n, features] row-major: written key-major into the KJT values below
+        multi_total = sum(len(c[("m", f.name)][1]) for f in s.sparse if f.multi_hot)
+        values = np.empty(n * single.shape[1] + multi_total, dtype=np.int64)
+        lengths = np.ones(n * len(s.sparse), dtype=np.int32)
+        length_per_key = []
+        pos = 0
+        for kind, a, b in self._runs:
+            if kind == "single":
+                values[pos : pos + n * (b - a)].reshape(b - a, n)[...] = single[:, a:b].T
+                length_per_key += [n] * (b - a)
+                pos += n * (b - a)
             else:
-                values = col.to_numpy()
-            bad = find_bad_id(f, values, lengths)
-            if bad is not None:
-                row, value, what = bad
-                self._fail(u, f.name, what, row, value)
-
-    # ----------------------------------------------------------------------------------------
-    # Arrow -> tensors
-    # ----------------------------------------------------------------------------------------
-    def _to_batch(self, c: dict) -> Batch:
-        s = self.schema
-        n = len(c[s.label])
-        labels = torch.from_numpy(c[s.label].astype(np.float32))
-        dense_np = np.empty((n, len(s.dense)), dtype=np.float32)
-        for j, name in enumerate(s.dense):
-            dense_np[:, j] = c[name]
-        dense = torch.from_numpy(dense_np)
-        values, lengths = [], []
-        for f in s.sparse:
-            if f.multi_hot:
-                lens, vals = c[f.name]
-                values.append(vals)
-                lengths.append(lens.astype(np.int32))
-            else:
-                values.append(c[f.name])
-                lengths.append(np.ones(n, dtype=np.int32))
+                lens, vals = c[("m", a)]
+                values[pos : pos + len(vals)] = vals
+                lengths[b * n : (b + 1) * n] = lens
+                length_per_key.append(len(vals))
+                pos += len(vals)
         kjt = KeyedJaggedTensor(
             keys=s.feature_names,
-            values=torch.from_numpy(np.concatenate(values)) if values else torch.zeros(0, dtype=torch.int64),
-            lengths=torch.from_numpy(np.concatenate(lengths)) if lengths else torch.zeros(0, dtype=torch.int32),
+            values=torch.from_numpy(values),
+            lengths=torch.from_numpy(lengths),
             stride=n,
-            length_per_key=[len(v) for v in values],
+            length_per_key=length_per_key,
         )
-        kjt = self.transform(kjt)
-        weights = torch.from_numpy(c[s.weight].astype(np.float32)) if s.weight else torch.ones(n, dtype=torch.float32)
+        weights = torch.from_numpy(c[("x", s.weight)]) if s.weight else torch.ones(n, dtype=torch.float32)
         cohorts = {}
         for axis, fn in self.cohort_fns.items():
-            idx = np.asarray(fn(c[("axis", axis)]), dtype=np.int64)
+            idx = np.asarray(fn(c[("a", axis)]), dtype=np.int64)
             if idx.shape != (n,):
                 raise ValueError(f"cohort_fns['{axis}'] returned shape {idx.shape}, expected ({n},)")
             cohorts[axis] = torch.from_numpy(idx)
-        row_id = torch.from_numpy(c[s.row_id].astype(np.int64)) if s.row_id else None
-        true_prob = torch.from_numpy(c[TRUE_PROB].astype(np.float32)) if self._has_true_prob else None
-        return Batch(dense, kjt, labels, weights, cohorts, row_id, true_prob)
+        row_id = torch.from_numpy(c[("x", s.row_id)]) if s.row_id else None
+        true_prob = torch.from_numpy(c[("x", TRUE_PROB)]) if self._has_true_prob else None
+        return Batch(
+            torch.from_numpy(c["dense"]), kjt, torch.from_numpy(c["label"]), weights, cohorts, row_id, true_prob
+        )
+
+
+_EXTRA_DTYPES = {"weight": np.float32, "row_id": np.int64, "true_prob": np.float32}
+
+
+def _np(col: pa.ChunkedArray) -> np.ndarray:
+    """A null-free column as numpy (zero-copy for one chunk)."""
+    return col.chunk(0).to_numpy() if col.num_chunks == 1 else col.to_numpy()
+
+
+@dataclass
+class _WindowData:
+    """A loaded window: row-major blocks in lane-stream order before ``perm`` (None: identity)."""
+
+    perm: Optional[np.ndarray]
+    label: np.ndarray  # float32 [n]
+    dense: np.ndarray  # float32 [n, D]
+    single: np.ndarray  # int64 [n, single-hot features]
+    extra: dict = field(default_factory=dict)  # weight / row_id / true_prob columns
+    multi: dict = field(default_factory=dict)  # name -> (offsets [n + 1], lengths [n], values)
+    axes: dict = field(default_factory=dict)  # axis name -> Arrow array (for cohort_fns)
+
+
+class _UnitCache:
+    """Decoded row groups shared by the windows of one rank: each is read once (by the first window
+    that needs it, other threads wait for it) and dropped after its last use on this rank."""
+
+    def __init__(self, read: Callable[[int], pa.Table], uses: Counter) -> None:
+        self._read, self._uses = read, uses
+        self._lock = threading.Lock()
+        self._entries: dict[int, Future] = {}
+        self.decoded = 0  # units read (for tests)
+
+    def get(self, unit: int) -> pa.Table:
+        with self._lock:
+            fut = self._entries.get(unit)
+            owner = fut is None
+            if owner:
+                fut = self._entries[unit] = Future()
+                self.decoded += 1
+        if owner:
+            try:
+                fut.set_result(self._read(unit))
+            except BaseException as e:
+                fut.set_exception(e)
+        table = fut.result()
+        with self._lock:
+            self._uses[unit] -= 1
+            if self._uses[unit] <= 0:
+                self._entries.pop(unit, None)
+        return table
