@@ -15,7 +15,7 @@ import warnings
 import pytest
 import torch
 
-from c2al_rec.ops import fm_interaction, fm_interaction_reference, fm_triton, select_kernel
+from c2al_rec.ops import fm_cpu, fm_interaction, fm_interaction_reference, fm_triton, select_kernel
 
 # The package re-exports the function under the module's name; fetch the module itself.
 fm_mod = importlib.import_module("c2al_rec.ops.fm_interaction")
@@ -79,6 +79,48 @@ def test_cpu_kernel_bf16_noncontiguous_and_chunked(static, monkeypatch):
     monkeypatch.setattr("c2al_rec.ops.fm_cpu._TARGET_CHUNK_BYTES", 3 * 9 * 16 * 4)
     _check("cpu", (10, 9, 16, 4), static, torch.float32, noncontig=True)
     _check("cpu", (10, 9, 16, 4), static, torch.bfloat16, atol=3e-2, rtol=3e-2)
+
+
+def test_cpu_backward_path_rule():
+    # S X (no T recomputed) where its n^2 (2k + d) multiply-adds are at most the 3 n d k of the
+    # T path: the benchmark shape ties and takes S X; many tokens against small d, k do not.
+    assert fm_cpu._use_symmetric(32, 64, 16)
+    assert fm_cpu._use_symmetric(8, 16, 4)
+    assert not fm_cpu._use_symmetric(33, 64, 16)
+    assert not fm_cpu._use_symmetric(17, 33, 5)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("static", [False, True])
+def test_cpu_backward_paths_match_float64(symmetric, static, monkeypatch):
+    # Both dX formulas (S X with S = Y dG^T + dG Y^T, and dG T^T + Y dT^T with T recomputed),
+    # over several chunks with a short last one, non-contiguous fp32 and bf16 (fp32 buffers).
+    monkeypatch.setattr(fm_cpu, "_use_symmetric", lambda n, d, k: symmetric)
+    monkeypatch.setattr(fm_cpu, "_TARGET_CHUNK_BYTES", 3 * 9 * 16 * 4)
+    for shape in [(10, 9, 16, 4), (1, 1, 1, 1), (3, 17, 33, 5)]:
+        _check("cpu", shape, static, torch.float32, noncontig=shape[0] == 10)
+    _check("cpu", (10, 9, 16, 4), static, torch.bfloat16, atol=3e-2, rtol=3e-2)
+    x, y, _ = _inputs(2, 4, 5, 3, static, torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b: fm_interaction(a, b, "cpu"), (x.requires_grad_(), y.requires_grad_()))
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_cpu_symmetric_backward_under_compile_fullgraph(static):
+    # (8, 16, 4) takes the S X backward; the op stays one opaque node with no graph break.
+    x, y, dg = (t.float() for t in _inputs(6, 8, 16, 4, static, torch.float64))
+    assert fm_cpu._use_symmetric(8, 16, 4)
+
+    def step(a, b):
+        return (fm_interaction(a, b, "cpu") * dg).sum()
+
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(step)(x, y)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    got = torch.autograd.grad(compiled(x.requires_grad_(), y.requires_grad_()), (x, y))
+    want = torch.autograd.grad(step(x, y), (x, y))
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
 
 
 @pytest.mark.parametrize("static", [False, True])

@@ -2,23 +2,30 @@
 
 Eager autograd of ``G = X (X^T Y)`` runs two ``bmm`` over the whole batch, writes the full
 ``T [B, d, k]`` to memory, saves it for backward, and in backward runs four more ``bmm`` plus an
-add. These kernels walk the batch in chunks small enough that a chunk's X, Y, T (and dG, dT) stay
-in the core's cache, never materialise T for the whole batch, and fuse the two terms of dX with
-``baddbmm``. The backward recomputes T from the saved X and Y (nothing else is saved).
+add. These kernels walk the batch in chunks small enough that a chunk's operands and products stay
+in the core's cache, and never materialise T for the whole batch (nothing but X and Y is saved).
+The backward computes dX = S X with S = Y dG^T + dG Y^T ([n, n], built by one ``bmm`` and one
+in-place ``baddbmm``), which needs no T at all, where that costs no more multiply-adds than
+recomputing T and forming dG T^T + Y dT^T (see ``_use_symmetric``).
 
 Shapes: X [B, n, d], Y [B, n, k] (attentive) or [n, k] (static), G [B, n, k].
 """
 
 from __future__ import annotations
 
+
 import torch
 from torch import Tensor
 
-# Bytes of fp32 X per chunk: 512 samples of [32, 64]. On an idle 2-core machine 128-512 samples
-# were best (4096, i.e. no chunking, was ~1.4x slower in fwd+bwd); when other processes compete
-# for the cores every multi-threaded bmm waits for a descheduled thread, so the cost grows with
-# the number of chunks: 512 keeps that count low at little cost when idle.
-_TARGET_CHUNK_BYTES = 4 * 1024 * 1024
+# Bytes of fp32 X per chunk and per torch thread: 1024 samples of [32, 64] at 1 thread, 2048 at 2.
+# Chunking keeps a chunk's operands in cache (no chunking was ~1.2-1.3x slower at 1 thread; 512,
+# 1024 and 2048 samples were within noise), but every chunk costs one multi-threaded bmm call per
+# GEMM, and when other processes compete for the cores each such call waits for a descheduled
+# thread: on the shared 2-core VM (load ~9) the fwd+bwd at 2 threads ran ~3x slower with
+# 512-sample chunks than with 2048. Scaling the chunk with the threads keeps each thread's share
+# of a chunk the same and the number of calls low. (The earlier backward, measured on an idle
+# machine, was best at 128-512 samples: recheck there.)
+_TARGET_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -28,7 +35,8 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _chunk(x: Tensor) -> int:
     per_sample = x.shape[1] * x.shape[2] * 4
-    return max(1, min(x.shape[0], _TARGET_CHUNK_BYTES // max(1, per_sample)))
+    target = _TARGET_CHUNK_BYTES * max(1, torch.get_num_threads())
+    return max(1, min(x.shape[0], target // max(1, per_sample)))
 
 
 def _y_chunk(y: Tensor, s: int, e: int, acc: torch.dtype) -> Tensor:
@@ -69,10 +77,28 @@ def fm_forward_cpu(x: Tensor, y: Tensor) -> Tensor:
     return out
 
 
-def fm_backward_cpu(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradients of G = X (X^T Y) with T recomputed per chunk.
+def _use_symmetric(n: int, d: int, k: int) -> bool:
+    """Whether dX is computed as S X with S = Y dG^T + dG Y^T ([n, n]) rather than as
+    dG T^T + Y dT^T with T recomputed.
 
-    dT = X^T dG, dX = dG T^T + Y dT^T, dY = X dT (summed over the batch for a static Y).
+    Per sample the first costs n^2 (2k + d) multiply-adds (two K = k GEMMs into S, one K = n
+    GEMM into dX) and needs no T; the second 3 n d k (T, then two K = k GEMMs into dX). At the
+    CPU benchmark shape (n, d, k) = (32, 64, 16) the counts tie, and S X measured ~25% faster for
+    the dX part at 1 thread: its big GEMM has K = n and contiguous, untransposed operands, where
+    MKL's small batched GEMMs run faster than the K = k ones with a transposed operand. Ties go
+    to S X; beyond them its n^2 cost grows and T is recomputed instead."""
+    return n * (2 * k + d) <= 3 * d * k
+
+
+def fm_backward_cpu(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of G = X (X^T Y), chunked over the batch; nothing but X and Y is saved.
+
+    dT = X^T dG, dY = X dT (summed over the batch for a static Y), and
+    dX = dG T^T + Y dT^T = (dG Y^T + Y dG^T) X = S X, since T^T = Y^T X and dT^T = dG^T X.
+    Where ``_use_symmetric`` holds (the usual FM shapes: few tokens n against d and k) dX is
+    computed as S X with S [n, n]: T is never recomputed, and the dX GEMM has contiguous,
+    untransposed operands. Otherwise T is recomputed per chunk and
+    dX = dG T^T + Y dT^T with one ``baddbmm``.
 
     Args:
         grad: dG [B, n, k].
@@ -85,37 +111,45 @@ def fm_backward_cpu(grad: Tensor, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]
     b, n, d = x.shape
     k = y.shape[-1]
     acc = _acc_dtype(x.dtype)
-    dx = torch.empty(b, n, d, dtype=x.dtype, device=x.device)
+    dev = x.device
+    dx = torch.empty(b, n, d, dtype=x.dtype, device=dev)
     static = y.dim() == 2
-    dy = (
-        torch.zeros(n, k, dtype=acc, device=x.device)
-        if static
-        else torch.empty(b, n, k, dtype=y.dtype, device=x.device)
-    )
+    dy = torch.zeros(n, k, dtype=acc, device=dev) if static else torch.empty(b, n, k, dtype=y.dtype, device=dev)
+    symmetric = _use_symmetric(n, d, k)
     chunk = _chunk(x)
-    t_buf = torch.empty(chunk, d, k, dtype=acc, device=x.device)
-    dt_buf = torch.empty(chunk, d, k, dtype=acc, device=x.device)
+    dt_buf = torch.empty(chunk, d, k, dtype=acc, device=dev)
+    if symmetric:
+        s_buf = torch.empty(chunk, n, n, dtype=acc, device=dev)
+    else:
+        t_buf = torch.empty(chunk, d, k, dtype=acc, device=dev)
     same = acc == x.dtype
-    dx_buf = None if same else torch.empty(chunk, n, d, dtype=acc, device=x.device)
-    dy_buf = None if (same and not static) else torch.empty(chunk, n, k, dtype=acc, device=x.device)
+    dx_buf = None if same else torch.empty(chunk, n, d, dtype=acc, device=dev)
+    dy_buf = None if (same and not static) else torch.empty(chunk, n, k, dtype=acc, device=dev)
     for s in range(0, b, chunk):
         e = min(b, s + chunk)
         c = e - s
         xc = x[s:e].to(acc)
-        yc = _y_chunk(y, s, e, acc)
         gc = grad[s:e].to(acc)
         xt = xc.transpose(1, 2)
-        t = torch.bmm(xt, yc, out=t_buf[:c])
         dt = torch.bmm(xt, gc, out=dt_buf[:c])
-        dxc = dx[s:e] if dx_buf is None else dx_buf[:c]
-        torch.bmm(gc, t.transpose(1, 2), out=dxc)
-        dxc.baddbmm_(yc, dt.transpose(1, 2))
-        if dx_buf is not None:
-            dx[s:e].copy_(dxc)
         dyc = dy[s:e] if dy_buf is None else dy_buf[:c]
         torch.bmm(xc, dt, out=dyc)
         if static:
             dy += dyc.sum(0)
         elif dy_buf is not None:
             dy[s:e].copy_(dyc)
+        dxc = dx[s:e] if dx_buf is None else dx_buf[:c]
+        yc = _y_chunk(y, s, e, acc)
+        if symmetric:
+            # S = Y dG^T + dG Y^T: the second GEMM accumulates in place (cheaper than adding a
+            # transposed copy of the first); then dX = S X with both operands contiguous.
+            sym = torch.bmm(yc, gc.transpose(1, 2), out=s_buf[:c])
+            sym.baddbmm_(gc, yc.transpose(1, 2))
+            torch.bmm(sym, xc, out=dxc)
+        else:
+            t = torch.bmm(xt, yc, out=t_buf[:c])
+            torch.bmm(gc, t.transpose(1, 2), out=dxc)
+            dxc.baddbmm_(yc, dt.transpose(1, 2))
+        if dx_buf is not None:
+            dx[s:e].copy_(dxc)
     return dx, dy.to(y.dtype)

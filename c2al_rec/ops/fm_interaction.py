@@ -26,7 +26,8 @@ Precision policy (one place: the op's autocast kernel below, so modules never br
 
 Autograd is registered by hand: only X and Y are saved; the backward op recomputes T, then
 dT = X^T dG, dX = dG T^T + Y dT^T, dY = X dT (summed over the batch for a static Y), under the
-same policy (the saved X and Y already carry the autocast dtype).
+same policy (the saved X and Y already carry the autocast dtype). The CPU kernel forms the same dX
+as (Y dG^T + dG Y^T) X where that is no more work, and then needs no T.
 
 Example::
 
