@@ -4,20 +4,25 @@ python -m benchmarks.serving_http [--quick] [--json PATH]
 
 A real exported model (the production-shaped model of the other benchmarks, trained for a few
 steps on generated data and exported with the parity gate) is served by two `c2al-rec serve`
-processes in turn, each under the same load: ``clients`` concurrent keep-alive HTTP clients
-(httpx, one asyncio process) sending one-row ``POST /v1/score`` requests for ``seconds``.
+processes in turn, each under the same load: ``clients`` concurrent closed-loop keep-alive
+connections sending one-row ``POST /v1/score`` requests for ``seconds``, from ``benchmarks.loadgen``
+(pre-encoded requests on raw non-blocking sockets, ~50 us of client CPU per request, where an httpx
+client spent most of the 2 cores itself).
 - ``single``: ``--max-batch-rows 1`` (every request scored on its own, one at a time);
 - ``batched``: ``--max-batch-rows 256 --max-wait-ms 2`` (dynamic micro-batching).
-Reported per mode: QPS, p50 / p99 latency seen by the clients, mean rows per model call (from
-/metrics). Then an overload run (``--max-queue 32`` and 4x the clients) counts requests sent,
-answered 200, answered 503 and anything else: every request must get exactly one answer, and every
-200 must carry its own row's probability (checked against the model scored locally).
+Reported per mode: QPS, p50 / p99 latency seen by the clients (send to last byte of the response),
+mean rows per model call (from /metrics), the server's CPU per request (/proc) and the load
+generator's, and the load average around the run. ``one_client``: one connection alone on the batched
+server (the latency of one request with nothing to batch with). Then an overload run
+(``--max-queue 32`` and 4x the clients) counts requests sent, answered 200, answered 503 and anything
+else: every request must get exactly one answer, and every 200 must carry its own row's probability
+(checked against the model scored locally).
 Goal on 2 cores: batched >= 5x the QPS of single at p99 <= 50 ms, nothing lost or answered twice.
+``--no-record`` runs the full size without writing benchmarks/results/ (with ``--json PATH``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -51,13 +56,17 @@ class Options:
     """Load duration per mode."""
     max_wait_ms: float = 2.0
     """Micro-batching wait of the batched server."""
+    max_batch_rows: int = 256
+    """--max-batch-rows of the batched server."""
     overload_queue: int = 32
     """--max-queue of the overload run (4x ``clients`` clients)."""
     threads: int = 1
     """torch threads of the scoring thread."""
+    load_processes: int = 1
+    """Processes of the load generator (the connections are split between them)."""
 
 
-QUICK = dict(rows=12_000, num_sparse=10, max_table_size=2_000, clients=8, seconds=3.0)
+QUICK = dict(rows=12_000, num_sparse=10, max_table_size=2_000, clients=8, seconds=3.0, overload_queue=4)
 
 
 def build_export(opts: Options, root: Path) -> Path:
@@ -137,51 +146,57 @@ class Server:
         self.proc.wait(timeout=30)
 
 
-async def drive(port: int, rows: list[dict], clients: int, seconds: float) -> dict[str, Any]:
-    """``clients`` keep-alive clients sending one-row requests (row i cycles) for ``seconds``."""
-    import httpx
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far; NaN where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
-    latencies: list[float] = []
-    answers: list[tuple[int, int, Optional[float]]] = []  # (row index, status, prob)
-    sent = 0
-    stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as client:
+def drive(server: Server, reqs: list[bytes], clients: int, seconds: float, processes: int) -> dict[str, Any]:
+    """``clients`` closed-loop keep-alive connections (benchmarks.loadgen) for ``seconds``; the counts."""
+    from benchmarks.loadgen import run_load
 
-        async def worker(w: int) -> None:
-            nonlocal sent
-            i = w
-            while time.perf_counter() < stop:
-                idx = i % len(rows)
-                sent += 1
-                t0 = time.perf_counter()
-                r = await client.post("/v1/score", json={"rows": [rows[idx]]})
-                latencies.append(time.perf_counter() - t0)
-                answers.append((idx, r.status_code, r.json()["prob"][0] if r.status_code == 200 else None))
-                i += clients
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(clients)))
-        wall = time.perf_counter() - t0
-    ok = [a for a in answers if a[1] == 200]
-    lat = np.array(latencies) * 1000
+    load0 = os.getloadavg()[0]
+    cpu0 = server_cpu_s(server.proc.pid)
+    res = run_load("127.0.0.1", server.port, reqs, clients, seconds, processes)
+    cpu1 = server_cpu_s(server.proc.pid)
+    counts = res.status_counts()
+    lost = res.sent - len(res.answers)  # always 0 by construction of the load generator; counted anyway
     return {
-        "sent": sent,
-        "answered": len(answers),
-        "ok": len(ok),
-        "rejected_503": sum(a[1] == 503 for a in answers),
-        "other": sum(a[1] not in (200, 503) for a in answers),
-        "qps": len(ok) / wall,
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
-        "answers": answers,
+        "sent": res.sent,
+        "answered": len(res.answers) - counts.get(0, 0),
+        "ok": counts.get(200, 0),
+        "rejected_503": counts.get(503, 0),
+        "other": sum(v for k, v in counts.items() if k not in (200, 503)) + lost,
+        "qps": res.qps,
+        "p50_ms": res.percentile_ms(50),
+        "p99_ms": res.percentile_ms(99),
+        "ok_p99_ms": res.percentile_ms(99, status=200),
+        "server_cpu_ms_per_request": (cpu1 - cpu0) / max(res.sent, 1) * 1000,
+        "client_cpu_us_per_request": res.client_cpu_us,
+        "load_average_before": load0,
+        "load_average_after": os.getloadavg()[0],
+        "answers": res.answers,
     }
+
+
+def check_answers(answers: list, expected: np.ndarray) -> int:
+    """Answers 200 whose probability is not their own request's row's (request i scores row i)."""
+    wrong = 0
+    for a in answers:
+        if a.status == 200:
+            prob = json.loads(a.body)["prob"]
+            wrong += bool(len(prob) != 1 or abs(prob[0] - float(expected[a.index])) > 1e-5)
+    return wrong
 
 
 def run(opts: Options) -> dict[str, Any]:
     import torch
 
+    from benchmarks.loadgen import encode_posts
     from c2al_rec.serve.artifact import load_exported
     from c2al_rec.serve.http import rows_to_inputs
 
@@ -194,32 +209,43 @@ def run(opts: Options) -> dict[str, Any]:
         expected = model.predict(rows_to_inputs(rows, model)).numpy()
         modes = {
             "single": ["--max-batch-rows", "1", "--max-wait-ms", "0"],
-            "batched": ["--max-batch-rows", "256", "--max-wait-ms", str(opts.max_wait_ms)],
+            "batched": ["--max-batch-rows", str(opts.max_batch_rows), "--max-wait-ms", str(opts.max_wait_ms)],
         }
+        runs = [
+            ("single", modes["single"], opts.clients),
+            ("batched", modes["batched"], opts.clients),
+            ("overload", modes["batched"] + ["--max-queue", str(opts.overload_queue)], 4 * opts.clients),
+        ]
         results: dict[str, Any] = {}
-        for name, flags in modes.items():
+        for name, flags, clients in runs:
             server = Server(export, *flags, "--threads", str(opts.threads))
             try:
-                asyncio.run(drive(server.port, rows, opts.clients, 1.0))  # warm-up
+                reqs = encode_posts("127.0.0.1", server.port, "/v1/score", [{"rows": [r]} for r in rows])
+                if name != "overload":
+                    drive(server, reqs, clients, 1.0, opts.load_processes)  # warm-up
                 before = server.metrics()
-                res = asyncio.run(drive(server.port, rows, opts.clients, opts.seconds))
+                res = drive(server, reqs, clients, opts.seconds, opts.load_processes)
                 after = server.metrics()
+                if name == "batched":  # one client alone: the latency floor of one request
+                    m0 = server.metrics()
+                    alone = drive(server, reqs, 1, min(opts.seconds, 5.0), 1)
+                    m1 = server.metrics()
+                    n = m1["c2al_batch_rows_count"] - m0["c2al_batch_rows_count"]
+                    alone["rows_per_call"] = (m1["c2al_batch_rows_sum"] - m0["c2al_batch_rows_sum"]) / max(n, 1)
+                    alone["wrong_prob"] = check_answers(alone.pop("answers"), expected)
+                    results["one_client"] = alone
             finally:
                 server.close()
             calls = after["c2al_batch_rows_count"] - before["c2al_batch_rows_count"]
             res["rows_per_call"] = (after["c2al_batch_rows_sum"] - before["c2al_batch_rows_sum"]) / max(calls, 1)
-            res["wrong_prob"] = int(sum(abs(p - expected[i]) > 1e-5 for i, s, p in res.pop("answers") if s == 200))
+            res["wrong_prob"] = check_answers(res.pop("answers"), expected)
             results[name] = res
-        server = Server(export, *modes["batched"], "--max-queue", str(opts.overload_queue), "--threads", "1")
-        try:
-            over = asyncio.run(drive(server.port, rows, 4 * opts.clients, opts.seconds))
-        finally:
-            server.close()
-        over["wrong_prob"] = int(sum(abs(p - expected[i]) > 1e-5 for i, s, p in over.pop("answers") if s == 200))
-        results["overload"] = over
+    single, batched = results["single"], results["batched"]
     ratios = {
-        "qps_batched_vs_single": results["batched"]["qps"] / results["single"]["qps"],
-        "batched_p99_ms": results["batched"]["p99_ms"],
+        "qps_batched_vs_single": batched["qps"] / single["qps"],
+        "batched_p99_ms": batched["p99_ms"],
+        "single_p99_ms": single["p99_ms"],
+        "goal_met": bool(batched["qps"] >= 5 * single["qps"] and batched["p99_ms"] <= 50),
     }
     return {"benchmark": "serving_http", "config": asdict(opts), "results": results, "ratios": ratios}
 
@@ -234,25 +260,29 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "",
         f"Config: {json.dumps(out['config'])}",
         "",
-        "| mode | clients | QPS | p50 (ms) | p99 (ms) | rows per model call | sent | 200 | 503 | other | wrong prob |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | clients | QPS | p50 (ms) | p99 (ms) | rows per model call | server CPU per request (ms) "
+        "| load average | sent | 200 | 503 | other | wrong prob |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, x in r.items():
-        clients = out["config"]["clients"] * (4 if name == "overload" else 1)
+        clients = {"overload": 4 * out["config"]["clients"], "one_client": 1}.get(name, out["config"]["clients"])
         lines.append(
             f"| {name} | {clients} | {x['qps']:.0f} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | "
-            f"{x.get('rows_per_call', float('nan')):.1f} | {x['sent']} | {x['ok']} | {x['rejected_503']} | "
-            f"{x['other']} | {x['wrong_prob']} |"
+            f"{x.get('rows_per_call', float('nan')):.1f} | {x.get('server_cpu_ms_per_request', float('nan')):.2f} | "
+            f"{x.get('load_average_before', float('nan')):.1f} -> {x.get('load_average_after', float('nan')):.1f} | "
+            f"{x['sent']} | {x['ok']} | {x['rejected_503']} | {x['other']} | {x['wrong_prob']} |"
         )
     o = r["overload"]
     lines += [
         "",
         f"**QPS batched / single: {q['qps_batched_vs_single']:.2f}x** (goal >= 5x) at p99 {q['batched_p99_ms']:.1f} ms "
-        f"(goal <= 50 ms). Overload: {o['sent']} sent = {o['ok']} answered 200 + {o['rejected_503']} answered 503 "
-        f"+ {o['other']} other; {o['wrong_prob']} answers carried another row's probability.",
+        f"(goal <= 50 ms; single: p99 {q.get('single_p99_ms', float('nan')):.1f} ms). Overload: {o['sent']} sent = "
+        f"{o['ok']} answered 200 + {o['rejected_503']} answered 503 + {o['other']} other; {o['wrong_prob']} answers "
+        "carried another row's probability.",
         "",
-        "The load generator runs on the same 2 cores as the server, so absolute QPS is a floor; the ratio "
-        "compares both modes under the same load.",
+        "The load generator (benchmarks/loadgen.py, "
+        f"{r['batched'].get('client_cpu_us_per_request', float('nan')):.0f} us of CPU per request) runs on the same "
+        "2 cores as the server, so absolute QPS is a floor; the ratio compares both modes under the same load.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -261,18 +291,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = base_parser(__doc__)
     parser.add_argument("--clients", type=int, default=None, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=None, help="load duration per mode")
+    parser.add_argument("--load-processes", type=int, default=None, help="load generator processes")
+    parser.add_argument("--no-record", action="store_true", help="do not write benchmarks/results/ (use --json)")
     args = parser.parse_args(argv)
     opts = Options(**(QUICK if args.quick else {}))
     if args.clients:
         opts.clients = args.clients
     if args.seconds:
         opts.seconds = args.seconds
+    if args.load_processes:
+        opts.load_processes = args.load_processes
     out = run(opts)
-    if not args.quick:
+    record = not (args.quick or args.no_record)
+    if record:
         from benchmarks.common import RESULTS_DIR
 
         (RESULTS_DIR / "serving_http.json").write_text(json.dumps(out, indent=2) + "\n")
-    return finish("serving_http", out, markdown, argv, args.quick, args.json)
+    return finish("serving_http", out, markdown, argv, not record, args.json)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,18 @@
 Requests are validated with the training-time rules (the same ``find_bad_id`` the reader uses)
 before they are queued, so one bad request is a 400 naming its row and feature and never fails a
 batch. Valid requests wait in a bounded queue; one batcher task merges them into batches of up to
-``max_batch_rows`` rows, waiting at most ``max_wait_ms`` for more, and runs the model in one worker
-thread. A full queue answers 503 at once (nothing is lost or answered twice: every request gets
-exactly one response).
+``max_batch_rows`` rows, waiting at most ``max_wait_ms`` (counted from the arrival of the batch's
+first request) for more, and runs the model in one worker thread. A full queue answers 503 at once
+(nothing is lost or answered twice: every request gets exactly one response).
+
+The hot path: ``POST /v1/score`` is served by a plain ASGI handler (``ScoreEndpoint``) in front of
+FastAPI; the other routes go through FastAPI as usual. The body is decoded with ``json``, each row
+is checked in plain Python by ``RowParser`` (no NumPy or torch call per request; a request that
+fails a check is re-checked by ``rows_to_inputs``, so the 400 message names the first bad row and
+feature exactly as before), and the rows of a whole micro-batch become the ``predict`` tensors in
+one step in the scoring thread (``RowParser.collate``: one array for the dense values, one for all
+single-hot ids). Probabilities come back as one list per batch, sliced per request, and responses
+are encoded as ``JSONResponse`` encodes them.
 
 Example::
 
@@ -21,21 +30,25 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import collections
+import gc
+import itertools
+import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from c2al_rec.data.transforms import find_bad_id
 
-from .artifact import ExportedModel
+from .artifact import SAMPLE_FILE, ExportedModel
 from .predictor import sparse_feature
 
 Inputs = dict[str, torch.Tensor]
@@ -144,32 +157,188 @@ def merge_inputs(parts: list[Inputs]) -> Inputs:
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
+_INT64_END = 2**63  # ids at or above do not fit int64
+_FLOAT_MAX = 1.7976931348623157e308  # a dense int beyond cannot become a float
+
+
+class _Bad(Exception):
+    """A row failed a fast check; ``rows_to_inputs`` then finds the message."""
+
+
+class ParsedRows:
+    """One request's rows, checked, as Python lists (``RowParser.parse``; ``RowParser.collate`` merges them).
+
+    ``dense``: one list of D numbers per row; ``single``: one list of the single-hot ids per row (in
+    the model's feature order); ``multi``: per multi-hot feature, one list of ids per row.
+    """
+
+    __slots__ = ("n", "dense", "single", "multi")
+
+    def __init__(self, n: int, dense: list, single: list, multi: list) -> None:
+        self.n, self.dense, self.single, self.multi = n, dense, single, multi
+
+
+class RowParser:
+    """JSON rows -> checked ``ParsedRows`` per request, and a micro-batch of them -> ``predict`` inputs.
+
+    Accepts and rejects exactly what ``rows_to_inputs`` does, with the same 400 messages; it is the
+    per-request hot path of the service, so the checks are plain Python on the decoded JSON values
+    and the tensors are built once per micro-batch (``collate``) instead of once per request.
+    """
+
+    def __init__(self, model: ExportedModel, max_rows: int = 4096) -> None:
+        self.model, self.max_rows = model, max_rows
+        self.dense_names: list[str] = list(model.dense_features)
+        features = [sparse_feature(f) for f in model.sparse_features]
+
+        def limit(f: Any) -> int:  # ids must lie in [0, limit)
+            return f.num_embeddings if f.out_of_range == "error" else _INT64_END
+
+        self.single = [(f.name, limit(f)) for f in features if not f.multi_hot]
+        self.multi = [(f.name, limit(f)) for f in features if f.multi_hot]
+        # the predict dict's keys in rows_to_inputs' order: (feature, is multi-hot, index in its group)
+        si = mi = 0
+        self._order: list[tuple[str, bool, int]] = []
+        for f in features:
+            if f.multi_hot:
+                self._order.append((f.name, True, mi))
+                mi += 1
+            else:
+                self._order.append((f.name, False, si))
+                si += 1
+
+    def parse(self, rows: Any) -> ParsedRows:
+        """Check ``rows`` (the request's ``"rows"``); raises ``RequestError`` as ``rows_to_inputs`` would."""
+        try:
+            return self._parse(rows)
+        except _Bad:
+            pass
+        try:  # the full check finds the first bad row and feature and says what is wrong
+            rows_to_inputs(rows, self.model, self.max_rows)
+        except RequestError:
+            raise
+        except (OverflowError, ValueError, TypeError) as e:  # e.g. an integer too large for int64
+            raise RequestError(f"a value does not fit the model's types: {e}") from None
+        raise RequestError("rows rejected")  # not reached: the fast checks are the full checks' rules
+
+    def _parse(self, rows: Any) -> ParsedRows:
+        if type(rows) is not list or not rows or len(rows) > self.max_rows:
+            raise _Bad
+        dense_names, single, multi = self.dense_names, self.single, self.multi
+        dense_rows, single_rows = [], []
+        multi_rows: list[list] = [[] for _ in multi]
+        for row in rows:
+            if type(row) is not dict:
+                raise _Bad
+            get = row.get
+            d = [get(name) for name in dense_names]
+            for v in d:
+                t = type(v)
+                if t is float:
+                    if v - v != 0.0:  # NaN or +-inf
+                        raise _Bad
+                elif t is not int or not -_FLOAT_MAX <= v <= _FLOAT_MAX:  # bool, None, str, ... are rejected
+                    raise _Bad
+            s = [get(name) for name, _ in single]
+            for v, (_, hi) in zip(s, single):
+                if type(v) is not int or not 0 <= v < hi:
+                    raise _Bad
+            for k, (name, hi) in enumerate(multi):
+                ids = get(name)
+                if type(ids) is not list:
+                    raise _Bad
+                for v in ids:
+                    if type(v) is not int or not 0 <= v < hi:
+                        raise _Bad
+                multi_rows[k].append(ids)
+            dense_rows.append(d)
+            single_rows.append(s)
+        return ParsedRows(len(rows), dense_rows, single_rows, multi_rows)
+
+    def collate(self, parts: Sequence[ParsedRows]) -> Inputs:
+        """The ``predict`` input dict of several requests' rows, in order (what ``rows_to_inputs`` of all gives)."""
+        n = sum(p.n for p in parts)
+        if len(parts) == 1:
+            dense_rows, single_rows = parts[0].dense, parts[0].single
+        else:
+            dense_rows = [r for p in parts for r in p.dense]
+            single_rows = [r for p in parts for r in p.single]
+        inputs: Inputs = {"dense": torch.from_numpy(np.array(dense_rows, np.float32).reshape(n, len(self.dense_names)))}
+        single = np.array(single_rows, np.int64).reshape(n, len(self.single)).T.copy()  # [S, n]: one row per feature
+        ones = torch.ones(n, dtype=torch.int64) if self.single else None
+        for name, is_multi, k in self._order:
+            if is_multi:
+                lists = parts[0].multi[k] if len(parts) == 1 else [x for p in parts for x in p.multi[k]]
+                lengths = np.fromiter(map(len, lists), np.int64, n)
+                values = np.fromiter(itertools.chain.from_iterable(lists), np.int64, int(lengths.sum()))
+                inputs[f"{name}.values"] = torch.from_numpy(values)
+                inputs[f"{name}.lengths"] = torch.from_numpy(lengths)
+            else:
+                inputs[f"{name}.values"] = torch.from_numpy(single[k])
+                inputs[f"{name}.lengths"] = ones  # type: ignore[assignment]
+        return inputs
+
+
 # ------------------------------------------------------------------------------------ batching
 @dataclass
 class _Pending:
-    inputs: Inputs
+    item: Any
     rows: int
     future: asyncio.Future = field(repr=False)
+    arrived: float
+
+
+def _merge_or_pass(parts: list[Inputs]) -> Inputs:
+    return parts[0] if len(parts) == 1 else merge_inputs(parts)
+
+
+def _wake(fut: Optional[asyncio.Future]) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
 
 
 class MicroBatcher:
     """Merges queued requests into model calls of up to ``max_batch_rows`` rows.
 
+    A batch starts with the oldest waiting request and takes the following ones in arrival order
+    while they fit (a request is never split; one larger than ``max_batch_rows`` is scored alone).
+    If fewer than ``max_batch_rows`` rows wait, the batcher waits for more until ``max_wait_ms``
+    after the first request's arrival, so under load (requests that queued while the model was
+    busy) a batch goes at once and with a single client a request waits at most ``max_wait_ms``.
+
     Args:
         predict: ``Inputs -> probabilities [B]`` (the exported model's ``predict``).
         options: batch size, wait and queue bound.
         on_batch: called with the row count of every model call (metrics).
+        collate: the submitted items of one batch -> ``predict``'s input (run in the scoring
+            thread); by default the items are ``Inputs`` dicts, concatenated row-wise.
     """
 
-    def __init__(self, predict: Any, options: ServeOptions, on_batch: Any = None) -> None:
-        self.predict, self.options, self.on_batch = predict, options, on_batch
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=options.max_queue)
+    def __init__(
+        self,
+        predict: Callable[[Any], torch.Tensor],
+        options: ServeOptions,
+        on_batch: Optional[Callable[[int], Any]] = None,
+        collate: Callable[[list], Any] = _merge_or_pass,
+    ) -> None:
+        self.predict, self.options, self.on_batch, self.collate = predict, options, on_batch, collate
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued_rows = 0
+        self._idle: Optional[asyncio.Future] = None  # set while waiting for any request
+        self._filling: Optional[asyncio.Future] = None  # set while waiting for max_batch_rows rows
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2al-score")
-        self._task: asyncio.Task | None = None
+        self._task: Optional[asyncio.Task] = None
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def qsize(self) -> int:
+        """Requests waiting for a batch (the one being scored not counted)."""
+        return len(self._queue)
+
+    def full(self) -> bool:
+        return len(self._queue) >= self.options.max_queue
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -181,38 +350,65 @@ class MicroBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        while self._queue:  # answered, not lost: the handlers turn this into a 503
+            p = self._queue.popleft()
+            if not p.future.done():
+                p.future.set_exception(Overloaded("the service is shutting down"))
+        self._queued_rows = 0
         self._executor.shutdown(wait=True)
 
-    async def submit(self, inputs: Inputs, rows: int) -> torch.Tensor:
-        """Queue one request; its probabilities [rows] once scored. Raises Overloaded at once if full."""
-        pending = _Pending(inputs, rows, asyncio.get_running_loop().create_future())
-        try:
-            self.queue.put_nowait(pending)
-        except asyncio.QueueFull:
-            raise Overloaded(f"queue full ({self.options.max_queue} requests waiting)") from None
+    async def submit(self, item: Any, rows: int) -> list[float]:
+        """Queue one request; its probabilities (``rows`` floats) once scored. Raises Overloaded at once if full."""
+        if len(self._queue) >= self.options.max_queue:
+            raise Overloaded(f"queue full ({self.options.max_queue} requests waiting)")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(item, rows, loop.create_future(), loop.time())
+        self._queue.append(pending)
+        self._queued_rows += rows
+        _wake(self._idle)
+        if self._queued_rows >= self.options.max_batch_rows:
+            _wake(self._filling)
         return await pending.future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        carry: _Pending | None = None
+        queue, max_rows = self._queue, self.options.max_batch_rows
+        max_wait = self.options.max_wait_ms / 1000
         while True:
-            first = carry or await self.queue.get()
-            carry = None
-            batch, rows = [first], first.rows
-            deadline = loop.time() + self.options.max_wait_ms / 1000
-            while rows < self.options.max_batch_rows:
-                timeout = deadline - loop.time()
+            if not queue:
+                self._idle = loop.create_future()
                 try:
-                    nxt = self.queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self.queue.get(), timeout)
-                except (asyncio.QueueEmpty, asyncio.TimeoutError):
-                    break
-                if rows + nxt.rows > self.options.max_batch_rows:
-                    carry = nxt  # starts the next batch; a request is never split
-                    break
-                batch.append(nxt)
-                rows += nxt.rows
+                    await self._idle
+                finally:
+                    self._idle = None
+                continue
+            remaining = queue[0].arrived + max_wait - loop.time()
+            if remaining > 0 and self._queued_rows < max_rows:
+                self._filling = fut = loop.create_future()
+                timer = loop.call_later(remaining, _wake, fut)
+                try:
+                    await fut
+                finally:
+                    timer.cancel()
+                    self._filling = None
+            batch: list[_Pending] = []
+            rows = 0
+            while queue and (not batch or rows + queue[0].rows <= max_rows):
+                p = queue.popleft()
+                self._queued_rows -= p.rows
+                if p.future.done():  # its client went away (cancelled): nothing to score
+                    continue
+                batch.append(p)
+                rows += p.rows
+            if not batch:
+                continue
             try:
-                probs = await loop.run_in_executor(self._executor, self._score, [p.inputs for p in batch])
+                probs = await loop.run_in_executor(self._executor, self._score, [p.item for p in batch])
+            except asyncio.CancelledError:  # stopped while scoring: the batch is answered too (503)
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(Overloaded("the service is shutting down"))
+                raise
             except Exception as e:  # a model failure answers every request of the batch (500)
                 for p in batch:
                     if not p.future.done():
@@ -226,9 +422,9 @@ class MicroBatcher:
                     p.future.set_result(probs[start : start + p.rows])
                 start += p.rows
 
-    def _score(self, parts: list[Inputs]) -> torch.Tensor:
+    def _score(self, items: list) -> list[float]:
         with torch.inference_mode():
-            return self.predict(merge_inputs(parts) if len(parts) > 1 else parts[0]).float()
+            return self.predict(self.collate(items)).float().tolist()
 
 
 # ------------------------------------------------------------------------------------ the app
@@ -250,6 +446,116 @@ class _Metrics:
         self.responses = Counter("c2al_score_responses", "Responses by HTTP status", ["status"], registry=self.registry)
         self.rows = Counter("c2al_scored_rows", "Rows scored", registry=self.registry)
         self.queue_depth = Gauge("c2al_queue_depth", "Requests waiting to be batched", registry=self.registry)
+        self._by_status: dict[int, Any] = {}
+
+    def answered(self, status: int, t0: float) -> None:
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.responses.labels(str(status))
+        child.inc()
+        self.latency.observe(time.perf_counter() - t0)
+
+
+def _json(obj: Any) -> bytes:
+    """JSON bytes exactly as Starlette's ``JSONResponse`` renders them."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
+
+
+SCORE_PATH = "/v1/score"
+Send = Callable[[dict], Awaitable[None]]
+
+
+class ScoreEndpoint:
+    """``POST /v1/score`` as a plain ASGI callable: read, parse, check, queue, answer (see the module docstring)."""
+
+    def __init__(self, parser: RowParser, batcher: MicroBatcher, metrics: _Metrics) -> None:
+        self.parser, self.batcher, self.metrics = parser, batcher, metrics
+        self.model_id = parser.model.model_id
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Send) -> None:
+        if scope["method"] != "POST":
+            body = _json({"detail": "Method Not Allowed"})
+            await _respond(send, 405, body, ((b"allow", b"POST"),))
+            return
+        t0 = time.perf_counter()
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away before sending its body: no one to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        status, answer = await self._answer(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        try:
+            body = _json(answer)
+        except ValueError as e:  # a NaN probability: say so rather than send invalid JSON
+            status, body = 500, _json({"error": f"scoring failed: {e}"})
+        self.metrics.answered(status, t0)
+        await _respond(send, status, body)
+
+    async def _answer(self, raw: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            return 400, {"error": "body is not valid JSON"}
+        if not isinstance(payload, dict) or "rows" not in payload:
+            return 400, {"error": 'expected a JSON object {"rows": [...]}'}
+        try:
+            parsed = self.parser.parse(payload["rows"])
+            probs = await self.batcher.submit(parsed, parsed.n)
+        except RequestError as e:
+            return 400, {"error": str(e)}
+        except Overloaded as e:
+            return 503, {"error": str(e)}
+        except Exception as e:  # the model failed: say so, keep serving
+            return 500, {"error": f"scoring failed: {e}"}
+        self.metrics.rows.inc(len(probs))
+        return 200, {"prob": probs, "model_id": self.model_id}
+
+
+async def _respond(send: Send, status: int, body: bytes, extra: tuple = ()) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ScoringApp(FastAPI):
+    """FastAPI whose ``/v1/score`` is answered by ``ScoreEndpoint`` before FastAPI's routing and middleware."""
+
+    score_endpoint: Optional[ScoreEndpoint] = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.score_endpoint is not None and scope["type"] == "http" and scope["path"] == SCORE_PATH:
+            await self.score_endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _warm_up(model: ExportedModel, parser: RowParser) -> None:
+    """Before the server accepts requests: run the model on a batch of 1 and of 8 rows (TorchScript's
+    profiling executor optimises the graph on its first calls, which take ~1 s), then move every object
+    alive after start-up out of the garbage collector's reach (``gc.freeze``), so that a full collection
+    during serving walks only the objects of requests, not the ~400k of torch and the model."""
+    sample = model.sample_input() if (model.path / SAMPLE_FILE).is_file() else None
+    if sample is None:  # an export without a sample: one all-zero row
+        zero = {name: 0 for name in parser.dense_names} | {name: 0 for name, _ in parser.single}
+        sample = parser.collate([parser.parse([zero | {name: [0] for name, _ in parser.multi}])])
+    with torch.inference_mode():
+        for _ in range(2):
+            model.module.predict(sample)
+            model.module.predict(_first_row(sample, model))
+    gc.collect()
+    gc.freeze()
+
+
+def _first_row(inputs: Inputs, model: ExportedModel) -> Inputs:
+    out = {"dense": inputs["dense"][:1]}
+    for f in model.sparse_features:
+        lengths = inputs[f"{f['name']}.lengths"]
+        out[f"{f['name']}.values"] = inputs[f"{f['name']}.values"][: int(lengths[0])]
+        out[f"{f['name']}.lengths"] = lengths[:1]
+    return out
 
 
 def create_app(model: ExportedModel, options: ServeOptions | None = None) -> FastAPI:
@@ -257,42 +563,21 @@ def create_app(model: ExportedModel, options: ServeOptions | None = None) -> Fas
     options = options or ServeOptions()
     metrics = _Metrics()
     mid = model.model_id
-    batcher = MicroBatcher(model.module.predict, options, on_batch=metrics.batch_rows.observe)
-    metrics.queue_depth.set_function(batcher.queue.qsize)
+    parser = RowParser(model, options.max_rows_per_request)
+    batcher = MicroBatcher(model.module.predict, options, on_batch=metrics.batch_rows.observe, collate=parser.collate)
+    metrics.queue_depth.set_function(batcher.qsize)
 
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        await asyncio.get_running_loop().run_in_executor(batcher._executor, _warm_up, model, parser)
         batcher.start()
         yield
         await batcher.stop()
 
-    app = FastAPI(title="c2al-rec scoring", lifespan=lifespan)
+    app = ScoringApp(title="c2al-rec scoring", lifespan=lifespan)
+    app.score_endpoint = ScoreEndpoint(parser, batcher, metrics)
+    # also a route, for what reaches the router (e.g. "/v1/score/" redirects here); the exact path never does
+    app.router.add_route(SCORE_PATH, app.score_endpoint, methods=["POST"], include_in_schema=False)
     app.state.batcher, app.state.metrics, app.state.model_id = batcher, metrics, mid
-
-    def answer(status: int, body: dict[str, Any], t0: float) -> JSONResponse:
-        metrics.responses.labels(str(status)).inc()
-        metrics.latency.observe(time.perf_counter() - t0)
-        return JSONResponse(body, status_code=status)
-
-    @app.post("/v1/score")
-    async def score(request: Request) -> JSONResponse:
-        t0 = time.perf_counter()
-        try:
-            body = await request.json()
-        except ValueError:
-            return answer(400, {"error": "body is not valid JSON"}, t0)
-        if not isinstance(body, dict) or "rows" not in body:
-            return answer(400, {"error": 'expected a JSON object {"rows": [...]}'}, t0)
-        try:
-            inputs = rows_to_inputs(body["rows"], model, options.max_rows_per_request)
-            probs = await batcher.submit(inputs, len(body["rows"]))
-        except RequestError as e:
-            return answer(400, {"error": str(e)}, t0)
-        except Overloaded as e:
-            return answer(503, {"error": str(e)}, t0)
-        except Exception as e:  # the model failed: say so, keep serving
-            return answer(500, {"error": f"scoring failed: {e}"}, t0)
-        metrics.rows.inc(len(probs))
-        return answer(200, {"prob": probs.tolist(), "model_id": mid}, t0)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -300,8 +585,8 @@ def create_app(model: ExportedModel, options: ServeOptions | None = None) -> Fas
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        ready = batcher.running and not batcher.queue.full()
-        return JSONResponse({"ready": ready, "queue": batcher.queue.qsize()}, status_code=200 if ready else 503)
+        ready = batcher.running and not batcher.full()
+        return JSONResponse({"ready": ready, "queue": batcher.qsize()}, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
