@@ -24,7 +24,6 @@ Writes ``benchmarks/results/data_loader.md``; ``--json PATH`` writes
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import sys
 import tempfile
 import time

@@ -429,15 +429,22 @@ def run(opts: Options) -> dict:
             cases = {
                 "trainer": ("trainer", lambda: config_to_dict(make_config(opts, root, c2al=False, threads=0))),
                 "plain": ("plain", lambda: plain_payload(False)),
-                "trainer_bf16": ("trainer", lambda: config_to_dict(make_config(opts, root, c2al=False, bf16=True, threads=0))),
+                "trainer_bf16": (
+                    "trainer",
+                    lambda: config_to_dict(make_config(opts, root, c2al=False, bf16=True, threads=0)),
+                ),
                 "plain_bf16": ("plain", lambda: plain_payload(True)),
             }
             for r in range(opts.proc_rounds):
                 for nproc in (1, 2):
                     for name, (kind, payload) in cases.items():
-                        rate = launched_rate(kind, payload(), work / f"{name}-{nproc}-{r}", nproc, opts.proc_warmup, opts.proc_steps)
+                        rate = launched_rate(
+                            kind, payload(), work / f"{name}-{nproc}-{r}", nproc, opts.proc_warmup, opts.proc_steps
+                        )
                         launched.setdefault(f"{name}_{nproc}proc", []).append(rate)
-                        print(f"[train_throughput] launched {name} x{nproc} round {r}: {rate:,.0f} samples/s", flush=True)
+                        print(
+                            f"[train_throughput] launched {name} x{nproc} round {r}: {rate:,.0f} samples/s", flush=True
+                        )
             # best of rounds: a launch is long, and a burst of other load can slow one launch by 10x
             best = {k: max(v) for k, v in launched.items()}
             results["launched_rounds_samples_per_s"] = launched
@@ -495,8 +502,14 @@ def _markdown(out: dict, command: str) -> str:
     ]
     for name, per_round in r["rounds_samples_per_s"].items():
         per = ", ".join(f"{x:,.0f}" for x in per_round)
-        ne = r["ne_rel_change_vs_fp32"].get(name.split("/")[-1]) if not name.startswith("levers/") or name.endswith("compiled") else None
-        lines.append(f"| {name} | {r[f'{name}_samples_per_s']:,.0f} | {per} | {'' if ne is None else f'{100 * ne:+.4f}%'} |")
+        ne = (
+            r["ne_rel_change_vs_fp32"].get(name.split("/")[-1])
+            if not name.startswith("levers/") or name.endswith("compiled")
+            else None
+        )
+        lines.append(
+            f"| {name} | {r[f'{name}_samples_per_s']:,.0f} | {per} | {'' if ne is None else f'{100 * ne:+.4f}%'} |"
+        )
     for name, per_round in r.get("launched_rounds_samples_per_s", {}).items():
         per = ", ".join(f"{x:,.0f}" for x in per_round)
         lines.append(f"| launched {name} (best) | {r['launched_best_samples_per_s'][name]:,.0f} | {per} | |")
@@ -515,9 +528,7 @@ Filled in from the recorded run (see the lead's commit)."""
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = base_parser(__doc__, "small sizes (about a minute)")
-    parser.add_argument(
-        "--threads", type=int, default=0, help="torch threads per in-process case (0: all cores)"
-    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per in-process case (0: all cores)")
     args = parser.parse_args(argv)
     opts = Options(data=args.data, threads=args.threads)
     if args.quick:

@@ -69,7 +69,7 @@ class TrainConfig:
     bf16: bool = False
     """bf16 autocast of the dense arch (CUDA; on CPU it needs native bf16, e.g. avx512_bf16)."""
     compile_dense: Literal["auto", "on", "off"] = "auto"
-    """torch.compile the dense part of the step (dense arch, DHEN, heads); auto: on CUDA only (on CPU it measured no faster)."""
+    """torch.compile everything after the embedding lookup (dense arch, DHEN, heads); auto: on CUDA only."""
     metrics_every: int = 1
     """Update the training metrics on every Nth step only (1: every step); validation counts every batch."""
     diagnostics_every: int = 0

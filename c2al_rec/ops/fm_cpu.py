@@ -13,7 +13,6 @@ Shapes: X [B, n, d], Y [B, n, k] (attentive) or [n, k] (static), G [B, n, k].
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

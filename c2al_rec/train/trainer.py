@@ -11,9 +11,10 @@ the resolved config path, the data fingerprint and the final metrics; TensorBoar
 the last log, ``train/lr_dense``, ``train/lr_sparse``, ``train/grad_norm_dense`` of the step
 logged, ``train/samples_per_s``, and torchrec's metrics as ``train/<metric>_window`` (the last
 ``log_every`` steps, at least 10 updates) and ``train/<metric>_lifetime`` (since the run or resume
-started; with ``train.metrics_every`` > 1 both are estimates from every Nth step), for the primary head, each aux head and each cohort) and at each validation
-(``valid/...``); the flattened config against the final validation NE as TensorBoard hparams;
-the same to MLflow with ``train.track = "mlflow"``.
+started; with ``train.metrics_every`` > 1 both are estimates from every Nth step), for the
+primary head, each aux head and each cohort) and at each validation (``valid/...``); the
+flattened config against the final validation NE as TensorBoard hparams; the same to MLflow with
+``train.track = "mlflow"``.
 
 Example::
 
@@ -112,7 +113,9 @@ class Trainer:
             )
         torch.manual_seed(cfg.train.seed)
         model = build_run_model(cfg, self.schema, torch.device("meta"))
-        compile_dense = cfg.train.compile_dense == "on" or (cfg.train.compile_dense == "auto" and ctx.device.type == "cuda")
+        compile_dense = cfg.train.compile_dense == "on" or (
+            cfg.train.compile_dense == "auto" and ctx.device.type == "cuda"
+        )
         task = TrainTask(model, target, torch.bfloat16 if cfg.train.bf16 else None, ctx.device.type, compile_dense)
         self.task = task  # DMP shards its tables in place; the flags below reach the live module
         apply_sparse_optimizer(task, cfg.train.sparse_optimizer, cfg.train.sparse_lr, ctx.device)

@@ -1,0 +1,59 @@
+"""benchmarks.scaling: --quick end to end into a temp dir (fresh processes per point), and its bend finder."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from benchmarks import scaling
+from benchmarks.common import RESULTS_DIR
+
+
+def _results_state() -> dict[str, float]:
+    return {p.name: p.stat().st_mtime for p in RESULTS_DIR.glob(f"{scaling.NAME}.*")}
+
+
+def test_quick_run_writes_the_contract(tmp_path: Path) -> None:
+    before = _results_state()
+    json_path, png_path = tmp_path / "scaling.json", tmp_path / "scaling.png"
+    assert scaling.main(["--quick", "--json", str(json_path), "--png", str(png_path)]) == 0
+    assert _results_state() == before  # --quick never writes benchmarks/results/
+    assert png_path.stat().st_size > 0
+
+    out = json.loads(json_path.read_text())
+    assert set(out) >= {"benchmark", "config", "results", "ratios"}
+    assert out["benchmark"] == "scaling"
+    assert out["config"]["threads"] == 1 and "machine" in out["config"]
+    results = out["results"]
+    assert set(results["curves"]) == set(scaling.AXES)
+    for axis, entries in results["curves"].items():
+        assert len(entries) == 2, axis  # --quick: 2 points per axis
+        assert entries[0]["x"] < entries[1]["x"]
+    for key, point in results["points"].items():
+        assert "error" not in point, (key, point.get("error"))
+        assert point["samples_per_s"] > 0 and math.isfinite(point["samples_per_s"]), key
+        assert point["peak_rss_mib"] > 0, key
+        if point["export"]:
+            assert point["export_seconds"] > 0 and point["export_artifact_bytes"] > 0, key
+    procs = [results["points"][e["key"]] for e in results["curves"]["procs"]]
+    assert [p["world_size"] for p in procs] == [1, 2]
+    assert len(procs[1]["rank_peak_rss_mib"]) == 2
+    assert all(results["points"][e["key"]]["export"] for e in results["curves"]["table_rows"])
+    for name, value in out["ratios"].items():
+        assert value is not None and math.isfinite(value) and value > 0, name
+    assert set(results["summary"]) == set(scaling.AXES) | {"export"}
+    assert all(line for lines in results["summary"].values() for line in lines)
+
+
+def test_find_bend() -> None:
+    xs = [256, 512, 1024, 2048, 4096, 8192]
+    rising_then_flat = [1000, 1400, 2000, 2000, 2010, 2000]
+    bend = scaling.find_bend(xs, rising_then_flat, 0.3)
+    assert bend["bend_x"] == 1024 and bend["before"] > 0.4 and abs(bend["after"]) < 0.05
+    straight = [1000 * (x / 256) ** -1 for x in xs]  # a power law: one slope, no bend
+    bend = scaling.find_bend(xs, straight, 0.3)
+    assert bend["bend_x"] is None and math.isclose(bend["before"], -1.0)
+    assert scaling.find_bend([1, 2], [5, 10], 0.3)["bend_x"] is None  # one segment never bends
+    line = scaling.describe("batch", "samples_per_s", xs, rising_then_flat, 0.3, [1.0] * len(xs))
+    assert "bends at 1,024" in line and "spread over more samples" in line
