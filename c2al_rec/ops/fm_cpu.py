@@ -16,15 +16,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Bytes of fp32 X per chunk and per torch thread: 1024 samples of [32, 64] at 1 thread, 2048 at 2.
-# Chunking keeps a chunk's operands in cache (no chunking was ~1.2-1.3x slower at 1 thread; 512,
-# 1024 and 2048 samples were within noise), but every chunk costs one multi-threaded bmm call per
-# GEMM, and when other processes compete for the cores each such call waits for a descheduled
-# thread: on the shared 2-core VM (load ~9) the fwd+bwd at 2 threads ran ~3x slower with
-# 512-sample chunks than with 2048. Scaling the chunk with the threads keeps each thread's share
-# of a chunk the same and the number of calls low. (The earlier backward, measured on an idle
-# machine, was best at 128-512 samples: recheck there.)
-_TARGET_CHUNK_BYTES = 8 * 1024 * 1024
+# Bytes of fp32 X per chunk and per torch thread: 128 samples of [32, 64] at 1 thread, 256 at 2.
+# A chunk's operands stay in cache. Measured on the idle 2-core VM (fwd+bwd vs eager at (4096, 32,
+# 64, 16)): 0.5-1 MiB per thread 1.63-1.79x at 1 thread and 1.50-1.54x at 2; 4 MiB 1.50 / 1.26;
+# 8 MiB 1.23 / 1.24. Under heavy load (other processes on the cores) every chunk's multi-threaded
+# bmm waits for a descheduled thread, and larger chunks (fewer calls) held up better there;
+# scaling the chunk with the threads keeps each thread's share the same.
+_TARGET_CHUNK_BYTES = 1024 * 1024
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
