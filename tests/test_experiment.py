@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from c2al_rec.config import load_config
 from c2al_rec.workflows.experiment import paired_difference, summarize_attention
+from c2al_rec.workflows.run_pool import RunJob, RunPool
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "launch" / "configs" / "smoke.toml"
@@ -125,7 +127,7 @@ def test_experiment_end_to_end_two_seeds(tmp_path: Path, capsys) -> None:
         "--pipeline.resamples=50",
         "--pipeline.lambdas=[0.1, 0.3]",
     ]
-    assert main(args) == 0
+    assert main([*args, "--pipeline.concurrent_runs=2"]) == 0
     summary = json.loads((tmp_path / "results" / "experiment_tiny.json").read_text())
     results = summary["results"]
     assert {"c2al", "random", "noeffect", "lambda_0.1", "lambda_0.3", "c2al_minus_random"} <= set(results)
@@ -142,6 +144,16 @@ def test_experiment_end_to_end_two_seeds(tmp_path: Path, capsys) -> None:
     assert summary["attention"]["c2al_minus_baseline"]
     for f in ("experiment_tiny.md", "experiment_tiny_forest.png", "experiment_tiny_attention.png"):
         assert (tmp_path / "results" / f).is_file()
+    # runs trained two at a time in child processes train exactly as in the foreground
+    again = tmp_path / "again"
+    cfg = load_config(out / "c2al" / "seed_1" / "config.toml")
+    RunPool(nproc_per_node=1, concurrent_runs=1, log_dir=tmp_path).run([RunJob("again", again, cfg)])
+    here, there = (json.loads((d / "metrics.json").read_text()) for d in (again, out / "c2al" / "seed_1"))
+    assert here["primary"] == pytest.approx(there["primary"], rel=1e-6)
+    assert [here["aux"][h]["ne"] for h in ("head", "tail")] == pytest.approx(
+        [there["aux"][h]["ne"] for h in ("head", "tail")], rel=1e-6
+    )
+    assert (out / "logs" / "c2al_seed_1.log").is_file()
     # resumable: a second call trains nothing
     capsys.readouterr()
     assert main(args) == 0

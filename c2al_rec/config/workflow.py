@@ -63,6 +63,8 @@ class PipelineConfig:
 
     nproc_per_node: int = 2
     """Local ranks for each training stage."""
+    concurrent_runs: int = 1
+    """`experiment`: training runs at once, each in its own process with cores / (runs x ranks) threads."""
     eval_split: str = "test"
     """Split of the final evaluation and of the scored predictions."""
     init_c2al_from_baseline: bool = False
@@ -70,7 +72,7 @@ class PipelineConfig:
     resamples: int = 1000
     """Bootstrap resamples of the NE_diff intervals."""
     lambdas: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3])
-    """Lambda sweep of `experiment` (lambda_head = lambda_tail), run on the first seed."""
+    """Lambda sweep of `experiment` (lambda_head = lambda_tail), run on every seed."""
     controls: bool = True
     """`experiment`: also run the random-cohort and no-planted-effect controls."""
     compare_gradsim: bool = False
@@ -80,6 +82,8 @@ class PipelineConfig:
         require_finite(self, "pipeline")
         if self.nproc_per_node < 1:
             raise ConfigError(f"pipeline.nproc_per_node must be >= 1, got {self.nproc_per_node}")
+        if self.concurrent_runs < 1:
+            raise ConfigError(f"pipeline.concurrent_runs must be >= 1, got {self.concurrent_runs}")
         if self.resamples < 1:
             raise ConfigError(f"pipeline.resamples must be >= 1, got {self.resamples}")
         for i, lam in enumerate(self.lambdas):

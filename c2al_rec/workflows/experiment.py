@@ -22,7 +22,8 @@ Layout under ``out``::
 
 Runs are trained seed by seed (every variant of seed 0, then seed 1...), and a run whose
 metrics.json exists is skipped, so an experiment can span several sittings and a partial one
-still holds complete pairs.
+still holds complete pairs. With ``pipeline.concurrent_runs`` > 1 that many runs train at once in
+child processes (their console output in ``logs/``), still submitted in seed order.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from c2al_rec.io import atomic_write_json, atomic_write_text
 
 from .evaluate import RunScorer, evaluate_runs
 from .experiment_report import experiment_report, plot_forest
+from .run_pool import RunJob, RunPool
 
 ATTENTION_STATS = ("near_zero_fraction", "gini", "entropy_bits", "kurtosis")
 
@@ -102,22 +104,14 @@ class Experiment:
         }
 
     # -------------------------------------------------------------------------------- runs
-    def _train(self, run_dir: Path, cfg: Config) -> None:
-        from c2al_rec.train.launch import launch
+    def _pool(self) -> RunPool:
+        p = self.cfg.pipeline
+        return RunPool(p.nproc_per_node, p.concurrent_runs, self.out / "logs")
 
-        name = str(run_dir.relative_to(self.out))
-        if (run_dir / "metrics.json").is_file():
-            print(f"[experiment] {name}: done, skipped", flush=True)
-            return
-        print(f"[experiment] training {name} ...", flush=True)
-        t0 = time.perf_counter()
-        launch(
-            replace(cfg, checkpoint=replace(cfg.checkpoint, resume="auto")),
-            run_dir,
-            nproc_per_node=self.cfg.pipeline.nproc_per_node,
-        )
-        self.wall[name] = time.perf_counter() - t0
-        print(f"[experiment] {name}: {self.wall[name]:.0f}s", flush=True)
+    def _job(self, variant: str, seed: int, cfg: Config) -> RunJob:
+        run_dir = self.out / variant / f"seed_{seed}"
+        cfg = replace(self._seeded(cfg, seed), checkpoint=replace(cfg.checkpoint, resume="auto"))
+        return RunJob(f"{variant}/seed_{seed}", run_dir, cfg)
 
     def _discover(self, baseline: Path, out: Path) -> None:
         from .discover import DiscoverOptions, discover_cohorts, format_ranking
@@ -150,16 +144,24 @@ class Experiment:
             ensure_dataset(noeffect)
         spec = self.out / "cohorts.json"
         base_cfg = replace(self.cfg, cohorts=replace(self.cfg.cohorts, enabled=False, spec=""))
-        for s in range(self.seeds):
-            self._train(self.out / "baseline" / f"seed_{s}", self._seeded(base_cfg, s))
-            if s == 0:
-                self._discover(self.out / "baseline" / "seed_0", spec)
-            for name, cfg in self.variants(spec).items():
-                self._train(self.out / name / f"seed_{s}", self._seeded(cfg, s))
+        pool = self._pool()
+        # discovery needs baseline seed 0; the no-effect baseline of seed 0 needs no spec and keeps a
+        # second worker busy meanwhile
+        first = [self._job("baseline", 0, base_cfg)]
+        if noeffect is not None:
+            first.append(self._job("noeffect/baseline", 0, replace(base_cfg, data=noeffect)))
+        self.wall.update(pool.run(first))
+        self._discover(self.out / "baseline" / "seed_0", spec)
+        jobs = []
+        for s in range(self.seeds):  # seed by seed, so a partial experiment holds complete pairs
+            if s > 0:
+                jobs.append(self._job("baseline", s, base_cfg))
+            jobs += [self._job(name, s, cfg) for name, cfg in self.variants(spec).items()]
             if noeffect is not None:
-                root = self.out / "noeffect"
-                self._train(root / "baseline" / f"seed_{s}", self._seeded(replace(base_cfg, data=noeffect), s))
-                self._train(root / "c2al" / f"seed_{s}", self._seeded(replace(self._variant(spec), data=noeffect), s))
+                if s > 0:
+                    jobs.append(self._job("noeffect/baseline", s, replace(base_cfg, data=noeffect)))
+                jobs.append(self._job("noeffect/c2al", s, replace(self._variant(spec), data=noeffect)))
+        self.wall.update(pool.run(jobs))
         summary = self.evaluate(noeffect is not None)
         summary["wall_time_s"] = time.perf_counter() - t0
         summary["run_wall_s"] = self.wall
