@@ -14,8 +14,19 @@ from typing import Any, Callable, Optional
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
+def cpu_bf16_isa() -> str:
+    """The CPU's bf16 matrix instructions (``amx_bf16``, ``avx512_bf16``) or ``none`` (bf16 then runs
+    emulated, slower than fp32): hosts that print the same model name differ here."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    found = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return "+".join(found) or "none"
+
+
 def machine() -> str:
-    """CPU model, cores, OS and Python: the 'Machine' line of every results file."""
+    """CPU model and bf16 ISA, cores, OS and Python: the 'Machine' line of every results file."""
     model = "unknown"
     try:
         for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
@@ -24,7 +35,8 @@ def machine() -> str:
     except OSError:
         pass
     return (
-        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+        f"{model} (bf16 ISA: {cpu_bf16_isa()}), {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}"
     )
 
 

@@ -517,13 +517,42 @@ def _markdown(out: dict, command: str) -> str:
     for key, goal, what in RATIO_LINES:
         if key in q:
             lines.append(f"| `{key}` | {fmt(q[key])} | {goal} | {what} |")
-    lines += ["", NOTES]
+    lines += ["", *_notes(out)]
     return "\n".join(lines)
 
 
-NOTES = """## Notes
-
-Filled in from the recorded run (see the lead's commit)."""
+def _notes(out: dict) -> list[str]:
+    """What the ratios say, written from this run's numbers."""
+    q = out["ratios"]
+    fmt = lambda key: "n/a" if q.get(key) is None else f"{q[key]:.3f}"  # noqa: E731
+    best = max((v for k, v in q.items() if k.startswith("trainer_vs_plain_") and v is not None), default=None)
+    isa = out["config"]["machine"]
+    native = "bf16 ISA: none" not in isa
+    return [
+        "## Notes",
+        "",
+        "- Like with like: every trainer/plain ratio has the same precision, threads, data and dense modules on "
+        "both sides. The 1.5x goal is "
+        + ("met" if (q.get("trainer_vs_plain_pytorch") or 0) >= 1.5 else "not met")
+        + f": the smaller of the fp32 and bf16 ratios is {fmt('trainer_vs_plain_pytorch')}, the best equal-precision "
+        f"figure {'n/a' if best is None else f'{best:.3f}'}. On one CPU host both sides run the same arithmetic; what "
+        "the trainer adds (sharded tables, an optimizer fused into backward with no sparse gradient tensors, a "
+        "pipeline that overlaps input copies and all-to-all with compute) pays across GPUs, not on 2 cores.",
+        "- bf16: "
+        + (
+            "this CPU has native bf16 dot products, so bf16 autocast is faster than fp32 on both sides."
+            if native
+            else "this CPU has no bf16 dot-product instructions (avx2 only): bf16 runs emulated, far slower than "
+            "fp32 on both sides, and its ratio says little about a bf16-capable host."
+        ),
+        f"- Levers (each measured alone in the same run): compiling the dense part {fmt('lever_compile_trainer')}, "
+        f"one GEMM for the heads' first layers {fmt('lever_heads_one_gemm')}, training metrics every "
+        f"{out['config']['metrics_every']}th step {fmt('lever_sampled_metrics')}; 2 processes x 1 thread vs 1 process x "
+        f"2 threads {fmt('two_procs_vs_one')}.",
+        "- The validation-NE column of the `trainer_c2al*` rows compares C2AL with the fp32 baseline after the same few "
+        "steps (the aux losses change training); for `trainer_bf16` and `*_compiled` it is the precision / "
+        "compilation check (allowed +-0.1%).",
+    ]
 
 
 def main(argv: Optional[list[str]] = None) -> int:

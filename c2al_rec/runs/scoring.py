@@ -7,7 +7,9 @@ exported model's predictions file alike.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -38,9 +40,14 @@ def side_columns(dataset: Dataset, split: str) -> pa.Table:
 
 @torch.no_grad()
 def score_split(
-    run: TrainedRun, data_root: str | Path, split: str, batch_size: int = 4096, progress: bool = True
+    run: TrainedRun, data_root: str | Path, split: str, batch_size: int = 4096, progress: Optional[bool] = None
 ) -> pa.Table:
-    """Primary-head probabilities of ``run.model`` on every row of ``split``, in file order."""
+    """Primary-head probabilities of ``run.model`` on every row of ``split``, in file order.
+
+    ``progress``: a tqdm bar (None: only when stderr is a terminal, so log files get no bar frames).
+    """
+    if progress is None:
+        progress = sys.stderr.isatty()
     dataset = Dataset.open(data_root)
     check_schema_matches(run.schema, dataset.schema, run.path)
     reader = ParquetReader(data_root, dataset.schema, split, batch_size, shuffle=False, drop_last=False)
