@@ -158,3 +158,16 @@ def test_experiment_end_to_end_two_seeds(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(args) == 0
     assert "training" not in capsys.readouterr().out
+
+
+def test_run_pool_skips_done_runs_and_names_the_failed_one(tmp_path: Path, capsys) -> None:
+    cfg = load_config(SMOKE, [f"--data.path={tmp_path / 'missing'}", "--data.synthetic.rows=0"])
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "metrics.json").write_text("{}")
+    jobs = [RunJob("done", done, cfg), RunJob("bad/seed_0", tmp_path / "bad", cfg)]
+    with pytest.raises(RuntimeError, match=r"training bad/seed_0 failed .*bad_seed_0\.log") as info:
+        RunPool(nproc_per_node=1, concurrent_runs=2, log_dir=tmp_path / "logs").run(jobs)
+    assert "data" in str(info.value.__cause__)  # the child's own error travels with it
+    assert "done: done, skipped" in capsys.readouterr().out
+    assert not (tmp_path / "bad" / "metrics.json").exists()
