@@ -56,6 +56,35 @@ def production_model() -> dict[str, Any]:
     )
 
 
+def tiny_model() -> dict[str, Any]:
+    """ModelConfig fields of the smallest model that still has every part (quick runs and tests)."""
+    return dict(
+        embedding_dim=8,
+        dense_arch=[16],
+        dhen_layers=[["fm", "linear"]],
+        fm_rank=4,
+        fm_compressed_tokens=4,
+        fm_out_tokens=4,
+        fm_mlp=[16],
+        linear_out_tokens=4,
+        primary_head=[16],
+        aux_head=[8],
+    )
+
+
+def results_header(title: str, config: dict[str, Any], command: str) -> list[str]:
+    """The first lines of every results markdown: title, machine, exact command, config."""
+    return [
+        f"# {title}",
+        "",
+        f"Machine: {config['machine']}",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Config: " + ", ".join(f"{k}={v!r}" for k, v in config.items() if k != "machine"),
+    ]
+
+
 def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)") -> argparse.ArgumentParser:
     """--quick / --json / --data, the flags every Parquet-based benchmark takes."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])

@@ -34,7 +34,7 @@ from typing import Optional
 
 import pyarrow.dataset as ds
 
-from benchmarks.common import base_parser, finish, machine
+from benchmarks.common import base_parser, finish, machine, results_header
 from c2al_rec.config import SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
@@ -171,13 +171,7 @@ _CASES = (
 def _markdown(out: dict, command: str) -> str:
     r, q = out["results"], out["ratios"]
     lines = [
-        "# Data loader throughput",
-        "",
-        f"Machine: {out['config']['machine']}",
-        "",
-        f"Command: `{command}`",
-        "",
-        "Config: " + ", ".join(f"{k}={v!r}" for k, v in out["config"].items() if k != "machine"),
+        *results_header("Data loader throughput", out["config"], command),
         "",
         "| case | rows | rows/s (best of repeats) |",
         "| --- | ---: | ---: |",

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.common import RESULTS_DIR, finish, machine, production_model
+from benchmarks.common import RESULTS_DIR, finish, machine, production_model, results_header, tiny_model
 
 NAME = "scaling"
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,18 +140,7 @@ def quick_options(opts: Options) -> Options:
         base_batch=128,
         base_table_rows=1_000,
         rows_dim=8,
-        model=dict(
-            embedding_dim=8,
-            dense_arch=[16],
-            dhen_layers=[["fm", "linear"]],
-            fm_rank=4,
-            fm_compressed_tokens=4,
-            fm_out_tokens=4,
-            fm_mlp=[16],
-            linear_out_tokens=4,
-            primary_head=[16],
-            aux_head=[8],
-        ),
+        model=tiny_model(),
         warmup=1,
         steps=2,
         launch_single=False,
@@ -798,13 +787,7 @@ def _markdown(out: dict, command: str) -> str:
     r, c = out["results"], out["config"]
     load = r["load_average_1min"]
     lines = [
-        "# Cost-growth curves",
-        "",
-        f"Machine: {c['machine']}",
-        "",
-        f"Command: `{command}`",
-        "",
-        "Config: " + ", ".join(f"{k}={v!r}" for k, v in c.items() if k != "machine"),
+        *results_header("Cost-growth curves", c, command),
         "",
         f"Base point: {c['base_features']} sparse features, embedding dim {c['base_dim']}, batch {c['base_batch']} "
         f"per rank, 1 process, largest table {c['base_table_rows']:,} rows; one axis varied at a time (the "

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torchrec.inference.modules import quantize_embeddings
 
-from benchmarks.common import base_parser, finish, machine, production_model
+from benchmarks.common import base_parser, finish, machine, production_model, results_header
 from c2al_rec.config import Config, ModelConfig, SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
@@ -209,13 +209,7 @@ def run(opts: Options) -> dict:
 def _markdown(out: dict, command: str) -> str:
     r, q, c = out["results"], out["ratios"], out["config"]
     lines = [
-        "# Serving latency and size",
-        "",
-        f"Machine: {c['machine']}",
-        "",
-        f"Command: `{command}`",
-        "",
-        "Config: " + ", ".join(f"{k}={v!r}" for k, v in c.items() if k != "machine"),
+        *results_header("Serving latency and size", c, command),
         "",
         f"Latency of `forward(dense, kjt)`, {c['threads']} torch thread(s), calls alternating between the models; "
         f"ms. Load average (1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f} "

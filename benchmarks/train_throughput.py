@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from benchmarks.common import base_parser, finish, machine, production_model
+from benchmarks.common import base_parser, finish, machine, production_model, results_header
 from c2al_rec.config import (
     CheckpointConfig,
     CohortsConfig,
@@ -485,13 +485,7 @@ def _markdown(out: dict, command: str) -> str:
     r, q, c = out["results"], out["ratios"], out["config"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [
-        "# Training throughput",
-        "",
-        f"Machine: {c['machine']}",
-        "",
-        f"Command: `{command}`",
-        "",
-        "Config: " + ", ".join(f"{k}={v!r}" for k, v in c.items() if k != "machine"),
+        *results_header("Training throughput", c, command),
         "",
         f"{r['threads']} torch threads in-process; every in-process case did {r['steps_per_case']} steps on the same "
         "data; rates are medians over interleaved rounds, ratios medians of per-round ratios. Load average (1 min) "
@@ -547,10 +541,10 @@ def _notes(out: dict) -> list[str]:
         ),
         f"- Levers (each measured alone in the same run): compiling the dense part {fmt('lever_compile_trainer')}, "
         f"one GEMM for the heads' first layers {fmt('lever_heads_one_gemm')}, training metrics every "
-        f"{out['config']['metrics_every']}th step {fmt('lever_sampled_metrics')}; 2 processes x 1 thread vs 1 process x "
-        f"2 threads {fmt('two_procs_vs_one')}.",
-        "- The validation-NE column of the `trainer_c2al*` rows compares C2AL with the fp32 baseline after the same few "
-        "steps (the aux losses change training); for `trainer_bf16` and `*_compiled` it is the precision / "
+        f"{out['config']['metrics_every']}th step {fmt('lever_sampled_metrics')}; 2 processes x 1 thread vs 1 "
+        f"process x 2 threads {fmt('two_procs_vs_one')}.",
+        "- The validation-NE column of the `trainer_c2al*` rows compares C2AL with the fp32 baseline after the same "
+        "few steps (the aux losses change training); for `trainer_bf16` and `*_compiled` it is the precision / "
         "compilation check (allowed +-0.1%).",
     ]
 

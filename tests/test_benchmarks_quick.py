@@ -10,21 +10,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks import data_loader, serving, train_throughput
+from benchmarks.common import tiny_model
 from c2al_rec.config import SyntheticConfig
 from c2al_rec.data.synthetic import generate_synthetic
 
-TINY_MODEL = dict(
-    embedding_dim=8,
-    dense_arch=[16],
-    dhen_layers=[["fm", "linear"]],
-    fm_rank=4,
-    fm_compressed_tokens=4,
-    fm_out_tokens=4,
-    fm_mlp=[16],
-    linear_out_tokens=4,
-    primary_head=[16],
-    aux_head=[8],
-)
+TINY_MODEL = tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,9 @@ class RunPool:
             return {job.name: self._run_here(job) for job in todo}
         return self._run_concurrently(todo)
 
+    def _log_path(self, job: RunJob) -> Path:
+        return self.log_dir / f"{job.name.replace('/', '_')}.log"
+
     def _run_here(self, job: RunJob) -> float:
         from c2al_rec.train.launch import launch
 
@@ -118,20 +121,24 @@ class RunPool:
             futures: dict[Future, RunJob] = {}
             for job in todo:
                 cfg = threads_per_run(job.cfg, self.concurrent_runs, self.nproc_per_node)
-                log = self.log_dir / f"{job.name.replace('/', '_')}.log"
-                futures[pool.submit(_train_in_child, config_to_dict(cfg), str(job.run_dir), self.nproc_per_node, str(log))] = job
-            print(f"[experiment] training {len(todo)} runs, {self.concurrent_runs} at a time (logs in {self.log_dir})", flush=True)
+                args = (config_to_dict(cfg), str(job.run_dir), self.nproc_per_node, str(self._log_path(job)))
+                futures[pool.submit(_train_in_child, *args)] = job
+            print(
+                f"[experiment] training {len(todo)} runs, {self.concurrent_runs} at a time (logs in {self.log_dir})",
+                flush=True,
+            )
             pending = set(futures)
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     job = futures[fut]
-                    if fut.exception() is not None:
+                    error = fut.exception()
+                    if error is not None:
                         for other in pending:
                             other.cancel()
                         wait(pending)
-                        log = self.log_dir / f"{job.name.replace('/', '_')}.log"
-                        raise RuntimeError(f"training {job.name} failed (its console output: {log})") from fut.exception()
+                        log = self._log_path(job)
+                        raise RuntimeError(f"training {job.name} failed (its console output: {log})") from error
                     walls[job.name] = fut.result()
                     print(f"[experiment] {job.name}: {walls[job.name]:.0f}s ({len(walls)}/{len(todo)})", flush=True)
         return walls
