@@ -24,6 +24,7 @@ Writes ``benchmarks/results/data_loader.md``; ``--json PATH`` writes
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -73,6 +74,7 @@ def _rate(fn) -> tuple[float, int]:
 def run(opts: Options) -> dict:
     tmp: Optional[tempfile.TemporaryDirectory] = None
     tmp_runs = tempfile.TemporaryDirectory(prefix="c2al-bench-runs-")
+    load_before = os.getloadavg()[0]
     results: dict = {}
     if opts.data:
         root = Path(opts.data)
@@ -134,6 +136,7 @@ def run(opts: Options) -> dict:
         / results["loader_shuffled_rows_per_s"],
         "loader_vs_train_step": None,
     }
+    results["load_average_1min"] = [load_before, os.getloadavg()[0]]
     if opts.train_steps:
         fastest = max(results["train_step_fp32_samples_per_s"], results["train_step_bf16_samples_per_s"])
         ratios["loader_vs_train_step"] = results["loader_shuffled_rows_per_s"] / fastest
@@ -172,6 +175,10 @@ def _markdown(out: dict, command: str) -> str:
     r, q = out["results"], out["ratios"]
     lines = [
         *results_header("Data loader throughput", out["config"], command),
+        "",
+        "1-min load average before / after: "
+        + (" / ".join(f"{x:.1f}" for x in r["load_average_1min"]) if "load_average_1min" in r else "not recorded")
+        + " (other processes on the 2 cores slow both sides of a ratio, not always alike).",
         "",
         "| case | rows | rows/s (best of repeats) |",
         "| --- | ---: | ---: |",

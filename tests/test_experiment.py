@@ -144,6 +144,9 @@ def test_experiment_end_to_end_two_seeds(tmp_path: Path, capsys) -> None:
     assert summary["attention"]["c2al_minus_baseline"]
     for f in ("experiment_tiny.md", "experiment_tiny_forest.png", "experiment_tiny_attention.png"):
         assert (tmp_path / "results" / f).is_file()
+    md = (tmp_path / "results" / "experiment_tiny.md").read_text()
+    assert "Machine: " in md and "wall time of the experiment" in md and "trained at commit" in md
+    assert summary["machine"]["cpus"] >= 1 and summary["trained_at_commit"]
     # runs trained two at a time in child processes train exactly as in the foreground
     again = tmp_path / "again"
     cfg = load_config(out / "c2al" / "seed_1" / "config.toml")

@@ -31,6 +31,21 @@ def git_commit() -> str:
         return "unknown"
 
 
+def machine_summary() -> dict[str, Any]:
+    """CPU model, CPU count and Python version of this host (for results files)."""
+    import os
+
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
 def package_versions() -> dict[str, str]:
     out = {}
     for name in PACKAGES:

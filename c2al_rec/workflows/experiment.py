@@ -288,15 +288,24 @@ def record_results(out: Path, dest: Path, name: str) -> list[Path]:
     """Copy an experiment's summary (as ``experiment_<name>.json``), report and plots into ``dest``
     (e.g. ``benchmarks/results``), with the machine recorded beside the command."""
     import json
-    import os
-    import platform
     import shutil
 
+    from c2al_rec.runs.provenance import machine_summary
+
     summary = json.loads((out / "summary.json").read_text())
-    summary["machine"] = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    summary["machine"] = machine_summary()
+    provenance = out / "baseline" / "seed_0" / "provenance.json"  # the code the runs were trained with
+    summary["trained_at_commit"] = json.loads(provenance.read_text())["git_commit"] if provenance.is_file() else None
     written = [dest / f"experiment_{name}.json"]
     atomic_write_json(written[0], summary)
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text().rstrip("\n") + "\n"
+    m = summary["machine"]
+    report += (
+        f"\nMachine: {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}; trained at commit "
+        f"{summary['trained_at_commit']}; wall time of "
+        f"the experiment {summary.get('wall_time_s', float('nan')) / 60:.1f} min (training, discovery, evaluation)."
+        "\n"
+    )
     for png in ("forest", "attention"):
         if (out / f"{png}.png").is_file():
             target = dest / f"experiment_{name}_{png}.png"
