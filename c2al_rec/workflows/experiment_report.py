@@ -103,8 +103,9 @@ def experiment_report(summary: dict[str, Any], wall: dict[str, float]) -> str:
     if wall:
         lines += [
             "",
-            f"Training wall time this sitting: {sum(wall.values()) / 60:.1f} min over {len(wall)} runs "
-            f"(median {np.median(list(wall.values())):.0f} s a run).",
+            f"Training this sitting: {len(wall)} runs, median {np.median(list(wall.values())):.0f} s a run, "
+            f"{sum(wall.values()) / 60:.1f} min of run time summed over runs (runs trained "
+            f"{summary.get('config', {}).get('pipeline', {}).get('concurrent_runs', 1)} at a time).",
         ]
     if summary.get("command"):
         lines += ["", f"Command: `{summary['command']}`"]
@@ -157,7 +158,7 @@ def plot_forest(results: dict[str, Any], path: Path, title: str) -> Optional[Pat
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("NE_diff vs baseline of the same seed (%), 95% interval over seeds  (negative = better)")
+    ax.set_xlabel("NE_diff vs baseline of the same seed (%)\n95% interval over seeds; negative = better")
     ax.set_ylabel("variant / group")
     ax.set_title(f"C2AL experiment: {title}\nfilled blue = interval excludes 0, hollow grey = crosses 0")
     fig.tight_layout()
