@@ -59,7 +59,9 @@ def experiment_report(summary: dict[str, Any], wall: dict[str, float]) -> str:
             base.get("tail", {}).get("positive_rate", nan),
         )
         lines += [
-            f"Baseline NE overall {ne.get('ne_base', nan):.5f}, Bayes NE {bayes:.5f} (eval split); "
+            f"Baseline NE overall {ne.get('ne_base', nan):.5f}, "
+            + (f"Bayes NE {bayes:.5f}" if bayes == bayes else "Bayes NE n/a (real data: no true probability)")
+            + " (eval split); "
             f"head PLR {plr_h:.4f}, tail PLR {plr_t:.4f}.",
             "",
         ]
