@@ -24,7 +24,8 @@ synthetic data (``generate_synthetic``, cached per (features, largest table) und
 directory or ``--data-cache``): ``warmup`` untimed steps, then ``steps`` timed steps; samples/s =
 samples of one step (all ranks) / the median timed step's seconds (robust to bursts of load on a
 shared machine; the mean over all timed steps is reported too); peak memory = the process's own
-``getrusage(RUSAGE_SELF).ru_maxrss`` after the timed steps (2 processes: the sum over ranks).
+peak RSS (VmHWM) from the trainer's build to the last timed step, the high-water mark restarted just
+before the build (2 processes: the sum over ranks; the process's earlier peak is kept beside it).
 Threads are fixed (``--threads``, default 1, stable on a shared machine).
 
 Writes ``benchmarks/results/scaling.{md,json,png}``: a table per axis and one line per curve saying
@@ -270,6 +271,27 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> bool:
+    """Restart the high-water mark of this process's RSS at its current RSS (Linux >= 4.0), so a later
+    ``training_peak_rss_mib`` measures the trainer, not what the process did before it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def training_peak_rss_mib() -> float:
+    """Peak RSS since ``reset_peak_rss`` (VmHWM), MiB; the lifetime peak where that is unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_rss_mib()
+
+
 def _train_and_time(cfg: Any, run_dir: Path, warmup: int, steps: int, save: bool) -> dict[str, Any]:
     """Build the trainer in this process (this process group's rank), time ``steps`` steps after ``warmup``."""
     import torch.distributed as dist
@@ -277,6 +299,8 @@ def _train_and_time(cfg: Any, run_dir: Path, warmup: int, steps: int, save: bool
     from c2al_rec.distributed.backend import init_distributed
     from c2al_rec.train.trainer import Trainer
 
+    process_peak_before = peak_rss_mib()  # imports and whatever ran before the trainer
+    reset_peak_rss()
     t0 = time.perf_counter()
     trainer = Trainer(cfg, run_dir, init_distributed())
     trainer.build()
@@ -299,7 +323,8 @@ def _train_and_time(cfg: Any, run_dir: Path, warmup: int, steps: int, save: bool
             # the median step: on a shared machine a burst of load inflates single steps
             "samples_per_s": cfg.data.batch_size * world / statistics.median(step_s),
             "mean_samples_per_s": steps * cfg.data.batch_size * world / seconds,
-            "peak_rss_mib": peak_rss_mib(),
+            "peak_rss_mib": training_peak_rss_mib(),  # from the trainer's build to the last timed step
+            "process_peak_rss_before_mib": process_peak_before,
             "step_seconds": step_s,
             "build_seconds": build_s,
             "world_size": world,
@@ -795,8 +820,9 @@ def _markdown(out: dict, command: str) -> str:
         f"({'C2AL on' if c['c2al'] else 'C2AL off'}, fp32), {c['warmup']} untimed + {c['steps']} timed steps, "
         f"{c['threads']} thread(s) in all. Samples/s: one step's samples (all ranks) / the median timed step's "
         "seconds (the curves; robust to bursts of load), and timed samples / timed seconds. "
-        "Peak memory: the process's own ru_maxrss after the timed steps "
-        f"(2 processes: the sum over ranks). Embedding state: rows x (d + 1) x 4 B (fp32 tables + RowWiseAdagrad). "
+        "Peak memory: the process's peak RSS from the trainer's build to the last timed step (its high-water "
+        "mark restarted just before the build, so imports and set-up do not hide the curve; 2 processes: the sum "
+        f"over ranks). Embedding state: rows x (d + 1) x 4 B (fp32 tables + RowWiseAdagrad). "
         f"Load average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f} (the machine is shared); "
         f"wall time {r['wall_seconds'] / 60:.1f} min. Load: the 1-min load average as each point started.",
         "",
