@@ -47,8 +47,8 @@ def init_distributed() -> DistContext:
     """Initialise the default process group from torchrun-style env vars (or a 1-process group).
 
     Reads RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT. Without them
-    (a plain ``python`` run) it starts a single-process group on a free localhost port, so the
-    same DMP code path runs everywhere. Idempotent.
+    (a plain ``python`` run) it starts a single-process group on an in-memory store, so the same
+    DMP code path runs everywhere. Idempotent.
     """
     backend, device_type = choose_backend()
     rank = int(os.environ.get("RANK", "0"))
@@ -56,10 +56,12 @@ def init_distributed() -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
     if not dist.is_initialized():
-        if "MASTER_ADDR" not in os.environ:
-            os.environ["MASTER_ADDR"] = "127.0.0.1"
-            os.environ["MASTER_PORT"] = str(free_port())
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, store=_elastic_store(world_size))
+        if "RANK" not in os.environ and world_size == 1:
+            # a plain `python` run: an in-memory store, so there is no port to pick, to pass on to child
+            # processes through MASTER_PORT, or to collide on when several such runs start at once
+            dist.init_process_group(backend=backend, rank=0, world_size=1, store=dist.HashStore())
+        else:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world_size, store=_elastic_store(world_size))
     if device_type.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
