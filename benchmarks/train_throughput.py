@@ -521,7 +521,8 @@ def _notes(out: dict) -> list[str]:
     fmt = lambda key: "n/a" if q.get(key) is None else f"{q[key]:.3f}"  # noqa: E731
     best = max((v for k, v in q.items() if k.startswith("trainer_vs_plain_") and v is not None), default=None)
     isa = out["config"]["machine"]
-    native = "bf16 ISA: none" not in isa
+    known = "bf16 ISA: " in isa  # machine lines recorded before the ISA was named do not say
+    native = known and "bf16 ISA: none" not in isa
     return [
         "## Notes",
         "",
@@ -536,6 +537,8 @@ def _notes(out: dict) -> list[str]:
         + (
             "this CPU has native bf16 dot products, so bf16 autocast is faster than fp32 on both sides."
             if native
+            else "the recorded machine line does not name the CPU's bf16 ISA, so whether bf16 ran natively is unknown."
+            if not known
             else "this CPU has no bf16 dot-product instructions (avx2 only): bf16 runs emulated, far slower than "
             "fp32 on both sides, and its ratio says little about a bf16-capable host."
         ),

@@ -1,4 +1,5 @@
-"""Redraw an experiment's forest plot and rewrite its report.md from its summary.json and record it again (no training, no scoring).
+"""Redraw an experiment's forest plot, rewrite its report.md from its summary.json and record it again
+(no training, no scoring).
 
     python scripts/rerecord_experiment.py runs/exp_synthetic synthetic [benchmarks/results]
 
@@ -11,9 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from c2al_rec.io import atomic_write_text
-from c2al_rec.workflows.experiment import record_results
-from c2al_rec.workflows.experiment_report import experiment_report, plot_forest
+from c2al_rec.workflows.experiment import record_results, write_report
 
 
 def main(argv: list[str]) -> int:
@@ -23,9 +22,7 @@ def main(argv: list[str]) -> int:
     out, name = Path(argv[0]), argv[1]
     dest = Path(argv[2]) if len(argv) == 3 else Path("benchmarks/results")
     summary = json.loads((out / "summary.json").read_text())
-    title = f"{summary['seeds']} seeds, axis {summary['spec']['axis']}"
-    plot_forest(summary["results"], out / "forest.png", title)
-    atomic_write_text(out / "report.md", experiment_report(summary, summary.get("run_wall_s", {})))
+    write_report(out, summary, summary.get("run_wall_s", {}))
     for path in record_results(out, dest, name):
         print(f"recorded {path}")
     return 0

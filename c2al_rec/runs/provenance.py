@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -33,8 +34,6 @@ def git_commit() -> str:
 
 def machine_summary() -> dict[str, Any]:
     """CPU model, CPU count and Python version of this host (for results files)."""
-    import os
-
     model = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

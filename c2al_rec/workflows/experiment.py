@@ -205,7 +205,6 @@ class Experiment:
             for name, groups in results.items()
         }
         attention = self._attention(scorer)
-        plot_forest(results, self.out / "forest.png", f"{self.seeds} seeds, axis {spec.axis}")
         summary = {
             "results": results,
             "power": power,
@@ -215,7 +214,7 @@ class Experiment:
             "config": config_to_dict(self.cfg),
             "command": self.command,
         }
-        atomic_write_text(self.out / "report.md", experiment_report(summary, self.wall))
+        write_report(self.out, summary, self.wall)
         return summary
 
     def _attention(self, scorer: RunScorer) -> dict[str, Any]:
@@ -231,6 +230,12 @@ class Experiment:
             {name: stats[0] for name, stats in per_seed.items()}, self.out / "attention.png", "FM attention, seed 0"
         )
         return summarize_attention(per_seed)
+
+
+def write_report(out: Path, summary: dict[str, Any], wall: dict[str, float]) -> None:
+    """``out/forest.png`` and ``out/report.md`` from an experiment's summary (and the run wall times)."""
+    plot_forest(summary["results"], out / "forest.png", f"{summary['seeds']} seeds, axis {summary['spec']['axis']}")
+    atomic_write_text(out / "report.md", experiment_report(summary, wall))
 
 
 def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
