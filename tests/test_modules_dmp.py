@@ -51,7 +51,7 @@ class _TrainTask(nn.Module):
         return loss, {"loss": loss.detach(), **{k: v.detach() for k, v in out.items()}}
 
 
-def train_c2al(steps: int, batch_size: int, fm_attention: str) -> dict:
+def train_c2al(steps: int, batch_size: int, fm_attention: str, aux_projection: int = 0) -> dict:
     """Train C2ALModel (aux heads on) under DMP; return losses and a digest of dense params."""
     ctx = init_distributed()
     set_cpu_threads(ctx)
@@ -59,7 +59,7 @@ def train_c2al(steps: int, batch_size: int, fm_attention: str) -> dict:
     cfg = ModelConfig(
         embedding_dim=8, dense_arch=[16], fm_rank=3, fm_compressed_tokens=3, fm_out_tokens=4, fm_mlp=[16],
         linear_out_tokens=4, fm_attention=fm_attention, primary_head=[8], aux_head=[4],
-        dhen_layers=[["fm", "linear", "dot"], ["fm", "linear"]],
+        dhen_layers=[["fm", "linear", "dot"], ["fm", "linear"]], aux_projection=aux_projection,
     )  # fmt: skip
     task = _TrainTask(C2ALModel(mh.tables(8), mh.DENSE, cfg, aux_heads=True, device=torch.device("meta")))
     apply_sparse_optimizer(task, "rowwise_adagrad", lr=0.1, device=ctx.device)
@@ -85,7 +85,8 @@ def train_c2al(steps: int, batch_size: int, fm_attention: str) -> dict:
 
 
 def test_c2al_model_trains_under_dmp_on_two_ranks() -> None:
-    results = run_multiprocess(train_c2al, world_size=2, steps=24, batch_size=64, fm_attention="static")
+    # aux heads on a projection of h: the smoke trainer tests cover heads that read h
+    results = run_multiprocess(train_c2al, world_size=2, steps=24, batch_size=64, fm_attention="static", aux_projection=4)
     for r in results:
         losses = r["losses"]
         assert len(losses) == 24 and r["finite"]

@@ -244,3 +244,38 @@ def test_c2al_heads_read_h_as_separate_heads_would():
     torch.testing.assert_close(out["primary"], model.primary_head(h).squeeze(-1))
     for name in ("head", "tail"):
         torch.testing.assert_close(out[name], model.aux_heads[name](h).squeeze(-1))
+
+
+def test_aux_projection_heads_read_one_shared_projection_float64():
+    torch.manual_seed(0)
+    model = C2ALModel(mh.tables(8), mh.DENSE, small_cfg(aux_projection=3), aux_heads=True).double()
+    projection = model.aux_heads["projection"]
+    assert projection[0].in_features == model.over_arch.repr_dim and projection[0].out_features == 3
+    x = torch.randn(5, model.num_tokens, 8, dtype=torch.float64, requires_grad=True)
+    out = model.forward_from_tokens(x)
+    h = model.over_arch(x)
+    z = projection(h)  # [B, 3]
+    want = {"primary": model.primary_head(h), **{n: model.aux_heads[n](z) for n in ("head", "tail")}}
+    for name, w in want.items():
+        torch.testing.assert_close(out[name], w.squeeze(-1), rtol=1e-12, atol=1e-12)
+    # the aux losses reach the shared representation through the projection
+    (grad,) = torch.autograd.grad(out["tail"].sum(), x)
+    (want_grad,) = torch.autograd.grad(want["tail"].sum(), x)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-12, atol=1e-12)
+    assert grad.abs().sum() > 0
+
+
+def test_serving_form_drops_the_aux_projection():
+    model = C2ALModel(mh.tables(8), mh.DENSE, small_cfg(aux_projection=3), aux_heads=True)
+    serving = model.without_aux_heads()
+    assert not [n for n, _ in serving.named_parameters() if "aux" in n]
+    dense, kjt, _ = mh.batch(4, 1)
+    assert set(serving(dense, kjt)) == {"primary"}
+    torch.testing.assert_close(serving(dense, kjt)["primary"], model(dense, kjt)["primary"])
+
+
+def test_negative_aux_projection_is_a_config_error():
+    from c2al_rec.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.aux_projection must be >= 0"):
+        small_cfg(aux_projection=-1)

@@ -44,6 +44,8 @@ class ModelConfig:
     """Hidden sizes of the primary head MLP (-> one logit)."""
     aux_head: list[int] = field(default_factory=lambda: [32])
     """Hidden sizes of each C2AL auxiliary head MLP (-> one logit)."""
+    aux_projection: int = 0
+    """Width of a linear projection of h that both aux heads read (0: each reads h itself)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -60,5 +62,7 @@ class ModelConfig:
             sizes = getattr(self, name)
             if any(size <= 0 for size in sizes):
                 raise ConfigError(f"model.{name}: hidden sizes must be positive, got {sizes}")
+        if self.aux_projection < 0:
+            raise ConfigError(f"model.aux_projection must be >= 0 (0: aux heads read h), got {self.aux_projection}")
         if not self.dhen_layers or any(not layer for layer in self.dhen_layers):
             raise ConfigError("model.dhen_layers needs at least one layer, each with at least one module")

@@ -4,7 +4,8 @@ Tokens: X = [sparse tokens in table order (``sparse_arch.feature_names``), dense
 X is [B, n, d] with n = number of tables + 1. Data without dense features (all-categorical CTR
 sets) has no dense token: ``dense`` is [B, 0] and n = number of tables. h = flatten(final X),
 optionally through ``repr_mlp``. The primary head and the two auxiliary heads g_head, g_tail
-read the same h.
+read the same h; with ``model.aux_projection`` = p > 0 the aux heads read one shared linear
+projection of h, [B, p], instead (a low-rank first layer: wide aux heads then cost little).
 """
 
 import copy
@@ -166,10 +167,14 @@ class C2ALModel(nn.Module):
         self.over_arch = OverArch(self.num_tokens, cfg, device)
         self.primary_head = mlp(self.over_arch.repr_dim, cfg.primary_head, 1, device=device)
         self.has_aux_heads = aux_heads
+        self.aux_projection = cfg.aux_projection if aux_heads else 0
         if aux_heads:
-            self.aux_heads = nn.ModuleDict(
-                {name: mlp(self.over_arch.repr_dim, cfg.aux_head, 1, device=device) for name in AUX_HEADS}
-            )
+            aux_in = self.aux_projection or self.over_arch.repr_dim
+            heads = {name: mlp(aux_in, cfg.aux_head, 1, device=device) for name in AUX_HEADS}
+            if self.aux_projection:
+                # inside aux_heads, so export and the serving checkpoint drop it with the heads
+                heads["projection"] = mlp(self.over_arch.repr_dim, [], self.aux_projection, device=device)
+            self.aux_heads = nn.ModuleDict(heads)
 
     def forward(self, dense: Tensor, sparse: KeyedJaggedTensor) -> Dict[str, Tensor]:
         """dense [B, D], sparse KJT -> logits {"primary": [B]} (+ "head", "tail")."""
@@ -184,8 +189,13 @@ class C2ALModel(nn.Module):
         h = self.over_arch(x)
         if not self.has_aux_heads:
             return {"primary": self.primary_head(h).squeeze(-1)}
-        # the three heads read the same h: their first layers run as one GEMM (same parameters)
-        logits = mlps_on_shared_input(h, [self.primary_head, *(self.aux_heads[name] for name in AUX_HEADS)])
+        # heads that read the same input run their first layers as one GEMM (same parameters)
+        aux = [self.aux_heads[name] for name in AUX_HEADS]
+        if self.aux_projection:
+            primary, z = mlps_on_shared_input(h, [self.primary_head, self.aux_heads["projection"]])  # z [B, p]
+            logits = [primary, *mlps_on_shared_input(z, aux)]
+        else:
+            logits = mlps_on_shared_input(h, [self.primary_head, *aux])
         return {name: z.squeeze(-1) for name, z in zip(("primary", *AUX_HEADS), logits)}
 
     def fm_modules(self) -> Dict[str, FMInteraction]:
@@ -219,4 +229,5 @@ class C2ALModel(nn.Module):
         clone = copy.copy(self)
         clone._modules = {k: v for k, v in self._modules.items() if k != "aux_heads"}
         clone.has_aux_heads = False
+        clone.aux_projection = 0
         return clone
