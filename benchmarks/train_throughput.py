@@ -13,7 +13,8 @@ sides of every ratio:
 - ``*_bf16``: the same under bf16 autocast of the dense part, on both sides (one line for a user);
 - ``*_compiled``: ``train.compile_dense = "on"`` vs the plain model's dense part under ``torch.compile``;
 - ``trainer_c2al``: C2AL on (cohort spec, aux heads of the default ``aux_head``, aux loss, per-cohort
-  metrics); ``trainer_c2al_aux128``: aux heads of ``large_aux_head`` units;
+  metrics); ``trainer_c2al_aux128``: aux heads of ``large_aux_head`` units on a ``large_aux_projection``-wide
+  projection of h (``model.aux_projection``), ``trainer_c2al_aux128_on_h`` the same heads reading h itself;
 - levers, each against ``trainer_c2al``: ``trainer_c2al_separate_heads`` (the three heads' first layers
   as separate GEMMs, as before they shared one) and ``trainer_c2al_sampled_metrics``
   (``train.metrics_every = metrics_every``).
@@ -24,8 +25,8 @@ the trainer and plain cases (fp32 and bf16) are also launched with 1 and 2 local
 Writes ``benchmarks/results/train_throughput.md``; ``--json PATH`` writes ``{"benchmark", "config",
 "results", "ratios"}``. Ratios: ``trainer_vs_plain_fp32`` and ``trainer_vs_plain_bf16`` (each the
 minimum over 1 and 2 processes), ``trainer_vs_plain_pytorch`` (the smaller; goal >= 1.5),
-``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128`` (goal >= 0.97), ``two_procs_vs_one`` and the
-``lever_*`` ratios.
+``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128`` (goal >= 0.97), ``c2al_vs_baseline_aux128_on_h``,
+``two_procs_vs_one`` and the ``lever_*`` ratios.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class Options:
     model: dict = field(default_factory=_benchmark_model)
     """ModelConfig fields (production-shaped, sized for a 2-core machine; default aux heads)."""
     large_aux_head: list = field(default_factory=lambda: [128])
-    """Aux head hidden sizes of the ``trainer_c2al_aux128`` case."""
+    """Aux head hidden sizes of the ``trainer_c2al_aux128`` cases."""
+    large_aux_projection: int = 32
+    """``model.aux_projection`` of ``trainer_c2al_aux128`` (``trainer_c2al_aux128_on_h`` has 0)."""
     metrics_every: int = 50
     """``train.metrics_every`` of the sampled-metrics lever (a typical ``log_every``)."""
     sparse_lr: float = 0.05
@@ -134,11 +137,13 @@ def make_config(
     bf16: bool = False,
     compiled: bool = False,
     aux_head: Optional[list] = None,
+    aux_projection: int = 0,
     metrics_every: int = 1,
     threads: Optional[int] = None,
 ) -> Config:
     """The trainer config of a case (C2AL on: the p5/p95 user-value spec with aux heads)."""
     model = dict(opts.model, **({"aux_head": list(aux_head)} if aux_head is not None else {}))
+    model["aux_projection"] = aux_projection
     return Config(
         data=DataConfig(path=str(root), batch_size=opts.batch_size),
         model=ModelConfig(**model),
@@ -380,7 +385,10 @@ def run(opts: Options) -> dict:
             "trainer_bf16": cfg(c2al=False, bf16=True),
             "plain_bf16": PlainTrainer(opts, root, bf16=True),
             "trainer_c2al": cfg(c2al=True),
-            "trainer_c2al_aux128": cfg(c2al=True, aux_head=opts.large_aux_head),
+            "trainer_c2al_aux128": cfg(
+                c2al=True, aux_head=opts.large_aux_head, aux_projection=opts.large_aux_projection
+            ),
+            "trainer_c2al_aux128_on_h": cfg(c2al=True, aux_head=opts.large_aux_head),
         }
         rates, ne = _group(opts, root, work, headline)
         del headline
@@ -416,6 +424,8 @@ def run(opts: Options) -> dict:
             "trainer_vs_plain_bf16_2procs": None,
             "c2al_vs_baseline": paired("trainer_c2al", "trainer"),
             "c2al_vs_baseline_aux128": paired("trainer_c2al_aux128", "trainer"),
+            "c2al_vs_baseline_aux128_on_h": paired("trainer_c2al_aux128_on_h", "trainer"),
+            "lever_aux_projection": paired("trainer_c2al_aux128", "trainer_c2al_aux128_on_h"),
             "two_procs_vs_one": None,
         }
         if opts.levers:
@@ -473,11 +483,13 @@ RATIO_LINES = [
     ("trainer_vs_plain_bf16_2procs", "", ""),
     ("trainer_vs_plain_compiled", "", "both dense parts under torch.compile, 1 process"),
     ("c2al_vs_baseline", ">= 0.97", "default aux heads"),
-    ("c2al_vs_baseline_aux128", ">= 0.97", "aux_head [128]"),
+    ("c2al_vs_baseline_aux128", ">= 0.97", "aux_head [128] on a projection of h (model.aux_projection)"),
+    ("c2al_vs_baseline_aux128_on_h", "", "aux_head [128] reading h itself"),
     ("two_procs_vs_one", "", "trainer, 2 processes x 1 thread vs 1 process x 2 threads"),
     ("lever_compile_trainer", "", "trainer compile_dense on / off"),
     ("lever_heads_one_gemm", "", "C2AL trainer, heads' first layers as one GEMM / separate"),
     ("lever_sampled_metrics", "", "C2AL trainer, metrics every 50th step / every step"),
+    ("lever_aux_projection", "", "C2AL trainer, aux_head [128] on a projection of h / on h"),
 ]
 
 

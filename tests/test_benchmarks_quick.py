@@ -41,7 +41,8 @@ def test_train_throughput_contract(tiny_data: Path) -> None:
     )  # fmt: skip
     out = train_throughput.run(opts)
     names = {"trainer_vs_plain_pytorch", "trainer_vs_plain_fp32", "trainer_vs_plain_bf16", "c2al_vs_baseline",
-             "c2al_vs_baseline_aux128", "two_procs_vs_one"}  # fmt: skip
+             "c2al_vs_baseline_aux128", "c2al_vs_baseline_aux128_on_h", "lever_aux_projection",
+             "two_procs_vs_one"}  # fmt: skip
     _check_contract(out, "train_throughput", names)
     q = out["ratios"]
     assert q["trainer_vs_plain_pytorch"] == min(q["trainer_vs_plain_fp32"], q["trainer_vs_plain_bf16"])
@@ -49,7 +50,8 @@ def test_train_throughput_contract(tiny_data: Path) -> None:
     assert q["two_procs_vs_one"] is None and q["trainer_vs_plain_fp32_2procs"] is None
     assert out["results"]["steps_per_case"] == 3
     assert set(out["results"]["rounds_samples_per_s"]) == {
-        "trainer", "plain", "trainer_bf16", "plain_bf16", "trainer_c2al", "trainer_c2al_aux128"
+        "trainer", "plain", "trainer_bf16", "plain_bf16", "trainer_c2al", "trainer_c2al_aux128",
+        "trainer_c2al_aux128_on_h",
     }  # fmt: skip
     assert all(math.isfinite(v) for v in out["results"]["valid_ne"].values())
     text = train_throughput._markdown(out, "python -m benchmarks.train_throughput")
