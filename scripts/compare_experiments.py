@@ -44,13 +44,32 @@ def check_same_baselines(a: dict[str, Any], b: dict[str, Any], names: tuple[str,
             )
 
 
-def markdown(labels: tuple[str, str], results: dict[str, Any], command: str) -> str:
+def provenance(experiment: Path, variant: str) -> dict[str, Any]:
+    """The experiment's command and wall time, and the commit its ``variant`` runs were trained at."""
+    summary = experiment / "summary.json"
+    s = json.loads(summary.read_text()) if summary.is_file() else {}
+    run = experiment / variant / "seed_0" / "provenance.json"
+    commit = json.loads(run.read_text())["git_commit"] if run.is_file() else None
+    return {"command": s.get("command"), "wall_time_s": s.get("wall_time_s"), "trained_at_commit": commit}
+
+
+def markdown(labels: tuple[str, str], results: dict[str, Any], command: str, sources: dict[str, Any], machine: str) -> str:
     a, b, diff = (results[k] for k in (labels[0], labels[1], f"{labels[1]} minus {labels[0]}"))
     pct = lambda r: f"{100 * r['ne_diff']:+.3f}% [{100 * r['ci95'][0]:+.3f}, {100 * r['ci95'][1]:+.3f}]"  # noqa: E731
     lines = [
         f"# {labels[1]} vs {labels[0]}: C2AL's effect on NE",
         "",
         f"Command: `{command}`",
+        "",
+        *(
+            f"- {label}: `{src['command']}` (trained at {src['trained_at_commit']}, "
+            f"{(src['wall_time_s'] or float('nan')) / 60:.1f} min)"
+            for label, src in sources.items()
+        ),
+        f"- Machine: {machine}",
+        "",
+        f"The second experiment ran on copies of the first's `baseline/` runs and `cohorts.json` (checked: the same "
+        "baseline NE in every group), so both variants are scored against the very same baselines.",
         "",
         "NE_diff: relative NE change against the baseline of the same seed (negative = better), mean over "
         "seeds with a 95% t-interval; the last column pairs the two variants seed by seed.",
@@ -82,10 +101,16 @@ def main(argv: list[str]) -> int:
     command = "python scripts/compare_experiments.py " + " ".join(
         f'"{x}"' if " " in x else x for x in argv
     )
+    from c2al_rec.runs.provenance import machine_summary
+
+    sources = {labels[0]: provenance(args.a, args.variant), labels[1]: provenance(args.b, args.variant)}
+    m = machine_summary()
+    machine = f"{m['cpu']}, {m['cpus']} CPUs, Python {m['python']}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out.with_suffix(".json"), {"command": command, "seeds": ev_a["seeds"], "results": results})
-    atomic_write_text(args.out.with_suffix(".md"), markdown(labels, results, command))
-    plot_forest(results, args.out.with_suffix(".png"), f"{ev_a['seeds']} seeds, {labels[1]} vs {labels[0]}")
+    record = {"command": command, "seeds": ev_a["seeds"], "experiments": sources, "machine": machine, "results": results}
+    atomic_write_json(args.out.with_suffix(".json"), record)
+    atomic_write_text(args.out.with_suffix(".md"), markdown(labels, results, command, sources, machine))
+    plot_forest(results, args.out.with_suffix(".png"), f"{ev_a['seeds']} seeds")
     print(args.out.with_suffix(".md").read_text())
     return 0
 
