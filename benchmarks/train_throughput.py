@@ -349,6 +349,8 @@ def _interleaved(opts: Options, steppers: dict[str, Callable[[], object]]) -> di
     for r in range(opts.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             rates[name].append(opts.steps_per_round * opts.batch_size / _timed(steppers[name], opts.steps_per_round))
+        line = ", ".join(f"{name} {rates[name][-1]:,.0f}" for name in names)
+        print(f"[train_throughput] round {r + 1}/{opts.rounds} samples/s: {line}", flush=True)
     return rates
 
 
@@ -407,8 +409,8 @@ def run(opts: Options) -> dict:
             ne["trainer_compiled"] = lever_ne["trainer_compiled"]
         threads = opts.threads or (os.cpu_count() or 1)
 
-        def paired(a: str, b: str) -> float:
-            return statistics.median(x / y for x, y in zip(rates[a], rates[b]))
+        def paired(key: str) -> float:
+            return statistics.median(per_round_ratios(rates, key))  # type: ignore[arg-type]
 
         results: dict[str, Any] = {f"{k}_samples_per_s": statistics.median(v) for k, v in rates.items()}
         results["rounds_samples_per_s"] = rates
@@ -416,23 +418,12 @@ def run(opts: Options) -> dict:
         results["steps_per_case"] = opts.warmup + opts.rounds * opts.steps_per_round
         results["valid_ne"] = ne
         results["ne_rel_change_vs_fp32"] = {k: (v - ne["trainer"]) / ne["trainer"] for k, v in ne.items()}
-        one_proc = {"fp32": paired("trainer", "plain"), "bf16": paired("trainer_bf16", "plain_bf16")}
         ratios: dict[str, Optional[float]] = {
-            "trainer_vs_plain_fp32_1proc": one_proc["fp32"],
-            "trainer_vs_plain_bf16_1proc": one_proc["bf16"],
             "trainer_vs_plain_fp32_2procs": None,
             "trainer_vs_plain_bf16_2procs": None,
-            "c2al_vs_baseline": paired("trainer_c2al", "trainer"),
-            "c2al_vs_baseline_aux128": paired("trainer_c2al_aux128", "trainer"),
-            "c2al_vs_baseline_aux128_on_h": paired("trainer_c2al_aux128_on_h", "trainer"),
-            "lever_aux_projection": paired("trainer_c2al_aux128", "trainer_c2al_aux128_on_h"),
             "two_procs_vs_one": None,
         }
-        if opts.levers:
-            ratios["lever_compile_trainer"] = paired("levers/trainer_compiled", "levers/trainer")
-            ratios["trainer_vs_plain_compiled"] = paired("levers/trainer_compiled", "levers/plain_compiled")
-            ratios["lever_heads_one_gemm"] = paired("levers/trainer_c2al", "levers/trainer_c2al_separate_heads")
-            ratios["lever_sampled_metrics"] = paired("levers/trainer_c2al_sampled_metrics", "levers/trainer_c2al")
+        ratios.update({key: paired(key) for key in PAIRED if per_round_ratios(rates, key) is not None})
         if opts.two_procs:
             launched: dict[str, list[float]] = {}
             plain_payload = lambda bf16: {"opts": dataclasses.asdict(opts), "root": str(root), "bf16": bf16}  # noqa: E731
@@ -471,6 +462,29 @@ def run(opts: Options) -> dict:
         tmp.cleanup()
     config = {**dataclasses.asdict(opts), "machine": machine(), "spec": str(SPEC)}
     return {"benchmark": "train_throughput", "config": config, "results": results, "ratios": ratios}
+
+
+# in-process ratios: median over rounds of case a / case b in the same round
+PAIRED = {
+    "trainer_vs_plain_fp32_1proc": ("trainer", "plain"),
+    "trainer_vs_plain_bf16_1proc": ("trainer_bf16", "plain_bf16"),
+    "c2al_vs_baseline": ("trainer_c2al", "trainer"),
+    "c2al_vs_baseline_aux128": ("trainer_c2al_aux128", "trainer"),
+    "c2al_vs_baseline_aux128_on_h": ("trainer_c2al_aux128_on_h", "trainer"),
+    "lever_aux_projection": ("trainer_c2al_aux128", "trainer_c2al_aux128_on_h"),
+    "lever_compile_trainer": ("levers/trainer_compiled", "levers/trainer"),
+    "trainer_vs_plain_compiled": ("levers/trainer_compiled", "levers/plain_compiled"),
+    "lever_heads_one_gemm": ("levers/trainer_c2al", "levers/trainer_c2al_separate_heads"),
+    "lever_sampled_metrics": ("levers/trainer_c2al_sampled_metrics", "levers/trainer_c2al"),
+}
+
+
+def per_round_ratios(rounds: dict[str, list[float]], key: str) -> Optional[list[float]]:
+    """The per-round ratios behind a ``PAIRED`` ratio (None when its cases did not run)."""
+    a, b = PAIRED[key]
+    if a not in rounds or b not in rounds:
+        return None
+    return [x / y for x, y in zip(rounds[a], rounds[b])]
 
 
 RATIO_LINES = [
@@ -519,10 +533,12 @@ def _markdown(out: dict, command: str) -> str:
     for name, per_round in r.get("launched_rounds_samples_per_s", {}).items():
         per = ", ".join(f"{x:,.0f}" for x in per_round)
         lines.append(f"| launched {name} (best) | {r['launched_best_samples_per_s'][name]:,.0f} | {per} | |")
-    lines += ["", "| ratio | value | goal | what |", "| --- | ---: | --- | --- |"]
+    lines += ["", "| ratio | value | per-round range | goal | what |", "| --- | ---: | --- | --- | --- |"]
     for key, goal, what in RATIO_LINES:
         if key in q:
-            lines.append(f"| `{key}` | {fmt(q[key])} | {goal} | {what} |")
+            per = per_round_ratios(r["rounds_samples_per_s"], key) if key in PAIRED else None
+            spread = f"{min(per):.3f} .. {max(per):.3f}" if per else ""
+            lines.append(f"| `{key}` | {fmt(q[key])} | {spread} | {goal} | {what} |")
     lines += ["", *_notes(out)]
     return "\n".join(lines)
 
@@ -558,6 +574,14 @@ def _notes(out: dict) -> list[str]:
         f"one GEMM for the heads' first layers {fmt('lever_heads_one_gemm')}, training metrics every "
         f"{out['config']['metrics_every']}th step {fmt('lever_sampled_metrics')}; 2 processes x 1 thread vs 1 "
         f"process x 2 threads {fmt('two_procs_vs_one')}.",
+        f"- Wide aux heads: aux_head {out['config']['large_aux_head']} reading h (the flattened DHEN output) costs "
+        f"C2AL on / off {fmt('c2al_vs_baseline_aux128_on_h')}; the same heads on a "
+        f"{out['config'].get('large_aux_projection', 0)}-wide linear projection of h (`model.aux_projection`, "
+        f"dropped at export with the heads) {fmt('c2al_vs_baseline_aux128')} (lever {fmt('lever_aux_projection')}). "
+        "Whether the projection keeps C2AL's NE effect is measured over seeds in `aux_projection_ne.md`.",
+        "- Noise: per-round ratios of one pair of cases spread widely on this shared 2-core VM (see the per-round "
+        "range column); the medians are the recorded figures, and one that lies within a few percent of its goal "
+        "passes or fails by less than that spread.",
         "- The validation-NE column of the `trainer_c2al*` rows compares C2AL with the fp32 baseline after the same "
         "few steps (the aux losses change training); for `trainer_bf16` and `*_compiled` it is the precision / "
         "compilation check (allowed +-0.1%).",

@@ -53,7 +53,9 @@ def provenance(experiment: Path, variant: str) -> dict[str, Any]:
     return {"command": s.get("command"), "wall_time_s": s.get("wall_time_s"), "trained_at_commit": commit}
 
 
-def markdown(labels: tuple[str, str], results: dict[str, Any], command: str, sources: dict[str, Any], machine: str) -> str:
+def markdown(
+    labels: tuple[str, str], results: dict[str, Any], command: str, sources: dict[str, Any], machine: str
+) -> str:
     a, b, diff = (results[k] for k in (labels[0], labels[1], f"{labels[1]} minus {labels[0]}"))
     pct = lambda r: f"{100 * r['ne_diff']:+.3f}% [{100 * r['ci95'][0]:+.3f}, {100 * r['ci95'][1]:+.3f}]"  # noqa: E731
     lines = [
@@ -68,7 +70,7 @@ def markdown(labels: tuple[str, str], results: dict[str, Any], command: str, sou
         ),
         f"- Machine: {machine}",
         "",
-        f"The second experiment ran on copies of the first's `baseline/` runs and `cohorts.json` (checked: the same "
+        "The second experiment ran on copies of the first's `baseline/` runs and `cohorts.json` (checked: the same "
         "baseline NE in every group), so both variants are scored against the very same baselines.",
         "",
         "NE_diff: relative NE change against the baseline of the same seed (negative = better), mean over "
@@ -98,16 +100,20 @@ def main(argv: list[str]) -> int:
         labels[1]: ev_b["groups"],
         f"{labels[1]} minus {labels[0]}": paired_difference(ev_b["groups"], ev_a["groups"]),
     }
-    command = "python scripts/compare_experiments.py " + " ".join(
-        f'"{x}"' if " " in x else x for x in argv
-    )
+    command = "python scripts/compare_experiments.py " + " ".join(f'"{x}"' if " " in x else x for x in argv)
     from c2al_rec.runs.provenance import machine_summary
 
     sources = {labels[0]: provenance(args.a, args.variant), labels[1]: provenance(args.b, args.variant)}
     m = machine_summary()
     machine = f"{m['cpu']}, {m['cpus']} CPUs, Python {m['python']}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"command": command, "seeds": ev_a["seeds"], "experiments": sources, "machine": machine, "results": results}
+    record = {
+        "command": command,
+        "seeds": ev_a["seeds"],
+        "experiments": sources,
+        "machine": machine,
+        "results": results,
+    }
     atomic_write_json(args.out.with_suffix(".json"), record)
     atomic_write_text(args.out.with_suffix(".md"), markdown(labels, results, command, sources, machine))
     plot_forest(results, args.out.with_suffix(".png"), f"{ev_a['seeds']} seeds")

@@ -86,7 +86,9 @@ def train_c2al(steps: int, batch_size: int, fm_attention: str, aux_projection: i
 
 def test_c2al_model_trains_under_dmp_on_two_ranks() -> None:
     # aux heads on a projection of h: the smoke trainer tests cover heads that read h
-    results = run_multiprocess(train_c2al, world_size=2, steps=24, batch_size=64, fm_attention="static", aux_projection=4)
+    results = run_multiprocess(
+        train_c2al, world_size=2, steps=24, batch_size=64, fm_attention="static", aux_projection=4
+    )
     for r in results:
         losses = r["losses"]
         assert len(losses) == 24 and r["finite"]
