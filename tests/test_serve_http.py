@@ -366,3 +366,41 @@ def test_load_generator_counts_requests_without_an_answer(behaviour) -> None:
     for conn in held:
         conn.close()
     assert res.sent == len(res.answers) >= 2 and set(res.status_counts()) == {0}
+
+
+# ------------------------------------------------------------------------------ the optimised graph
+def test_optimized_graph_scores_as_the_exported_one(exported_model, rows) -> None:
+    from c2al_rec.serve.artifact import optimize_for_serving
+
+    model = load_exported(exported_model)
+    optimized, what = optimize_for_serving(model)
+    assert optimized.module is not model.module and "frozen, optimised" in what, what
+    assert optimized.model_id == model.model_id
+    inputs = rows_to_inputs(rows, model)
+    np.testing.assert_allclose(optimized.predict(inputs).numpy(), model.predict(inputs).numpy(), atol=1e-5)
+    bad = dict(inputs)
+    name = next(k for k in inputs if k.endswith(".values"))
+    bad[name] = -inputs[name] - 1
+    with pytest.raises(torch.jit.Error, match="negative id"):  # the graph's own id checks survive freezing
+        optimized.predict(bad)
+
+
+def test_optimizing_falls_back_to_the_exported_graph(exported_model, monkeypatch) -> None:
+    from c2al_rec.serve import artifact
+
+    model = load_exported(exported_model)
+
+    class Shifted:  # an "optimised" module whose answers moved
+        def predict(self, inputs):
+            return model.module.predict(inputs) + 0.01
+
+    monkeypatch.setattr(artifact.torch.jit, "optimize_for_inference", lambda m, other_methods: Shifted())
+    same, what = artifact.optimize_for_serving(model)
+    assert same is model and "differed by 1.00e-02" in what, what
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("unsupported op\nmore text")
+
+    monkeypatch.setattr(artifact.torch.jit, "freeze", fail)
+    same, what = artifact.optimize_for_serving(model)
+    assert same is model and what == "serving the exported graph (freezing failed: unsupported op)", what

