@@ -116,3 +116,30 @@ def test_dhen_step_contract_and_per_device_merge() -> None:
     fresh = dhen_step.merge(None, out, "cmd")
     assert fresh["ratios"]["gpu_compiled_fused_vs_compiled_reference"] is None
     assert "Unmeasured" in dhen_step._markdown(fresh) and "cpu_fused_vs_reference" in dhen_step._markdown(fresh)
+
+
+def test_a_launch_whose_rank_dies_is_launched_once_more_and_recorded(monkeypatch, tmp_path: Path) -> None:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    calls = []
+
+    def launched_rate(kind, payload, run_dir, nproc, warmup, steps):
+        calls.append(run_dir)
+        if len(calls) == 1:
+            failure = ProcessFailure(local_rank=1, pid=123, exitcode=-6, error_file="")
+            raise ChildFailedError("_rank_worker", {1: failure})
+        return 42.0
+
+    monkeypatch.setattr(train_throughput, "launched_rate", launched_rate)
+    failures: list[str] = []
+    opts = train_throughput.Options()
+    rate = train_throughput._launched_with_retry("plain", dict, tmp_path / "a", 2, opts, "plain x2 round 0", failures)
+    assert rate == 42.0 and calls == [tmp_path / "a", tmp_path / "a-retry"]
+    assert failures == ["plain x2 round 0: rank 1 exited with -6 (SIGABRT)"]
+
+    def always_fails(*args):
+        raise ChildFailedError("_rank_worker", {1: ProcessFailure(local_rank=1, pid=1, exitcode=-6, error_file="")})
+
+    monkeypatch.setattr(train_throughput, "launched_rate", always_fails)
+    with pytest.raises(ChildFailedError):
+        train_throughput._launched_with_retry("plain", dict, tmp_path / "b", 2, opts, "x", [])
