@@ -146,3 +146,16 @@ def test_predict_errors_name_file_and_column(exported, smoke_runs, tmp_path: Pat
     with pytest.raises(ValueError, match="bad2.parquet: sparse column 'user_id' has type string, expected int64"):
         predict_files(model, [tmp_path / "bad2.parquet"], tmp_path / "p.parquet", progress=False)
     assert not (tmp_path / "p.parquet").exists()
+
+
+def test_predict_turns_a_model_side_rejection_into_one_line(exported, smoke_runs, tmp_path: Path, monkeypatch) -> None:
+    model = load_exported(exported["c2al"])
+
+    def rejects(inputs):  # what the scripted graph raises for a row its own checks refuse
+        raise torch.jit.Error("The following operation failed in the TorchScript interpreter.\nValueError: bad id 7")
+
+    monkeypatch.setattr(model, "predict", rejects)
+    f = input_files(smoke_runs.data, "test")[0]
+    with pytest.raises(ValueError, match=r"rows 0\.\.\d+: the model rejected the batch: ValueError: bad id 7"):
+        predict_files(model, [f], tmp_path / "p.parquet", progress=False)
+    assert not (tmp_path / "p.parquet").exists()

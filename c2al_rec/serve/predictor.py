@@ -196,7 +196,7 @@ def predict_files(
                 inputs = batch_inputs(table, model, str(f), first)
                 try:
                     probs = model.predict(inputs).float().numpy()
-                except RuntimeError as e:  # the model's own checks (the ones above should come first)
+                except (RuntimeError, torch.jit.Error) as e:  # the model's own checks (those above come first)
                     raise ValueError(
                         f"{f}: rows {first}..{first + table.num_rows - 1}: the model rejected the batch: "
                         f"{str(e).strip().splitlines()[-1]}"
