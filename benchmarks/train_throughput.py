@@ -101,8 +101,8 @@ class Options:
     """Untimed steps per case before the rounds (compiled cases compile here)."""
     steps_per_round: int = 4
     """Timed steps per case per round."""
-    rounds: int = 5
-    """Interleaved rounds; medians over rounds are reported."""
+    rounds: int = 10
+    """Interleaved rounds; medians over rounds are reported (per-round ratios spread by +-10% on a shared VM)."""
     eval_batches: int = 16
     """Validation batches for the NE checks (bf16 and compiled vs fp32 eager, after equal steps)."""
     levers: bool = True
