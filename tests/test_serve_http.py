@@ -404,3 +404,22 @@ def test_optimizing_falls_back_to_the_exported_graph(exported_model, monkeypatch
     monkeypatch.setattr(artifact.torch.jit, "freeze", fail)
     same, what = artifact.optimize_for_serving(model)
     assert same is model and what == "serving the exported graph (freezing failed: unsupported op)", what
+
+
+def test_probe_input_is_the_sample_or_one_zero_row(exported_model, tmp_path: Path) -> None:
+    import shutil
+
+    model = load_exported(exported_model)
+    sample = model.probe_input()
+    assert sample["dense"].shape[0] == model.sample_input()["dense"].shape[0]
+    bare = tmp_path / "export"
+    shutil.copytree(exported_model, bare)
+    (bare / "sample_input.pt").unlink()
+    zero = load_exported(bare).probe_input()
+    parser = RowParser(model)
+    row = {name: 0 for name in parser.dense_names} | {name: 0 for name, _ in parser.single}
+    want = parser.collate([parser.parse([row | {name: [0] for name, _ in parser.multi}])])
+    assert zero.keys() == want.keys()
+    for key in want:
+        assert zero[key].dtype == want[key].dtype and torch.equal(zero[key], want[key]), key
+    assert model.predict(zero).shape == (1,)

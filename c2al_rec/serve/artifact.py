@@ -63,6 +63,17 @@ class ExportedModel:
     def sample_input(self) -> Dict[str, torch.Tensor]:
         return torch.load(self.path / SAMPLE_FILE, weights_only=True)
 
+    def probe_input(self) -> Dict[str, torch.Tensor]:
+        """The export's sample input, or for an export without one a single all-zero row (dense 0.0,
+        every sparse feature one id 0): what to warm up or check a loaded graph with."""
+        if (self.path / SAMPLE_FILE).is_file():
+            return self.sample_input()
+        inputs = {"dense": torch.zeros(1, len(self.dense_features))}
+        for f in self.sparse_features:
+            inputs[f"{f['name']}.values"] = torch.zeros(1, dtype=torch.int64)
+            inputs[f"{f['name']}.lengths"] = torch.ones(1, dtype=torch.int64)
+        return inputs
+
 
 # served probabilities of the optimised module may differ from the exported module's by float rounding only
 SERVING_PARITY_ATOL = 1e-5
@@ -80,7 +91,7 @@ def optimize_for_serving(model: ExportedModel) -> tuple[ExportedModel, str]:
     Returns:
         (model, what happened: one line for the log).
     """
-    sample = model.sample_input() if (model.path / SAMPLE_FILE).is_file() else _zero_row(model)
+    sample = model.probe_input()
     try:
         frozen = torch.jit.freeze(model.module, preserved_attrs=["predict"])
         optimized = torch.jit.optimize_for_inference(frozen, other_methods=["predict"])
@@ -93,15 +104,6 @@ def optimize_for_serving(model: ExportedModel) -> tuple[ExportedModel, str]:
         return model, f"serving the exported graph (the optimised one differed by {diff:.2e})"
     what = f"serving the frozen, optimised graph (max diff {diff:.1e} from the exported one)"
     return ExportedModel(optimized, model.metadata, model.path), what
-
-
-def _zero_row(model: ExportedModel) -> Dict[str, torch.Tensor]:
-    """One row of zeros: dense 0.0, every sparse feature one id 0."""
-    inputs = {"dense": torch.zeros(1, len(model.dense_features))}
-    for f in model.sparse_features:
-        inputs[f"{f['name']}.values"] = torch.zeros(1, dtype=torch.int64)
-        inputs[f"{f['name']}.lengths"] = torch.ones(1, dtype=torch.int64)
-    return inputs
 
 
 def _first_line(e: BaseException) -> str:

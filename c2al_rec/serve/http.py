@@ -48,7 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from c2al_rec.data.transforms import find_bad_id
 
-from .artifact import SAMPLE_FILE, ExportedModel
+from .artifact import ExportedModel
 from .predictor import sparse_feature
 
 Inputs = dict[str, torch.Tensor]
@@ -532,15 +532,12 @@ class ScoringApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def _warm_up(model: ExportedModel, parser: RowParser) -> None:
+def _warm_up(model: ExportedModel) -> None:
     """Before the server accepts requests: run the model on a batch of 1 and of 8 rows (TorchScript's
     profiling executor optimises the graph on its first calls, which take ~1 s), then move every object
     alive after start-up out of the garbage collector's reach (``gc.freeze``), so that a full collection
     during serving walks only the objects of requests, not the ~400k of torch and the model."""
-    sample = model.sample_input() if (model.path / SAMPLE_FILE).is_file() else None
-    if sample is None:  # an export without a sample: one all-zero row
-        zero = {name: 0 for name in parser.dense_names} | {name: 0 for name, _ in parser.single}
-        sample = parser.collate([parser.parse([zero | {name: [0] for name, _ in parser.multi}])])
+    sample = model.probe_input()
     with torch.inference_mode():
         for _ in range(2):
             model.module.predict(sample)
@@ -568,7 +565,7 @@ def create_app(model: ExportedModel, options: ServeOptions | None = None) -> Fas
     metrics.queue_depth.set_function(batcher.qsize)
 
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        await asyncio.get_running_loop().run_in_executor(batcher._executor, _warm_up, model, parser)
+        await asyncio.get_running_loop().run_in_executor(batcher._executor, _warm_up, model)
         batcher.start()
         yield
         await batcher.stop()
