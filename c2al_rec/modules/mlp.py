@@ -63,14 +63,15 @@ def mlps_on_shared_input(x: torch.Tensor, mlps: Sequence[nn.Sequential]) -> List
     firsts = [m[0] for m in mlps]
     weight = torch.cat([f.weight for f in firsts])
     bias = torch.cat([f.bias for f in firsts])
-    z = F.linear(x, weight, bias)
-    outs, start = [], 0
-    for m, f in zip(mlps, firsts):  # slices by Python offsets: fx-traceable (a split result is not iterable there)
-        y = z[:, start : start + f.out_features]
+    # split, not slices: its backward is one cat, where each slice's backward fills a zero tensor
+    # of the whole product and autograd adds them up
+    parts = torch.split(F.linear(x, weight, bias), [f.out_features for f in firsts], dim=1)
+    outs = []
+    for i, m in enumerate(mlps):  # indexed, not iterated: fx cannot iterate a traced split
+        y = parts[i]
         for layer in list(m)[1:]:  # the registered layers themselves (a sliced Sequential is not a submodule)
             y = layer(y)
         outs.append(y)
-        start += f.out_features
     return outs
 
 
