@@ -12,21 +12,26 @@ sides of every ratio:
   OverArch / primary head modules and the same dense optimizer (DDP with 2 processes);
 - ``*_bf16``: the same under bf16 autocast of the dense part, on both sides (one line for a user);
 - ``*_compiled``: ``train.compile_dense = "on"`` vs the plain model's dense part under ``torch.compile``;
-- ``trainer_c2al``: C2AL on (cohort spec, aux heads of the default ``aux_head``, aux loss, per-cohort
-  metrics); ``trainer_c2al_aux128``: aux heads of ``large_aux_head`` units on a ``large_aux_projection``-wide
+- C2AL cost group (``c2al/``), against a baseline trainer in the same group: ``trainer_c2al``: C2AL on
+  (cohort spec, aux heads of the default ``aux_head``, aux loss, per-cohort metrics);
+  ``trainer_c2al_aux128``: aux heads of ``large_aux_head`` units on a ``large_aux_projection``-wide
   projection of h (``model.aux_projection``), ``trainer_c2al_aux128_on_h`` the same heads reading h itself;
+  ``trainer_again``: a second baseline trainer, the A/A control (its ratio shows the noise floor);
 - levers, each against ``trainer_c2al``: ``trainer_c2al_separate_heads`` (the three heads' first layers
   as separate GEMMs, as before they shared one) and ``trainer_c2al_sampled_metrics``
   (``train.metrics_every = metrics_every``).
-In-process cases (1 rank) run interleaved in rounds of ``steps_per_round`` steps after ``warmup``
-untimed steps; rates and ratios are medians over rounds (ratios paired per round). With ``two_procs``
-the trainer and plain cases (fp32 and bf16) are also launched with 1 and 2 local processes
-(``elastic_launch``, threads split between them), alternated, best of ``proc_rounds``.
+In-process cases (1 rank) run interleaved after ``warmup`` untimed steps: each round times
+``steps_per_round`` steps of every case, in an order rotated each round. Rates are medians over rounds;
+ratios are medians of the per-round ratios (paired by round, so drift of the machine cancels), each with
+a 95% bootstrap interval. With ``two_procs`` the trainer and plain cases (fp32 and bf16) are also
+launched with 1 and 2 local processes (``elastic_launch``, threads split between them), alternated, best
+of ``proc_rounds``.
 Writes ``benchmarks/results/train_throughput.md``; ``--json PATH`` writes ``{"benchmark", "config",
 "results", "ratios"}``. Ratios: ``trainer_vs_plain_fp32`` and ``trainer_vs_plain_bf16`` (each the
 minimum over 1 and 2 processes), ``trainer_vs_plain_pytorch`` (the smaller; goal >= 1.5),
 ``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128`` (goal >= 0.97), ``c2al_vs_baseline_aux128_on_h``,
-``two_procs_vs_one`` and the ``lever_*`` ratios.
+``aa_control``, ``two_procs_vs_one`` and the ``lever_*`` ratios; ``results["ratio_intervals"]`` holds the
+in-process ratios' intervals.
 """
 
 from __future__ import annotations
@@ -99,10 +104,10 @@ class Options:
     """Dense learning rate (Adam in both)."""
     warmup: int = 3
     """Untimed steps per case before the rounds (compiled cases compile here)."""
-    steps_per_round: int = 4
-    """Timed steps per case per round."""
-    rounds: int = 10
-    """Interleaved rounds; medians over rounds are reported (per-round ratios spread by +-15% on a shared VM)."""
+    steps_per_round: int = 1
+    """Timed steps per case per round (one: the paired steps of two cases run a second apart)."""
+    rounds: int = 40
+    """Interleaved rounds; medians over rounds are reported (per-step ratios spread by +-10% on a shared VM)."""
     eval_batches: int = 16
     """Validation batches for the NE checks (bf16 and compiled vs fp32 eager, after equal steps)."""
     levers: bool = True
@@ -364,6 +369,7 @@ def _launched_with_retry(
 
 def _interleaved(opts: Options, steppers: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
     """Samples/s per case per round, cases rotated each round so none always follows another."""
+    every = max(1, opts.rounds // 10)
     for step in steppers.values():
         _timed(step, opts.warmup)
     rates: dict[str, list[float]] = {k: [] for k in steppers}
@@ -371,8 +377,9 @@ def _interleaved(opts: Options, steppers: dict[str, Callable[[], object]]) -> di
     for r in range(opts.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             rates[name].append(opts.steps_per_round * opts.batch_size / _timed(steppers[name], opts.steps_per_round))
-        line = ", ".join(f"{name} {rates[name][-1]:,.0f}" for name in names)
-        print(f"[train_throughput] round {r + 1}/{opts.rounds} samples/s: {line}", flush=True)
+        if (r + 1) % every == 0 or r + 1 == opts.rounds:
+            line = ", ".join(f"{name} {statistics.median(rates[name]):,.0f}" for name in names)
+            print(f"[train_throughput] round {r + 1}/{opts.rounds}, median samples/s so far: {line}", flush=True)
     return rates
 
 
@@ -408,14 +415,22 @@ def run(opts: Options) -> dict:
             "plain": PlainTrainer(opts, root),
             "trainer_bf16": cfg(c2al=False, bf16=True),
             "plain_bf16": PlainTrainer(opts, root, bf16=True),
+        }
+        rates, ne = _group(opts, root, work, headline)
+        del headline
+        c2al_cost = {
+            "trainer": cfg(c2al=False),
+            "trainer_again": cfg(c2al=False),
             "trainer_c2al": cfg(c2al=True),
             "trainer_c2al_aux128": cfg(
                 c2al=True, aux_head=opts.large_aux_head, aux_projection=opts.large_aux_projection
             ),
             "trainer_c2al_aux128_on_h": cfg(c2al=True, aux_head=opts.large_aux_head),
         }
-        rates, ne = _group(opts, root, work, headline)
-        del headline
+        cost_rates, cost_ne = _group(opts, root, work, c2al_cost)
+        del c2al_cost
+        rates.update({f"c2al/{k}": v for k, v in cost_rates.items()})
+        ne.update({k: v for k, v in cost_ne.items() if k.startswith("trainer_c2al")})
         if opts.levers:
             levers = {
                 "trainer": cfg(c2al=False),
@@ -442,10 +457,12 @@ def run(opts: Options) -> dict:
             "trainer_vs_plain_bf16_2procs": None,
             "two_procs_vs_one": None,
         }
+        results["ratio_intervals"] = {}
         for key in PAIRED:
             per_round = per_round_ratios(rates, key)
             if per_round is not None:
                 ratios[key] = statistics.median(per_round)
+                results["ratio_intervals"][key] = median_interval(per_round)
         if opts.two_procs:
             launched: dict[str, list[float]] = {}
             plain_payload = lambda bf16: {"opts": dataclasses.asdict(opts), "root": str(root), "bf16": bf16}  # noqa: E731
@@ -498,10 +515,11 @@ def run(opts: Options) -> dict:
 PAIRED = {
     "trainer_vs_plain_fp32_1proc": ("trainer", "plain"),
     "trainer_vs_plain_bf16_1proc": ("trainer_bf16", "plain_bf16"),
-    "c2al_vs_baseline": ("trainer_c2al", "trainer"),
-    "c2al_vs_baseline_aux128": ("trainer_c2al_aux128", "trainer"),
-    "c2al_vs_baseline_aux128_on_h": ("trainer_c2al_aux128_on_h", "trainer"),
-    "lever_aux_projection": ("trainer_c2al_aux128", "trainer_c2al_aux128_on_h"),
+    "c2al_vs_baseline": ("c2al/trainer_c2al", "c2al/trainer"),
+    "c2al_vs_baseline_aux128": ("c2al/trainer_c2al_aux128", "c2al/trainer"),
+    "c2al_vs_baseline_aux128_on_h": ("c2al/trainer_c2al_aux128_on_h", "c2al/trainer"),
+    "aa_control": ("c2al/trainer_again", "c2al/trainer"),
+    "lever_aux_projection": ("c2al/trainer_c2al_aux128", "c2al/trainer_c2al_aux128_on_h"),
     "lever_compile_trainer": ("levers/trainer_compiled", "levers/trainer"),
     "trainer_vs_plain_compiled": ("levers/trainer_compiled", "levers/plain_compiled"),
     "lever_heads_one_gemm": ("levers/trainer_c2al", "levers/trainer_c2al_separate_heads"),
@@ -517,6 +535,19 @@ def per_round_ratios(rounds: dict[str, list[float]], key: str) -> Optional[list[
     return [x / y for x, y in zip(rounds[a], rounds[b])]
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> Optional[list[float]]:
+    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    if len(values) < 3 or min(values) == max(values):
+        return None
+    ci = bootstrap(
+        (np.asarray(values),), np.median, confidence_level=confidence, method="percentile", random_state=0
+    ).confidence_interval
+    return [float(ci.low), float(ci.high)]
+
+
 RATIO_LINES = [
     ("trainer_vs_plain_pytorch", ">= 1.5", "the smaller of fp32 and bf16 below"),
     ("trainer_vs_plain_fp32", ">= 1.5", "min over 1 and 2 processes"),
@@ -529,6 +560,7 @@ RATIO_LINES = [
     ("c2al_vs_baseline", ">= 0.97", "default aux heads"),
     ("c2al_vs_baseline_aux128", ">= 0.97", "aux_head [128] on a projection of h (model.aux_projection)"),
     ("c2al_vs_baseline_aux128_on_h", "", "aux_head [128] reading h itself"),
+    ("aa_control", "", "A/A control: a second baseline trainer in the C2AL group / the first (noise floor)"),
     ("two_procs_vs_one", "", "trainer, 2 processes x 1 thread vs 1 process x 2 threads"),
     ("lever_compile_trainer", "", "trainer compile_dense on / off"),
     ("lever_heads_one_gemm", "", "C2AL trainer, heads' first layers as one GEMM / separate"),
@@ -544,19 +576,17 @@ def _markdown(out: dict, command: str) -> str:
         *results_header("Training throughput", c, command),
         "",
         f"{r['threads']} torch threads in-process; every in-process case did {r['steps_per_case']} steps on the same "
-        "data; rates are medians over interleaved rounds, ratios medians of per-round ratios. Load average (1 min) "
-        f"before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f}.",
+        f"data ({c['rounds']} rounds of {c['steps_per_round']} step(s) per case, order rotated each round); rates "
+        "are medians over rounds, ratios medians of per-round ratios with 95% bootstrap intervals. Load average "
+        f"(1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f}.",
         "",
-        "| case | samples/s (median) | per round | validation NE vs fp32 trainer |",
+        "| case | samples/s (median) | per round (min .. max) | validation NE vs fp32 trainer |",
         "| --- | ---: | --- | ---: |",
     ]
     for name, per_round in r["rounds_samples_per_s"].items():
-        per = ", ".join(f"{x:,.0f}" for x in per_round)
-        ne = (
-            r["ne_rel_change_vs_fp32"].get(name.split("/")[-1])
-            if not name.startswith("levers/") or name.endswith("compiled")
-            else None
-        )
+        per = f"{min(per_round):,.0f} .. {max(per_round):,.0f}"
+        key = _ne_key(name)
+        ne = r["ne_rel_change_vs_fp32"].get(key) if key else None
         lines.append(
             f"| {name} | {r[f'{name}_samples_per_s']:,.0f} | {per} | {'' if ne is None else f'{100 * ne:+.4f}%'} |"
         )
@@ -565,14 +595,36 @@ def _markdown(out: dict, command: str) -> str:
         lines.append(f"| launched {name} (best) | {r['launched_best_samples_per_s'][name]:,.0f} | {per} | |")
     for failure in r.get("launched_failures", []):
         lines.append(f"\nA launch failed and was launched once more: {failure}")
-    lines += ["", "| ratio | value | per-round range | goal | what |", "| --- | ---: | --- | --- | --- |"]
+    lines += [
+        "",
+        "| ratio | value | 95% interval | per-round range | goal | what |",
+        "| --- | ---: | --- | --- | --- | --- |",
+    ]
+    intervals = r.get("ratio_intervals", {})
     for key, goal, what in RATIO_LINES:
         if key in q:
             per = per_round_ratios(r["rounds_samples_per_s"], key) if key in PAIRED else None
             spread = f"{min(per):.3f} .. {max(per):.3f}" if per else ""
-            lines.append(f"| `{key}` | {fmt(q[key])} | {spread} | {goal} | {what} |")
+            ci = intervals.get(key)
+            interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            lines.append(f"| `{key}` | {fmt(q[key])} | {interval} | {spread} | {goal} | {what} |")
     lines += ["", *_notes(out)]
     return "\n".join(lines)
+
+
+def _interval_text(out: dict, key: str) -> str:
+    ci = out["results"].get("ratio_intervals", {}).get(key)
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "(no interval)"
+
+
+def _ne_key(name: str) -> Optional[str]:
+    """The ``valid_ne`` key of a case row (None: its group's NE is not kept: a repeat of a headline case)."""
+    group, _, case = name.rpartition("/")
+    if not group:
+        return case
+    if (group == "c2al" and case.startswith("trainer_c2al")) or (group == "levers" and case == "trainer_compiled"):
+        return case
+    return None
 
 
 def _notes(out: dict) -> list[str]:
@@ -606,14 +658,21 @@ def _notes(out: dict) -> list[str]:
         f"one GEMM for the heads' first layers {fmt('lever_heads_one_gemm')}, training metrics every "
         f"{out['config']['metrics_every']}th step {fmt('lever_sampled_metrics')}; 2 processes x 1 thread vs 1 "
         f"process x 2 threads {fmt('two_procs_vs_one')}.",
+        "- C2AL on / off, measured in one group with its baseline and the A/A control: default aux heads "
+        f"{fmt('c2al_vs_baseline')} {_interval_text(out, 'c2al_vs_baseline')}, aux_head "
+        f"{out['config']['large_aux_head']} on the projection {fmt('c2al_vs_baseline_aux128')} "
+        f"{_interval_text(out, 'c2al_vs_baseline_aux128')}. What C2AL adds to a step: the aux heads' columns of "
+        "the heads' shared first GEMM (forward, both backward GEMMs) and their small layers, two weighted BCE "
+        "terms, and the aux and per-cohort NE states.",
         f"- Wide aux heads: aux_head {out['config']['large_aux_head']} reading h (the flattened DHEN output) costs "
         f"C2AL on / off {fmt('c2al_vs_baseline_aux128_on_h')}; the same heads on a "
         f"{out['config'].get('large_aux_projection', 0)}-wide linear projection of h (`model.aux_projection`, "
         f"dropped at export with the heads) {fmt('c2al_vs_baseline_aux128')} (lever {fmt('lever_aux_projection')}). "
         "Whether the projection keeps C2AL's NE effect is measured over seeds in `aux_projection_ne.md`.",
         "- Noise: per-round ratios of one pair of cases spread widely on this shared 2-core VM (see the per-round "
-        "range column); the medians are the recorded figures, and one that lies within a few percent of its goal "
-        "passes or fails by less than that spread.",
+        "range column); the medians are the recorded figures, and the 95% interval says how well the run pins "
+        f"each down. The A/A control (two identical baseline trainers in the C2AL group) is {fmt('aa_control')} "
+        f"{_interval_text(out, 'aa_control')}: differences between cases smaller than that are noise.",
         "- The validation-NE column of the `trainer_c2al*` rows compares C2AL with the fp32 baseline after the same "
         "few steps (the aux losses change training); for `trainer_bf16` and `*_compiled` it is the precision / "
         "compilation check (allowed +-0.1%).",

@@ -42,7 +42,7 @@ def test_train_throughput_contract(tiny_data: Path) -> None:
     out = train_throughput.run(opts)
     names = {"trainer_vs_plain_pytorch", "trainer_vs_plain_fp32", "trainer_vs_plain_bf16", "c2al_vs_baseline",
              "c2al_vs_baseline_aux128", "c2al_vs_baseline_aux128_on_h", "lever_aux_projection",
-             "two_procs_vs_one"}  # fmt: skip
+             "aa_control", "two_procs_vs_one"}  # fmt: skip
     _check_contract(out, "train_throughput", names)
     q = out["ratios"]
     assert q["trainer_vs_plain_pytorch"] == min(q["trainer_vs_plain_fp32"], q["trainer_vs_plain_bf16"])
@@ -50,12 +50,23 @@ def test_train_throughput_contract(tiny_data: Path) -> None:
     assert q["two_procs_vs_one"] is None and q["trainer_vs_plain_fp32_2procs"] is None
     assert out["results"]["steps_per_case"] == 3
     assert set(out["results"]["rounds_samples_per_s"]) == {
-        "trainer", "plain", "trainer_bf16", "plain_bf16", "trainer_c2al", "trainer_c2al_aux128",
-        "trainer_c2al_aux128_on_h",
+        "trainer", "plain", "trainer_bf16", "plain_bf16", "c2al/trainer", "c2al/trainer_again", "c2al/trainer_c2al",
+        "c2al/trainer_c2al_aux128", "c2al/trainer_c2al_aux128_on_h",
     }  # fmt: skip
+    assert set(out["results"]["valid_ne"]) == {
+        "trainer", "trainer_bf16", "trainer_c2al", "trainer_c2al_aux128", "trainer_c2al_aux128_on_h",
+    }  # fmt: skip
+    assert out["results"]["ratio_intervals"]["c2al_vs_baseline"] is None  # 2 rounds: too few for an interval
     assert all(math.isfinite(v) for v in out["results"]["valid_ne"].values())
     text = train_throughput._markdown(out, "python -m benchmarks.train_throughput")
     assert "trainer_vs_plain_pytorch" in text and "Machine:" in text
+
+
+def test_median_interval_brackets_the_median() -> None:
+    values = [0.9, 0.95, 0.97, 0.98, 1.0, 1.02, 1.05, 0.99, 0.96, 1.01]
+    low, high = train_throughput.median_interval(values)
+    assert low <= sorted(values)[4] <= high and min(values) <= low < high <= max(values)
+    assert train_throughput.median_interval([1.0, 1.1]) is None  # too few to resample
 
 
 def test_plain_baseline_runs_under_ddp_with_two_gloo_ranks(tiny_data: Path, tmp_path: Path) -> None:
