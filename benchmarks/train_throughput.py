@@ -23,9 +23,11 @@ sides of every ratio:
 In-process cases (1 rank) run interleaved after ``warmup`` untimed steps: each round times
 ``steps_per_round`` steps of every case, in an order rotated each round. Rates are medians over rounds;
 ratios are medians of the per-round ratios (paired by round, so drift of the machine cancels), each with
-a 95% bootstrap interval. With ``two_procs`` the trainer and plain cases (fp32 and bf16) are also
-launched with 1 and 2 local processes (``elastic_launch``, threads split between them), alternated, best
-of ``proc_rounds``.
+a 95% bootstrap interval. The C2AL cost group is built and measured ``cost_repeats`` times with fresh
+trainers (two instances of one config differ by about 1%: see the A/A control); its ratios pool the
+rounds of all repeats, and each repeat's median is listed too. With ``two_procs`` the trainer and plain
+cases (fp32 and bf16) are also launched with 1 and 2 local processes (``elastic_launch``, threads split
+between them), alternated, best of ``proc_rounds``.
 Writes ``benchmarks/results/train_throughput.md``; ``--json PATH`` writes ``{"benchmark", "config",
 "results", "ratios"}``. Ratios: ``trainer_vs_plain_fp32`` and ``trainer_vs_plain_bf16`` (each the
 minimum over 1 and 2 processes), ``trainer_vs_plain_pytorch`` (the smaller; goal >= 1.5),
@@ -108,6 +110,8 @@ class Options:
     """Timed steps per case per round (one: the paired steps of two cases run a second apart)."""
     rounds: int = 40
     """Interleaved rounds; medians over rounds are reported (per-step ratios spread by +-10% on a shared VM)."""
+    cost_repeats: int = 3
+    """Times the C2AL cost group is built afresh and measured (its ratios pool the rounds of all repeats)."""
     eval_batches: int = 16
     """Validation batches for the NE checks (bf16 and compiled vs fp32 eager, after equal steps)."""
     levers: bool = True
@@ -383,23 +387,42 @@ def _interleaved(opts: Options, steppers: dict[str, Callable[[], object]]) -> di
     return rates
 
 
-def _group(opts: Options, root: Path, work: Path, cases: dict[str, Any]) -> tuple[dict[str, list[float]], dict]:
-    """Build every case of a group, run them interleaved, validate the trainers; free them all."""
+def step_gflops(trainer: Any, batches: Iterator[Any]) -> float:
+    """Model GFLOPs of one training forward + backward of ``trainer``'s task on its next batch.
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, and the FM op by its registered
+    formula); embedding lookups, elementwise and copy work count 0. The step updates the model: call it
+    after the measurements.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = trainer.task(next(batches))
+        loss.backward()
+    return counter.get_total_flops() / 1e9
+
+
+def _group(
+    opts: Options, root: Path, work: Path, cases: dict[str, Any]
+) -> tuple[dict[str, list[float]], dict[str, float], dict[str, float]]:
+    """Build every case of a group, run them interleaved, validate the trainers, count one step's
+    FLOPs; free them all. Returns (samples/s per round, validation NE, GFLOPs per step) by case."""
     steppers: dict[str, Callable[[], object]] = {}
-    trainers = {}
+    trainers, batches_of = {}, {}
     for name, case in cases.items():
         if isinstance(case, PlainTrainer):
             steppers[name] = case.train_step
         else:
             cfg, separate = case
             trainer, batches = build_trainer(cfg, work / f"run-{name}", separate_heads=separate)
-            trainers[name] = trainer
+            trainers[name], batches_of[name] = trainer, batches
             steppers[name] = lambda t=trainer, b=batches: t.train_step(b)
     rates = _interleaved(opts, steppers)
     ne = {name: t.evaluate()["primary"]["ne"] for name, t in trainers.items()}
+    gflops = {name: step_gflops(t, batches_of[name]) for name, t in trainers.items()}
     for t in trainers.values():
         t.close()
-    return rates, ne
+    return rates, ne, gflops
 
 
 def run(opts: Options) -> dict:
@@ -416,7 +439,7 @@ def run(opts: Options) -> dict:
             "trainer_bf16": cfg(c2al=False, bf16=True),
             "plain_bf16": PlainTrainer(opts, root, bf16=True),
         }
-        rates, ne = _group(opts, root, work, headline)
+        rates, ne, _ = _group(opts, root, work, headline)
         del headline
         c2al_cost = {
             "trainer": cfg(c2al=False),
@@ -427,9 +450,19 @@ def run(opts: Options) -> dict:
             ),
             "trainer_c2al_aux128_on_h": cfg(c2al=True, aux_head=opts.large_aux_head),
         }
-        cost_rates, cost_ne = _group(opts, root, work, c2al_cost)
+        repeat_ratios: dict[str, list[float]] = {}
+        for repeat in range(opts.cost_repeats):  # fresh trainers each time: instances differ by ~1% (A/A)
+            print(f"[train_throughput] C2AL cost group, repeat {repeat + 1}/{opts.cost_repeats}", flush=True)
+            got, got_ne, got_gflops = _group(opts, root, work / f"c2al-{repeat}", c2al_cost)
+            if repeat == 0:
+                cost_ne, cost_gflops = got_ne, got_gflops
+            for k, v in got.items():
+                rates.setdefault(f"c2al/{k}", []).extend(v)
+            for key in C2AL_RATIOS:
+                repeat_ratios.setdefault(key, []).append(statistics.median(per_round_ratios(_prefixed(got), key)))
         del c2al_cost
-        rates.update({f"c2al/{k}": v for k, v in cost_rates.items()})
+        # what C2AL adds to a step's model FLOPs: noise-free, unlike the timed ratios
+        c2al_flops = {k: v / cost_gflops["trainer"] - 1 for k, v in cost_gflops.items() if k.startswith("trainer_c2al")}
         ne.update({k: v for k, v in cost_ne.items() if k.startswith("trainer_c2al")})
         if opts.levers:
             levers = {
@@ -440,7 +473,7 @@ def run(opts: Options) -> dict:
                 "trainer_c2al_separate_heads": (make_config(opts, root, c2al=True), True),
                 "trainer_c2al_sampled_metrics": cfg(c2al=True, metrics_every=opts.metrics_every),
             }
-            lever_rates, lever_ne = _group(opts, root, work, levers)
+            lever_rates, lever_ne, _ = _group(opts, root, work, levers)
             del levers
             rates.update({f"levers/{k}": v for k, v in lever_rates.items()})
             ne["trainer_compiled"] = lever_ne["trainer_compiled"]
@@ -451,6 +484,9 @@ def run(opts: Options) -> dict:
         results["threads"] = threads
         results["steps_per_case"] = opts.warmup + opts.rounds * opts.steps_per_round
         results["valid_ne"] = ne
+        results["c2al_repeat_ratios"] = repeat_ratios
+        results["step_gflops"] = cost_gflops
+        results["c2al_extra_flops"] = c2al_flops
         results["ne_rel_change_vs_fp32"] = {k: (v - ne["trainer"]) / ne["trainer"] for k, v in ne.items()}
         ratios: dict[str, Optional[float]] = {
             "trainer_vs_plain_fp32_2procs": None,
@@ -525,6 +561,14 @@ PAIRED = {
     "lever_heads_one_gemm": ("levers/trainer_c2al", "levers/trainer_c2al_separate_heads"),
     "lever_sampled_metrics": ("levers/trainer_c2al_sampled_metrics", "levers/trainer_c2al"),
 }
+
+
+# the ratios measured in the C2AL cost group (pooled over its repeats)
+C2AL_RATIOS = ("c2al_vs_baseline", "c2al_vs_baseline_aux128", "c2al_vs_baseline_aux128_on_h", "aa_control")
+
+
+def _prefixed(rates: dict[str, list[float]]) -> dict[str, list[float]]:
+    return {f"c2al/{k}": v for k, v in rates.items()}
 
 
 def per_round_ratios(rounds: dict[str, list[float]], key: str) -> Optional[list[float]]:
@@ -607,9 +651,25 @@ def _markdown(out: dict, command: str) -> str:
             spread = f"{min(per):.3f} .. {max(per):.3f}" if per else ""
             ci = intervals.get(key)
             interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            repeats = r.get("c2al_repeat_ratios", {}).get(key)
+            if repeats and len(repeats) > 1:
+                what += f"{'; ' if what else ''}repeats: " + ", ".join(f"{v:.3f}" for v in repeats)
             lines.append(f"| `{key}` | {fmt(q[key])} | {interval} | {spread} | {goal} | {what} |")
     lines += ["", *_notes(out)]
     return "\n".join(lines)
+
+
+def _flops_text(out: dict) -> str:
+    extra = out["results"].get("c2al_extra_flops")
+    if not extra:
+        return ""
+    gflops = out["results"]["step_gflops"]["trainer"]
+    parts = ", ".join(f"`{case}` +{100 * v:.1f}%" for case, v in extra.items())
+    return (
+        f"What C2AL adds to the model FLOPs of a training step (FlopCounterMode; baseline {gflops:.1f} GFLOP): "
+        f"{parts}. "
+        "A step that spent its time in proportion to FLOPs would give C2AL on / off = 1 / (1 + that share)."
+    )
 
 
 def _interval_text(out: dict, key: str) -> str:
@@ -663,7 +723,7 @@ def _notes(out: dict) -> list[str]:
         f"{out['config']['large_aux_head']} on the projection {fmt('c2al_vs_baseline_aux128')} "
         f"{_interval_text(out, 'c2al_vs_baseline_aux128')}. What C2AL adds to a step: the aux heads' columns of "
         "the heads' shared first GEMM (forward, both backward GEMMs) and their small layers, two weighted BCE "
-        "terms, and the aux and per-cohort NE states.",
+        "terms, and the aux and per-cohort NE states. " + _flops_text(out),
         f"- Wide aux heads: aux_head {out['config']['large_aux_head']} reading h (the flattened DHEN output) costs "
         f"C2AL on / off {fmt('c2al_vs_baseline_aux128_on_h')}; the same heads on a "
         f"{out['config'].get('large_aux_projection', 0)}-wide linear projection of h (`model.aux_projection`, "
@@ -693,6 +753,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             warmup=1,
             steps_per_round=2,
             rounds=2,
+            cost_repeats=1,
             eval_batches=4,
             proc_steps=3,
             proc_rounds=1,

@@ -37,7 +37,7 @@ def _check_contract(out: dict, name: str, ratio_names: set[str]) -> None:
 def test_train_throughput_contract(tiny_data: Path) -> None:
     opts = train_throughput.Options(
         data=str(tiny_data), batch_size=64, model=TINY_MODEL, warmup=1, steps_per_round=1, rounds=2,
-        eval_batches=2, two_procs=False, levers=False,
+        cost_repeats=2, eval_batches=2, two_procs=False, levers=False,
     )  # fmt: skip
     out = train_throughput.run(opts)
     names = {"trainer_vs_plain_pytorch", "trainer_vs_plain_fp32", "trainer_vs_plain_bf16", "c2al_vs_baseline",
@@ -56,7 +56,12 @@ def test_train_throughput_contract(tiny_data: Path) -> None:
     assert set(out["results"]["valid_ne"]) == {
         "trainer", "trainer_bf16", "trainer_c2al", "trainer_c2al_aux128", "trainer_c2al_aux128_on_h",
     }  # fmt: skip
-    assert out["results"]["ratio_intervals"]["c2al_vs_baseline"] is None  # 2 rounds: too few for an interval
+    assert len(out["results"]["rounds_samples_per_s"]["c2al/trainer"]) == 4  # 2 repeats of 2 rounds, pooled
+    assert len(out["results"]["c2al_repeat_ratios"]["c2al_vs_baseline"]) == 2
+    extra = out["results"]["c2al_extra_flops"]  # what the aux heads add to a step's model FLOPs
+    assert set(extra) == {"trainer_c2al", "trainer_c2al_aux128", "trainer_c2al_aux128_on_h"}
+    assert 0 < extra["trainer_c2al_aux128"] < extra["trainer_c2al_aux128_on_h"] and extra["trainer_c2al"] > 0
+    assert out["results"]["step_gflops"]["trainer_again"] == out["results"]["step_gflops"]["trainer"]
     assert all(math.isfinite(v) for v in out["results"]["valid_ne"].values())
     text = train_throughput._markdown(out, "python -m benchmarks.train_throughput")
     assert "trainer_vs_plain_pytorch" in text and "Machine:" in text

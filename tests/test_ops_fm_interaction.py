@@ -316,6 +316,21 @@ def test_saves_only_x_and_y_for_backward():
     assert sorted(saved) == sorted([(8, 6, 10), (8, 6, 3)])  # no T [8, 10, 3]
 
 
+@pytest.mark.parametrize("static", [False, True])
+def test_flop_counter_counts_the_op_as_the_reference_math(static):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(fn) -> int:
+        x = torch.randn(6, 5, 4, requires_grad=True)
+        y = torch.randn(*(() if static else (6,)), 5, 3, requires_grad=True)
+        with FlopCounterMode(display=False) as counter:
+            fn(x, y).sum().backward()
+        return counter.get_total_flops()
+
+    b, n, d, k = 6, 5, 4, 3
+    assert count(fm_interaction) == count(fm_interaction_reference) == 12 * b * n * d * k
+
+
 def test_fake_tensor_shapes_and_meta():
     x = torch.empty(4, 7, 5, device="meta")
     y = torch.empty(7, 3, device="meta")

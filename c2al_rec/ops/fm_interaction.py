@@ -47,6 +47,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
 
 from .fm_cpu import fm_backward_cpu, fm_forward_cpu
 
@@ -212,6 +213,23 @@ def _backward(ctx, grad: Tensor) -> tuple[Optional[Tensor], Optional[Tensor], No
 
 
 _fm_interaction_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# Model FLOPs for torch.utils.flop_counter.FlopCounterMode (which counts an opaque op as 0 otherwise):
+# what it counts for the reference math under autograd, whichever kernel runs (the backward's
+# recomputation of T is not model work and is not counted).
+@register_flop_formula(torch.ops.c2al.fm_interaction)
+def _fm_flops(x_shape, y_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
+    """T = X^T Y and G = X T: two matmuls of 2 B n d k FLOPs each."""
+    b, n, d = x_shape
+    return 4 * b * n * d * y_shape[-1]
+
+
+@register_flop_formula(torch.ops.c2al.fm_interaction_backward)
+def _fm_backward_flops(grad_shape, x_shape, y_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
+    """dT = X^T dG, dX = dG T^T + Y dT^T, dY = X dT: four matmuls of 2 B n d k FLOPs each."""
+    b, n, d = x_shape
+    return 8 * b * n * d * y_shape[-1]
 
 
 def _autocast_cast(t: Tensor, dtype: torch.dtype) -> Tensor:
