@@ -666,9 +666,8 @@ def _flops_text(out: dict) -> str:
     gflops = out["results"]["step_gflops"]["trainer"]
     parts = ", ".join(f"`{case}` +{100 * v:.1f}%" for case, v in extra.items())
     return (
-        f"What C2AL adds to the model FLOPs of a training step (FlopCounterMode; baseline {gflops:.1f} GFLOP): "
-        f"{parts}. "
-        "A step that spent its time in proportion to FLOPs would give C2AL on / off = 1 / (1 + that share)."
+        f"In model FLOPs of a training step (FlopCounterMode; baseline {gflops:.1f} GFLOP) that is {parts}: a step "
+        "whose time followed its FLOPs would give C2AL on / off = 1 / (1 + that share)."
     )
 
 
@@ -732,7 +731,8 @@ def _notes(out: dict) -> list[str]:
         "- Noise: per-round ratios of one pair of cases spread widely on this shared 2-core VM (see the per-round "
         "range column); the medians are the recorded figures, and the 95% interval says how well the run pins "
         f"each down. The A/A control (two identical baseline trainers in the C2AL group) is {fmt('aa_control')} "
-        f"{_interval_text(out, 'aa_control')}: differences between cases smaller than that are noise.",
+        f"{_interval_text(out, 'aa_control')}: its distance from 1.0 is what separates two instances of one "
+        "config, which no interval over rounds covers; hence the repeats of the C2AL group with fresh trainers.",
         "- The validation-NE column of the `trainer_c2al*` rows compares C2AL with the fp32 baseline after the same "
         "few steps (the aux losses change training); for `trainer_bf16` and `*_compiled` it is the precision / "
         "compilation check (allowed +-0.1%).",
