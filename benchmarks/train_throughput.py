@@ -24,8 +24,9 @@ In-process cases (1 rank) run interleaved after ``warmup`` untimed steps: each r
 ``steps_per_round`` steps of every case, in an order rotated each round. Rates are medians over rounds;
 ratios are medians of the per-round ratios (paired by round, so drift of the machine cancels), each with
 a 95% bootstrap interval. The C2AL cost group is built and measured ``cost_repeats`` times with fresh
-trainers (two instances of one config differ by about 1%: see the A/A control); its ratios pool the
-rounds of all repeats, and each repeat's median is listed too. With ``two_procs`` the trainer and plain
+trainers (two instances of one config can differ by ~1%: see the A/A control); its ratios pool the
+rounds of all repeats, their intervals resample repeats and then rounds within them, and each repeat's
+median is listed too. With ``two_procs`` the trainer and plain
 cases (fp32 and bf16) are also launched with 1 and 2 local processes (``elastic_launch``, threads split
 between them), alternated, best of ``proc_rounds``.
 Writes ``benchmarks/results/train_throughput.md``; ``--json PATH`` writes ``{"benchmark", "config",
@@ -109,9 +110,9 @@ class Options:
     steps_per_round: int = 1
     """Timed steps per case per round (one: the paired steps of two cases run a second apart)."""
     rounds: int = 40
-    """Interleaved rounds; medians over rounds are reported (per-step ratios spread by +-10% on a shared VM)."""
+    """Interleaved rounds; medians over rounds are reported (per-step ratios spread by up to +-25% on a shared VM)."""
     cost_repeats: int = 3
-    """Times the C2AL cost group is built afresh and measured (its ratios pool the rounds of all repeats)."""
+    """Times the C2AL cost group is built afresh and measured (>= 1; its ratios pool the rounds of all repeats)."""
     eval_batches: int = 16
     """Validation batches for the NE checks (bf16 and compiled vs fp32 eager, after equal steps)."""
     levers: bool = True
@@ -391,22 +392,26 @@ def step_gflops(trainer: Any, batches: Iterator[Any]) -> float:
     """Model GFLOPs of one training forward + backward of ``trainer``'s task on its next batch.
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, and the FM op by its registered
-    formula); embedding lookups, elementwise and copy work count 0. The step updates the model: call it
-    after the measurements.
+    formula); embedding lookups, elementwise and copy work count 0. Outside the pipeline (detached
+    first), so the task runs its plain forward. The fused sparse optimizer updates embedding rows in
+    this backward and dense ``.grad`` is left filled: call it after the measurements.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    trainer.pipeline.detach()
+    batch = next(batches).to(trainer.ctx.device)
     with FlopCounterMode(display=False) as counter:
-        loss, _ = trainer.task(next(batches))
+        loss, _ = trainer.task(batch)
         loss.backward()
     return counter.get_total_flops() / 1e9
 
 
 def _group(
-    opts: Options, root: Path, work: Path, cases: dict[str, Any]
+    opts: Options, root: Path, work: Path, cases: dict[str, Any], count_flops: bool = False
 ) -> tuple[dict[str, list[float]], dict[str, float], dict[str, float]]:
-    """Build every case of a group, run them interleaved, validate the trainers, count one step's
-    FLOPs; free them all. Returns (samples/s per round, validation NE, GFLOPs per step) by case."""
+    """Build every case of a group, run them interleaved, validate the trainers (and with ``count_flops``
+    count one step's FLOPs); free them all. Returns (samples/s per round, validation NE, GFLOPs per step)
+    by case."""
     steppers: dict[str, Callable[[], object]] = {}
     trainers, batches_of = {}, {}
     for name, case in cases.items():
@@ -419,7 +424,7 @@ def _group(
             steppers[name] = lambda t=trainer, b=batches: t.train_step(b)
     rates = _interleaved(opts, steppers)
     ne = {name: t.evaluate()["primary"]["ne"] for name, t in trainers.items()}
-    gflops = {name: step_gflops(t, batches_of[name]) for name, t in trainers.items()}
+    gflops = {name: step_gflops(t, batches_of[name]) for name, t in trainers.items()} if count_flops else {}
     for t in trainers.values():
         t.close()
     return rates, ne, gflops
@@ -427,6 +432,8 @@ def _group(
 
 def run(opts: Options) -> dict:
     """Run every case; returns ``{"benchmark", "config", "results", "ratios"}``."""
+    if opts.cost_repeats < 1:
+        raise ValueError(f"train_throughput: cost_repeats must be >= 1, got {opts.cost_repeats}")
     load_before = os.getloadavg()[0]
     tmp = tempfile.TemporaryDirectory(prefix="c2al-bench-train-")
     work = Path(tmp.name)
@@ -451,9 +458,9 @@ def run(opts: Options) -> dict:
             "trainer_c2al_aux128_on_h": cfg(c2al=True, aux_head=opts.large_aux_head),
         }
         repeat_ratios: dict[str, list[float]] = {}
-        for repeat in range(opts.cost_repeats):  # fresh trainers each time: instances differ by ~1% (A/A)
+        for repeat in range(opts.cost_repeats):  # fresh trainers each time: instances can differ by ~1% (A/A)
             print(f"[train_throughput] C2AL cost group, repeat {repeat + 1}/{opts.cost_repeats}", flush=True)
-            got, got_ne, got_gflops = _group(opts, root, work / f"c2al-{repeat}", c2al_cost)
+            got, got_ne, got_gflops = _group(opts, root, work / f"c2al-{repeat}", c2al_cost, count_flops=repeat == 0)
             if repeat == 0:
                 cost_ne, cost_gflops = got_ne, got_gflops
             for k, v in got.items():
@@ -498,7 +505,8 @@ def run(opts: Options) -> dict:
             per_round = per_round_ratios(rates, key)
             if per_round is not None:
                 ratios[key] = statistics.median(per_round)
-                results["ratio_intervals"][key] = median_interval(per_round)
+                repeats = opts.cost_repeats if key in C2AL_RATIOS else 1
+                results["ratio_intervals"][key] = median_interval(per_round, repeats)
         if opts.two_procs:
             launched: dict[str, list[float]] = {}
             plain_payload = lambda bf16: {"opts": dataclasses.asdict(opts), "root": str(root), "bf16": bf16}  # noqa: E731
@@ -564,7 +572,13 @@ PAIRED = {
 
 
 # the ratios measured in the C2AL cost group (pooled over its repeats)
-C2AL_RATIOS = ("c2al_vs_baseline", "c2al_vs_baseline_aux128", "c2al_vs_baseline_aux128_on_h", "aa_control")
+C2AL_RATIOS = (
+    "c2al_vs_baseline",
+    "c2al_vs_baseline_aux128",
+    "c2al_vs_baseline_aux128_on_h",
+    "aa_control",
+    "lever_aux_projection",
+)
 
 
 def _prefixed(rates: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -579,17 +593,32 @@ def per_round_ratios(rounds: dict[str, list[float]], key: str) -> Optional[list[
     return [x / y for x, y in zip(rounds[a], rounds[b])]
 
 
-def median_interval(values: list[float], confidence: float = 0.95) -> Optional[list[float]]:
-    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values)."""
+def median_interval(
+    values: list[float], repeats: int = 1, confidence: float = 0.95, resamples: int = 4000
+) -> Optional[list[float]]:
+    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values).
+
+    With ``repeats`` > 1, ``values`` are that many equal runs of rounds, one after the other (one per
+    fresh build of a group): the bootstrap resamples runs, then rounds within each, so the interval
+    carries the differences between builds as well as between rounds.
+    """
     import numpy as np
     from scipy.stats import bootstrap
 
     if len(values) < 3 or min(values) == max(values):
         return None
-    ci = bootstrap(
-        (np.asarray(values),), np.median, confidence_level=confidence, method="percentile", random_state=0
-    ).confidence_interval
-    return [float(ci.low), float(ci.high)]
+    if repeats <= 1:
+        ci = bootstrap(
+            (np.asarray(values),), np.median, confidence_level=confidence, method="percentile", rng=0
+        ).confidence_interval
+        return [float(ci.low), float(ci.high)]
+    runs = np.asarray(values).reshape(repeats, -1)  # [repeats, rounds]
+    rng = np.random.default_rng(0)
+    picked = runs[rng.integers(0, repeats, (resamples, repeats))]  # [resamples, repeats, rounds]
+    rounds = rng.integers(0, runs.shape[1], picked.shape)
+    medians = np.median(np.take_along_axis(picked, rounds, axis=2).reshape(resamples, -1), axis=1)
+    alpha = (1 - confidence) / 2
+    return [float(np.quantile(medians, alpha)), float(np.quantile(medians, 1 - alpha))]
 
 
 RATIO_LINES = [
@@ -619,9 +648,10 @@ def _markdown(out: dict, command: str) -> str:
     lines = [
         *results_header("Training throughput", c, command),
         "",
-        f"{r['threads']} torch threads in-process; every in-process case did {r['steps_per_case']} steps on the same "
-        f"data ({c['rounds']} rounds of {c['steps_per_round']} step(s) per case, order rotated each round); rates "
-        "are medians over rounds, ratios medians of per-round ratios with 95% bootstrap intervals. Load average "
+        f"Torch threads in-process: {r['threads']}. Every in-process case did {r['steps_per_case']} steps on the same "
+        f"data ({c['rounds']} rounds of {c['steps_per_round']} step(s) per case, order rotated each round); the "
+        f"`c2al/` rows pool {c.get('cost_repeats', 1)} fresh builds of their group (their NE is the first build's). "
+        "Rates are medians over rounds, ratios medians of per-round ratios with 95% bootstrap intervals. Load average "
         f"(1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f}.",
         "",
         "| case | samples/s (median) | per round (min .. max) | validation NE vs fp32 trainer |",
@@ -635,7 +665,7 @@ def _markdown(out: dict, command: str) -> str:
             f"| {name} | {r[f'{name}_samples_per_s']:,.0f} | {per} | {'' if ne is None else f'{100 * ne:+.4f}%'} |"
         )
     for name, per_round in r.get("launched_rounds_samples_per_s", {}).items():
-        per = ", ".join(f"{x:,.0f}" for x in per_round)
+        per = "launches: " + ", ".join(f"{x:,.0f}" for x in per_round)
         lines.append(f"| launched {name} (best) | {r['launched_best_samples_per_s'][name]:,.0f} | {per} | |")
     for failure in r.get("launched_failures", []):
         lines.append(f"\nA launch failed and was launched once more: {failure}")
@@ -731,8 +761,9 @@ def _notes(out: dict) -> list[str]:
         "- Noise: per-round ratios of one pair of cases spread widely on this shared 2-core VM (see the per-round "
         "range column); the medians are the recorded figures, and the 95% interval says how well the run pins "
         f"each down. The A/A control (two identical baseline trainers in the C2AL group) is {fmt('aa_control')} "
-        f"{_interval_text(out, 'aa_control')}: its distance from 1.0 is what separates two instances of one "
-        "config, which no interval over rounds covers; hence the repeats of the C2AL group with fresh trainers.",
+        f"{_interval_text(out, 'aa_control')}: two instances of one config can differ, which an interval over "
+        "the rounds of one build does not cover; hence the C2AL group is built afresh several times and its "
+        "intervals resample builds as well as rounds.",
         "- The validation-NE column of the `trainer_c2al*` rows compares C2AL with the fp32 baseline after the same "
         "few steps (the aux losses change training); for `trainer_bf16` and `*_compiled` it is the precision / "
         "compilation check (allowed +-0.1%).",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import data_loader, serving, train_throughput
 from benchmarks.common import tiny_model
@@ -72,6 +74,18 @@ def test_median_interval_brackets_the_median() -> None:
     low, high = train_throughput.median_interval(values)
     assert low <= sorted(values)[4] <= high and min(values) <= low < high <= max(values)
     assert train_throughput.median_interval([1.0, 1.1]) is None  # too few to resample
+
+
+def test_median_interval_over_repeats_carries_the_spread_between_builds() -> None:
+    g = torch.Generator().manual_seed(0)
+    # three builds of 40 rounds each, whose levels differ by more than the rounds within a build
+    values = [level + 0.002 * float(torch.randn(1, generator=g)) for level in (0.97, 0.98, 0.99) for _ in range(40)]
+    flat_low, flat_high = train_throughput.median_interval(values)
+    low, high = train_throughput.median_interval(values, repeats=3)
+    assert low < flat_low and high > flat_high  # wider: three builds are three samples of the build effect
+    assert low <= statistics.median(values) <= high and 0.965 < low and high < 0.995
+    with pytest.raises(ValueError, match="cost_repeats"):
+        train_throughput.run(train_throughput.Options(cost_repeats=0))
 
 
 def test_plain_baseline_runs_under_ddp_with_two_gloo_ranks(tiny_data: Path, tmp_path: Path) -> None:

@@ -220,14 +220,15 @@ _fm_interaction_op.register_autograd(_backward, setup_context=_setup_context)
 # recomputation of T is not model work and is not counted).
 @register_flop_formula(torch.ops.c2al.fm_interaction)
 def _fm_flops(x_shape, y_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
-    """T = X^T Y and G = X T: two matmuls of 2 B n d k FLOPs each."""
+    """X [B, n, d], Y [B, n, k] or [n, k]: T = X^T Y and G = X T, two matmuls of 2 B n d k FLOPs each."""
     b, n, d = x_shape
     return 4 * b * n * d * y_shape[-1]
 
 
 @register_flop_formula(torch.ops.c2al.fm_interaction_backward)
 def _fm_backward_flops(grad_shape, x_shape, y_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
-    """dT = X^T dG, dX = dG T^T + Y dT^T, dY = X dT: four matmuls of 2 B n d k FLOPs each."""
+    """dG [B, n, k], X [B, n, d], Y [B, n, k] or [n, k]: dT = X^T dG, dX = dG T^T + Y dT^T, dY = X dT,
+    four matmuls of 2 B n d k FLOPs each."""
     b, n, d = x_shape
     return 8 * b * n * d * y_shape[-1]
 

@@ -103,7 +103,8 @@ class TrainMetrics:
         self.module.update(out)
 
     def compute(self) -> dict:
-        """Lifetime metrics so far (collective: every rank must call it).
+        """Lifetime metrics so far (collective: every rank must call it; torchrec reduces them to rank 0,
+        the other ranks get the same keys with None values).
 
         AUC has no lifetime state in torchrec (it keeps a window buffer): its window value is given,
         which covers every row when ``window_batches`` exceeds the batches seen (as in validation).
