@@ -26,9 +26,9 @@ ratios are medians of the per-round ratios (paired by round, so drift of the mac
 a 95% bootstrap interval. The C2AL cost group is built and measured ``cost_repeats`` times with fresh
 trainers (two instances of one config can differ by ~1%: see the A/A control); its ratios pool the
 rounds of all repeats, their intervals resample repeats and then rounds within them, and each repeat's
-median is listed too. With ``two_procs`` the trainer and plain
-cases (fp32 and bf16) are also launched with 1 and 2 local processes (``elastic_launch``, threads split
-between them), alternated, best of ``proc_rounds``.
+median is listed too. With ``two_procs`` the trainer and plain cases (fp32 and bf16) are also launched
+with 1 and 2 local processes (``elastic_launch``, threads split between them), alternated, best of
+``proc_rounds``.
 Writes ``benchmarks/results/train_throughput.md``; ``--json PATH`` writes ``{"benchmark", "config",
 "results", "ratios"}``. Ratios: ``trainer_vs_plain_fp32`` and ``trainer_vs_plain_bf16`` (each the
 minimum over 1 and 2 processes), ``trainer_vs_plain_pytorch`` (the smaller; goal >= 1.5),
@@ -463,10 +463,11 @@ def run(opts: Options) -> dict:
             got, got_ne, got_gflops = _group(opts, root, work / f"c2al-{repeat}", c2al_cost, count_flops=repeat == 0)
             if repeat == 0:
                 cost_ne, cost_gflops = got_ne, got_gflops
+            got = {f"c2al/{k}": v for k, v in got.items()}
             for k, v in got.items():
-                rates.setdefault(f"c2al/{k}", []).extend(v)
+                rates.setdefault(k, []).extend(v)
             for key in C2AL_RATIOS:
-                repeat_ratios.setdefault(key, []).append(statistics.median(per_round_ratios(_prefixed(got), key)))
+                repeat_ratios.setdefault(key, []).append(statistics.median(per_round_ratios(got, key)))
         del c2al_cost
         # what C2AL adds to a step's model FLOPs: noise-free, unlike the timed ratios
         c2al_flops = {k: v / cost_gflops["trainer"] - 1 for k, v in cost_gflops.items() if k.startswith("trainer_c2al")}
@@ -581,10 +582,6 @@ C2AL_RATIOS = (
 )
 
 
-def _prefixed(rates: dict[str, list[float]]) -> dict[str, list[float]]:
-    return {f"c2al/{k}": v for k, v in rates.items()}
-
-
 def per_round_ratios(rounds: dict[str, list[float]], key: str) -> Optional[list[float]]:
     """The per-round ratios behind a ``PAIRED`` ratio (None when its cases did not run)."""
     a, b = PAIRED[key]
@@ -679,8 +676,7 @@ def _markdown(out: dict, command: str) -> str:
         if key in q:
             per = per_round_ratios(r["rounds_samples_per_s"], key) if key in PAIRED else None
             spread = f"{min(per):.3f} .. {max(per):.3f}" if per else ""
-            ci = intervals.get(key)
-            interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            interval = _interval(intervals.get(key))
             repeats = r.get("c2al_repeat_ratios", {}).get(key)
             if repeats and len(repeats) > 1:
                 what += f"{'; ' if what else ''}repeats: " + ", ".join(f"{v:.3f}" for v in repeats)
@@ -701,9 +697,12 @@ def _flops_text(out: dict) -> str:
     )
 
 
+def _interval(ci: Optional[list[float]], missing: str = "") -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else missing
+
+
 def _interval_text(out: dict, key: str) -> str:
-    ci = out["results"].get("ratio_intervals", {}).get(key)
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "(no interval)"
+    return _interval(out["results"].get("ratio_intervals", {}).get(key), "(no interval)")
 
 
 def _ne_key(name: str) -> Optional[str]:

@@ -84,6 +84,9 @@ def test_median_interval_over_repeats_carries_the_spread_between_builds() -> Non
     low, high = train_throughput.median_interval(values, repeats=3)
     assert low < flat_low and high > flat_high  # wider: three builds are three samples of the build effect
     assert low <= statistics.median(values) <= high and 0.965 < low and high < 0.995
+
+
+def test_train_throughput_needs_a_c2al_cost_repeat() -> None:
     with pytest.raises(ValueError, match="cost_repeats"):
         train_throughput.run(train_throughput.Options(cost_repeats=0))
 
