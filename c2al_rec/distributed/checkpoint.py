@@ -20,7 +20,6 @@ classes, torch.Size and dtypes, builtin containers and scalars), non-tensor valu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -46,7 +45,14 @@ from torch.distributed.checkpoint.metadata import (
     TensorStorageMetadata,
 )
 
-from c2al_rec.io import BASIC_GLOBALS, atomic_write_json, atomic_write_text, restricted_load
+from c2al_rec.io import (
+    BASIC_GLOBALS,
+    atomic_write_json,
+    atomic_write_text,
+    file_digest,
+    file_sha256,
+    restricted_load,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +61,6 @@ TRAIN_STATE = "train_state.json"
 RNG_FILE = "rng.pt"
 MANIFEST = "MANIFEST.json"
 METADATA = ".metadata"
-_HASH_CHUNK = 1 << 20  # 1 MiB reads keep hashing at disk speed without holding a shard in memory
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 _DCP_METADATA = "torch.distributed.checkpoint.metadata"
@@ -151,15 +156,6 @@ class _SafeLoadPlanner(DefaultLoadPlanner):
 
 
 # ------------------------------------------------------------------------------- manifest
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, streamed in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_manifest(step_dir: Path) -> dict[str, Any]:
     """Write ``step_dir/MANIFEST.json`` listing every other file of ``step_dir`` (rank 0, last).
 
@@ -172,7 +168,7 @@ def write_manifest(step_dir: Path) -> dict[str, Any]:
             continue
         if not f.is_file() or f.is_symlink():
             raise ValueError(f"{f}: a checkpoint holds only regular files")
-        files[f.name] = {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
+        files[f.name] = file_digest(f)
     manifest = {"files": files}
     atomic_write_json(Path(step_dir) / MANIFEST, manifest)
     return manifest

@@ -2,6 +2,7 @@
 and an allow-list unpickler for pickles that come from elsewhere."""
 
 from .atomic import atomic_directory, atomic_write_json, atomic_write_text
+from .digest import file_digest, file_sha256
 from .safe_pickle import BASIC_GLOBALS, UnpicklingRefused, restricted_load
 
 __all__ = [
@@ -10,5 +11,7 @@ __all__ = [
     "atomic_directory",
     "atomic_write_json",
     "atomic_write_text",
+    "file_digest",
+    "file_sha256",
     "restricted_load",
 ]
