@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", default=None, help="'auto', 'never' or a checkpoint (sets checkpoint.resume)")
     parser.add_argument("--init-from", default=None, help="start from another run's weights (checkpoint.init_from)")
     parser.add_argument(
-        "--overwrite", action="store_true", help="--out holds another run: delete what its manifest lists and train from scratch"
+        "--overwrite",
+        action="store_true",
+        help="--out holds another run: delete what its manifest lists and train from scratch",
     )
     parser.add_argument(
         "--track",

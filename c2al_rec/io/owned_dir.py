@@ -27,7 +27,7 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import IO, Iterable, Optional
 
 from .atomic import atomic_write_json
 
@@ -60,6 +60,22 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
         if st.st_size > max_bytes:
             raise NotOwned(f"{path} has {st.st_size} bytes, more than the {max_bytes} it may hold")
         return f.read(max_bytes + 1)
+
+
+def open_for_append(path: Path) -> IO[str]:
+    """Open ``path`` for appending text (created if missing) without following a symbolic link: the
+    state files a command keeps appending to (``train.log``) never write through a planted link.
+
+    Raises:
+        NotOwned: ``path`` is a symbolic link.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotOwned(f"{path} is a symbolic link, not a regular file") from None
+        raise
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def _check_name(name: str, where: Path) -> str:

@@ -55,6 +55,7 @@ from c2al_rec.distributed import checkpoint as ckpt_io
 from c2al_rec.distributed.backend import DistContext, set_cpu_threads
 from c2al_rec.distributed.sharding import apply_sparse_optimizer, make_dense_optimizer, shard_model
 from c2al_rec.io import atomic_write_json
+from c2al_rec.io.owned_dir import open_for_append
 from c2al_rec.runs.load import build_run_model
 from c2al_rec.runs.provenance import check_fingerprint, write_run_files
 
@@ -357,7 +358,7 @@ class Trainer:
     def _write_diagnostics(self, diagnostics: dict[str, Any]) -> None:
         """Append this step's gradient / attention diagnostics (rank 0's batch) to diagnostics.jsonl."""
         if self.ctx.is_main:
-            with open(self.run_dir / "diagnostics.jsonl", "a") as f:
+            with open_for_append(self.run_dir / "diagnostics.jsonl") as f:
                 f.write(json.dumps({"step": self.step, **diagnostics}) + "\n")
 
     def _update_metrics(self, metrics: TrainMetrics, out: dict[str, torch.Tensor]) -> None:
