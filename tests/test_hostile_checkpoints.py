@@ -404,3 +404,12 @@ def test_real_metadata_fits_the_budget_and_oversized_metadata_is_refused(smoke_r
         f.truncate(ckpt_io.METADATA_MAX_BYTES + 1)  # sparse: no disk used
     with pytest.raises(ValueError, match=rf"{big} has {ckpt_io.METADATA_MAX_BYTES + 1} bytes, more than the"):
         ckpt_io.read_dcp_metadata(big)
+
+
+def test_export_help_says_a_foreign_checkpoint_names_the_parity_data(capsys) -> None:
+    """The parity rows default to the data.path a checkpoint's config names: --help says so and how to override."""
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "a checkpoint from elsewhere makes export read whatever path it names there" in help_text
+    assert "give --data to read your own" in help_text
