@@ -5,7 +5,11 @@ so that only the allow-list unpickler stands between the payload and the process
 with one error line and no side effect, by every path that loads a checkpoint: ``export``,
 ``evaluate``, ``discover``, ``train --resume auto`` and ``train --init-from``. A damaged newest
 checkpoint makes resume and export fall back to the previous one (logged); named explicitly it
-is an error; ``checkpoints/best`` cannot point outside the run.
+is an error; ``checkpoints/best`` cannot point outside the run. A symbolic link in a step (its
+manifest, or the step itself) makes only that step incomplete. Table sizes a checkpoint claims
+are checked against its own tensor metadata and shard bytes, and the metadata pickle against a
+construction budget, before anything large is allocated. Pruning hash-verifies the newest step
+before deleting older ones.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import json
 import logging
 import os
 import pickle
+import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -126,6 +133,7 @@ def test_planted_metadata_payload_is_refused(path: str, planted, smoke_runs, tmp
     assert "refused to unpickle global posix.system" in line and str(step / ".metadata") in line
     assert not marker.exists()
     assert not (tmp_path / "exp").exists() and not (tmp_path / "c.json").exists()
+    assert not (tmp_path / "new").exists()  # a failed --init-from leaves no run files: a plain re-run works
 
 
 # ------------------------------------------------------------------------------- the unpickler itself
@@ -239,3 +247,169 @@ def test_best_marker_outside_the_run_is_refused(two_checkpoints, tmp_path: Path,
     line = _one_error_line(capsys.readouterr().err, "export")
     assert str(marker) in line and "sibling step_<N>" in line
     assert not (tmp_path / "exp").exists()
+
+
+# ------------------------------------------------------------------------------- symbolic links in a step
+def _link_manifest(step: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside_manifest.json"
+    shutil.move(step / "MANIFEST.json", outside)  # the same bytes, reached through a link
+    (step / "MANIFEST.json").symlink_to(outside)
+
+
+def _link_step(step: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere_step"
+    shutil.copytree(step.parent / "step_8", elsewhere)
+    (step.parent / "step_24").symlink_to(elsewhere)  # an intact-looking newer step, outside the run
+
+
+def _link_train_state(step: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside_state.json"
+    shutil.move(step / "train_state.json", outside)
+    (step / "train_state.json").symlink_to(outside)
+
+
+@pytest.mark.parametrize(
+    "plant, bad_step, reason",
+    [
+        (_link_manifest, "step_16", "MANIFEST.json is a symbolic link, not a regular file"),
+        (_link_step, "step_24", "step_24 is a symbolic link, not a checkpoint directory"),
+        (_link_train_state, "step_16", "train_state.json is not a regular file"),
+    ],
+)
+def test_a_link_in_a_step_makes_only_that_step_incomplete(
+    plant, bad_step: str, reason: str, two_checkpoints, tmp_path: Path, caplog, capsys
+) -> None:
+    """Hostile: a linked manifest or step directory passed verification (the link was followed)."""
+    run = _copy(two_checkpoints, tmp_path)
+    plant(run / "checkpoints" / "step_16", tmp_path)
+    step = run / "checkpoints" / bad_step
+    with caplog.at_level(logging.WARNING, logger="c2al_rec.distributed.checkpoint"):
+        fallback = ckpt_io.resolve_checkpoint(run)
+    assert fallback.name == ("step_16" if bad_step == "step_24" else "step_8")
+    assert f"skipping checkpoint {step}: " in caplog.text and reason in caplog.text
+    with pytest.raises(ckpt_io.IncompleteCheckpoint, match=reason):
+        ckpt_io.resolve_checkpoint(step)  # named explicitly: refused
+    assert main(["export", "--checkpoint", str(step), "--out", str(tmp_path / "exp")]) == 2
+    assert reason in _one_error_line(capsys.readouterr().err, "export")
+    assert not (tmp_path / "exp").exists()
+
+
+# ------------------------------------------------------------------------------- pruning
+def test_pruning_hash_verifies_the_newest_step_before_deleting_older_ones(two_checkpoints, tmp_path: Path, caplog):
+    """A newest step whose bytes changed at the same size passed the size check and got the older one deleted."""
+    run = _copy(two_checkpoints, tmp_path)
+    shard = next((run / "checkpoints" / "step_16").glob("*.distcp"))
+    original = shard.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    shard.write_bytes(bytes(flipped))
+    with caplog.at_level(logging.WARNING, logger="c2al_rec.distributed.checkpoint"):
+        ckpt_io.prune_checkpoints(run, keep=1, protect=None)
+    assert (run / "checkpoints" / "step_8").is_dir()
+    assert "not pruning older checkpoints: the newest one fails its manifest check" in caplog.text
+    shard.write_bytes(original)
+    ckpt_io.prune_checkpoints(run, keep=1, protect=None)  # intact again: pruned as usual
+    assert [p.name for p in ckpt_io.list_checkpoints(run)] == ["step_16"]
+
+
+# ------------------------------------------------------------------------------- memory before allocation
+def _claim_rows(run: Path, rows: int) -> Path:
+    """Make ``run``'s checkpoint claim ``rows`` rows for its first table (manifest recomputed)."""
+    step = ckpt_io.resolve_checkpoint(run)
+    state = json.loads((step / "train_state.json").read_text())
+    state["schema"]["sparse"][0]["num_embeddings"] = rows
+    (step / "train_state.json").write_text(json.dumps(state))
+    ckpt_io.write_manifest(step)
+    return step
+
+
+@pytest.mark.parametrize("verb", ["export", "evaluate"])
+def test_claimed_table_sizes_are_checked_against_the_tensors_before_allocating(
+    verb: str, smoke_runs, tmp_path: Path, capsys
+) -> None:
+    """Hostile: train_state.json claiming 1e11 rows made export / evaluate allocate (the check lived in training)."""
+    run = _copy(smoke_runs.baseline, tmp_path)
+    step = _claim_rows(run, 10**11)
+    data = tmp_path / "data"  # data that agrees with the claim: evaluate's schema check lets it through
+    shutil.copytree(smoke_runs.data, data)
+    schema = json.loads((data / "schema.json").read_text())
+    schema["sparse"][0]["num_embeddings"] = 10**11
+    (data / "schema.json").write_text(json.dumps(schema))
+    argv = {
+        "export": ["export", "--checkpoint", str(run), "--out", str(tmp_path / "out")],
+        "evaluate": ["evaluate", "--checkpoint", str(run), "--data", str(data), "--cohorts", str(SPEC),
+                     "--out", str(tmp_path / "out")],
+    }[verb]  # fmt: skip
+    assert main(argv) == 2
+    line = _one_error_line(capsys.readouterr().err, verb)
+    assert f"{step}/train_state.json describes tensor model.model.sparse_arch.ebc.embedding_bags." in line
+    assert "of shape [100000000000, " in line and "refusing to build the model" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_forged_tensor_metadata_is_checked_against_the_shard_bytes(smoke_runs, tmp_path: Path) -> None:
+    """5e8 rows claimed by both train_state.json and .metadata: the shard files do not hold them."""
+    from c2al_rec.runs.load import load_run
+
+    run = _copy(smoke_runs.baseline, tmp_path)
+    step = _claim_rows(run, 5 * 10**8)
+    md = FileSystemReader(str(step)).read_metadata()  # our own checkpoint: a plain read is safe here
+    first = json.loads((step / "train_state.json").read_text())["schema"]["sparse"][0]["name"]
+    fqn = next(k for k in md.state_dict_metadata if k.endswith(f".embedding_bags.t_{first}.weight"))
+    tensor_md = md.state_dict_metadata[fqn]
+    tensor_md.size = type(tensor_md.size)([5 * 10**8, *tensor_md.size[1:]])
+    tensor_md.chunks[0].sizes = tensor_md.size
+    (step / ".metadata").write_bytes(pickle.dumps(md))
+    ckpt_io.write_manifest(step)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(
+        ValueError, match=rf"{fqn} of shape \[500000000, \d+\] takes \d+ bytes, but its shard files hold"
+    ):
+        load_run(run)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 256 * 1024  # KiB: nothing was allocated
+
+
+_BIG_BYTES = b"cbuiltins\nbytes\n(J\xff\xff\xff\x7ftR."  # bytes(2**31 - 1): 2 GiB from 25 bytes
+_BIG_STR = b"cbuiltins\nstr\n(cbuiltins\nbytes\n(J\x00\x00\x00\x20tRtR."  # str(bytes(2**29)): a 2 GiB repr
+
+
+@pytest.mark.parametrize("payload", [_BIG_BYTES, _BIG_STR], ids=["bytes", "str-of-bytes"])
+def test_allowed_constructors_cannot_build_gigabytes(payload: bytes, tmp_path: Path) -> None:
+    """Hostile: a 44-byte .metadata built a 2 GB string through allow-listed callables before it was refused."""
+    meta = tmp_path / "step_1" / ".metadata"
+    meta.parent.mkdir()
+    meta.write_bytes(payload)
+    probe = (
+        "import resource, sys\n"
+        "from c2al_rec.distributed.checkpoint import read_dcp_metadata\n"
+        "try:\n    read_dcp_metadata(sys.argv[1])\nexcept ValueError as e:\n    print(e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(meta)], capture_output=True, text=True, check=True)
+    message, peak_kib = out.stdout.strip().splitlines()
+    assert (
+        message.startswith(f"{meta}: refused to unpickle: its calls of builtins.")
+        and "would build more than" in message
+    )
+    assert int(peak_kib) < 1024 * 1024  # the import of torch and DCP, and no 2 GiB
+
+
+def test_real_metadata_fits_the_budget_and_oversized_metadata_is_refused(smoke_runs, tmp_path: Path) -> None:
+    meta = ckpt_io.resolve_checkpoint(smoke_runs.c2al) / ".metadata"
+    with pytest.raises(UnpicklingRefused, match="would build more than 10 bytes"):
+        restricted_load(meta.read_bytes(), ckpt_io.DCP_METADATA_GLOBALS, str(meta), max_constructed=10)
+    big = tmp_path / "step_1" / ".metadata"
+    big.parent.mkdir()
+    with open(big, "wb") as f:
+        f.truncate(ckpt_io.METADATA_MAX_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(ValueError, match=rf"{big} has {ckpt_io.METADATA_MAX_BYTES + 1} bytes, more than the"):
+        ckpt_io.read_dcp_metadata(big)
+
+
+def test_export_help_says_a_foreign_checkpoint_names_the_parity_data(capsys) -> None:
+    """The parity rows default to the data.path a checkpoint's config names: --help says so and how to override."""
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "a checkpoint from elsewhere makes export read whatever path it names there" in help_text
+    assert "give --data to read your own" in help_text

@@ -3,6 +3,8 @@
 Tiers: 1 (config, run-directory rules, preflight; no training) and 4 (in-process 1-rank training
 with the smoke config, a few steps; two real processes for the run-directory lock). The earlier
 run's files are compared byte for byte (name, size, mtime) before and after each refused command.
+Output directories: ``--overwrite`` removes only what the directory's manifest lists, and no
+run file is ever written through a symbolic link.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import torch
 from c2al_rec.cli.main import main as cli_main
 from c2al_rec.config import ConfigError, config_to_dict, load_config
 from c2al_rec.distributed import checkpoint as ckpt_io
+from c2al_rec.io.owned_dir import MANIFEST_FILE, NotOwned, OwnedDir
 from c2al_rec.train import launch as launch_mod
 from c2al_rec.train.launch import launch, preflight, run_rank
-from c2al_rec.train.rundir import LOCK_FILE, RunDirLocked, RunLock
+from c2al_rec.train.rundir import LOCK_FILE, RUN_ENTRIES, RunDirLocked, RunLock, check_run_dir, claim_run_dir
 from c2al_rec.train.trainer import FiniteLossCheck, NonFiniteLossError, Trainer
 from tests.trained_runs import SMOKE, SPEC, TrainedRuns
 
@@ -190,16 +193,115 @@ def test_resume_from_an_older_checkpoint_of_the_run_is_refused_while_newer_ones_
     assert _snapshot(run) == before
 
 
-def test_overwrite_replaces_the_old_run_entirely(smoke_runs: TrainedRuns, tmp_path: Path) -> None:
+def test_overwrite_removes_only_what_the_runs_manifest_lists(smoke_runs: TrainedRuns, tmp_path: Path) -> None:
+    """Hostile: a foreign file in a run directory stops --overwrite (it used to be deleted with the run)."""
     run = tmp_path / "run"
     shutil.copytree(smoke_runs.c2al, run)
     (run / "notes.txt").write_text("old")
+    before = _snapshot(run)
+    with pytest.raises(NotOwned, match=r"holds notes\.txt, which no run created \(it is not listed in .*manifest"):
+        launch(_cfg(smoke_runs.data, "--train.max_steps=3"), run, overwrite=True)
+    assert _snapshot(run) == before
+    (run / "notes.txt").unlink()
+    (run / ".config.toml.k1ll3d").write_text("half")  # the temp file of an atomic write a kill interrupted
     launch(_cfg(smoke_runs.data, "--train.max_steps=3"), run, overwrite=True)
     assert [p.name for p in ckpt_io.list_checkpoints(run)] == ["step_3"]
     assert ckpt_io.best_checkpoint_name(run) == "step_3"
     assert json.loads((run / "metrics.json").read_text())["steps"] == 3
-    assert not (run / "notes.txt").exists()
+    assert not (run / ".config.toml.k1ll3d").exists()
     assert ckpt_io.resolve_checkpoint(run).name == "step_3"  # export / evaluate read the new run
+    assert OwnedDir.read(run).entries == set(RUN_ENTRIES)  # type: ignore[union-attr]
+
+
+def test_overwrite_refuses_a_directory_of_runs(
+    smoke_runs: TrainedRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile: `train --overwrite --out runs/` next to other runs, a cohorts.json and notes deleted them all."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(smoke_runs.baseline, runs / "baseline")
+    shutil.copy(SPEC, runs / "cohorts.json")  # a run marker: it made the directory count as a run
+    (runs / "notes.md").write_text("precious")
+    before = _snapshot(runs)
+    rc, err = _cli(capsys, "train", "--config", str(SMOKE), "--out", str(runs), "--overwrite", *FAST,
+                   f"--data.path={smoke_runs.data}")  # fmt: skip
+    line = _one_error_line(err)
+    assert rc == 2 and f"{runs} is not a run directory" in line and MANIFEST_FILE in line and "baseline" in line
+    assert _snapshot(runs) == before
+
+
+def test_a_killed_run_can_be_overwritten(tmp_path: Path) -> None:
+    """The manifest lists every run entry before training writes any, so a run killed half-way is still ours."""
+    run = tmp_path / "run"
+    lock = claim_run_dir(run, "never", overwrite=False)
+    assert OwnedDir.read(run).entries == set(RUN_ENTRIES)  # type: ignore[union-attr]
+    (run / "config.toml").write_text("")
+    (run / "checkpoints" / ".tmp_step_8").mkdir(parents=True)
+    (run / ".provenance.json.x7b2").write_text("{")
+    lock.release()  # the process dies here: the kernel drops the lock
+    with pytest.raises(ValueError, match="holds another run"):
+        check_run_dir(run, "never", overwrite=False)
+    claim_run_dir(run, "never", overwrite=True).release()
+    assert sorted(p.name for p in run.iterdir()) == [MANIFEST_FILE, LOCK_FILE]
+
+
+def test_workflow_directories_list_their_outputs_and_train_stays_out(smoke_runs: TrainedRuns, tmp_path: Path) -> None:
+    """pipeline and experiment write their manifests before their stages write; a run into one is refused."""
+    from c2al_rec.workflows.experiment import Experiment
+    from c2al_rec.workflows.pipeline import Pipeline
+
+    cfg = _cfg(smoke_runs.data, '--discover.axes=["no_such_axis:categorical"]', "--pipeline.nproc_per_node=1")
+    for owner, run in (("pipeline", lambda out: Pipeline(cfg, out).run()),
+                       ("experiment", lambda out: Experiment(cfg, out, seeds=2).run())):  # fmt: skip
+        out = tmp_path / owner
+        with pytest.raises(ValueError, match="'no_such_axis' is not an axis"):
+            run(out)
+        owned = OwnedDir.read(out)
+        assert owned is not None and owned.owner == owner
+        assert {"baseline", "c2al", "cohorts.json", f"{owner}.toml", "report.md"} <= owned.entries
+        with pytest.raises(NotOwned, match=rf"holds the output of `c2al-rec {owner}`"):
+            launch(_cfg(smoke_runs.data), out, overwrite=True)
+        assert OwnedDir.read(out).entries == owned.entries  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------------------- symbolic links
+def test_a_lock_file_planted_as_a_link_is_never_followed(
+    smoke_runs: TrainedRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile: a `.lock` symlink to a file outside the run had that file truncated and rewritten."""
+    run = tmp_path / "run"
+    shutil.copytree(smoke_runs.baseline, run)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run / LOCK_FILE).unlink()
+    (run / LOCK_FILE).symlink_to(victim)
+    with pytest.raises(NotOwned, match=r"\.lock is a symbolic link, not a regular file"):
+        RunLock(run)
+    rc, err = _cli(capsys, "train", "--config", str(SMOKE), "--out", str(run), "--resume", "auto",
+                   f"--data.path={smoke_runs.data}", *FAST)  # fmt: skip
+    assert rc == 2 and f"{run / LOCK_FILE} is a symbolic link, not a regular file" in _one_error_line(err)
+    (run / LOCK_FILE).unlink()
+    os.link(victim, run / LOCK_FILE)  # a hard link writes through just the same
+    with pytest.raises(NotOwned, match=r"\.lock is a hard link to another file"):
+        RunLock(run)
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("entry", ["train.log", "metrics.json", "checkpoints"])
+def test_a_run_entry_that_is_a_link_is_refused(
+    smoke_runs: TrainedRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str], entry: str
+) -> None:
+    """Hostile: a resumed run appended to (or pruned checkpoints in) whatever its own entries linked to."""
+    run = tmp_path / "run"
+    shutil.copytree(smoke_runs.baseline, run)
+    target = tmp_path / "outside"
+    shutil.move(run / entry, target)
+    (run / entry).symlink_to(target)
+    before = _snapshot(tmp_path)
+    rc, err = _cli(capsys, "train", "--config", str(SMOKE), "--out", str(run), "--resume", "auto",
+                   "--train.max_steps=24", f"--data.path={smoke_runs.data}", *FAST)  # fmt: skip
+    assert rc == 2 and f"{run / entry} is a symbolic link, not a" in _one_error_line(err)
+    assert _snapshot(tmp_path) == before
 
 
 def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path: Path, smoke_runs: TrainedRuns) -> None:
@@ -304,6 +406,30 @@ def test_tables_larger_than_the_machine_fail_before_any_allocation(
     line = _one_error_line(err)
     assert rc == 2 and "GiB" in line and "this machine has" in line
     assert not run.exists()
+
+
+def test_synthetic_tables_larger_than_the_machine_fail_before_generation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hostile: max_table_size 1e11 died in a numpy traceback (5e8: killed): generation ran before any check."""
+    out = tmp_path / "synth"
+    rc, err = _cli(capsys, "data", "synthetic", "--rows", "1000", "--out", str(out), "--max-table-size", str(10**11))
+    line = _one_error_line(err)
+    assert rc == 2 and "data.synthetic.max_table_size = 100000000000" in line and "GiB available" in line
+    assert not out.exists() and not any(tmp_path.iterdir())
+    # 5e8 on a host with 16 GiB available: refused by the estimate, whatever this machine has
+    from c2al_rec.config import SyntheticConfig
+    from c2al_rec.data import synthetic
+    from c2al_rec.io import host
+
+    monkeypatch.setattr(host, "host_memory_bytes", lambda: (16 * 2**30, 32 * 2**30))
+    assert synthetic.generation_memory_bytes(SyntheticConfig(rows=1, max_table_size=5 * 10**8)) > 40 * 2**30
+    run = tmp_path / "run"
+    rc, err = _cli(capsys, "train", "--config", str(SMOKE), "--out", str(run), f"--data.path={tmp_path / 'gen'}",
+                   "--data.synthetic.max_table_size=500000000", *FAST)  # fmt: skip
+    line = _one_error_line(err)
+    assert rc == 2 and "max_table_size = 500000000 needs about" in line and "16.0 GiB available" in line
+    assert not run.exists() and not (tmp_path / "gen").exists()
 
 
 def test_planner_topology_comes_from_the_host(smoke_runs: TrainedRuns, tmp_path: Path) -> None:

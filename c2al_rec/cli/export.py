@@ -26,7 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--which", default="latest", choices=["latest", "best"], help="checkpoint of a run directory")
     parser.add_argument("--out", required=True, help="export directory to write")
     parser.add_argument("--quantize", default=_D.quantize, choices=["none", "int8", "fp16"], help="embeddings")
-    parser.add_argument("--data", default=None, help="dataset root for the parity rows (default: the run's data)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="dataset root for the parity rows (default: the data.path in the checkpoint's config; a checkpoint "
+        "from elsewhere makes export read whatever path it names there: give --data to read your own)",
+    )
     parser.add_argument("--split", default="test", help="held-out split for the parity rows")
     parser.add_argument("--parity-rows", type=int, default=_D.parity_rows, help="rows the parity gate scores")
     parser.add_argument("--max-abs-diff", type=float, default=_D.parity_max_abs_diff, help="fp32 gate limit")

@@ -16,6 +16,8 @@ Writes the run directory:
                      train metrics as <metric>_window (last log_every steps) and <metric>_lifetime,
                      aux and per-cohort NE, valid/*, and the flattened config as hparams (tensorboard/hparams)
   provenance.json    git commit, package versions, data fingerprint (file names, sizes, schema hash)
+  .c2al-manifest.json  what the run created there; --overwrite removes only those entries and refuses
+                     a directory holding anything else (or one without this manifest)
 With --track mlflow (pip install 'c2al-rec[mlflow]'), the same params, metrics and metrics.json go to
 MLflow (train.mlflow_uri, train.mlflow_experiment). One writer per run directory: a second `train` on
 the same --out is refused while the first runs, and a directory that holds another run is trained
@@ -41,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", default=None, help="'auto', 'never' or a checkpoint (sets checkpoint.resume)")
     parser.add_argument("--init-from", default=None, help="start from another run's weights (checkpoint.init_from)")
     parser.add_argument(
-        "--overwrite", action="store_true", help="--out holds another run: delete it and train from scratch"
+        "--overwrite",
+        action="store_true",
+        help="--out holds another run: delete what its manifest lists and train from scratch",
     )
     parser.add_argument(
         "--track",

@@ -16,7 +16,7 @@ from pathlib import Path
 from c2al_rec.config import DataConfig
 
 from .schema import SCHEMA_FILE, load_schema
-from .synthetic import generate_synthetic
+from .synthetic import check_generation_memory, generate_synthetic
 
 
 def _convert_public(name: str, path: Path) -> Path:
@@ -55,6 +55,7 @@ def ensure_dataset(cfg: DataConfig) -> Path:
         )
     if path.exists() and any(path.iterdir()):
         raise ValueError(f"{path} exists and is not empty but holds no {SCHEMA_FILE}")
+    check_generation_memory(cfg.synthetic)  # before creating anything
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:

@@ -18,7 +18,8 @@ written beside ``label`` so the Bayes NE is computable overall and per cohort. `
 not a model input, but the dense counter ``user_spend`` and the user id correlate with it.
 
 Generation is chunked (``chunk_rows`` rows at a time, one Parquet file per chunk and split);
-memory is bounded by the chunk plus the per-entity tables (O(max_table_size)).
+memory is bounded by the chunk plus the per-entity tables (O(max_table_size)), and that bound is
+checked against the host's available memory before anything is generated.
 
 Example::
 
@@ -35,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import SyntheticConfig
+from ..io.host import check_host_memory
 from .dataset import write_parquet
 from .schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
 
@@ -44,6 +46,31 @@ NUM_AGE_BUCKETS = 7
 ADVERTISER_SIZES = 4
 SPLITS = ("train", "valid", "test")
 PILOT_ROWS = 100_000
+# Peak memory of generation, measured with tracemalloc at the default num_sparse / num_dense:
+# ~87 bytes per max_table_size entity (ids' effects, latents, permutations), ~600 per chunk row,
+# ~60 MiB for the calibration pilot. Rounded up, so the check errs towards refusing.
+_BYTES_PER_ENTITY = 96
+_BYTES_PER_CHUNK_ROW = 768
+_BYTES_FIXED = 96 << 20
+
+
+def generation_memory_bytes(cfg: SyntheticConfig) -> int:
+    """An upper estimate of the peak memory ``generate_synthetic`` needs for ``cfg``."""
+    extra = max(0, cfg.num_sparse - 20) * cfg.max_table_size // 10 * 8  # wider schemas add entity tables
+    return _BYTES_PER_ENTITY * cfg.max_table_size + extra + _BYTES_PER_CHUNK_ROW * cfg.chunk_rows + _BYTES_FIXED
+
+
+def check_generation_memory(cfg: SyntheticConfig) -> None:
+    """Refuse, in one line and before any allocation, a generation that cannot fit in this host's memory.
+
+    Raises:
+        ValueError: naming data.synthetic.max_table_size, the GiB needed and the GiB available.
+    """
+    check_host_memory(
+        generation_memory_bytes(cfg),
+        f"generating synthetic data with data.synthetic.max_table_size = {cfg.max_table_size}",
+        "lower data.synthetic.max_table_size (or data.synthetic.chunk_rows)",
+    )
 
 
 def _sizes(cfg: SyntheticConfig) -> dict[str, int]:
@@ -314,12 +341,17 @@ def generate_synthetic(out: Path, cfg: SyntheticConfig) -> DatasetSchema:
 
     Returns:
         The written schema.
+
+    Raises:
+        ValueError: no rows, ``out`` holds a dataset, or the generation does not fit in this
+            host's memory (``check_generation_memory``, before anything is allocated).
     """
     out = Path(out)
     if cfg.rows <= 0:
         raise ValueError(f"data.synthetic.rows must be > 0 to generate, got {cfg.rows}")
     if (out / SCHEMA_FILE).exists():
         raise ValueError(f"{out} already holds a dataset ({SCHEMA_FILE} exists); choose another --out")
+    check_generation_memory(cfg)
     schema = synthetic_schema(cfg, out)
     for s in SPLITS:
         (out / s).mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,7 @@ from c2al_rec.io import (
     file_sha256,
     restricted_load,
 )
+from c2al_rec.io.owned_dir import NotOwned, read_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ RNG_FILE = "rng.pt"
 MANIFEST = "MANIFEST.json"
 METADATA = ".metadata"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_MAX_MANIFEST_BYTES = 16 << 20  # a step's MANIFEST.json lists a few files per rank
+# DCP's .metadata holds a few hundred bytes per tensor chunk: 64 MiB is ~10^5 chunks, far past any run
+# here, and bounds what a planted file costs before the unpickler's own budget applies.
+METADATA_MAX_BYTES = 64 << 20
 
 _DCP_METADATA = "torch.distributed.checkpoint.metadata"
 # Everything a DCP FileSystemWriter pickles into .metadata (listed from real checkpoints with a
@@ -101,11 +106,12 @@ def read_dcp_metadata(path: str | Path) -> Metadata:
     """Read a DCP ``.metadata`` file through the allow-list unpickler and check its shape.
 
     Raises:
-        ValueError: a refused global, a damaged pickle, or metadata that is not DCP's
-            (e.g. a storage entry pointing outside the checkpoint directory); names ``path``.
+        ValueError: a refused global, a damaged pickle, a file larger than ``METADATA_MAX_BYTES``,
+            or metadata that is not DCP's (e.g. a storage entry pointing outside the checkpoint
+            directory); names ``path``.
     """
-    with open(path, "rb") as f:
-        metadata = restricted_load(f, DCP_METADATA_GLOBALS, str(path))
+    raw = read_regular_file(Path(path), METADATA_MAX_BYTES)  # the cap holds before a byte is unpickled
+    metadata = restricted_load(raw, DCP_METADATA_GLOBALS, str(path))
     _check_metadata(metadata, path)
     return metadata
 
@@ -186,10 +192,16 @@ def verify_checkpoint(step_dir: str | Path, check_hashes: bool = True) -> None:
     """
     step_dir = Path(step_dir)
     manifest_path = step_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise IncompleteCheckpoint(f"{manifest_path} is missing (the checkpoint was never completed)")
+    if step_dir.is_symlink():
+        raise IncompleteCheckpoint(f"{step_dir} is a symbolic link, not a checkpoint directory")
     try:
-        listed = json.loads(manifest_path.read_text())["files"]
+        raw = read_regular_file(manifest_path, _MAX_MANIFEST_BYTES)
+    except FileNotFoundError:
+        raise IncompleteCheckpoint(f"{manifest_path} is missing (the checkpoint was never completed)") from None
+    except NotOwned as e:  # a link (or a FIFO...) in place of the manifest: never followed
+        raise IncompleteCheckpoint(str(e)) from None
+    try:
+        listed = json.loads(raw)["files"]
         entries = {name: (int(e["bytes"]), str(e["sha256"])) for name, e in listed.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise IncompleteCheckpoint(f"{manifest_path}: malformed manifest ({type(e).__name__}: {e})") from e
@@ -280,10 +292,10 @@ def best_checkpoint_name(run_dir: Path) -> Optional[str]:
             (no '/', no '..'), so ``--which best`` can never leave the run directory.
     """
     marker = checkpoint_dir(run_dir) / "best"
-    if not marker.is_file():
+    if not marker.is_file() and not marker.is_symlink():
         return None
     try:
-        name = json.loads(marker.read_text())["checkpoint"]
+        name = json.loads(read_regular_file(marker, 1 << 16))["checkpoint"]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{marker}: malformed best marker ({type(e).__name__}: {e})") from e
     if not isinstance(name, str) or not STEP_RE.match(name):
@@ -399,12 +411,21 @@ def prune_checkpoints(run_dir: Path, keep: int, protect: Optional[str]) -> None:
 
 
 def _prune(root: Path, keep: int, protect: Optional[str]) -> None:
-    # Names and sizes only: hashing every kept checkpoint at every save would cost a full read.
-    # Damaged step directories are not counted (nor removed): they are skipped at load time.
+    # Names and sizes pick the candidates (hashing every kept checkpoint at every save would cost a
+    # full read each); damaged step directories are not counted (nor removed): they are skipped at
+    # load time. Before anything older is deleted the newest one is verified with its sha256s: a
+    # checkpoint whose bytes changed at the same size must not be the only one left.
     ckpts = [p for p in _step_dirs(root.parent) if _is_intact(p, check_hashes=False, warn=False)]
-    for old in ckpts[:-keep]:
-        if old.name != protect:
-            shutil.rmtree(old, ignore_errors=True)
+    doomed = [old for old in ckpts[:-keep] if old.name != protect]
+    if not doomed:
+        return
+    try:
+        verify_checkpoint(ckpts[-1], check_hashes=True)
+    except IncompleteCheckpoint as e:
+        logger.warning("not pruning older checkpoints: the newest one fails its manifest check (%s)", e)
+        return
+    for old in doomed:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------- loading
@@ -437,6 +458,67 @@ def load_checkpoint(ckpt: Path, state: dict[str, Any], collective: Optional[bool
             if isinstance(exc, ValueError):
                 raise ValueError(f"{ckpt}: {exc}") from e
         raise
+
+
+def check_tensor_claims(ckpt: Path, tensors: dict[str, torch.Tensor], claimed_by: str) -> int:
+    """Check tensors about to be allocated against what the checkpoint really holds, before allocating.
+
+    A checkpoint's ``train_state.json`` says how large the model is; building the model from that
+    claim alone would allocate whatever it says. Each tensor must appear in the checkpoint's DCP
+    metadata with the same shape, and the bytes stored for it in its shard files (which must exist,
+    with every stored range inside its file) must cover its size.
+
+    Args:
+        ckpt: a verified ``step_<N>`` directory.
+        tensors: the tensors the load would fill, keyed by DCP name (``model.model.<param>``); meta
+            tensors (shape and dtype only).
+        claimed_by: what claims their shapes, named in errors (``<ckpt>/train_state.json``).
+
+    Returns:
+        The bytes the tensors take.
+
+    Raises:
+        ValueError: one line naming the tensor whose claimed shape or stored bytes do not match.
+    """
+    metadata = read_dcp_metadata(Path(ckpt) / METADATA)
+    stored: dict[str, int] = {}
+    file_sizes: dict[str, int] = {}
+    for index, info in metadata.storage_data.items():
+        fqn = getattr(index, "fqn", None)
+        if getattr(info, "transform_descriptors", None):
+            raise ValueError(f"{ckpt}: tensor {fqn!r} is stored through transforms this reader does not accept")
+        if info.relative_path not in file_sizes:
+            try:
+                file_sizes[info.relative_path] = (Path(ckpt) / info.relative_path).lstat().st_size
+            except FileNotFoundError:
+                missing = f"{ckpt}: tensor {fqn!r} is stored in {info.relative_path}, which is missing"
+                raise ValueError(missing) from None
+        offset, length = int(info.offset), int(info.length)
+        if offset < 0 or length < 0 or offset + length > file_sizes[info.relative_path]:
+            raise ValueError(
+                f"{ckpt}: tensor {fqn!r} is stored at bytes {offset}..{offset + length} of {info.relative_path}, "
+                f"which has {file_sizes[info.relative_path]}"
+            )
+        stored[fqn] = stored.get(fqn, 0) + length
+    total = 0
+    for fqn, tensor in tensors.items():
+        md = metadata.state_dict_metadata.get(fqn)
+        shape = list(tensor.shape)
+        if not isinstance(md, TensorStorageMetadata):
+            raise ValueError(f"{claimed_by} describes tensor {fqn} of shape {shape}, which {ckpt} does not hold")
+        if list(md.size) != shape:
+            raise ValueError(
+                f"{claimed_by} describes tensor {fqn} of shape {shape}, but {ckpt}'s tensor metadata says "
+                f"{list(md.size)}: refusing to build the model"
+            )
+        need = tensor.numel() * tensor.element_size()
+        if stored.get(fqn, 0) < need:
+            raise ValueError(
+                f"{ckpt}: tensor {fqn} of shape {shape} takes {need} bytes, but its shard files hold "
+                f"{stored.get(fqn, 0)} bytes of it: refusing to build the model"
+            )
+        total += need
+    return total
 
 
 def load_rng(ckpt: Path, rank: int) -> Optional[torch.Tensor]:

@@ -13,10 +13,12 @@ Example::
 
 from __future__ import annotations
 
-import os
-from typing import Iterable, Optional
+from typing import Iterable
 
-GIB = 2**30
+from c2al_rec.io.host import GIB, host_memory_bytes
+
+__all__ = ["GIB", "check_table_memory", "host_memory_bytes", "table_memory_bytes"]
+
 # Optimizer state per table, in floats: (per row, per element). rowwise adagrad: one float per row;
 # adagrad: one per element (same size as the table); adam: two per element; sgd: none.
 _OPTIMIZER_STATE = {"rowwise_adagrad": (1, 0), "adagrad": (0, 1), "adam": (0, 2), "sgd": (0, 0)}
@@ -33,25 +35,6 @@ def table_memory_bytes(num_embeddings: Iterable[int], embedding_dim: int, sparse
     per_row, per_element = _OPTIMIZER_STATE[sparse_optimizer]
     floats_per_row = embedding_dim * (1 + per_element) + per_row
     return sum(int(n) * floats_per_row * 4 for n in num_embeddings)
-
-
-def host_memory_bytes() -> tuple[Optional[int], Optional[int]]:
-    """``(available, total)`` bytes of this host's RAM (MemAvailable / MemTotal; None where unknown)."""
-    available = total = None
-    try:
-        with open("/proc/meminfo") as f:
-            fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if line.split()[1:]}
-        available, total = fields.get("MemAvailable"), fields.get("MemTotal")
-    except (OSError, ValueError, IndexError):
-        pass
-    if total is None:
-        try:
-            page = os.sysconf("SC_PAGE_SIZE")
-            total = os.sysconf("SC_PHYS_PAGES") * page
-            available = available or os.sysconf("SC_AVPHYS_PAGES") * page
-        except (OSError, ValueError, AttributeError):
-            pass
-    return available, total
 
 
 def check_table_memory(need: int, hosts: int = 1, where: str = "schema.json") -> None:

@@ -24,6 +24,7 @@ from c2al_rec.cohorts.spec_file import parse_cohort_spec
 from c2al_rec.config import Config, load_config_dict
 from c2al_rec.data.schema import schema_from_dict
 from c2al_rec.distributed import checkpoint as ckpt_io
+from c2al_rec.io.host import check_host_memory
 from c2al_rec.modules.model import C2ALModel, tables_from_features
 
 
@@ -55,7 +56,9 @@ def load_run(path: str | Path, which: str = "latest", schema: Any = None) -> Tra
             columns must match the checkpoint's); None skips the check.
 
     Raises:
-        ValueError: a named checkpoint fails its manifest check, or its metadata is refused.
+        ValueError: a named checkpoint fails its manifest check, its metadata is refused, or the
+            model its train_state.json describes is not the one its tensors hold (or does not fit
+            this host): all before the model is allocated.
     """
     ckpt = ckpt_io.resolve_checkpoint(path, which)
     state_json = ckpt_io.read_train_state(ckpt)
@@ -64,6 +67,7 @@ def load_run(path: str | Path, which: str = "latest", schema: Any = None) -> Tra
     trained_schema = schema_from_dict(state_json["schema"], cfg.data.path)
     if schema is not None:
         check_schema_matches(trained_schema, schema, ckpt)
+    check_run_size(ckpt, cfg, trained_schema)
     model = build_run_model(cfg, trained_schema, torch.device("cpu"))
     wrapped = torch.nn.Module()
     wrapped.model = model  # same key prefix ("model.") as the TrainTask DMP wrapped
@@ -74,6 +78,22 @@ def load_run(path: str | Path, which: str = "latest", schema: Any = None) -> Tra
     spec_json = state_json.get("cohort_spec")
     spec = parse_cohort_spec(spec_json, f"{ckpt}/train_state.json") if spec_json else None
     return TrainedRun(trained_schema, model, cfg, spec, ckpt, state_json)
+
+
+def check_run_size(ckpt: Path, cfg: Config, schema: Any) -> None:
+    """Refuse, before allocating it, a model that the checkpoint's tensors do not back, or that does
+    not fit in this host's memory.
+
+    The model is built on the meta device (shapes only) from what ``train_state.json`` claims;
+    every parameter must match the checkpoint's own tensor metadata and shard bytes
+    (``checkpoint.check_tensor_claims``), so a doctored table size is refused here instead of
+    being allocated.
+    """
+    wrapped = torch.nn.Module()
+    wrapped.model = build_run_model(cfg, schema, torch.device("meta"))
+    tensors = {f"model.{name}": t for name, t in wrapped.state_dict().items()}
+    need = ckpt_io.check_tensor_claims(ckpt, tensors, f"{ckpt}/train_state.json")
+    check_host_memory(need, f"loading checkpoint {ckpt}", "score it on a machine with more memory")
 
 
 def build_run_model(cfg: Config, schema: Any, device: torch.device) -> C2ALModel:

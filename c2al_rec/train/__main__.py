@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m c2al_rec.train", description=__doc__)
     parser.add_argument("--config", default=None, help="TOML run config")
     parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--overwrite", action="store_true", help="clear --out first if it holds another run")
+    parser.add_argument("--overwrite", action="store_true", help="clear --out first (what its manifest lists)")
     args, overrides = parser.parse_known_args(argv)
     quiet_known_noise()
     cfg = load_config(args.config, overrides)

@@ -217,7 +217,16 @@ def _launch(cfg: Config, run_dir: Path, nproc_per_node: int, max_restarts: int) 
 
 
 # A rank's exception types that are the user's to fix: reported as one line, as in a 1-rank run.
-_USER_ERRORS = ("ValueError", "FileNotFoundError", "ConfigError", "NonFiniteLossError", "RunDirLocked")
+_USER_ERRORS = (
+    "ValueError",
+    "FileNotFoundError",
+    "ConfigError",
+    "NonFiniteLossError",
+    "RunDirLocked",
+    "NotOwned",
+    "IncompleteCheckpoint",
+    "UnpicklingRefused",
+)
 
 
 def _user_error(e: Any) -> Optional[ValueError]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from c2al_rec.config import Config, config_to_dict
+from c2al_rec.io.owned_dir import open_for_append
 
 logger = logging.getLogger("c2al_rec.train")
 
@@ -69,6 +70,13 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class _NoFollowFileHandler(logging.FileHandler):
+    """A FileHandler that never appends through a symbolic link planted in the run directory."""
+
+    def _open(self) -> Any:
+        return open_for_append(Path(self.baseFilename))
+
+
 class RunLog:
     """``<run>/train.log``: a FileHandler on the ``c2al_rec`` logger (rank 0).
 
@@ -81,7 +89,7 @@ class RunLog:
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LOG_FILE
         self.logger = logging.getLogger("c2al_rec")
-        self.file = logging.FileHandler(self.path, encoding="utf-8")
+        self.file = _NoFollowFileHandler(self.path, encoding="utf-8")
         self.file.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         self.file.setLevel(logging.DEBUG)
         self.handlers: list[logging.Handler] = [self.file]

@@ -55,6 +55,7 @@ from c2al_rec.distributed import checkpoint as ckpt_io
 from c2al_rec.distributed.backend import DistContext, set_cpu_threads
 from c2al_rec.distributed.sharding import apply_sparse_optimizer, make_dense_optimizer, shard_model
 from c2al_rec.io import atomic_write_json
+from c2al_rec.io.owned_dir import open_for_append
 from c2al_rec.runs.load import build_run_model
 from c2al_rec.runs.provenance import check_fingerprint, write_run_files
 
@@ -138,6 +139,13 @@ class Trainer:
             device=ctx.device,
         )
         self.total_steps = self._planned_steps()
+        # Restore first: a checkpoint that cannot be loaded leaves --out as it was (no run files in it)
+        if self.resume_from is not None:
+            restored = self._restore(self.resume_from)
+        elif cfg.checkpoint.init_from:
+            restored = self._init_from(cfg.checkpoint.init_from)
+        else:
+            restored = None
         if ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_run_files(self.run_dir, cfg, self.fingerprint, ctx.world_size)
@@ -148,10 +156,8 @@ class Trainer:
             self.run_log.line(f"data: {self.data_root} {_fingerprint_summary(self.fingerprint)}")
             self.run_log.line(f"ranks: {ctx.world_size} ({ctx.device.type}); planned steps: {self.total_steps}")
             self.tracker = RunTracker(self.run_dir, cfg, resume=self.resume_from is not None)
-        if self.resume_from is not None:
-            self._restore(self.resume_from)
-        elif cfg.checkpoint.init_from:
-            self._init_from(cfg.checkpoint.init_from)
+        if restored is not None:
+            self._log(restored)
 
     def _find_resume_checkpoint(self) -> Optional[Path]:
         resume = self.cfg.checkpoint.resume
@@ -277,7 +283,8 @@ class Trainer:
             "train_seconds": self.train_seconds,
         }
 
-    def _restore(self, ckpt: Path) -> None:
+    def _restore(self, ckpt: Path) -> str:
+        """Load ``ckpt`` (model, optimizers, RNG, progress); returns the line to log."""
         state_json = ckpt_io.read_train_state(ckpt)
         check_fingerprint(state_json["fingerprint"], self.fingerprint, self.cfg.checkpoint.force, ckpt)
         # Adam-style state is created lazily at the first step; without it the load target has no
@@ -295,18 +302,19 @@ class Trainer:
         self.samples = state_json["samples"]
         self.best = state_json.get("best")
         self.train_seconds = state_json.get("train_seconds", 0.0)
-        self._log(
+        return (
             f"resumed from {ckpt} (saved at {state_json['world_size']} ranks, now {self.ctx.world_size}): "
             f"step {self.step}, epoch {self.epoch}, global batch {self.batches_in_epoch}"
         )
 
-    def _init_from(self, source: str) -> None:
-        """Start from another run's model weights (not its optimizer); aux heads start fresh."""
+    def _init_from(self, source: str) -> str:
+        """Start from another run's model weights (not its optimizer); aux heads start fresh. Returns
+        the line to log."""
         ckpt = ckpt_io.resolve_checkpoint(source)
         model_state = {k: v for k, v in self.dmp.state_dict().items() if ".aux_heads." not in k}
         ckpt_io.load_checkpoint(ckpt, {"model": model_state})
         self.dmp.load_state_dict(model_state, strict=False)
-        self._log(f"initialised model weights from {ckpt}")
+        return f"initialised model weights from {ckpt}"
 
     def save_checkpoint(self) -> Path:
         protect = self.best["checkpoint"] if self.best else None
@@ -350,7 +358,7 @@ class Trainer:
     def _write_diagnostics(self, diagnostics: dict[str, Any]) -> None:
         """Append this step's gradient / attention diagnostics (rank 0's batch) to diagnostics.jsonl."""
         if self.ctx.is_main:
-            with open(self.run_dir / "diagnostics.jsonl", "a") as f:
+            with open_for_append(self.run_dir / "diagnostics.jsonl") as f:
                 f.write(json.dumps({"step": self.step, **diagnostics}) + "\n")
 
     def _update_metrics(self, metrics: TrainMetrics, out: dict[str, torch.Tensor]) -> None:

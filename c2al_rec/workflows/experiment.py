@@ -38,12 +38,18 @@ import numpy as np
 from c2al_rec.analysis.stats import paired_t_interval, power_summary
 from c2al_rec.config import Config, config_to_dict, dump_toml
 from c2al_rec.io import atomic_write_json, atomic_write_text
+from c2al_rec.io.owned_dir import OwnedDir
 
 from .evaluate import RunScorer, evaluate_runs
 from .experiment_report import experiment_report, plot_forest
 from .run_pool import RunJob, RunPool
 
 ATTENTION_STATS = ("near_zero_fraction", "gini", "entropy_bits", "kurtosis")
+# Top-level outputs besides the variants' run directories (the layout above); a new output is added here.
+EXPERIMENT_ENTRIES = (
+    "experiment.toml", "baseline", "cohorts.json", "noeffect", "eval", "logs",
+    "summary.json", "report.md", "forest.png", "attention.png",
+)  # fmt: skip
 
 
 class Experiment:
@@ -131,7 +137,9 @@ class Experiment:
     def run(self) -> dict[str, Any]:
         from c2al_rec.data.sources import ensure_dataset
 
-        self.out.mkdir(parents=True, exist_ok=True)
+        # the directory's manifest lists every output before it is written (c2al_rec.io.owned_dir)
+        runs = [*self.variants(self.out / "cohorts.json"), *self._lambda_dirs().values()]
+        OwnedDir.open(self.out, "experiment", [*EXPERIMENT_ENTRIES, *runs])
         atomic_write_text(self.out / "experiment.toml", dump_toml(self.cfg))
         t0 = time.perf_counter()
         ensure_dataset(self.cfg.data)

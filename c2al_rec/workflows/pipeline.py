@@ -19,6 +19,7 @@ from typing import Callable
 
 from c2al_rec.config import Config, dump_toml
 from c2al_rec.io import atomic_write_text
+from c2al_rec.io.owned_dir import OwnedDir
 
 STAGES = ["data", "baseline", "discover", "c2al", "evaluate", "export", "predict"]
 
@@ -47,7 +48,8 @@ class Pipeline:
         }
 
     def run(self, stop_after: str | None = None) -> dict[str, float]:
-        self.out.mkdir(parents=True, exist_ok=True)
+        # the directory's manifest lists every output before a stage writes it (c2al_rec.io.owned_dir)
+        OwnedDir.open(self.out, "pipeline", ["pipeline.toml", "report.md", *self.paths.values()])
         atomic_write_text(self.out / "pipeline.toml", dump_toml(self.cfg))
         timings: dict[str, float] = {}
         stages: dict[str, Callable[[], None]] = {
