@@ -24,7 +24,7 @@ from c2al_rec.cohorts.spec_file import parse_cohort_spec
 from c2al_rec.config import Config, load_config_dict
 from c2al_rec.data.schema import schema_from_dict
 from c2al_rec.distributed import checkpoint as ckpt_io
-from c2al_rec.modules.model import C2ALModel, tables_from_features
+from c2al_rec.modules.model import C2ALModel, build_run_model
 
 
 @dataclass
@@ -74,19 +74,6 @@ def load_run(path: str | Path, which: str = "latest", schema: Any = None) -> Tra
     spec_json = state_json.get("cohort_spec")
     spec = parse_cohort_spec(spec_json, f"{ckpt}/train_state.json") if spec_json else None
     return TrainedRun(trained_schema, model, cfg, spec, ckpt, state_json)
-
-
-def build_run_model(cfg: Config, schema: Any, device: torch.device) -> C2ALModel:
-    """The model a run with config ``cfg`` trains on data with ``schema``: one table per sparse feature,
-    the dense arch over its dense columns, aux heads when C2AL is on. The trainer builds it on the meta
-    device; loading a run builds it on CPU."""
-    return C2ALModel(
-        tables_from_features(schema.sparse, cfg.model.embedding_dim),
-        dense_in_features=len(schema.dense),
-        cfg=cfg.model,
-        aux_heads=cfg.cohorts.enabled,
-        device=device,
-    )
 
 
 def check_schema_matches(trained: Any, schema: Any, ckpt: Path) -> None:

@@ -55,7 +55,7 @@ from c2al_rec.distributed import checkpoint as ckpt_io
 from c2al_rec.distributed.backend import DistContext, set_cpu_threads
 from c2al_rec.distributed.sharding import apply_sparse_optimizer, make_dense_optimizer, shard_model
 from c2al_rec.io import atomic_write_json
-from c2al_rec.runs.load import build_run_model
+from c2al_rec.modules.model import build_run_model
 from c2al_rec.runs.provenance import check_fingerprint, write_run_files
 
 from .metrics import TrainMetrics
