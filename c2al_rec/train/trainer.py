@@ -102,15 +102,7 @@ class Trainer:
         self.spec = self._load_cohort_spec()
         target = None
         if self.spec is not None:
-            target = CohortTarget(
-                axis=self.spec.axis,
-                head_index=self.spec.head_index,
-                tail_index=self.spec.tail_index,
-                lambda_head=cfg.cohorts.lambda_head,
-                lambda_tail=cfg.cohorts.lambda_tail,
-                aux=cfg.cohorts.enabled,
-                weighting=cfg.cohorts.weighting,
-            )
+            target = CohortTarget(self.spec.axis, self.spec.head_index, self.spec.tail_index, cfg.cohorts)
         torch.manual_seed(cfg.train.seed)
         model = build_run_model(cfg, self.schema, torch.device("meta"))
         compile_dense = cfg.train.compile_dense == "on" or (
