@@ -1,0 +1,113 @@
+"""Tier 1: the pluggable kinds. Each registry's keys equal the names declared in ``c2al_rec.config``,
+the names validate the config, and every registered implementation passes the same checks (a new
+DHEN module type, disparity metric or public dataset is covered here without editing this file).
+"""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from c2al_rec.config import DHEN_MODULE_TYPES, ConfigError, ModelConfig, load_config, load_config_dict
+from c2al_rec.config import legacy as legacy_mod
+from c2al_rec.modules.dhen import DHEN, build_interaction
+from c2al_rec.modules.interactions import INTERACTIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------- DHEN module types
+def test_dhen_module_names_are_the_registry_keys() -> None:
+    assert tuple(INTERACTIONS) == DHEN_MODULE_TYPES
+    for name in DHEN_MODULE_TYPES:
+        settings = getattr(ModelConfig(), name)
+        assert dataclasses.is_dataclass(settings), f"model.{name} must be a settings table"
+
+
+@pytest.mark.parametrize("name", DHEN_MODULE_TYPES)
+def test_every_module_type_maps_tokens_to_tokens_and_trains(name: str) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(embedding_dim=8, dhen_layers=[[name]])
+    module = build_interaction(name, 6, cfg, None)
+    assert isinstance(module, INTERACTIONS[name])
+    x = torch.randn(3, 6, 8, requires_grad=True)
+    y = module(x)
+    assert y.shape == (3, module.num_out_tokens, 8)
+    y.square().mean().backward()
+    assert x.grad is not None and all(p.grad is not None for p in module.parameters())
+    # the DHEN stack of this type alone builds on meta (DMP materialises it) and runs on CPU
+    meta = DHEN(6, cfg, torch.device("meta"))
+    assert all(p.device.type == "meta" for p in meta.parameters())
+    assert DHEN(6, cfg)(torch.randn(2, 6, 8)).shape == (2, meta.num_out_tokens, 8)
+
+
+def test_a_wrong_module_name_fails_at_config_load_naming_the_valid_ones() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ['--model.dhen_layers=[["fm", "fmm"]]'])
+    msg = str(err.value)
+    assert "model.dhen_layers[0][1]" in msg and "'fmm'" in msg
+    assert all(repr(name) in msg for name in DHEN_MODULE_TYPES)
+    with pytest.raises(ConfigError, match=r"model.dhen_layers\[0\]\[0\]: unknown module 'mlp'"):
+        ModelConfig(dhen_layers=[["mlp"]])  # built in code: __post_init__ checks too
+
+
+def test_c2al_rec_config_rejects_a_wrong_module_name() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "c2al_rec.cli", "config", '--model.dhen_layers=[["fm", "lineer"]]'],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "'lineer'" in proc.stderr and "'linear'" in proc.stderr and "'attention'" in proc.stderr
+
+
+def test_attention_heads_must_divide_the_embedding_dim_when_attention_is_used() -> None:
+    with pytest.raises(ConfigError, match="model.attention.heads = 3 must divide model.embedding_dim = 8"):
+        load_config(None, ["--model.embedding_dim=8", "--model.attention.heads=3", '--model.dhen_layers=[["attention"]]'])
+    load_config(None, ["--model.embedding_dim=8", "--model.attention.heads=3"])  # attention unused: fine
+
+
+# ------------------------------------------------------------------------------------------- legacy keys
+@pytest.fixture
+def fresh_announcements(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(legacy_mod, "_announced", set())
+
+
+LEGACY_VALUES = {"fm_attention": "static", "fm_kernel": "reference", "fm_mlp": [7, 5]}
+
+
+@pytest.mark.parametrize("old", sorted(ModelConfig.LEGACY_KEYS))
+def test_every_flat_key_still_loads_with_one_deprecation_line(
+    old: str, tmp_path: Path, capsys: pytest.CaptureFixture, fresh_announcements: None
+) -> None:
+    sub, name = ModelConfig.LEGACY_KEYS[old]
+    value = LEGACY_VALUES.get(old, 4)
+    toml = tmp_path / "old.toml"
+    toml.write_text(f"[model]\n{old} = {value!r}\n".replace("'", '"'))
+    for _ in range(2):  # a second load in the same process says nothing more
+        cfg = load_config(toml)
+        assert getattr(getattr(cfg.model, sub), name) == value
+    from_dict = load_config_dict({"model": {old: value}}, "train_state.json")  # a stored run config
+    from_flag = load_config(None, [f"--model.{old}={value!r}".replace("'", '"')])
+    assert getattr(getattr(from_dict.model, sub), name) == value == getattr(getattr(from_flag.model, sub), name)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"c2al-rec: {toml}: 'model.{old}' is deprecated, write 'model.{sub}.{name}' instead"]
+
+
+def test_old_and_new_spelling_together_is_an_error(tmp_path: Path, fresh_announcements: None) -> None:
+    toml = tmp_path / "both.toml"
+    toml.write_text("[model]\nfm_rank = 4\n[model.fm]\nrank = 5\n")
+    with pytest.raises(ConfigError, match="both 'model.fm_rank' .deprecated. and 'model.fm.rank' are set"):
+        load_config(toml)
+    # a flag overrides the file whichever spelling either uses
+    assert load_config(None, ["--model.fm_rank=6"]).model.fm.rank == 6
+    toml.write_text("[model]\nfm_rank = 4\n")
+    assert load_config(toml, ["--model.fm.rank=6"]).model.fm.rank == 6
+
+
+def test_bundled_configs_use_the_module_tables(capsys: pytest.CaptureFixture, fresh_announcements: None) -> None:
+    for path in sorted((ROOT / "launch" / "configs").glob("*.toml")):
+        load_config(path)
+    assert capsys.readouterr().err == ""
