@@ -11,7 +11,7 @@ from torchrec.optim.keyed import CombinedOptimizer
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
-from c2al_rec.config import ModelConfig
+from c2al_rec.config import FMConfig, LinearConfig, ModelConfig
 from c2al_rec.distributed.backend import destroy_distributed, init_distributed, set_cpu_threads
 from c2al_rec.distributed.sharding import apply_sparse_optimizer, make_dense_optimizer, shard_model
 from c2al_rec.modules import C2ALModel

@@ -64,9 +64,10 @@ def test_c2al_rec_config_rejects_a_wrong_module_name() -> None:
 
 
 def test_attention_heads_must_divide_the_embedding_dim_when_attention_is_used() -> None:
+    flags = ["--model.embedding_dim=8", "--model.attention.heads=3"]
     with pytest.raises(ConfigError, match="model.attention.heads = 3 must divide model.embedding_dim = 8"):
-        load_config(None, ["--model.embedding_dim=8", "--model.attention.heads=3", '--model.dhen_layers=[["attention"]]'])
-    load_config(None, ["--model.embedding_dim=8", "--model.attention.heads=3"])  # attention unused: fine
+        load_config(None, [*flags, "--model.dhen_layers=[['attention']]"])
+    load_config(None, flags)  # attention unused: fine
 
 
 # ------------------------------------------------------------------------------------------- legacy keys

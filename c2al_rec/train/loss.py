@@ -33,9 +33,7 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     return (weights * per_row).sum() / weights.sum().clamp_min(1e-12)
 
 
-def weighted_aux_terms(
-    parts: Dict[str, torch.Tensor], lambda_head: float, lambda_tail: float
-) -> List[torch.Tensor]:
+def weighted_aux_terms(parts: Dict[str, torch.Tensor], lambda_head: float, lambda_tail: float) -> List[torch.Tensor]:
     """The C2AL aux terms ``[lambda_head * L_head, lambda_tail * L_tail]`` (scalars).
 
     Args:
