@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from c2al_rec.config import DHEN_MODULE_TYPES, ConfigError, ModelConfig, load_config, load_config_dict
+from c2al_rec.config import (
+    DHEN_MODULE_TYPES,
+    DISPARITY_METRICS,
+    ConfigError,
+    ModelConfig,
+    load_config,
+    load_config_dict,
+)
 from c2al_rec.config import legacy as legacy_mod
 from c2al_rec.modules.dhen import DHEN, build_interaction
 from c2al_rec.modules.interactions import INTERACTIONS
@@ -112,3 +119,34 @@ def test_bundled_configs_use_the_module_tables(capsys: pytest.CaptureFixture, fr
     for path in sorted((ROOT / "launch" / "configs").glob("*.toml")):
         load_config(path)
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------------------------- disparity metrics
+def test_metric_names_are_the_registry_keys() -> None:
+    from c2al_rec.cohorts.divergences import METRICS
+
+    assert sorted(METRICS) == sorted(DISPARITY_METRICS)
+
+
+@pytest.mark.parametrize("metric", DISPARITY_METRICS)
+def test_every_metric_is_zero_on_equal_samples_and_grows_with_the_shift(metric: str) -> None:
+    import numpy as np
+
+    from c2al_rec.cohorts.divergences import METRICS, disparity_score, prediction_disparity
+
+    assert metric in METRICS
+    rng = np.random.default_rng(0)
+    base = 1 / (1 + np.exp(-rng.normal(-3, 1, 4000)))
+    same = prediction_disparity(base, base.copy())
+    near = prediction_disparity(base, 1 / (1 + np.exp(-rng.normal(-2.9, 1, 4000))))
+    far = prediction_disparity(base, 1 / (1 + np.exp(-rng.normal(-2, 1, 4000))))
+    fields = METRICS[metric].compute(np.ones(2) / 2, np.ones(2) / 2, base, base)
+    assert set(fields) <= set(same), "a metric's fields are recorded in every pair"
+    assert disparity_score(same, metric) == pytest.approx(0, abs=1e-6)
+    assert disparity_score(near, metric) < disparity_score(far, metric)
+
+
+def test_a_wrong_metric_name_fails_at_config_load_naming_the_valid_ones() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["--discover.metric=l2"])
+    assert "discover.metric" in str(err.value) and all(repr(m) in str(err.value) for m in DISPARITY_METRICS)

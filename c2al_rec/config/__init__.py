@@ -27,10 +27,11 @@ from .loading import config_to_dict, dump_toml, load_config, load_config_dict, p
 from .model import DHEN_MODULE_TYPES, AttentionConfig, CrossConfig, DotConfig, FMConfig, LinearConfig, ModelConfig
 from .training import CheckpointConfig, CohortsConfig, TrainConfig
 from .tree import Config
-from .workflow import DiscoverConfig, ExportConfig, PipelineConfig
+from .workflow import DISPARITY_METRICS, DiscoverConfig, ExportConfig, PipelineConfig
 
 __all__ = [
     "DHEN_MODULE_TYPES",
+    "DISPARITY_METRICS",
     "AttentionConfig",
     "CheckpointConfig",
     "CohortsConfig",

@@ -8,6 +8,11 @@ from typing import Literal
 from .checks import require_finite, require_range
 from .errors import ConfigError
 
+DISPARITY_METRICS: tuple[str, ...] = ("js", "kl", "cosine", "wasserstein")
+"""Names of the disparity metrics that rank cohort pairs; ``c2al_rec.cohorts.divergences`` registers one
+implementation under each (a test keeps the two equal)."""
+DisparityMetric = Literal[DISPARITY_METRICS]  # type: ignore[valid-type]  # config loading checks names against it
+
 
 @dataclass
 class ExportConfig:
@@ -38,7 +43,7 @@ class DiscoverConfig:
     """Axis specs: name:quantiles=q1,q2,... or name:categorical."""
     split: str = "valid"
     """Split the baseline is scored on."""
-    metric: Literal["js", "kl", "cosine", "wasserstein"] = "js"
+    metric: DisparityMetric = "js"
     """Disparity metric that ranks cohort pairs."""
     min_rows: int = 1000
     """Minimum rows in each cohort of the chosen pair."""

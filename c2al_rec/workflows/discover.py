@@ -21,6 +21,7 @@ import numpy as np
 
 from c2al_rec.analysis.plots import plot_prediction_densities
 from c2al_rec.cohorts.discovery import AxisResult, discover_axis, parse_axis_spec
+from c2al_rec.cohorts.divergences import METRICS, disparity_score
 from c2al_rec.cohorts.spec import CohortSpec
 from c2al_rec.config import DiscoverConfig
 from c2al_rec.data.schema import load_schema
@@ -180,10 +181,18 @@ def format_ranking(outcome: DiscoveryOutcome, top_pairs: Optional[int] = 5) -> s
         lines.append(f"  {name}{flag}: head {r.spec.head} / tail {r.spec.tail}, score {r.best_score:.4f}")
         for p in r.pairs[:top_pairs]:
             mark = "" if p["eligible"] else f"  (ineligible: {p['ineligible_because']})"
+            # every registered metric's ranking score (cosine as 1 - similarity, kl as the sum both ways)
+            scores = " ".join(f"{name} {_score(p, name):.4f}" for name in METRICS)
             lines.append(
-                f"      {p['a']:>10} vs {p['b']:<10} js {p.get('js', float('nan')):.4f} "
-                f"kl {p.get('kl_ab', float('nan')) + p.get('kl_ba', float('nan')):.4f} "
-                f"1-cos {1 - p.get('cosine', float('nan')):.4f} w1 {p.get('wasserstein', float('nan')):.5f} "
+                f"      {p['a']:>10} vs {p['b']:<10} {scores} "
                 f"rows {p['rows_a']}/{p['rows_b']} plr {p['plr_a'] or 0:.4f}/{p['plr_b'] or 0:.4f}{mark}"
             )
     return "\n".join(lines)
+
+
+def _score(pair: dict, metric: str) -> float:
+    """A pair's score under ``metric``; nan for a pair with an empty cohort (no metrics computed)."""
+    try:
+        return disparity_score(pair, metric)
+    except KeyError:
+        return float("nan")
