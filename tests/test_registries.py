@@ -150,3 +150,88 @@ def test_a_wrong_metric_name_fails_at_config_load_naming_the_valid_ones() -> Non
     with pytest.raises(ConfigError) as err:
         load_config(None, ["--discover.metric=l2"])
     assert "discover.metric" in str(err.value) and all(repr(m) in str(err.value) for m in DISPARITY_METRICS)
+
+
+# --------------------------------------------------------------------------------------- public datasets
+def test_public_dataset_names_are_the_registry_keys() -> None:
+    from c2al_rec.config import PUBLIC_DATASETS
+    from c2al_rec.data.public import CONVERTERS
+
+    assert sorted(CONVERTERS) == sorted(PUBLIC_DATASETS)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("c2al_rec.config", fromlist=["x"]).PUBLIC_DATASETS))
+def test_every_public_dataset_has_a_data_verb_and_a_config_value(name: str, tmp_path: Path) -> None:
+    from c2al_rec.cli.main import build_verb_parser
+    from c2al_rec.config import PUBLIC_DATASETS
+
+    argv = [name, "--out", str(tmp_path / "d"), "--source", str(tmp_path / "raw")]
+    argv += ["--seed", "3"] if PUBLIC_DATASETS[name].seeded else []
+    args = build_verb_parser("data").parse_args(argv)
+    assert args.data_cmd == name and args.out == str(tmp_path / "d")
+    assert load_config(None, [f"--data.public={name}"]).data.public == name
+
+
+def test_a_wrong_public_dataset_name_fails_at_config_load() -> None:
+    from c2al_rec.config import PUBLIC_DATASETS
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["--data.public=criteo"])
+    assert "data.public" in str(err.value) and all(repr(n) in str(err.value) for n in PUBLIC_DATASETS)
+
+
+def test_pipeline_datasets_are_synthetic_and_the_public_ones_with_a_bundled_config() -> None:
+    from c2al_rec.config import PUBLIC_DATASETS
+    from c2al_rec.config.bundled import BUNDLED_DATASETS
+
+    shipped = {n for n in PUBLIC_DATASETS if (ROOT / "launch" / "configs" / f"{n}.toml").is_file()}
+    assert set(BUNDLED_DATASETS) == {"synthetic", *shipped}
+
+
+# ----------------------------------------------------------------------- short flags as config aliases
+def test_discover_flags_are_aliases_of_the_discover_section() -> None:
+    from c2al_rec.cli.discover import FIELD_FLAGS
+    from c2al_rec.cli.main import build_verb_parser
+    from c2al_rec.cli.options import field_overrides
+
+    argv = ["--checkpoint", "ck", "--out", "o.json", "--data", "d", "--axes", "a:categorical", "b:categorical"]
+    argv += ["--metric", "kl", "--min-rows", "5", "--min-positives", "2", "--rare-share", "0.1", "--split", "test"]
+    argv += ["--batch-size", "64"]
+    args, extra = build_verb_parser("discover").parse_known_args([*argv, "--discover.min_rows=7"])
+    args.overrides = extra
+    cfg = load_config(None, field_overrides(args))
+    d = cfg.discover
+    assert (d.axes, d.metric, d.min_positives, d.rare_share, d.split, d.batch_size, cfg.data.path) == (
+        ["a:categorical", "b:categorical"], "kl", 2, 0.1, "test", 64, "d"
+    )  # fmt: skip
+    assert d.min_rows == 7  # a --section.field=value typed after the short flag wins
+    assert set(FIELD_FLAGS.values()) <= {f"discover.{f.name}" for f in dataclasses.fields(d)} | {"data.path"}
+    with pytest.raises(SystemExit):  # choices come from the registry
+        build_verb_parser("discover").parse_known_args(["--checkpoint", "c", "--out", "o", "--metric", "l2"])
+
+
+def test_data_synthetic_flags_are_aliases_of_the_synthetic_section(tmp_path: Path) -> None:
+    from c2al_rec.cli.main import build_verb_parser
+    from c2al_rec.cli.options import field_overrides
+    from c2al_rec.config import SyntheticConfig
+
+    argv = ["synthetic", "--rows", "100", "--out", str(tmp_path), "--seed", "3", "--max-table-size", "50"]
+    argv += ["--num-sparse", "12", "--num-dense", "2", "--base-rate", "0.1", "--head-tail-plr-ratio", "2"]
+    argv += ["--cohort-effect-scale", "0.5", "--no-cohort-effects"]
+    args, extra = build_verb_parser("data").parse_known_args([*argv, "--data.synthetic.valid_fraction=0.2"])
+    args.overrides = extra
+    data = load_config(None, field_overrides(args)).data
+    want = SyntheticConfig(rows=100, seed=3, max_table_size=50, num_sparse=12, num_dense=2, base_rate=0.1,
+                           head_tail_plr_ratio=2.0, cohort_effect_scale=0.5, cohort_effects=False,
+                           valid_fraction=0.2)  # fmt: skip
+    assert data.synthetic == want and data.path == str(tmp_path)
+
+
+def test_data_synthetic_without_rows_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from c2al_rec.cli.main import main
+
+    assert main(["data", "synthetic", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "c2al-rec data: error: data synthetic needs --rows N > 0 (data.synthetic.rows), got 0"
+    with pytest.raises(SystemExit):  # check takes no config overrides
+        main(["data", "check", str(tmp_path), "--data.path=x"])

@@ -20,7 +20,7 @@ Example::
     cfg.train.max_steps  # 20
 """
 
-from .data import DataConfig, SyntheticConfig
+from .data import PUBLIC_DATASETS, DataConfig, PublicDatasetEntry, SyntheticConfig
 from .errors import ConfigError
 from .help import config_help, field_docs, iter_fields
 from .loading import config_to_dict, dump_toml, load_config, load_config_dict, parse_override
@@ -32,6 +32,7 @@ from .workflow import DISPARITY_METRICS, DiscoverConfig, ExportConfig, PipelineC
 __all__ = [
     "DHEN_MODULE_TYPES",
     "DISPARITY_METRICS",
+    "PUBLIC_DATASETS",
     "AttentionConfig",
     "CheckpointConfig",
     "CohortsConfig",
@@ -46,6 +47,7 @@ __all__ = [
     "LinearConfig",
     "ModelConfig",
     "PipelineConfig",
+    "PublicDatasetEntry",
     "SyntheticConfig",
     "TrainConfig",
     "config_help",
