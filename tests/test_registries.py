@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------------- DHEN module types
 def test_dhen_module_names_are_the_registry_keys() -> None:
-    assert tuple(INTERACTIONS) == DHEN_MODULE_TYPES
+    assert sorted(INTERACTIONS) == sorted(DHEN_MODULE_TYPES)
     for name in DHEN_MODULE_TYPES:
         settings = getattr(ModelConfig(), name)
         assert dataclasses.is_dataclass(settings), f"model.{name} must be a settings table"
