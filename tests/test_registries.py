@@ -235,3 +235,33 @@ def test_data_synthetic_without_rows_is_a_one_line_error(tmp_path: Path, capsys:
     assert err.strip() == "c2al-rec data: error: data synthetic needs --rows N > 0 (data.synthetic.rows), got 0"
     with pytest.raises(SystemExit):  # check takes no config overrides
         main(["data", "check", str(tmp_path), "--data.path=x"])
+
+
+def test_a_checkpoint_stored_with_flat_model_keys_loads_the_same(
+    smoke_runs, tmp_path: Path, capsys: pytest.CaptureFixture, fresh_announcements: None
+) -> None:
+    """A run trained before the [model.<type>] tables: its train_state.json holds the flat keys."""
+    import json
+    import shutil
+
+    from c2al_rec.distributed import checkpoint as ckpt_io
+    from c2al_rec.runs.load import load_run
+
+    new = load_run(smoke_runs.c2al)
+    old_step = tmp_path / "checkpoints" / new.path.name
+    shutil.copytree(new.path, old_step)
+    state = json.loads((old_step / "train_state.json").read_text())
+    model = state["config"]["model"]
+    for old, (sub, name) in ModelConfig.LEGACY_KEYS.items():
+        model[old] = model[sub].pop(name)
+    for sub in DHEN_MODULE_TYPES:
+        assert not model.pop(sub), sub  # every setting moved back to a flat key
+    (old_step / "train_state.json").write_text(json.dumps(state))
+    ckpt_io.write_manifest(old_step)
+    capsys.readouterr()
+    old = load_run(old_step)
+    assert old.cfg == new.cfg
+    a, b = old.model.state_dict(), new.model.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    lines = capsys.readouterr().err.splitlines()
+    assert len([line for line in lines if "is deprecated" in line]) == len(ModelConfig.LEGACY_KEYS)
