@@ -46,11 +46,8 @@ def production_model() -> dict[str, Any]:
         embedding_dim=64,
         dense_arch=[256],
         dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-        fm_rank=16,
-        fm_compressed_tokens=16,
-        fm_out_tokens=8,
-        fm_mlp=[512],
-        linear_out_tokens=8,
+        fm={"rank": 16, "compressed_tokens": 16, "out_tokens": 8, "mlp": [512]},
+        linear={"out_tokens": 8},
         primary_head=[256],
         aux_head=[128],
     )
@@ -62,14 +59,29 @@ def tiny_model() -> dict[str, Any]:
         embedding_dim=8,
         dense_arch=[16],
         dhen_layers=[["fm", "linear"]],
-        fm_rank=4,
-        fm_compressed_tokens=4,
-        fm_out_tokens=4,
-        fm_mlp=[16],
-        linear_out_tokens=4,
+        fm={"rank": 4, "compressed_tokens": 4, "out_tokens": 4, "mlp": [16]},
+        linear={"out_tokens": 4},
         primary_head=[16],
         aux_head=[8],
     )
+
+
+def model_config(fields: dict[str, Any]) -> Any:
+    """``ModelConfig`` from a ``[model]`` table (module settings as nested dicts), checked as a config file is."""
+    from c2al_rec.config import load_config_dict
+
+    return load_config_dict({"model": fields}, "benchmark model").model
+
+
+def model_overrides(fields: dict[str, Any], prefix: str = "--model.") -> list[str]:
+    """``--model.<field>=<value>`` overrides of a ``[model]`` table (nested tables as dotted keys)."""
+    out = []
+    for k, v in fields.items():
+        if isinstance(v, dict):
+            out += model_overrides(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}={json.dumps(v)}")
+    return out
 
 
 def results_header(title: str, config: dict[str, Any], command: str) -> list[str]:

@@ -5,8 +5,8 @@ python -m benchmarks.dhen_step [--quick] [--json PATH] [--device auto|cpu|cuda] 
 The dense part of a training step, without torchrec (runs where only torch and triton exist):
 tokens X [B, n, d] (a leaf that needs grad, as the embeddings do) -> 2 DHEN layers [fm, linear]
 -> flatten -> a linear head -> BCE with logits -> backward -> Adam (fused on CUDA, plain on CPU).
-Shapes of the issue: n=64, d=128, k=32, fm_compressed_tokens=16, fm_out_tokens=16, fm_mlp=[512],
-linear_out_tokens=16. CUDA runs under bf16 autocast at B=16384; CPU runs fp32 by default at a
+Shapes of the issue: n=64, d=128, k=32, fm.compressed_tokens=16, fm.out_tokens=16, fm.mlp=[512],
+linear.out_tokens=16. CUDA runs under bf16 autocast at B=16384; CPU runs fp32 by default at a
 smaller B. Four variants, each a fresh model and optimizer from the same seed:
 
 - ``reference``: the FM modules use plain-PyTorch math (two matmuls; ``use_reference``), eager;
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import RESULTS_DIR, machine
+from benchmarks.common import RESULTS_DIR, machine, model_config
 from c2al_rec.config import ModelConfig
 from c2al_rec.modules.dhen import DHEN
 from c2al_rec.modules.interactions import FMInteraction
@@ -69,11 +69,8 @@ def quick_model() -> dict[str, Any]:
     return dict(
         embedding_dim=32,
         dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-        fm_rank=8,
-        fm_compressed_tokens=4,
-        fm_out_tokens=8,
-        fm_mlp=[64],
-        linear_out_tokens=8,
+        fm={"rank": 8, "compressed_tokens": 4, "out_tokens": 8, "mlp": [64]},
+        linear={"out_tokens": 8},
     )
 
 
@@ -82,11 +79,8 @@ def issue_model() -> dict[str, Any]:
     return dict(
         embedding_dim=128,
         dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-        fm_rank=32,
-        fm_compressed_tokens=16,
-        fm_out_tokens=16,
-        fm_mlp=[512],
-        linear_out_tokens=16,
+        fm={"rank": 32, "compressed_tokens": 16, "out_tokens": 16, "mlp": [512]},
+        linear={"out_tokens": 16},
     )
 
 
@@ -148,7 +142,7 @@ class OverArchStep(nn.Module):
 def make_step(variant: str, opts: Options, device: torch.device, batch: int) -> tuple[Callable[[], float], str]:
     """A closure running one training step of ``variant``; and the FM kernel it uses."""
     torch.manual_seed(opts.seed)
-    cfg = ModelConfig(**opts.model)
+    cfg = model_config(opts.model)
     model = OverArchStep(opts.num_tokens, cfg, device)
     reference = variant.endswith("reference")
     for m in model.modules():
@@ -183,7 +177,7 @@ def make_step(variant: str, opts: Options, device: torch.device, batch: int) -> 
         # what the op picks for the dtype it sees (bf16 under autocast, by its precision policy)
         dtype = torch.bfloat16 if bf16 else torch.float32
         probe = torch.empty(1, opts.num_tokens, cfg.embedding_dim, device=device, dtype=dtype)
-        kernel = select_kernel(probe, torch.empty(1, opts.num_tokens, cfg.fm_rank, device=device, dtype=dtype))
+        kernel = select_kernel(probe, torch.empty(1, opts.num_tokens, cfg.fm.rank, device=device, dtype=dtype))
     return step, kernel
 
 

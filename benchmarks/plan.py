@@ -55,8 +55,7 @@ from benchmarks.common import RESULTS_DIR, machine
 from c2al_rec.config import Config, field_docs, load_config
 from c2al_rec.data.schema import SCHEMA_FILE, DatasetSchema, load_schema, schema_from_dict
 from c2al_rec.distributed.sharding import SHARDED_TYPES, apply_sparse_optimizer
-from c2al_rec.modules.model import C2ALModel
-from c2al_rec.runs.load import build_run_model
+from c2al_rec.modules.model import C2ALModel, build_run_model
 
 GB = 1e9  # decimal GB: what hardware datasheets quote (80 GB HBM, 50 GB/s)
 GIB = 1024**3

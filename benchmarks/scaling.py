@@ -246,12 +246,13 @@ def embedding_rows(data_root: str) -> int:
 # ------------------------------------------------------------------------------------------ child side
 def make_config(job: dict, threads: int) -> Any:
     """The trainer config of one point."""
-    from c2al_rec.config import CheckpointConfig, CohortsConfig, Config, DataConfig, ModelConfig, TrainConfig
+    from benchmarks.common import model_config
+    from c2al_rec.config import CheckpointConfig, CohortsConfig, Config, DataConfig, TrainConfig
 
     model = dict(job["model"], embedding_dim=job["dim"])
     return Config(
         data=DataConfig(path=job["data"], batch_size=job["batch"]),
-        model=ModelConfig(**model),
+        model=model_config(model),
         cohorts=CohortsConfig(enabled=job["c2al"], spec=str(SPEC) if job["c2al"] else ""),
         train=TrainConfig(
             sparse_optimizer="rowwise_adagrad",

@@ -40,8 +40,8 @@ import torch
 from torch import nn
 from torchrec.inference.modules import quantize_embeddings
 
-from benchmarks.common import base_parser, finish, machine, production_model, results_header
-from c2al_rec.config import Config, ModelConfig, SyntheticConfig
+from benchmarks.common import base_parser, finish, machine, model_config, production_model, results_header
+from c2al_rec.config import Config, SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
 from c2al_rec.data.transforms import SparseIdTransform
@@ -81,7 +81,7 @@ class Options:
 
 def build_models(opts: Options, schema: Any, work: Path) -> tuple[dict[str, Callable], dict[str, Any]]:
     """The four serving models (callables ``(dense, kjt) -> probs``) and their sizes."""
-    cfg = ModelConfig(**opts.model)
+    cfg = model_config(opts.model)
     tables = tables_from_features(schema.sparse, cfg.embedding_dim)
     loaded = {}
     for name, aux in (("baseline", False), ("c2al", True)):

@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from benchmarks.common import base_parser, finish, machine, production_model
+from benchmarks.common import base_parser, finish, machine, model_overrides, production_model
 
 
 @dataclass
@@ -88,7 +88,7 @@ def build_export(opts: Options, root: Path) -> Path:
         "--train.eval_every=0",
         "--train.eval_batches=1",
         "--checkpoint.every_steps=0",
-    ] + [f"--model.{k}={json.dumps(v)}" for k, v in opts.model.items()]
+    ] + model_overrides(opts.model)
     repo = Path(__file__).resolve().parents[1]
     launch(load_config(repo / "launch/configs/smoke.toml", overrides), root / "run", nproc_per_node=1)
     export_checkpoint(ExportOptions(root / "run", root / "export", data=root / "data", parity_rows=1024))

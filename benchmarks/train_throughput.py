@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from benchmarks.common import base_parser, finish, machine, production_model, results_header
+from benchmarks.common import base_parser, finish, machine, model_config, production_model, results_header
 from c2al_rec.config import (
     CheckpointConfig,
     CohortsConfig,
@@ -156,7 +156,7 @@ def make_config(
     model["aux_projection"] = aux_projection
     return Config(
         data=DataConfig(path=str(root), batch_size=opts.batch_size),
-        model=ModelConfig(**model),
+        model=model_config(model),
         cohorts=CohortsConfig(enabled=c2al, spec=str(SPEC) if c2al else ""),
         train=TrainConfig(
             sparse_optimizer="rowwise_adagrad",
@@ -228,7 +228,7 @@ class PlainTrainer:
     ) -> None:
         torch.manual_seed(0)
         self.schema = load_schema(root)
-        model: nn.Module = PlainModel(self.schema, ModelConfig(**opts.model), bf16=bf16, compiled=compiled)
+        model: nn.Module = PlainModel(self.schema, model_config(opts.model), bf16=bf16, compiled=compiled)
         sparse = list(model.bags.parameters())
         ids = {id(p) for p in sparse}
         dense = [p for p in model.parameters() if id(p) not in ids]

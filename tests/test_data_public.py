@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from c2al_rec.data import ParquetReader
-from c2al_rec.data.adult import convert_adult
-from c2al_rec.data.movielens import GENRES, convert_movielens100k
+from c2al_rec.data.public.adult import convert_adult
+from c2al_rec.data.public.movielens100k import GENRES, convert_movielens100k
 from c2al_rec.data.widedeep import widedeep_file
 
 USERS = [

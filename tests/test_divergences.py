@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from c2al_rec.cohorts.divergences import disparity_score, histogram_bins, prediction_disparity, smoothed_histogram
+from c2al_rec.config import DISPARITY_METRICS
 
 
 def _sample(rng: np.random.Generator, mean_logit: float, n: int) -> np.ndarray:
@@ -42,7 +43,7 @@ def test_more_separated_pairs_score_higher_on_every_metric() -> None:
     base, near, far = _sample(rng, -3, 4000), _sample(rng, -2.7, 4000), _sample(rng, -1, 4000)
     edges = histogram_bins(np.concatenate([base, near, far]))
     d_near, d_far = prediction_disparity(base, near, edges), prediction_disparity(base, far, edges)
-    for metric in ("js", "kl", "cosine", "wasserstein"):
+    for metric in DISPARITY_METRICS:
         assert disparity_score(d_far, metric) > disparity_score(d_near, metric), metric
     with pytest.raises(ValueError, match="unknown 'l2'"):
         disparity_score(d_far, "l2")

@@ -115,7 +115,7 @@ def test_experiment_end_to_end_two_seeds(tmp_path: Path, capsys) -> None:
         "--data.batch_size=256",
         "--data.shuffle_buffer=2048",
         "--model.embedding_dim=8",
-        "--model.fm_mlp=[16]",
+        "--model.fm.mlp=[16]",
         "--model.primary_head=[16]",
         "--train.max_steps=8",
         "--train.warmup_steps=2",

@@ -4,7 +4,10 @@ Tier 1 (config only): reads the source with ``ast``; nothing is imported.
 """
 
 import ast
+import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "c2al_rec"
 
@@ -83,9 +86,38 @@ def test_the_check_catches_upward_and_sideways_imports(tmp_path: Path) -> None:
     ]
 
 
-def test_the_floors_are_written_in_the_readme() -> None:
+def readme_floors(readme: str) -> list[list[str]]:
+    """The floors of the README's Architecture table: one list of package names per numbered row, top first.
+
+    Rows look like ``| 3 | `train/`, `export/` | what lives there |``; the packages are the
+    backticked names ending in ``/`` of the second cell.
+    """
+    if "## Architecture" not in readme:
+        raise AssertionError("README.md has no '## Architecture' section")
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    floors: dict[int, list[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].isdigit():
+            floors[int(cells[0])] = re.findall(r"`(\w+)/`", cells[1])
+    if sorted(floors) != list(range(1, len(floors) + 1)):
+        raise AssertionError(f"README floor table numbers its floors {sorted(floors)}, not 1..{len(floors)}")
+    return [floors[i] for i in sorted(floors)]
+
+
+def test_the_readme_floor_table_is_the_tested_floors() -> None:
+    assert readme_floors((ROOT.parent / "README.md").read_text()) == FLOORS
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("| 3 | `train/`, `export/` |", "| 3 | `train/` |"),  # a package dropped
+        ("| 6 | `ops/`, `config/`, `io/` |", "| 6 | `ops/`, `io/`, `config/` |"),  # reordered within a floor
+        ("| 4 | `runs/`, `analysis/`, `serve/` |", "| 4 | `runs/`, `analysis/`, `serve/`, `export/` |"),  # moved
+    ],
+)
+def test_an_altered_readme_floor_table_fails(edit: tuple[str, str]) -> None:
     readme = (ROOT.parent / "README.md").read_text()
-    assert "## Architecture" in readme
-    for floor in FLOORS:
-        for pkg in floor:
-            assert f"{pkg}/" in readme, f"README Architecture does not name {pkg}/"
+    assert edit[0] in readme
+    assert readme_floors(readme.replace(edit[0], edit[1])) != FLOORS

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from c2al_rec.train.loss import aux_labels, c2al_loss
+from c2al_rec.train.loss import aux_labels, aux_objective, c2al_loss, weighted_aux_terms
 from c2al_rec.train.schedule import lr_factor
 
 
@@ -35,6 +35,20 @@ def test_c2al_loss_matches_float64_reference() -> None:
     assert torch.allclose(total.double(), ref["primary"] + 0.1 * ref["head"] + 0.3 * ref["tail"], atol=1e-6)
     base_total, base_parts = c2al_loss(logits, y, w)
     assert set(base_parts) == {"primary"} and torch.equal(base_total, parts["primary"])
+
+
+def test_the_aux_objective_is_the_one_weighted_sum_the_loss_adds() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = {k: torch.randn(32, generator=g) for k in ("primary", "head", "tail")}
+    y = (torch.rand(32, generator=g) < 0.4).float()
+    w = torch.ones(32)
+    aux = aux_labels(y, torch.randint(-1, 3, (32,), generator=g), 1, 0)
+    total, parts = c2al_loss(logits, y, w, aux, lambda_head=0.2, lambda_tail=0.7)
+    head, tail = weighted_aux_terms(parts, 0.2, 0.7)
+    assert torch.equal(head, 0.2 * parts["head"]) and torch.equal(tail, 0.7 * parts["tail"])
+    assert torch.equal(aux_objective(parts, 0.2, 0.7), 0.2 * parts["head"] + 0.7 * parts["tail"])
+    # bit for bit the order recorded runs were trained with: (L_p + lambda_h L_h) + lambda_t L_t
+    assert torch.equal(total, parts["primary"] + 0.2 * parts["head"] + 0.7 * parts["tail"])
 
 
 def test_sample_weights_are_honoured() -> None:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from c2al_rec.config import ModelConfig
+from c2al_rec.config import FMConfig, LinearConfig, ModelConfig
 from c2al_rec.modules.dhen import DHEN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +46,10 @@ def test_over_arch_imports_and_trains_without_torchrec() -> None:
         from c2al_rec.config import ModelConfig
         from c2al_rec.modules.dhen import DHEN
 
-        cfg = ModelConfig(embedding_dim=8, fm_rank=4, fm_compressed_tokens=2, fm_out_tokens=3, fm_mlp=[16],
-                          linear_out_tokens=3)
+        from c2al_rec.config import FMConfig, LinearConfig
+
+        cfg = ModelConfig(embedding_dim=8, fm=FMConfig(rank=4, compressed_tokens=2, out_tokens=3, mlp=[16]),
+                          linear=LinearConfig(out_tokens=3))
         dhen = DHEN(5, cfg)
         x = torch.randn(4, 5, 8, requires_grad=True)
         dhen(x).square().mean().backward()
@@ -81,8 +83,8 @@ def test_package_keeps_c2al_model_import() -> None:
 def _dhen_step(kernel: str, attention: str = "attentive"):
     torch.manual_seed(0)
     cfg = ModelConfig(
-        embedding_dim=16, fm_rank=4, fm_compressed_tokens=3, fm_out_tokens=4, fm_mlp=[32], linear_out_tokens=3,
-        fm_kernel=kernel, fm_attention=attention,
+        embedding_dim=16, linear=LinearConfig(out_tokens=3),
+        fm=FMConfig(rank=4, compressed_tokens=3, out_tokens=4, mlp=[32], kernel=kernel, attention=attention),
     )  # fmt: skip
     dhen = DHEN(7, cfg)
     head = torch.nn.Linear(dhen.num_out_tokens * 16, 1)

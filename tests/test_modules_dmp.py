@@ -11,7 +11,7 @@ from torchrec.optim.keyed import CombinedOptimizer
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
-from c2al_rec.config import ModelConfig
+from c2al_rec.config import FMConfig, LinearConfig, ModelConfig
 from c2al_rec.distributed.backend import destroy_distributed, init_distributed, set_cpu_threads
 from c2al_rec.distributed.sharding import apply_sparse_optimizer, make_dense_optimizer, shard_model
 from c2al_rec.modules import C2ALModel
@@ -57,8 +57,8 @@ def train_c2al(steps: int, batch_size: int, fm_attention: str, aux_projection: i
     set_cpu_threads(ctx)
     torch.manual_seed(ctx.rank)  # different seeds: DMP/DDP must still agree on dense params
     cfg = ModelConfig(
-        embedding_dim=8, dense_arch=[16], fm_rank=3, fm_compressed_tokens=3, fm_out_tokens=4, fm_mlp=[16],
-        linear_out_tokens=4, fm_attention=fm_attention, primary_head=[8], aux_head=[4],
+        embedding_dim=8, dense_arch=[16], primary_head=[8], aux_head=[4], linear=LinearConfig(out_tokens=4),
+        fm=FMConfig(rank=3, compressed_tokens=3, out_tokens=4, mlp=[16], attention=fm_attention),
         dhen_layers=[["fm", "linear", "dot"], ["fm", "linear"]], aux_projection=aux_projection,
     )  # fmt: skip
     task = _TrainTask(C2ALModel(mh.tables(8), mh.DENSE, cfg, aux_heads=True, device=torch.device("meta")))

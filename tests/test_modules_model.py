@@ -5,7 +5,7 @@ import torch
 import torchrec
 from torch import nn
 
-from c2al_rec.config import ModelConfig
+from c2al_rec.config import DHEN_MODULE_TYPES, AttentionConfig, DotConfig, FMConfig, LinearConfig, ModelConfig
 from c2al_rec.modules import C2ALModel, tables_from_features
 from c2al_rec.modules.dhen import DHENLayer
 from c2al_rec.modules.interactions import (
@@ -17,12 +17,18 @@ from c2al_rec.modules.interactions import (
 )
 from tests import modules_helpers as mh
 
-ALL_MODULES = [["fm", "linear", "cross", "attention", "dot"], ["fm", "linear"]]
+# every registered DHEN module type in one layer: a new type is covered by the tests below without an edit
+ALL_MODULES = [list(DHEN_MODULE_TYPES), ["fm", "linear"]]
 
 
-def small_cfg(**kw) -> ModelConfig:
-    base = dict(embedding_dim=8, dense_arch=[16], fm_rank=3, fm_compressed_tokens=3, fm_out_tokens=4, fm_mlp=[16])
-    base.update(linear_out_tokens=5, dot_out_tokens=2, primary_head=[8], aux_head=[4])
+def small_cfg(fm: dict = {}, attention_heads: int = 2, **kw) -> ModelConfig:  # noqa: B006 (read only)
+    base = dict(embedding_dim=8, dense_arch=[16], primary_head=[8], aux_head=[4])
+    base.update(
+        fm=FMConfig(**{"rank": 3, "compressed_tokens": 3, "out_tokens": 4, "mlp": [16], **fm}),
+        linear=LinearConfig(out_tokens=5),
+        dot=DotConfig(out_tokens=2),
+        attention=AttentionConfig(heads=attention_heads),
+    )
     base.update(kw)
     return ModelConfig(**base)
 
@@ -67,7 +73,7 @@ def test_dhen_layer_shortcut_and_combine():
     out = same(torch.randn(2, 6, 8))
     # LayerNorm over d: every token has mean ~0 (affine starts at identity).
     torch.testing.assert_close(out.mean(-1), torch.zeros(2, 6), atol=1e-5, rtol=0)
-    summed = DHENLayer(6, ["fm", "linear"], small_cfg(combine="sum", fm_out_tokens=5))
+    summed = DHENLayer(6, ["fm", "linear"], small_cfg(combine="sum", fm={"out_tokens": 5}))
     assert summed.num_out_tokens == 5 and summed(torch.randn(2, 6, 8)).shape == (2, 5, 8)
     with pytest.raises(ValueError, match="model.combine = 'sum' needs equal token counts"):
         DHENLayer(6, ["fm", "linear"], small_cfg(combine="sum"))
@@ -126,7 +132,7 @@ def test_attention_recording():
     # n = 4 sparse + 1 dense tokens in layer 0; 4 FM + 5 linear tokens in layer 1.
     assert [tuple(w.shape) for w in weights.values()] == [(5, 5, 3), (5, 9, 3)]
     assert not any(w.requires_grad for w in weights.values())
-    static = C2ALModel(mh.tables(8), mh.DENSE, small_cfg(fm_attention="static"), aux_heads=False)
+    static = C2ALModel(mh.tables(8), mh.DENSE, small_cfg(fm={"attention": "static"}), aux_heads=False)
     static.record_attention(True)
     static(dense, kjt)
     assert [tuple(w.shape) for w in static.fm_attention_weights().values()] == [(5, 3), (9, 3)]
@@ -154,7 +160,7 @@ def test_fx_trace_and_script_primary_only(tmp_path):
 @pytest.mark.parametrize("attention", ["attentive", "static"])
 def test_training_reduces_loss(attention):
     torch.manual_seed(0)
-    model = C2ALModel(mh.tables(8), mh.DENSE, small_cfg(fm_attention=attention, fm_kernel="cpu"), aux_heads=True)
+    model = C2ALModel(mh.tables(8), mh.DENSE, small_cfg(fm={"attention": attention, "kernel": "cpu"}), aux_heads=True)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     dense, kjt, labels = mh.batch(256, seed=0)
     losses = []

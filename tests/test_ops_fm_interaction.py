@@ -344,7 +344,7 @@ def test_bad_inputs_raise_value_error():
         fm_interaction(torch.randn(2, 3, 4), torch.randn(2, 5, 2))
     with pytest.raises(ValueError, match="one float dtype"):
         fm_interaction(torch.randn(2, 3, 4), torch.randn(2, 3, 2, dtype=torch.float64))
-    with pytest.raises(ValueError, match="model.fm_kernel"):
+    with pytest.raises(ValueError, match="model.fm.kernel"):
         fm_interaction(torch.randn(2, 3, 4), torch.randn(2, 3, 2), "fast")
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from c2al_rec.config import ModelConfig
+from c2al_rec.config import CohortsConfig, FMConfig, LinearConfig, ModelConfig
 from c2al_rec.data.batch import Batch
 from c2al_rec.modules.model import C2ALModel
 from c2al_rec.train.loss import aux_labels, c2al_loss
@@ -21,16 +21,14 @@ def _setup(weighting: str):
     cfg = ModelConfig(
         embedding_dim=8,
         dhen_layers=[["fm", "linear"]],
-        fm_rank=4,
-        fm_compressed_tokens=4,
-        fm_out_tokens=4,
-        fm_mlp=[16],
-        linear_out_tokens=4,
+        fm=FMConfig(rank=4, compressed_tokens=4, out_tokens=4, mlp=[16]),
+        linear=LinearConfig(out_tokens=4),
         primary_head=[16],
         aux_head=[8],
     )
     model = C2ALModel(tables, 2, cfg, aux_heads=True)
-    task = TrainTask(model, CohortTarget("v", 2, 0, 0.1, 0.3, aux=True, weighting=weighting))
+    cohorts = CohortsConfig(enabled=True, spec="s.json", lambda_head=0.1, lambda_tail=0.3, weighting=weighting)
+    task = TrainTask(model, CohortTarget("v", 2, 0, cohorts))
     b = 64
     kjt = KeyedJaggedTensor.from_lengths_sync(
         ["f0", "f1", "f2"], torch.randint(0, 50, (3 * b,)), torch.ones(3 * b, dtype=torch.int32)

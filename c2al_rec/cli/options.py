@@ -1,8 +1,19 @@
-"""Arguments shared by several verbs."""
+"""Arguments shared by several verbs: ``--config`` with ``--section.field=value`` overrides, and short
+flags that set config fields.
+
+A short flag (``--rows``, ``--metric``) is an alias of one config field (``data.synthetic.rows``,
+``discover.metric``): its type, choices and help come from the field, and its value becomes a
+``--section.field=value`` override, applied before the overrides typed on the command line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import typing
+from typing import Any, Literal, Mapping
+
+_DEST_PREFIX = "field__"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,3 +23,72 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="TOML run config (launch/configs/*.toml)")
     parser.epilog = (parser.epilog or "") + "\nconfig overrides (after --config):\n" + config_help()
     parser.set_defaults(_accepts_overrides=True)
+
+
+def _dest(key: str) -> str:
+    return _DEST_PREFIX + key.replace(".", "__")
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_field_flags(
+    parser: argparse.ArgumentParser,
+    aliases: Mapping[str, str],
+    switches: Mapping[str, tuple[str, Any]] = {},  # noqa: B006 (read only)
+    sections: tuple[str, ...] = (),
+) -> None:
+    """Short flags that set config fields, plus ``--config`` and the ``--section.field=value`` overrides.
+
+    Args:
+        parser: the verb's parser.
+        aliases: flag -> dotted field (``{"--rows": "data.synthetic.rows"}``); a list field takes
+            several values (``--axes a b``).
+        switches: flag -> (dotted field, value) for flags without a value (``--no-cohort-effects``).
+        sections: the config sections the verb reads; their fields are listed in the epilog.
+    """
+    from c2al_rec.config import config_help, iter_fields
+
+    fields = {name: (tp, default, doc) for name, tp, default, doc in iter_fields()}
+    for flag, key in aliases.items():
+        tp, default, doc = fields[key]
+        metavar = key.rsplit(".", 1)[-1].upper()
+        kwargs: dict[str, Any] = {"dest": _dest(key), "default": argparse.SUPPRESS, "metavar": metavar}
+        origin = typing.get_origin(tp)
+        if origin is list:
+            kwargs["nargs"] = "+"
+            (tp,) = typing.get_args(tp)
+            origin = typing.get_origin(tp)
+        if origin is Literal:
+            kwargs["choices"] = typing.get_args(tp)
+            kwargs.pop("metavar")
+        elif tp is bool:
+            kwargs["type"] = _parse_bool
+        elif tp in (int, float):
+            kwargs["type"] = tp
+        parser.add_argument(flag, help=f"{doc} (--{key}; default {default!r})", **kwargs)
+    for flag, (key, value) in switches.items():
+        doc = fields[key][2]
+        parser.add_argument(
+            flag, dest=_dest(key), action="store_const", const=value, default=argparse.SUPPRESS,
+            help=f"{key} = {json.dumps(value)}: {doc}",
+        )  # fmt: skip
+    parser.add_argument("--config", default=None, help="TOML run config (launch/configs/*.toml) to start from")
+    listed = config_help(*sections) if sections else config_help()
+    parser.epilog = (parser.epilog or "") + "\nconfig overrides (after --config and the flags above):\n" + listed
+    keys = sorted({*aliases.values(), *(key for key, _ in switches.values())})
+    parser.set_defaults(_accepts_overrides=True, _field_keys=keys)
+
+
+def field_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--section.field=value`` overrides of the short flags given, then those typed as such."""
+    out = []
+    for key in getattr(args, "_field_keys", []):
+        if hasattr(args, _dest(key)):
+            out.append(f"--{key}={json.dumps(getattr(args, _dest(key)))}")
+    return out + list(getattr(args, "overrides", []))

@@ -132,7 +132,7 @@ def discover_axis(
         if min(pos_a, pos_b) < min_positives:
             failed.append(f"min_positives={min_positives} (positives {pos_a}, {pos_b})")
         pair["eligible"] = not failed
-        pair["score"] = disparity_score(pair, metric) if "js" in pair else float("-inf")
+        pair["score"] = disparity_score(pair, metric) if rows_a and rows_b else float("-inf")
         if failed:
             pair["ineligible_because"] = "; ".join(failed)
         pairs.append(pair)

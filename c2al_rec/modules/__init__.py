@@ -1,13 +1,13 @@
 """Unsharded model modules (sparse/dense arch, DHEN interactions, heads); buildable on meta.
 
 The over-arch (``dhen``, ``interactions``, ``mlp``) imports without torchrec, so it runs where only
-torch and triton are installed; ``C2ALModel`` and ``tables_from_features`` (``model``, which needs
-torchrec) are imported on first access.
+torch and triton are installed; ``C2ALModel``, ``build_run_model`` and ``tables_from_features`` (``model``,
+which needs torchrec) are imported on first access.
 """
 
 from typing import Any
 
-__all__ = ["C2ALModel", "tables_from_features"]
+__all__ = ["C2ALModel", "build_run_model", "tables_from_features"]
 
 
 def __getattr__(name: str) -> Any:

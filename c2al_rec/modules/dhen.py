@@ -12,29 +12,16 @@ from torch import Tensor, nn
 
 from c2al_rec.config import ModelConfig
 
-from .interactions import CrossInteraction, DotInteraction, FMInteraction, LinearCompression, SelfAttention
+from .interactions import INTERACTIONS
 from .mlp import TokenLinear
-
-MODULE_TYPES = ("fm", "linear", "cross", "attention", "dot")
 
 
 def build_interaction(name: str, num_tokens: int, cfg: ModelConfig, device: Optional[torch.device]) -> nn.Module:
-    """One interaction module of type ``name`` for [B, num_tokens, cfg.embedding_dim] inputs."""
-    d = cfg.embedding_dim
-    if name == "fm":
-        return FMInteraction(
-            num_tokens, d, cfg.fm_rank, cfg.fm_compressed_tokens, cfg.fm_out_tokens, cfg.fm_mlp,
-            cfg.fm_attention, cfg.fm_kernel, device=device,
-        )  # fmt: skip
-    if name == "linear":
-        return LinearCompression(num_tokens, cfg.linear_out_tokens, device=device)
-    if name == "cross":
-        return CrossInteraction(num_tokens, d, device=device)
-    if name == "attention":
-        return SelfAttention(num_tokens, d, cfg.attention_heads, device=device)
-    if name == "dot":
-        return DotInteraction(num_tokens, d, cfg.dot_out_tokens, device=device)
-    raise ValueError(f"model.dhen_layers: unknown module '{name}' (expected one of {MODULE_TYPES})")
+    """One interaction module of type ``name`` for [B, num_tokens, cfg.embedding_dim] inputs, built by the
+    class registered under ``name`` from its settings table ``cfg.<name>``."""
+    if name not in INTERACTIONS:
+        raise ValueError(f"model.dhen_layers: unknown module '{name}' (expected one of {tuple(INTERACTIONS)})")
+    return INTERACTIONS[name].from_config(num_tokens, cfg.embedding_dim, getattr(cfg, name), device)
 
 
 class DHENLayer(nn.Module):
@@ -42,8 +29,8 @@ class DHENLayer(nn.Module):
 
     Args:
         num_tokens: n.
-        modules: interaction module names (``fm``, ``linear``, ``cross``, ``attention``, ``dot``).
-        cfg: model config (dims, module options, ``combine``).
+        modules: interaction module type names (``DHEN_MODULE_TYPES``: ``fm``, ``linear``, ...).
+        cfg: model config (dims, each module type's ``[model.<type>]`` settings, ``combine``).
         device: parameter device.
 
     Example::
@@ -64,7 +51,8 @@ class DHENLayer(nn.Module):
             if len(set(outs)) != 1:
                 raise ValueError(
                     f"model.combine = 'sum' needs equal token counts from {list(modules)}, got {outs}"
-                    " (set fm_out_tokens / linear_out_tokens / dot_out_tokens alike, or use concat)"
+                    " (set the modules' out_tokens alike, e.g. model.fm.out_tokens and model.linear.out_tokens,"
+                    " or use concat)"
                 )
             self.num_out_tokens = outs[0]
         else:

@@ -1,22 +1,45 @@
 """DHEN interaction modules: each maps tokens X [B, n, d] to [B, n_out, d] (``num_out_tokens``).
 
-- :class:`FMInteraction`: FM compressed attention (Wukong's FMB), G = X X^T Y via the custom op.
-- :class:`LinearCompression`: a learned linear map over the token axis (Wukong's LCB).
-- :class:`CrossInteraction`: one DCN-v2 cross layer on flatten(X).
-- :class:`SelfAttention`: a post-norm transformer encoder layer over the tokens.
-- :class:`DotInteraction`: DLRM pairwise dot products, projected back to tokens.
+Each class registers under its DHEN module type name (``@register_interaction("fm")``) in
+:data:`INTERACTIONS`; the names and each type's settings (``[model.<type>]``) are declared in
+``c2al_rec.config.model``, and ``from_config`` builds the module from them.
+
+- :class:`FMInteraction` (``fm``): FM compressed attention (Wukong's FMB), G = X X^T Y via the custom op.
+- :class:`LinearCompression` (``linear``): a learned linear map over the token axis (Wukong's LCB).
+- :class:`CrossInteraction` (``cross``): one DCN-v2 cross layer on flatten(X).
+- :class:`SelfAttention` (``attention``): a post-norm transformer encoder layer over the tokens.
+- :class:`DotInteraction` (``dot``): DLRM pairwise dot products, projected back to tokens.
 """
 
-from typing import Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from c2al_rec.config.model import AttentionConfig, CrossConfig, DotConfig, FMConfig, LinearConfig
 from c2al_rec.ops.fm_interaction import KERNELS, fm_interaction_reference
 
 from .mlp import TokenLinear, mlp
 
+INTERACTIONS: Dict[str, Any] = {}
+"""DHEN module type name -> its class; each class has ``from_config(num_tokens, dim, settings, device)``."""
 
+_Cls = TypeVar("_Cls")
+
+
+def register_interaction(name: str) -> Callable[[_Cls], _Cls]:
+    """Class decorator: register a DHEN interaction module under ``name`` (a ``[model.<name>]`` table)."""
+
+    def register(cls: _Cls) -> _Cls:
+        if name in INTERACTIONS:
+            raise ValueError(f"DHEN module type '{name}' is registered twice")
+        INTERACTIONS[name] = cls
+        return cls
+
+    return register
+
+
+@register_interaction("fm")
 class FMInteraction(nn.Module):
     """FM compressed attention: T = X^T Y [B, d, k], G = X T [B, n, k], then
     flatten(G) -> LayerNorm -> MLP -> [B, n_out, d].
@@ -55,12 +78,12 @@ class FMInteraction(nn.Module):
     ) -> None:
         super().__init__()
         if attention not in ("attentive", "static"):
-            raise ValueError(f"model.fm_attention: expected 'attentive' or 'static', got {attention!r}")
+            raise ValueError(f"model.fm.attention: expected 'attentive' or 'static', got {attention!r}")
         self.num_tokens, self.dim, self.rank = num_tokens, dim, rank
         self.num_out_tokens = out_tokens
         self.attentive = attention == "attentive"
         if kernel not in KERNELS:
-            raise ValueError(f"model.fm_kernel: unknown '{kernel}' (expected one of {KERNELS})")
+            raise ValueError(f"model.fm.kernel: unknown '{kernel}' (expected one of {KERNELS})")
         self.kernel = kernel
         if self.attentive:
             self.compress = TokenLinear(num_tokens, compressed_tokens, device=device)
@@ -75,6 +98,13 @@ class FMInteraction(nn.Module):
         """Keep the last Y (detached) in ``last_attention`` for diagnostics."""
         self.last_attention: Optional[Tensor] = None
         self.reset_parameters()
+
+    @classmethod
+    def from_config(
+        cls, num_tokens: int, dim: int, settings: FMConfig, device: Optional[torch.device] = None
+    ) -> "FMInteraction":
+        s = settings
+        return cls(num_tokens, dim, s.rank, s.compressed_tokens, s.out_tokens, s.mlp, s.attention, s.kernel, device)
 
     def reset_parameters(self) -> None:
         """Initialise the static Y (the only parameter not owned by a Linear / LayerNorm)."""
@@ -103,6 +133,7 @@ class FMInteraction(nn.Module):
         return self.out_mlp(self.norm(g.flatten(1))).view(-1, self.num_out_tokens, self.dim)
 
 
+@register_interaction("linear")
 class LinearCompression(nn.Module):
     """Wukong's linear compression block: [B, n, d] -> [B, n_out, d] by a learned [n_out, n] map.
 
@@ -116,10 +147,17 @@ class LinearCompression(nn.Module):
         self.num_out_tokens = out_tokens
         self.proj = TokenLinear(num_tokens, out_tokens, device=device)
 
+    @classmethod
+    def from_config(
+        cls, num_tokens: int, dim: int, settings: LinearConfig, device: Optional[torch.device] = None
+    ) -> "LinearCompression":
+        return cls(num_tokens, settings.out_tokens, device=device)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(x)
 
 
+@register_interaction("cross")
 class CrossInteraction(nn.Module):
     """One DCN-v2 cross layer on x0 = flatten(X): x0 * (W x0 + b) + x0, back to [B, n, d].
 
@@ -133,11 +171,18 @@ class CrossInteraction(nn.Module):
         self.num_out_tokens, self.dim = num_tokens, dim
         self.linear = nn.Linear(num_tokens * dim, num_tokens * dim, device=device)
 
+    @classmethod
+    def from_config(
+        cls, num_tokens: int, dim: int, settings: CrossConfig, device: Optional[torch.device] = None
+    ) -> "CrossInteraction":
+        return cls(num_tokens, dim, device=device)
+
     def forward(self, x: Tensor) -> Tensor:
         x0 = x.flatten(1)
         return (x0 * self.linear(x0) + x0).view(-1, self.num_out_tokens, self.dim)
 
 
+@register_interaction("attention")
 class SelfAttention(nn.Module):
     """A post-norm transformer encoder layer over tokens: [B, n, d] -> [B, n, d].
 
@@ -153,13 +198,19 @@ class SelfAttention(nn.Module):
     def __init__(self, num_tokens: int, dim: int, heads: int, device: Optional[torch.device] = None) -> None:
         super().__init__()
         if heads <= 0 or dim % heads:
-            raise ValueError(f"model.attention_heads = {heads} must divide model.embedding_dim = {dim}")
+            raise ValueError(f"model.attention.heads = {heads} must divide model.embedding_dim = {dim}")
         self.num_out_tokens, self.dim, self.heads = num_tokens, dim, heads
         self.qkv = nn.Linear(dim, 3 * dim, device=device)
         self.out = nn.Linear(dim, dim, device=device)
         self.norm1 = nn.LayerNorm(dim, device=device)
         self.ffn = mlp(dim, [2 * dim], dim, device=device)
         self.norm2 = nn.LayerNorm(dim, device=device)
+
+    @classmethod
+    def from_config(
+        cls, num_tokens: int, dim: int, settings: AttentionConfig, device: Optional[torch.device] = None
+    ) -> "SelfAttention":
+        return cls(num_tokens, dim, settings.heads, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
         hd = self.dim // self.heads
@@ -170,6 +221,7 @@ class SelfAttention(nn.Module):
         return self.norm2(x + self.ffn(x))
 
 
+@register_interaction("dot")
 class DotInteraction(nn.Module):
     """DLRM dot interaction: the n(n-1)/2 pairwise dot products of tokens, projected by a Linear
     to ``out_tokens`` tokens: [B, n, d] -> [B, n_out, d].
@@ -184,6 +236,12 @@ class DotInteraction(nn.Module):
         self.num_tokens, self.dim, self.num_out_tokens = num_tokens, dim, out_tokens
         pairs = max(1, num_tokens * (num_tokens - 1) // 2)
         self.proj = nn.Linear(pairs, out_tokens * dim, device=device)
+
+    @classmethod
+    def from_config(
+        cls, num_tokens: int, dim: int, settings: DotConfig, device: Optional[torch.device] = None
+    ) -> "DotInteraction":
+        return cls(num_tokens, dim, settings.out_tokens, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
         n = self.num_tokens

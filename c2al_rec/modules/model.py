@@ -9,7 +9,7 @@ projection of h, [B, p], instead (a low-rank first layer: wide aux heads then co
 """
 
 import copy
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +17,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from c2al_rec.config import ModelConfig
+from c2al_rec.config import Config, ModelConfig
 
 from .dhen import DHEN
 from .interactions import FMInteraction
@@ -231,3 +231,24 @@ class C2ALModel(nn.Module):
         clone.has_aux_heads = False
         clone.aux_projection = 0
         return clone
+
+
+def build_run_model(cfg: Config, schema: Any, device: torch.device) -> C2ALModel:
+    """The model a run with config ``cfg`` trains on data with ``schema``: one table per sparse feature,
+    the dense arch over its dense columns, aux heads when C2AL is on.
+
+    The trainer builds it on the meta device; loading a run builds it on CPU, so both hold the same
+    parameters under the same names.
+
+    Args:
+        cfg: the run config (``model`` and ``cohorts.enabled`` are read).
+        schema: the dataset schema (``sparse`` features with ``num_embeddings``, ``dense`` columns).
+        device: parameter device (``meta`` for DMP).
+    """
+    return C2ALModel(
+        tables_from_features(schema.sparse, cfg.model.embedding_dim),
+        dense_in_features=len(schema.dense),
+        cfg=cfg.model,
+        aux_heads=cfg.cohorts.enabled,
+        device=device,
+    )

@@ -129,7 +129,7 @@ def select_kernel(x: Tensor, y: Tensor, kernel: str = "auto") -> str:
     warning per reason. ``triton`` on CPU tensors runs only under ``TRITON_INTERPRET=1``.
     """
     if kernel not in KERNELS:
-        raise ValueError(f"model.fm_kernel: unknown '{kernel}' (expected one of {KERNELS})")
+        raise ValueError(f"model.fm.kernel: unknown '{kernel}' (expected one of {KERNELS})")
     if kernel == "reference" or x.device.type == "meta":
         return "reference"
     want = kernel
@@ -275,5 +275,5 @@ def fm_interaction(x: Tensor, y: Tensor, kernel: str = "auto") -> Tensor:
     """
     check_inputs(x, y)
     if kernel not in KERNELS:
-        raise ValueError(f"model.fm_kernel: unknown '{kernel}' (expected one of {KERNELS})")
+        raise ValueError(f"model.fm.kernel: unknown '{kernel}' (expected one of {KERNELS})")
     return torch.ops.c2al.fm_interaction(x, y, kernel)

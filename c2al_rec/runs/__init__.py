@@ -4,7 +4,7 @@ Everything that reads a finished run (discovery, evaluation, export, the experim
 here; nothing here knows how the run was trained.
 """
 
-from .load import TrainedRun, build_run_model, check_schema_matches, load_run
+from .load import TrainedRun, check_schema_matches, load_run
 from .scoring import score_split, side_columns
 
-__all__ = ["TrainedRun", "build_run_model", "check_schema_matches", "load_run", "score_split", "side_columns"]
+__all__ = ["TrainedRun", "check_schema_matches", "load_run", "score_split", "side_columns"]

@@ -25,7 +25,7 @@ from c2al_rec.config import Config, load_config_dict
 from c2al_rec.data.schema import schema_from_dict
 from c2al_rec.distributed import checkpoint as ckpt_io
 from c2al_rec.io.host import check_host_memory
-from c2al_rec.modules.model import C2ALModel, tables_from_features
+from c2al_rec.modules.model import C2ALModel, build_run_model
 
 
 @dataclass
@@ -94,19 +94,6 @@ def check_run_size(ckpt: Path, cfg: Config, schema: Any) -> None:
     tensors = {f"model.{name}": t for name, t in wrapped.state_dict().items()}
     need = ckpt_io.check_tensor_claims(ckpt, tensors, f"{ckpt}/train_state.json")
     check_host_memory(need, f"loading checkpoint {ckpt}", "score it on a machine with more memory")
-
-
-def build_run_model(cfg: Config, schema: Any, device: torch.device) -> C2ALModel:
-    """The model a run with config ``cfg`` trains on data with ``schema``: one table per sparse feature,
-    the dense arch over its dense columns, aux heads when C2AL is on. The trainer builds it on the meta
-    device; loading a run builds it on CPU."""
-    return C2ALModel(
-        tables_from_features(schema.sparse, cfg.model.embedding_dim),
-        dense_in_features=len(schema.dense),
-        cfg=cfg.model,
-        aux_heads=cfg.cohorts.enabled,
-        device=device,
-    )
 
 
 def check_schema_matches(trained: Any, schema: Any, ckpt: Path) -> None:

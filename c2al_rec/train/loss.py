@@ -1,8 +1,12 @@
-"""The C2AL objective: L = BCE(primary, y) + lambda_head BCE(head, y_head) + lambda_tail BCE(tail, y_tail)."""
+"""The C2AL objective: L = BCE(primary, y) + lambda_head BCE(head, y_head) + lambda_tail BCE(tail, y_tail).
+
+The weighted aux terms are defined once (:func:`weighted_aux_terms`); the loss, the gradient-similarity
+gate and the gradient diagnostics all read them from here.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +33,23 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     return (weights * per_row).sum() / weights.sum().clamp_min(1e-12)
 
 
+def weighted_aux_terms(parts: Dict[str, torch.Tensor], lambda_head: float, lambda_tail: float) -> List[torch.Tensor]:
+    """The C2AL aux terms ``[lambda_head * L_head, lambda_tail * L_tail]`` (scalars).
+
+    Args:
+        parts: per-head losses holding ``"head"`` and ``"tail"`` (as ``c2al_loss`` returns them).
+        lambda_head, lambda_tail: ``cohorts.lambda_head`` / ``cohorts.lambda_tail``.
+    """
+    return [lambda_head * parts["head"], lambda_tail * parts["tail"]]
+
+
+def aux_objective(parts: Dict[str, torch.Tensor], lambda_head: float, lambda_tail: float) -> torch.Tensor:
+    """The weighted sum of the aux losses, ``lambda_head * L_head + lambda_tail * L_tail`` (a scalar):
+    what gradient-similarity gating scales and what the gradient diagnostics compare with the primary loss."""
+    head, tail = weighted_aux_terms(parts, lambda_head, lambda_tail)
+    return head + tail
+
+
 def c2al_loss(
     logits: Dict[str, torch.Tensor],
     labels: torch.Tensor,
@@ -49,5 +70,7 @@ def c2al_loss(
     if aux is not None:
         parts["head"] = weighted_bce(logits["head"], aux["head"], weights)
         parts["tail"] = weighted_bce(logits["tail"], aux["tail"], weights)
-        total = total + lambda_head * parts["head"] + lambda_tail * parts["tail"]
+        # accumulated left to right, (L_p + t_head) + t_tail, as recorded runs were trained
+        for term in weighted_aux_terms(parts, lambda_head, lambda_tail):
+            total = total + term
     return total, parts

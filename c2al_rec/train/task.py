@@ -13,22 +13,23 @@ import torch
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from .loss import aux_labels, c2al_loss
+from c2al_rec.config import CohortsConfig
+
+from .loss import aux_labels, aux_objective, c2al_loss
 
 
 @dataclass
 class CohortTarget:
-    """Which cohort axis and cohorts the auxiliary heads target."""
+    """The spec's cohorts the auxiliary heads target, with the ``[cohorts]`` section that weighs them."""
 
     axis: str
+    """The spec's axis (the batch's cohort-index column)."""
     head_index: int
+    """Index of the head cohort on that axis."""
     tail_index: int
-    lambda_head: float
-    lambda_tail: float
-    aux: bool
-    """False: the axis is only reported (segmented NE), no auxiliary loss."""
-    weighting: str = "constant"
-    """'constant' lambdas, or 'gradsim': aux loss gated by its gradient similarity to the primary's."""
+    """Index of the tail cohort on that axis."""
+    cohorts: CohortsConfig
+    """``enabled`` (False: the axis is only reported as segmented NE, no aux loss), the lambdas, ``weighting``."""
 
 
 class TrainTask(nn.Module):
@@ -45,7 +46,8 @@ class TrainTask(nn.Module):
 
     Example::
 
-        task = TrainTask(C2ALModel(...), CohortTarget("user_value", 2, 0, 0.1, 0.1, aux=True))
+        cohorts = CohortsConfig(enabled=True, spec="cohorts.json")
+        task = TrainTask(C2ALModel(...), CohortTarget("user_value", 2, 0, cohorts))
         loss, out = task(batch)
     """
 
@@ -84,24 +86,18 @@ class TrainTask(nn.Module):
         if self.target is not None:
             segment = batch.cohorts[self.target.axis]
             out["segment"] = segment
-            if self.target.aux:
+            if self.target.cohorts.enabled:
                 aux = aux_labels(labels, segment, self.target.head_index, self.target.tail_index)
                 out.update({f"{k}_label": v for k, v in aux.items()})
-        loss, parts = c2al_loss(
-            logits,
-            labels,
-            weights,
-            aux,
-            self.target.lambda_head if self.target else 0.0,
-            self.target.lambda_tail if self.target else 0.0,
-        )
+        lambdas = (self.target.cohorts.lambda_head, self.target.cohorts.lambda_tail) if self.target else (0.0, 0.0)
+        loss, parts = c2al_loss(logits, labels, weights, aux, *lambdas)
         # TrainPipelineSparseDist fx-traces this forward only to find the sharded modules' inputs;
         # gradients cannot be traced, and the traced graph is never executed, so skip them there.
         training = self.training and torch.is_grad_enabled()  # validation runs under no_grad
         if (
             aux is not None
             and self.target is not None
-            and self.target.weighting == "gradsim"
+            and self.target.cohorts.weighting == "gradsim"
             and training
             and not tracing
         ):
@@ -133,7 +129,7 @@ class TrainTask(nn.Module):
         into the sharded tables and the fused optimizer is not triggered here.
         """
         assert self.target is not None
-        aux_loss = self.target.lambda_head * parts["head"] + self.target.lambda_tail * parts["tail"]
+        aux_loss = aux_objective(parts, self.target.cohorts.lambda_head, self.target.cohorts.lambda_tail)
         params = list(self.model.shared_parameters().values())
         gp = torch.autograd.grad(parts["primary"], params, retain_graph=True, allow_unused=True)
         ga = torch.autograd.grad(aux_loss, params, retain_graph=True, allow_unused=True)
@@ -159,8 +155,9 @@ class TrainTask(nn.Module):
             attention = {k: weight_stats(v.float().cpu().numpy()) for k, v in self.model.fm_attention_weights().items()}
         finally:
             self.model.record_attention(False)
-        _, parts = c2al_loss(logits, labels, weights, aux, self.target.lambda_head, self.target.lambda_tail)
-        aux_loss = self.target.lambda_head * parts["head"] + self.target.lambda_tail * parts["tail"]
+        lambdas = self.target.cohorts.lambda_head, self.target.cohorts.lambda_tail
+        _, parts = c2al_loss(logits, labels, weights, aux, *lambdas)
+        aux_loss = aux_objective(parts, *lambdas)
         grads = gradient_alignment(parts["primary"], aux_loss, self.model.shared_parameters())
         for v in attention.values():
             v.pop("histogram")

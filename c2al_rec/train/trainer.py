@@ -56,7 +56,7 @@ from c2al_rec.distributed.backend import DistContext, set_cpu_threads
 from c2al_rec.distributed.sharding import apply_sparse_optimizer, make_dense_optimizer, shard_model
 from c2al_rec.io import atomic_write_json
 from c2al_rec.io.owned_dir import open_for_append
-from c2al_rec.runs.load import build_run_model
+from c2al_rec.modules.model import build_run_model
 from c2al_rec.runs.provenance import check_fingerprint, write_run_files
 
 from .metrics import TrainMetrics
@@ -103,15 +103,7 @@ class Trainer:
         self.spec = self._load_cohort_spec()
         target = None
         if self.spec is not None:
-            target = CohortTarget(
-                axis=self.spec.axis,
-                head_index=self.spec.head_index,
-                tail_index=self.spec.tail_index,
-                lambda_head=cfg.cohorts.lambda_head,
-                lambda_tail=cfg.cohorts.lambda_tail,
-                aux=cfg.cohorts.enabled,
-                weighting=cfg.cohorts.weighting,
-            )
+            target = CohortTarget(self.spec.axis, self.spec.head_index, self.spec.tail_index, cfg.cohorts)
         torch.manual_seed(cfg.train.seed)
         model = build_run_model(cfg, self.schema, torch.device("meta"))
         compile_dense = cfg.train.compile_dense == "on" or (

@@ -6,8 +6,8 @@ to ``<out>.axes.json``, and a PNG of the head vs tail prediction densities.
 
 Example::
 
-    outcome = discover_cohorts(DiscoverOptions("runs/base", "data/synth", ["user_value:quantiles=0.05,0.95"],
-                                               "cohorts.json"))
+    section = DiscoverConfig(axes=["user_value:quantiles=0.05,0.95"])   # or cfg.discover of a run config
+    outcome = discover_cohorts(section, "runs/base", "data/synth", "cohorts.json")
     print(format_ranking(outcome))
 """
 
@@ -21,48 +21,12 @@ import numpy as np
 
 from c2al_rec.analysis.plots import plot_prediction_densities
 from c2al_rec.cohorts.discovery import AxisResult, discover_axis, parse_axis_spec
+from c2al_rec.cohorts.divergences import METRICS, disparity_score
 from c2al_rec.cohorts.spec import CohortSpec
 from c2al_rec.config import DiscoverConfig
 from c2al_rec.data.schema import load_schema
 from c2al_rec.io import atomic_write_json
 from c2al_rec.runs import load_run, score_split
-
-
-@dataclass
-class DiscoverOptions:
-    """One discovery: which baseline, which data, which axes, where the spec goes."""
-
-    checkpoint: str | Path
-    """Baseline run directory or one ``step_<N>`` directory."""
-    data: str | Path
-    """Dataset root to score."""
-    axes: list[str]
-    """Axis specs: ``name:quantiles=q1,q2,...`` or ``name:categorical``."""
-    out: str | Path
-    """Cohort spec JSON to write."""
-    split: str = "valid"
-    """Split the baseline is scored on (one the evaluation does not use)."""
-    which: str = "latest"
-    """Checkpoint of a run directory: ``latest`` or ``best``."""
-    metric: str = "js"
-    """Disparity metric that ranks pairs: js, kl, cosine or wasserstein."""
-    min_rows: int = 1000
-    """Minimum rows in each cohort of the chosen pair."""
-    min_positives: int = 50
-    """Minimum positives in each cohort of the chosen pair."""
-    rare_share: float = 0.01
-    """Categorical values under this share of rows merge into 'other'."""
-    batch_size: int = 4096
-    """Scoring batch size."""
-
-    @classmethod
-    def from_config(
-        cls, d: DiscoverConfig, checkpoint: str | Path, data: str | Path, out: str | Path
-    ) -> "DiscoverOptions":
-        """The ``[discover]`` section of a run config, for the pipeline and the experiment."""
-        return cls(
-            checkpoint, data, list(d.axes), out, d.split, "latest", d.metric, d.min_rows, d.min_positives, d.rare_share
-        )
 
 
 @dataclass
@@ -104,20 +68,31 @@ def check_discover_axes(axes: list[str], data: str | Path) -> None:
             )
 
 
-def discover_cohorts(opts: DiscoverOptions) -> DiscoveryOutcome:
-    """Score ``opts.split`` with the baseline, rank cohort pairs per axis, write the best spec.
+def discover_cohorts(
+    section: DiscoverConfig, checkpoint: str | Path, data: str | Path, out: str | Path, which: str = "latest"
+) -> DiscoveryOutcome:
+    """Score ``section.split`` with the baseline, rank cohort pairs per axis, write the best spec.
+
+    Args:
+        section: the ``[discover]`` section (axes, split, metric, eligibility, batch size).
+        checkpoint: the baseline's run directory or one ``step_<N>`` directory.
+        data: the dataset root to score.
+        out: the cohort spec JSON to write.
+        which: checkpoint of a run directory, ``latest`` or ``best``.
 
     Raises:
         ValueError: an axis is not in the schema, or no axis has an eligible pair (reasons named).
     """
-    axes = [parse_axis_spec(a) for a in opts.axes]
-    schema = load_schema(opts.data)
+    axes = [parse_axis_spec(a) for a in section.axes]
+    schema = load_schema(data)
     known = {a.name: a for a in schema.axes}
     for axis in axes:
         if axis.name not in known:
-            raise ValueError(f"--axes: '{axis.name}' is not an axis of {opts.data} (schema.json axes: {sorted(known)})")
-    run = load_run(opts.checkpoint, opts.which, schema=schema)
-    table = score_split(run, opts.data, opts.split, opts.batch_size)
+            raise ValueError(
+                f"discover.axes (--axes): '{axis.name}' is not an axis of {data} (schema.json axes: {sorted(known)})"
+            )
+    run = load_run(checkpoint, which, schema=schema)
+    table = score_split(run, data, section.split, section.batch_size)
     probs = table.column("prob").to_numpy().astype(np.float64)
     labels = table.column("label").to_numpy()
     results = {
@@ -126,10 +101,10 @@ def discover_cohorts(opts: DiscoverOptions) -> DiscoveryOutcome:
             table.column(axis.name).combine_chunks(),
             probs,
             labels,
-            min_rows=opts.min_rows,
-            min_positives=opts.min_positives,
-            metric=opts.metric,
-            rare_share=opts.rare_share,
+            min_rows=section.min_rows,
+            min_positives=section.min_positives,
+            metric=section.metric,
+            rare_share=section.rare_share,
         )
         for axis in axes
     }
@@ -138,11 +113,11 @@ def discover_cohorts(opts: DiscoverOptions) -> DiscoveryOutcome:
     if not chosen:
         reasons = "; ".join(f"{name}: {r.reason}" for name, r in ranked)
         raise ValueError(f"no axis has an eligible cohort pair ({reasons})")
-    source = {"checkpoint": str(run.path), "data": str(Path(opts.data).resolve()), "split": opts.split}
+    source = {"checkpoint": str(run.path), "data": str(Path(data).resolve()), "split": section.split}
     for _, r in chosen:
         r.spec.source = source
     best_name, best = chosen[0]
-    out = Path(opts.out)
+    out = Path(out)
     best.spec.save(out)
     axes_json = out.with_suffix(".axes.json")
     atomic_write_json(
@@ -163,10 +138,10 @@ def discover_cohorts(opts: DiscoverOptions) -> DiscoveryOutcome:
         probs[idx == best.spec.head_index],
         probs[idx == best.spec.tail_index],
         out.with_name(out.stem + "_densities.png"),
-        f"{best_name}: head {best.spec.head} vs tail {best.spec.tail} ({opts.split})",
+        f"{best_name}: head {best.spec.head} vs tail {best.spec.tail} ({section.split})",
     )
     sensitive = {name: known[name].sensitive for name, _ in ranked}
-    return DiscoveryOutcome(best.spec, best_name, ranked, sensitive, opts.metric, [out, axes_json, png])
+    return DiscoveryOutcome(best.spec, best_name, ranked, sensitive, section.metric, [out, axes_json, png])
 
 
 def format_ranking(outcome: DiscoveryOutcome, top_pairs: Optional[int] = 5) -> str:
@@ -180,10 +155,18 @@ def format_ranking(outcome: DiscoveryOutcome, top_pairs: Optional[int] = 5) -> s
         lines.append(f"  {name}{flag}: head {r.spec.head} / tail {r.spec.tail}, score {r.best_score:.4f}")
         for p in r.pairs[:top_pairs]:
             mark = "" if p["eligible"] else f"  (ineligible: {p['ineligible_because']})"
+            # every registered metric's ranking score (cosine as 1 - similarity, kl as the sum both ways)
+            scores = " ".join(f"{name} {_score(p, name):.4f}" for name in METRICS)
             lines.append(
-                f"      {p['a']:>10} vs {p['b']:<10} js {p.get('js', float('nan')):.4f} "
-                f"kl {p.get('kl_ab', float('nan')) + p.get('kl_ba', float('nan')):.4f} "
-                f"1-cos {1 - p.get('cosine', float('nan')):.4f} w1 {p.get('wasserstein', float('nan')):.5f} "
+                f"      {p['a']:>10} vs {p['b']:<10} {scores} "
                 f"rows {p['rows_a']}/{p['rows_b']} plr {p['plr_a'] or 0:.4f}/{p['plr_b'] or 0:.4f}{mark}"
             )
     return "\n".join(lines)
+
+
+def _score(pair: dict, metric: str) -> float:
+    """A pair's score under ``metric``; nan for a pair with an empty cohort (no metrics computed)."""
+    try:
+        return disparity_score(pair, metric)
+    except KeyError:
+        return float("nan")

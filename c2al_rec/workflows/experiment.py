@@ -120,12 +120,11 @@ class Experiment:
         return RunJob(f"{variant}/seed_{seed}", run_dir, cfg)
 
     def _discover(self, baseline: Path, out: Path) -> None:
-        from .discover import DiscoverOptions, discover_cohorts, format_ranking
+        from .discover import discover_cohorts, format_ranking
 
         if out.is_file():
             return
-        opts = DiscoverOptions.from_config(self.cfg.discover, baseline, self.cfg.data.path, out)
-        print(format_ranking(discover_cohorts(opts)), flush=True)
+        print(format_ranking(discover_cohorts(self.cfg.discover, baseline, self.cfg.data.path, out)), flush=True)
 
     def _noeffect_data(self) -> Optional[Any]:
         """The no-planted-effect control's DataConfig (synthetic data with controls on), else None."""

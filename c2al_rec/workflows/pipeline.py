@@ -103,12 +103,10 @@ class Pipeline:
         self._train("baseline", replace(self.cfg, cohorts=cohorts))
 
     def stage_discover(self) -> None:
-        from .discover import DiscoverOptions, discover_cohorts, format_ranking
+        from .discover import discover_cohorts, format_ranking
 
-        opts = DiscoverOptions.from_config(
-            self.cfg.discover, self.out / "baseline", self.cfg.data.path, self.paths["discover"]
-        )
-        print(format_ranking(discover_cohorts(opts)), flush=True)
+        outcome = discover_cohorts(self.cfg.discover, self.out / "baseline", self.cfg.data.path, self.paths["discover"])
+        print(format_ranking(outcome), flush=True)
 
     def stage_c2al(self) -> None:
         cohorts = replace(self.cfg.cohorts, enabled=True, spec=str(self.paths["discover"]))

