@@ -7,7 +7,8 @@
 
 Routes: POST /v1/score, GET /healthz (200 once loaded), GET /readyz (503 while the queue is full),
 GET /metrics (Prometheus). A bad row is a 400 naming the row and feature; a full queue a 503.
-Loads only the exported directory (TorchScript + JSON metadata).
+Loads only the exported directory (TorchScript + JSON metadata); model.pt must match the sha256 in
+metadata.json and use only the ops an export emits, both checked before it is loaded.
 """
 
 from __future__ import annotations
