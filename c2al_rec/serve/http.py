@@ -557,7 +557,7 @@ class ScoreEndpoint:
         except LimitExceeded as e:  # answered before the body is (fully) read: the server drops the rest
             self.metrics.limit(e.limit)
             self.metrics.answered(e.status, t0)
-            await _respond(send, e.status, _json({"error": str(e)}), ((b"connection", b"close"),) if e.close else ())
+            await _respond(send, e.status, _json({"error": str(e)}))
             return
         status, answer = await self._answer(raw)
         try:

@@ -12,9 +12,11 @@ body_bytes     8 MiB                   413 as soon as the declared or received s
 json_depth     16                      400 before the body is parsed (a valid request nests 4 levels)
 multi_hot_ids  1024 ids                400 naming the row and feature (per row and multi-hot feature)
 body_timeout   30 s                    408 and the connection closed: the body (Content-Length longer than
-                                       what was sent, or a stalled upload) did not arrive in time
+                                       what was sent, or a stalled upload) did not arrive in time after the
+                                       headers; a refused body still arriving then is cut off
+                                       (``server.ReadTimeoutProtocol``)
 header_timeout 10 s                    408 and the connection closed: the request's headers did not arrive
-                                       in time (``HeaderTimeoutProtocol``)
+                                       in time (``server.ReadTimeoutProtocol``)
 number_range   float32 / int64         400 naming the row and feature: a dense value beyond float32 (1e39),
                                        an id beyond int64, an integer too long for Python to parse
 ============== ======================= =====================================================================
@@ -22,7 +24,6 @@ number_range   float32 / int64         400 naming the row and feature: a dense v
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class ServeLimits:
     header_timeout_s: float = 10.0
     """Seconds a connection may take to send a request's headers (from connecting or from its first byte)."""
     body_timeout_s: float = 30.0
-    """Seconds a request may take to send its body (after its headers), and to finish a refused one."""
+    """Seconds a request may take to send its body after its headers (also a refused body being discarded)."""
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_json_depth", "max_multi_hot_ids"):
@@ -62,27 +63,24 @@ class ServeLimits:
 
 
 class LimitExceeded(Exception):
-    """A request passed a limit: answer ``status`` with ``message``; ``limit`` is its name in ``/metrics``.
+    """A request passed a limit: answer ``status`` with ``message``; ``limit`` is its name in ``/metrics``."""
 
-    ``close``: the connection cannot carry another request (its body was not read to the end in time).
-    """
-
-    def __init__(self, status: int, limit: str, message: str, close: bool = False) -> None:
+    def __init__(self, status: int, limit: str, message: str) -> None:
         super().__init__(message)
-        self.status, self.limit, self.close = status, limit, close
+        self.status, self.limit = status, limit
 
 
 Receive = Callable[[], Awaitable[dict]]
 
 
 async def read_body(scope: dict, receive: Receive, limits: ServeLimits) -> Optional[bytes]:
-    """The request body, read chunk by chunk; None if the client went away.
+    """The request body, read chunk by chunk; None if the client went away (or the server's body
+    timeout closed the connection, ``server.ReadTimeoutProtocol``).
 
     Raises:
         LimitExceeded: 413 once the declared ``Content-Length`` or the bytes received pass
             ``max_body_bytes`` (nothing more is read: the server drops the rest of the body as it
-            arrives, and the connection stays open so the client reads the answer); 408 when the
-            body has not arrived within ``body_timeout_s``.
+            arrives, and the connection stays open so the client reads the answer).
     """
     limit = limits.max_body_bytes
     too_large = LimitExceeded(413, "body_bytes", f"request body over {limit} bytes (--max-body-bytes)")
@@ -96,28 +94,17 @@ async def read_body(scope: dict, receive: Receive, limits: ServeLimits) -> Optio
                 raise too_large
     chunks: list[bytes] = []
     size = 0
-    try:
-        async with asyncio.timeout(limits.body_timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return None
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise too_large
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-    except TimeoutError:
-        raise LimitExceeded(
-            408,
-            "body_timeout",
-            f"request body not received within {limits.body_timeout_s:g} s (--body-timeout-s); "
-            f"got {size} bytes",
-            close=True,
-        ) from None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 _OPENERS = np.zeros(256, np.int8)

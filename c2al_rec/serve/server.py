@@ -1,16 +1,18 @@
-"""Run the scoring app under uvicorn with connection-level time limits uvicorn lacks.
+"""Run the scoring app under uvicorn with the read timeouts uvicorn lacks.
 
 uvicorn closes idle keep-alive connections, but a connection that sends part of its headers and
-stalls stays open, and a refused request's body (413) is discarded for as long as the client
-trickles it. ``HeaderTimeoutProtocol`` (uvicorn's httptools protocol plus two timers) closes both:
+stalls stays open, a body shorter than its ``Content-Length`` is waited for forever, and a refused
+request's body (413) is discarded for as long as the client trickles it. ``ReadTimeoutProtocol``
+(uvicorn's httptools protocol plus two deadlines) ends each of them:
 
-- headers: from the connection's start, or a request's first byte, to the end of its headers at most
-  ``header_timeout_s``; otherwise the client gets a 408 and the connection is closed;
-- a body still arriving after the response was sent (the app answered early, e.g. 413 without
-  reading it): the rest must arrive within ``body_timeout_s``, or the connection is closed.
+- headers: complete within ``header_timeout_s`` of the connection's start or of a request's first
+  byte, else a 408 and the connection is closed;
+- body: complete within ``body_timeout_s`` of the end of its headers, else a 408 (or, when the app
+  already answered, e.g. a 413 without reading the body, nothing more) and the connection is closed.
 
-The app itself limits the time to read a body it wants (``limits.read_body``). Each timeout is
-counted in ``/metrics`` (``c2al_limit_rejections_total{limit="header_timeout"|"body_timeout"}``).
+A deadline is a float per connection, checked by one sweep per server a few times per timeout, so a
+request costs no timer of its own. Each timeout is counted in ``/metrics``
+(``c2al_limit_rejections_total{limit="header_timeout"|"body_timeout"}``).
 """
 
 from __future__ import annotations
@@ -23,101 +25,91 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .limits import ServeLimits
 
-_HEADER_TIMEOUT_BODY = b'{"error":"request headers not received in time (--header-timeout-s)"}'
-_HEADER_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_HEADER_TIMEOUT_BODY), _HEADER_TIMEOUT_BODY)
-)
+
+def _timeout_response(message: str) -> bytes:
+    body = b'{"error":"%s"}' % message.encode()
+    head = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+    return head + b"connection: close\r\n\r\n" + body
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a header timeout and a timeout on discarding a refused body.
+class ReadTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header and body read deadlines (see the module docstring).
 
-    Configured by subclassing (``header_timeout_protocol``): ``limits`` and ``on_limit`` (called with
-    the limit's name when a timer fires) are class attributes.
+    Configured by subclassing (``read_timeout_protocol``): ``limits`` and ``on_limit`` (called with
+    the limit's name when a deadline passes) are class attributes.
     """
 
     limits: ServeLimits = ServeLimits()
     on_limit: Callable[[str], Any] = staticmethod(lambda name: None)
+    _sweeping: set = set()  # event loops with a sweep scheduled (one per server process)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_timer: Optional[asyncio.TimerHandle] = None
-        self._discard_timer: Optional[asyncio.TimerHandle] = None
-        self._in_body = False  # between a request's headers and the end of its body
+        self._header_deadline: Optional[float] = None
+        self._body_deadline: Optional[float] = None
 
     # the connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._header_deadline = self.loop.time() + self.limits.header_timeout_s
+        if self.loop not in self._sweeping:
+            self._sweeping.add(self.loop)
+            self.loop.call_later(self._sweep_interval(), self._sweep)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and not self._in_body:
-            self._arm_header_timer()  # the first byte of a request on a kept-alive connection
+        if self._header_deadline is None and self._body_deadline is None:
+            self._header_deadline = self.loop.time() + self.limits.header_timeout_s  # a request's first byte
         super().data_received(data)
-
-    def connection_lost(self, exc: Optional[Exception]) -> None:
-        self._cancel_timers()
-        super().connection_lost(exc)
 
     # the parser's callbacks
     def on_headers_complete(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-        self._in_body = True
+        self._header_deadline = None
+        self._body_deadline = self.loop.time() + self.limits.body_timeout_s
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._in_body = False
-        if self._discard_timer is not None:
-            self._discard_timer.cancel()
-            self._discard_timer = None
+        self._body_deadline = None
         super().on_message_complete()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._in_body and self._discard_timer is None and not self.transport.is_closing():
-            self._discard_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
+    # the deadlines
+    def _sweep_interval(self) -> float:
+        return min(1.0, max(0.05, min(self.limits.header_timeout_s, self.limits.body_timeout_s) / 5))
 
-    # timers
-    def _arm_header_timer(self) -> None:
-        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._headers_timed_out)
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.connections):
+            if isinstance(conn, ReadTimeoutProtocol) and not conn.transport.is_closing():
+                conn._check_deadlines(now)
+        if self.connections:
+            self.loop.call_later(self._sweep_interval(), self._sweep)
+        else:
+            self._sweeping.discard(self.loop)  # the next connection schedules it again
 
-    def _headers_timed_out(self) -> None:
-        self._header_timer = None
-        if not self.transport.is_closing():
+    def _check_deadlines(self, now: float) -> None:
+        if self._header_deadline is not None and now >= self._header_deadline:
             self.on_limit("header_timeout")
-            self.transport.write(_HEADER_TIMEOUT_RESPONSE)
+            self.transport.write(_timeout_response("request headers not received in time (--header-timeout-s)"))
             self.transport.close()
-
-    def _body_timed_out(self) -> None:
-        self._discard_timer = None
-        if not self.transport.is_closing():
+        elif self._body_deadline is not None and now >= self._body_deadline:
             self.on_limit("body_timeout")
-            self.transport.close()
+            if self.cycle is not None and not self.cycle.response_started:
+                self.transport.write(
+                    _timeout_response(
+                        f"request body not received within {self.limits.body_timeout_s:g} s (--body-timeout-s)"
+                    )
+                )
+            self.transport.close()  # the app's receive() then returns http.disconnect
 
-    def _cancel_timers(self) -> None:
-        for timer in (self._header_timer, self._discard_timer):
-            if timer is not None:
-                timer.cancel()
-        self._header_timer = self._discard_timer = None
 
-
-def header_timeout_protocol(limits: ServeLimits, on_limit: Callable[[str], Any]) -> type[HeaderTimeoutProtocol]:
-    """A ``HeaderTimeoutProtocol`` bound to ``limits`` and a metrics callback, for ``uvicorn.Config(http=...)``."""
+def read_timeout_protocol(limits: ServeLimits, on_limit: Callable[[str], Any]) -> type[ReadTimeoutProtocol]:
+    """A ``ReadTimeoutProtocol`` bound to ``limits`` and a metrics callback, for ``uvicorn.Config(http=...)``."""
     bound = {"limits": limits, "on_limit": staticmethod(on_limit)}
-    return type("BoundHeaderTimeoutProtocol", (HeaderTimeoutProtocol,), bound)
+    return type("BoundReadTimeoutProtocol", (ReadTimeoutProtocol,), bound)
 
 
 def run_server(app: Any, host: str, port: int, limits: ServeLimits, on_limit: Callable[[str], Any]) -> None:
-    """Serve ``app`` on ``host:port`` until interrupted, with the header and discard timeouts of ``limits``."""
+    """Serve ``app`` on ``host:port`` until interrupted, with the read timeouts of ``limits``."""
     config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        http=header_timeout_protocol(limits, on_limit),
+        app, host=host, port=port, log_level="warning", access_log=False, http=read_timeout_protocol(limits, on_limit)
     )
     uvicorn.Server(config).run()
