@@ -71,9 +71,10 @@ def test_a_5000_digit_integer_names_the_row_and_feature(export: Path) -> None:
         RowParser(model).parse(rows)
 
 
-def test_rows_within_the_limits_are_scored(export: Path) -> None:
+def test_rows_within_the_limits_are_scored_and_unknown_features_ignored(export: Path) -> None:
     model = load_exported(export)
     rows = [_row(d0=3.4e38, tags=list(range(16)) * 4, user=63), _row(d1=-(10**20), ad=2**63 - 1)]
+    rows[0]["not_a_feature"] = [[["anything"]], 10**100]  # features the model does not take are ignored
     inputs = RowParser(model, max_multi_hot_ids=64).parse(rows)
     assert model.predict(RowParser(model).collate([inputs])).shape == (2,)
 

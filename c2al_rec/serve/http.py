@@ -12,6 +12,10 @@ batch. Valid requests wait in a bounded queue; one batcher task merges them into
 first request) for more, and runs the model in one worker thread. A full queue answers 503 at once
 (nothing is lost or answered twice: every request gets exactly one response).
 
+What one request may cost is bounded by ``ServeLimits`` (``limits.py``: body size, JSON depth,
+multi-hot length, number ranges; the read timeouts live in ``server.py``), each refusal counted in
+``/metrics``.
+
 The hot path: ``POST /v1/score`` is served by a plain ASGI handler (``ScoreEndpoint``) in front of
 FastAPI; the other routes go through FastAPI as usual. The body is decoded with ``json``, each row
 is checked in plain Python by ``RowParser`` (no NumPy or torch call per request; a request that
@@ -221,8 +225,6 @@ def rows_to_inputs(
 def merge_inputs(parts: list[Inputs]) -> Inputs:
     """Concatenate ``predict`` input dicts row-wise (dense on dim 0, each feature's values and lengths)."""
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
 
 
 class _Bad(Exception):
