@@ -9,7 +9,8 @@ torch's own zip reader (the one ``torch.jit.load`` uses, so both see the same en
   what it refers to is collected: ops (``torch.<f>`` is ``aten::<f>``, ``ops.<ns>.<f>`` is
   ``<ns>::<f>``), global names (``annotate``, ``range``, ``Tensor``...), methods called on objects,
   TorchBind classes (``__torch__.torch.classes.<ns>.<C>``), syntax node kinds;
-- every pickle is walked opcode by opcode (``pickletools``, nothing is built) for the globals it names;
+- every pickle is read by an unpickler whose ``find_class`` records each global it names and returns
+  an inert stand-in, so nothing of the pickle's choosing is imported or called;
 - a ``__torch__.<...>`` name must be a class or function the archive itself defines (its code is
   scanned too), or an allowed TorchBind class.
 
@@ -28,8 +29,9 @@ Example::
 from __future__ import annotations
 
 import ast
+import io
 import json
-import pickletools
+import pickle
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -42,8 +44,8 @@ ALLOW_LIST_FILE = Path(__file__).with_name("serving_ops.json")
 REGENERATE = "python -m c2al_rec.export.serving_ops --write"
 ZIP_MAGIC = b"PK\x03\x04"
 FLATBUFFER_MAGIC = b"PTMF"  # at offset 4: torch.jit.load would read the file as a flatbuffer module
-MAX_RECORD_BYTES = 64 << 20  # one code file or pickle; an export's largest is ~120 kB
-MAX_SCANNED_BYTES = 256 << 20  # all of them together
+MAX_RECORD_BYTES = 16 << 20  # one code file or pickle; an export's largest is ~120 kB
+MAX_SCANNED_BYTES = 64 << 20  # all of them together
 KINDS = ("ops", "names", "methods", "classes", "pickle_globals", "syntax")
 _KIND_WORDS = {
     "ops": "op",
@@ -114,7 +116,8 @@ def read_records(path: str | Path) -> dict[str, bytes]:
     records: dict[str, bytes] = {}
     total = 0
     for name in names:
-        if not (name.endswith(".pkl") or (name.startswith("code/") and name.endswith(".py"))):
+        # data.pkl, constants.pkl, code/**.py.debug_pkl (unpickled too), code/**.py
+        if not (name.endswith("pkl") or (name.startswith("code/") and name.endswith(".py"))):
             continue  # tensor storages, version, byteorder, extra files: data, not run
         size = reader.get_record_size(name)
         total += size
@@ -231,7 +234,7 @@ class _CodeScanner:
 
     def __init__(self, record: str, raw: bytes, defined: set[str]) -> None:
         self.record, self.raw, self.defined = record, raw, defined
-        self.refs: list[Reference] = []
+        self.refs: dict[tuple[str, str], Reference] = {}  # the first place each name is referred to
 
     def scan(self) -> Iterator[Reference]:
         try:
@@ -244,8 +247,9 @@ class _CodeScanner:
         text = self.raw.decode("utf-8")
         for m in _RAW_OP.finditer(text):
             parts = [m.group(1), *(p.strip() for p in m.group(2).split(".") if p.strip())]
-            where = f"{self.record} line {text.count(chr(10), 0, m.start()) + 1}"
-            self.refs.append(Reference("ops", _op_name(parts), where))
+            line = text.count("\n", 0, m.start()) + 1
+            op = _op_name(parts)
+            self.refs.setdefault(("ops", op), Reference("ops", op, f"{self.record} line {line}"))
         for stmt in tree.body:
             if isinstance(stmt, ast.ClassDef):
                 for base in stmt.bases:
@@ -259,10 +263,11 @@ class _CodeScanner:
                 self._function(stmt)
             else:
                 self._statement(stmt, set())
-        yield from self.refs
+        yield from self.refs.values()
 
     def _ref(self, kind: str, name: str, node: ast.AST) -> None:
-        self.refs.append(Reference(kind, name, f"{self.record} line {getattr(node, 'lineno', '?')}"))
+        if (kind, name) not in self.refs:
+            self.refs[kind, name] = Reference(kind, name, f"{self.record} line {getattr(node, 'lineno', '?')}")
 
     def _function(self, fn: ast.FunctionDef) -> None:
         args = [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]
@@ -401,39 +406,59 @@ def _as_load(target: ast.expr) -> ast.expr:
 
 
 # ------------------------------------------------------------------------------------ pickles
+class _StandIn:
+    """What every global of a scanned pickle becomes: accepts any construction and state, does nothing."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __call__(self, *args: object, **kwargs: object) -> "_StandIn":
+        return _StandIn()
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+    def append(self, value: object) -> None:
+        pass
+
+    def extend(self, values: object) -> None:
+        pass
+
+
+class _GlobalRecorder(pickle.Unpickler):
+    """Unpickles with every global replaced by ``_StandIn`` and persistent ids by None, recording the globals."""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(io.BytesIO(raw))
+        self.globals: list[str] = []
+
+    def find_class(self, module: str, name: str) -> type:
+        self.globals.append(f"{module}.{name}")
+        return _StandIn
+
+    def persistent_load(self, pid: object) -> None:
+        return None
+
+
 def _pickle_references(record: str, raw: bytes, defined: set[str]) -> Iterator[Reference]:
-    """The globals a pickle names (GLOBAL, INST, STACK_GLOBAL), without building anything."""
-    pushed: list[object] = []  # the values of recent pushes, for STACK_GLOBAL's two strings
-    memo: dict[int, object] = {}
+    """The globals a pickle names (GLOBAL, STACK_GLOBAL, INST, ...), none of them imported or called."""
+    recorder = _GlobalRecorder(raw)
     try:
-        for op, arg, pos in pickletools.genops(raw):
-            name = op.name
-            if name in ("GLOBAL", "INST"):
-                module, _, attr = str(arg).partition(" ")
-                yield from _pickle_global(record, pos, f"{module}.{attr}", defined)
-            elif name == "STACK_GLOBAL":
-                if len(pushed) >= 2 and isinstance(pushed[-2], str) and isinstance(pushed[-1], str):
-                    yield from _pickle_global(record, pos, f"{pushed[-2]}.{pushed[-1]}", defined)
-                else:
-                    yield Reference("pickle_globals", "STACK_GLOBAL of computed names", f"{record} byte {pos}")
-            if name == "MEMOIZE":
-                memo[len(memo)] = pushed[-1] if pushed else None
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = pushed[-1] if pushed else None
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                pushed.append(memo.get(int(arg)))
-            elif isinstance(arg, str) and ("UNICODE" in name or name.endswith("STRING")):
-                pushed.append(arg)
-            elif op.stack_after:
-                pushed.append(None)
-            pushed = pushed[-2:]
-    except Exception as e:  # pickletools raises ValueError and others on a malformed stream
-        yield Reference("pickle_globals", f"unreadable pickle ({_first_line(e)})", record)
+        recorder.load()
+        failure = None
+    except Exception as e:  # a malformed stream: what it named so far, then a refusal
+        failure = _first_line(e)
+    for qualified in dict.fromkeys(recorder.globals):
+        yield from _pickle_global(record, qualified, defined)
+    if failure is not None:
+        yield Reference("pickle_globals", f"unreadable pickle ({failure})", record)
 
 
-def _pickle_global(record: str, pos: int, qualified: str, defined: set[str]) -> Iterator[Reference]:
+def _pickle_global(where: str, qualified: str, defined: set[str]) -> Iterator[Reference]:
     """The reference of one pickled global; none for a class of the archive (its code is scanned)."""
-    where = f"{record} byte {pos}"
     if not qualified.startswith("__torch__."):
         yield Reference("pickle_globals", qualified, where)
     elif qualified.startswith(_TORCHBIND):
