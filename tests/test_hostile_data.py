@@ -26,7 +26,8 @@ from c2al_rec.data.dataset import write_parquet
 from c2al_rec.data.reader import ParquetReader
 from c2al_rec.data.schema import SCHEMA_FILE, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
-from c2al_rec.serve.artifact import load_exported
+from c2al_rec.io.digest import file_digest
+from c2al_rec.serve.artifact import compute_model_id, load_exported
 from c2al_rec.train.launch import launch
 from tests.data_utils import replace_column, write_tiny
 from tests.trained_runs import SMOKE, SPEC
@@ -217,8 +218,15 @@ def test_corrupt_or_empty_model_file_is_one_line(no_dense_export, tmp_path: Path
     shutil.copytree(no_dense_export["export"], model_dir)
     out = tmp_path / "preds.parquet"
     data = _test_file(no_dense_export)
+    meta = json.loads((model_dir / "metadata.json").read_text())
     for payload in (b"", b"PK\x03\x04 not really a zip", (model_dir / "model.pt").read_bytes()[:5000]):
         (model_dir / "model.pt").write_bytes(payload)
+        line = one_line_error(capsys, "predict", "--model", model_dir, "--data", data, "--out", out)
+        assert "model.pt" in line and "but metadata.json lists" in line  # the artifact's size check first
+        # a damaged file that was exported so: its hash and model id in the metadata
+        meta["artifacts"]["model.pt"] = file_digest(model_dir / "model.pt")
+        meta["model_id"] = compute_model_id(model_dir, model_dir / "model.pt")
+        (model_dir / "metadata.json").write_text(json.dumps(meta))
         line = one_line_error(capsys, "predict", "--model", model_dir, "--data", data, "--out", out)
         assert "model.pt" in line and "not a loadable TorchScript model" in line
         assert not out.exists()

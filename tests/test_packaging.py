@@ -39,6 +39,7 @@ def test_wheel_ships_launch_configs_and_no_benchmarks(tmp_path: Path) -> None:
     }
     assert "c2al_rec/launch/configs/demo.toml" in names
     assert "c2al_rec/launch/cohorts/user_value_p5_p95.json" in names
+    assert "c2al_rec/serve/serving_ops.json" in names  # serving refuses every model.pt without it
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

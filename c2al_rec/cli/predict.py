@@ -7,7 +7,9 @@ columns when the input has them. The model id (`<export dir>-<sha256 of model.pt
 `model_id` of metadata.json and of the HTTP service's answers) is the file's Parquet key-value
 metadata under `model_id`: pyarrow.parquet.read_schema(PATH).metadata[b"model_id"].
 
-Uses only the exported directory (TorchScript + JSON metadata); nothing else is unpickled.
+Uses only the exported directory (TorchScript + JSON metadata); nothing else is unpickled, and
+model.pt must match the sha256 in metadata.json and use only the ops an export emits, both checked
+before it is loaded.
 Rows are checked with the training-time rules (ids the schema rejects, negative ids in hash mode
 included, non-finite dense values): an error names the input file, row and column, and nothing is
 written. Input without rows (an empty shard) gives a predictions file without rows, same columns.

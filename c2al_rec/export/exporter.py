@@ -34,9 +34,11 @@ from c2al_rec.config import config_to_dict
 from c2al_rec.data.reader import ParquetReader
 from c2al_rec.data.transforms import SparseIdTransform
 from c2al_rec.io import atomic_directory, atomic_write_json
+from c2al_rec.io.digest import file_digest
 from c2al_rec.runs.load import TrainedRun, load_run
 from c2al_rec.runs.provenance import git_commit, package_versions
-from c2al_rec.serve.artifact import METADATA_FILE, MODEL_FILE, SAMPLE_FILE, compute_model_id
+from c2al_rec.serve.archive_scan import check_archive
+from c2al_rec.serve.artifact import ARTIFACTS_KEY, METADATA_FILE, MODEL_FILE, SAMPLE_FILE, compute_model_id
 
 from .torchscript import ServingModel, script_serving
 
@@ -283,8 +285,10 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
     }
     with atomic_directory(opts.out) as tmp:
         scripted.save(str(tmp / MODEL_FILE))
+        check_archive(tmp / MODEL_FILE)  # what serve would refuse is not written (the allow-list is out of date)
         # the id names the final directory (tmp is renamed to opts.out) and the bytes of model.pt
         metadata = {"model_id": compute_model_id(opts.out, tmp / MODEL_FILE), **metadata}
+        metadata[ARTIFACTS_KEY] = {MODEL_FILE: file_digest(tmp / MODEL_FILE)}  # loading checks these
         atomic_write_json(tmp / METADATA_FILE, metadata)
         # clone: the slices are views, and torch.save would store their whole parent batch
         torch.save({k: v.clone() for k, v in sample.items()}, tmp / SAMPLE_FILE)

@@ -12,6 +12,10 @@ batch. Valid requests wait in a bounded queue; one batcher task merges them into
 first request) for more, and runs the model in one worker thread. A full queue answers 503 at once
 (nothing is lost or answered twice: every request gets exactly one response).
 
+What one request may cost is bounded by ``ServeLimits`` (``limits.py``: body size, JSON depth,
+multi-hot length, number ranges; the read timeouts live in ``server.py``), each refusal counted in
+``/metrics``.
+
 The hot path: ``POST /v1/score`` is served by a plain ASGI handler (``ScoreEndpoint``) in front of
 FastAPI; the other routes go through FastAPI as usual. The body is decoded with ``json``, each row
 is checked in plain Python by ``RowParser`` (no NumPy or torch call per request; a request that
@@ -49,6 +53,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from c2al_rec.data.transforms import find_bad_id
 
 from .artifact import ExportedModel
+from .limits import (
+    FLOAT32_MAX,
+    INT64_END,
+    LIMIT_NAMES,
+    LimitExceeded,
+    LongInt,
+    ServeLimits,
+    check_json_depth,
+    loads_with_long_ints,
+    read_body,
+    show_number,
+)
 from .predictor import sparse_feature
 
 Inputs = dict[str, torch.Tensor]
@@ -66,6 +82,8 @@ class ServeOptions:
     """Requests waiting at most; beyond it the service answers 503."""
     max_rows_per_request: int = 4096
     """Largest request accepted (400 beyond it)."""
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    """Body size, JSON depth, multi-hot length and read timeouts of one request (``limits.py``)."""
 
     def __post_init__(self) -> None:
         for name in ("max_batch_rows", "max_queue", "max_rows_per_request"):
@@ -76,7 +94,14 @@ class ServeOptions:
 
 
 class RequestError(ValueError):
-    """A request the model cannot score (HTTP 400); the message names the row and feature."""
+    """A request the model cannot score (HTTP 400); the message names the row and feature.
+
+    ``limit``: the ``ServeLimits`` limit it passed (its name in ``/metrics``), if any.
+    """
+
+    def __init__(self, message: str, limit: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class Overloaded(RuntimeError):
@@ -92,18 +117,47 @@ def _is_id(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def rows_to_inputs(rows: Any, model: ExportedModel, max_rows: int = 4096) -> Inputs:
+def _number_error(i: int, name: str, v: Any) -> Optional[RequestError]:
+    """A dense value that is a finite number but does not fit float32 (1e39, a 400-digit integer)."""
+    if type(v) is float:
+        too_big = math.isfinite(v) and not -FLOAT32_MAX <= v <= FLOAT32_MAX
+    else:  # compared as integers: no float conversion that could overflow
+        too_big = isinstance(v, LongInt) or (_is_id(v) and not -FLOAT32_MAX <= v <= FLOAT32_MAX)
+    if too_big:
+        return RequestError(
+            f"row {i}: dense feature '{name}' = {show_number(v)} does not fit float32 (|x| <= {FLOAT32_MAX:.8g})",
+            limit="number_range",
+        )
+    return None
+
+
+def _id_error(i: int, name: str, v: Any) -> Optional[RequestError]:
+    """An integer id that does not fit int64 (2**63 and above, an integer too long to parse)."""
+    if isinstance(v, LongInt) or (_is_id(v) and not -INT64_END <= v < INT64_END):
+        return RequestError(
+            f"row {i}: feature '{name}' id {show_number(v)} does not fit int64 (ids must be < 2**63)",
+            limit="number_range",
+        )
+    return None
+
+
+def rows_to_inputs(
+    rows: Any, model: ExportedModel, max_rows: int = 4096, max_multi_hot_ids: Optional[int] = None
+) -> Inputs:
     """JSON rows -> the ``predict`` input dict, checked with the training-time rules.
 
     Args:
-        rows: ``[{"<dense>": number, "<single-hot>": int, "<multi-hot>": [int, ...]}, ...]``.
+        rows: ``[{"<dense>": number, "<single-hot>": int, "<multi-hot>": [int, ...]}, ...]``; features
+            the model does not take are ignored.
+        max_multi_hot_ids: most ids in one multi-hot feature of one row (None: no limit).
 
     Returns:
         ``{"dense": float32 [B, D], "<f>.values": int64 [N_f], "<f>.lengths": int64 [B]}``.
 
     Raises:
         RequestError: not a non-empty list of objects, a missing feature, a wrong type, a
-            non-finite dense value, a negative id or an id outside its table under ``error``.
+            non-finite dense value or one beyond float32, an id beyond int64, a negative id or an id
+            outside its table under ``error``, a multi-hot list over ``max_multi_hot_ids``.
     """
     if not isinstance(rows, list) or not rows:
         raise RequestError("'rows' must be a non-empty list of objects")
@@ -121,6 +175,9 @@ def rows_to_inputs(rows: Any, model: ExportedModel, max_rows: int = 4096) -> Inp
             v = row.get(name)
             if v is None:
                 raise RequestError(f"row {i}: missing dense feature '{name}'")
+            bad = _number_error(i, name, v)
+            if bad is not None:
+                raise bad
             if not _is_number(v) or not math.isfinite(v):
                 raise RequestError(f"row {i}: dense feature '{name}' must be a finite number, got {v!r}")
             dense[i, j] = v
@@ -129,6 +186,16 @@ def rows_to_inputs(rows: Any, model: ExportedModel, max_rows: int = 4096) -> Inp
             if v is None:
                 raise RequestError(f"row {i}: missing sparse feature '{f.name}'")
             if f.multi_hot:
+                if isinstance(v, list) and max_multi_hot_ids is not None and len(v) > max_multi_hot_ids:
+                    raise RequestError(
+                        f"row {i}: multi-hot feature '{f.name}' has {len(v)} ids; at most {max_multi_hot_ids} "
+                        f"per row (--max-multi-hot-ids)",
+                        limit="multi_hot_ids",
+                    )
+                for x in v if isinstance(v, list) else ():
+                    bad = _id_error(i, f.name, x)
+                    if bad is not None:
+                        raise bad
                 if not isinstance(v, list) or not all(_is_id(x) for x in v):
                     raise RequestError(
                         f"row {i}: multi-hot feature '{f.name}' must be a list of integer ids, got {v!r}"
@@ -136,6 +203,9 @@ def rows_to_inputs(rows: Any, model: ExportedModel, max_rows: int = 4096) -> Inp
                 values[f.name].extend(v)
                 lengths[f.name][i] = len(v)
             else:
+                bad = _id_error(i, f.name, v)
+                if bad is not None:
+                    raise bad
                 if not _is_id(v):
                     raise RequestError(f"row {i}: sparse feature '{f.name}' must be an integer id, got {v!r}")
                 values[f.name].append(v)
@@ -155,10 +225,6 @@ def rows_to_inputs(rows: Any, model: ExportedModel, max_rows: int = 4096) -> Inp
 def merge_inputs(parts: list[Inputs]) -> Inputs:
     """Concatenate ``predict`` input dicts row-wise (dense on dim 0, each feature's values and lengths)."""
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
-_INT64_END = 2**63  # ids at or above do not fit int64
-_FLOAT_MAX = 1.7976931348623157e308  # a dense int beyond cannot become a float
 
 
 class _Bad(Exception):
@@ -186,13 +252,13 @@ class RowParser:
     and the tensors are built once per micro-batch (``collate``) instead of once per request.
     """
 
-    def __init__(self, model: ExportedModel, max_rows: int = 4096) -> None:
-        self.model, self.max_rows = model, max_rows
+    def __init__(self, model: ExportedModel, max_rows: int = 4096, max_multi_hot_ids: Optional[int] = None) -> None:
+        self.model, self.max_rows, self.max_multi_hot_ids = model, max_rows, max_multi_hot_ids
         self.dense_names: list[str] = list(model.dense_features)
         features = [sparse_feature(f) for f in model.sparse_features]
 
         def limit(f: Any) -> int:  # ids must lie in [0, limit)
-            return f.num_embeddings if f.out_of_range == "error" else _INT64_END
+            return f.num_embeddings if f.out_of_range == "error" else INT64_END
 
         self.single = [(f.name, limit(f)) for f in features if not f.multi_hot]
         self.multi = [(f.name, limit(f)) for f in features if f.multi_hot]
@@ -214,7 +280,7 @@ class RowParser:
         except _Bad:
             pass
         try:  # the full check finds the first bad row and feature and says what is wrong
-            rows_to_inputs(rows, self.model, self.max_rows)
+            rows_to_inputs(rows, self.model, self.max_rows, self.max_multi_hot_ids)
         except RequestError:
             raise
         except (OverflowError, ValueError, TypeError) as e:  # e.g. an integer too large for int64
@@ -225,6 +291,7 @@ class RowParser:
         if type(rows) is not list or not rows or len(rows) > self.max_rows:
             raise _Bad
         dense_names, single, multi = self.dense_names, self.single, self.multi
+        max_ids = self.max_multi_hot_ids if self.max_multi_hot_ids is not None else INT64_END
         dense_rows, single_rows = [], []
         multi_rows: list[list] = [[] for _ in multi]
         for row in rows:
@@ -234,10 +301,8 @@ class RowParser:
             d = [get(name) for name in dense_names]
             for v in d:
                 t = type(v)
-                if t is float:
-                    if v - v != 0.0:  # NaN or +-inf
-                        raise _Bad
-                elif t is not int or not -_FLOAT_MAX <= v <= _FLOAT_MAX:  # bool, None, str, ... are rejected
+                # NaN and +-inf fail the range check too; bool, None, str, ... are rejected
+                if (t is not float and t is not int) or not -FLOAT32_MAX <= v <= FLOAT32_MAX:
                     raise _Bad
             s = [get(name) for name, _ in single]
             for v, (_, hi) in zip(s, single):
@@ -245,7 +310,7 @@ class RowParser:
                     raise _Bad
             for k, (name, hi) in enumerate(multi):
                 ids = get(name)
-                if type(ids) is not list:
+                if type(ids) is not list or len(ids) > max_ids:
                     raise _Bad
                 for v in ids:
                     if type(v) is not int or not 0 <= v < hi:
@@ -446,7 +511,15 @@ class _Metrics:
         self.responses = Counter("c2al_score_responses", "Responses by HTTP status", ["status"], registry=self.registry)
         self.rows = Counter("c2al_scored_rows", "Rows scored", registry=self.registry)
         self.queue_depth = Gauge("c2al_queue_depth", "Requests waiting to be batched", registry=self.registry)
+        self.limit_rejections = Counter(
+            "c2al_limit_rejections", "Requests refused by a serving limit", ["limit"], registry=self.registry
+        )
+        self._by_limit = {name: self.limit_rejections.labels(name) for name in LIMIT_NAMES}  # all shown from 0
         self._by_status: dict[int, Any] = {}
+
+    def limit(self, name: str) -> None:
+        """Count one request refused by the limit ``name`` (one of ``LIMIT_NAMES``)."""
+        self._by_limit[name].inc()
 
     def answered(self, status: int, t0: float) -> None:
         child = self._by_status.get(status)
@@ -468,8 +541,8 @@ Send = Callable[[dict], Awaitable[None]]
 class ScoreEndpoint:
     """``POST /v1/score`` as a plain ASGI callable: read, parse, check, queue, answer (see the module docstring)."""
 
-    def __init__(self, parser: RowParser, batcher: MicroBatcher, metrics: _Metrics) -> None:
-        self.parser, self.batcher, self.metrics = parser, batcher, metrics
+    def __init__(self, parser: RowParser, batcher: MicroBatcher, metrics: _Metrics, limits: ServeLimits) -> None:
+        self.parser, self.batcher, self.metrics, self.limits = parser, batcher, metrics, limits
         self.model_id = parser.model.model_id
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Send) -> None:
@@ -478,15 +551,17 @@ class ScoreEndpoint:
             await _respond(send, 405, body, ((b"allow", b"POST"),))
             return
         t0 = time.perf_counter()
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
+        try:
+            raw = await read_body(scope, receive, self.limits)
+            if raw is None:
                 return  # the client went away before sending its body: no one to answer
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        status, answer = await self._answer(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            check_json_depth(raw, self.limits)
+        except LimitExceeded as e:  # answered before the body is (fully) read: the server drops the rest
+            self.metrics.limit(e.limit)
+            self.metrics.answered(e.status, t0)
+            await _respond(send, e.status, _json({"error": str(e)}))
+            return
+        status, answer = await self._answer(raw)
         try:
             body = _json(answer)
         except ValueError as e:  # a NaN probability: say so rather than send invalid JSON
@@ -497,14 +572,22 @@ class ScoreEndpoint:
     async def _answer(self, raw: bytes) -> tuple[int, dict[str, Any]]:
         try:
             payload = json.loads(raw)
+        except RecursionError:  # only with a --max-json-depth beyond Python's recursion limit
+            self.metrics.limit("json_depth")
+            return 400, {"error": "JSON nested too deep to parse"}
         except ValueError:
-            return 400, {"error": "body is not valid JSON"}
+            try:  # e.g. a 5,000-digit integer: parse it as its length so the row check names row and feature
+                payload = loads_with_long_ints(raw)
+            except (ValueError, RecursionError):
+                return 400, {"error": "body is not valid JSON"}
         if not isinstance(payload, dict) or "rows" not in payload:
             return 400, {"error": 'expected a JSON object {"rows": [...]}'}
         try:
             parsed = self.parser.parse(payload["rows"])
             probs = await self.batcher.submit(parsed, parsed.n)
         except RequestError as e:
+            if e.limit is not None:
+                self.metrics.limit(e.limit)
             return 400, {"error": str(e)}
         except Overloaded as e:
             return 503, {"error": str(e)}
@@ -560,7 +643,7 @@ def create_app(model: ExportedModel, options: ServeOptions | None = None) -> Fas
     options = options or ServeOptions()
     metrics = _Metrics()
     mid = model.model_id
-    parser = RowParser(model, options.max_rows_per_request)
+    parser = RowParser(model, options.max_rows_per_request, options.limits.max_multi_hot_ids)
     batcher = MicroBatcher(model.module.predict, options, on_batch=metrics.batch_rows.observe, collate=parser.collate)
     metrics.queue_depth.set_function(batcher.qsize)
 
@@ -571,7 +654,7 @@ def create_app(model: ExportedModel, options: ServeOptions | None = None) -> Fas
         await batcher.stop()
 
     app = ScoringApp(title="c2al-rec scoring", lifespan=lifespan)
-    app.score_endpoint = ScoreEndpoint(parser, batcher, metrics)
+    app.score_endpoint = ScoreEndpoint(parser, batcher, metrics, options.limits)
     # also a route, for what reaches the router (e.g. "/v1/score/" redirects here); the exact path never does
     app.router.add_route(SCORE_PATH, app.score_endpoint, methods=["POST"], include_in_schema=False)
     app.state.batcher, app.state.metrics, app.state.model_id = batcher, metrics, mid
