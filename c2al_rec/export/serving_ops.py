@@ -33,8 +33,10 @@ from typing import Iterator
 import torch
 
 from c2al_rec.config import CohortsConfig, Config, ModelConfig
+from c2al_rec.config.model import DHEN_MODULE_TYPES, DotConfig, FMConfig, LinearConfig
 from c2al_rec.data.schema import DatasetSchema, SparseFeature
-from c2al_rec.runs.load import TrainedRun, build_run_model
+from c2al_rec.modules.model import build_run_model
+from c2al_rec.runs.load import TrainedRun
 from c2al_rec.serve.archive_scan import ALLOW_LIST_FILE, Inventory, inventory
 
 from .exporter import QUANT_DTYPES, build_serving
@@ -46,16 +48,26 @@ MULTI_HOT = [
     SparseFeature("tags", 16, multi_hot=True, pooling="mean", out_of_range="hash"),
 ]
 DENSE = ["d0", "d1"]
-# every interaction module in one over-arch; the variants below add the remaining model options
-ALL_MODULES = [["fm", "linear", "cross", "attention", "dot"], ["fm", "linear"]]
+# every registered interaction module in one over-arch (a new module type is covered without an edit
+# here); the variants below add the remaining model options
+ALL_MODULES = [list(DHEN_MODULE_TYPES), ["fm", "linear"]]
 SUM_MODULES = [["fm", "linear", "dot"], ["fm"]]  # the sum combiner needs equal token counts (2 each)
-SMALL = dict(embedding_dim=8, dense_arch=[8], fm_rank=2, fm_compressed_tokens=2, fm_out_tokens=2, fm_mlp=[8])
-SMALL |= dict(linear_out_tokens=2, dot_out_tokens=2, primary_head=[8], aux_head=[4], dhen_layers=ALL_MODULES)
+SMALL = dict(
+    embedding_dim=8,
+    dense_arch=[8],
+    fm=FMConfig(rank=2, compressed_tokens=2, out_tokens=2, mlp=[8]),
+    linear=LinearConfig(out_tokens=2),
+    dot=DotConfig(out_tokens=2),
+    primary_head=[8],
+    aux_head=[4],
+    dhen_layers=ALL_MODULES,
+)
+STATIC_FM = FMConfig(rank=2, attention="static", compressed_tokens=2, out_tokens=2, mlp=[8])
 ARCHITECTURES = {
     "all_modules": ModelConfig(**SMALL),
     "static_fm_sum_combine_repr_mlp": ModelConfig(
         **SMALL
-        | dict(fm_attention="static", combine="sum", repr_mlp=[8], aux_projection=4, dhen_layers=SUM_MODULES)
+        | dict(fm=STATIC_FM, combine="sum", repr_mlp=[8], aux_projection=4, dhen_layers=SUM_MODULES)
     ),
 }
 
