@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .help import config_help, field_docs, iter_fields
 from .loading import config_to_dict, dump_toml, load_config, load_config_dict, parse_override
 from .model import ModelConfig
+from .select import SELECTION_RULE, SELECTION_SPLIT, SelectConfig
 from .training import CheckpointConfig, CohortsConfig, TrainConfig
 from .tree import Config
 from .workflow import DiscoverConfig, ExportConfig, PipelineConfig
@@ -32,6 +33,9 @@ __all__ = [
     "ExportConfig",
     "ModelConfig",
     "PipelineConfig",
+    "SELECTION_RULE",
+    "SELECTION_SPLIT",
+    "SelectConfig",
     "SyntheticConfig",
     "TrainConfig",
     "config_help",
