@@ -193,3 +193,19 @@ def test_old_pipeline_lambdas_load_with_one_deprecation_line(tmp_path: Path, cap
     from c2al_rec.config import config_to_dict, load_config_dict
 
     assert load_config_dict(config_to_dict(cfg)) == cfg and capsys.readouterr().err == ""  # no line again in children
+
+
+def test_pipeline_candidates_and_reference_with_and_without_init_from_baseline(tmp_path: Path) -> None:
+    from c2al_rec.workflows.pipeline import Pipeline
+
+    cfg = load_config(REPO / "launch/configs/demo.toml")
+    plain = Pipeline(cfg, tmp_path)
+    assert plain.candidate_dirs() == {"baseline": "baseline", "lambda_0.1": "lambda_0.1"}
+    assert plain.reference == tmp_path / "baseline"
+    # continued from the baseline: the lambda-0 candidate is the baseline trained on for the same steps,
+    # and it is both the NE_diff reference and the baseline candidate
+    cont = Pipeline(
+        load_config(REPO / "launch/configs/demo.toml", ["--pipeline.init_c2al_from_baseline=true"]), tmp_path
+    )
+    assert cont.candidate_dirs()["baseline"] == "baseline_continued"
+    assert cont.reference == tmp_path / "baseline_continued"
