@@ -16,6 +16,7 @@ from scipy import stats as sps
 from c2al_rec.config import load_config
 from c2al_rec.workflows.experiment import paired_difference, summarize_attention
 from c2al_rec.workflows.run_pool import RunJob, RunPool
+from c2al_rec.workflows.selection import candidate_list, choose
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "launch" / "configs" / "smoke.toml"
@@ -125,13 +126,13 @@ def test_experiment_end_to_end_two_seeds(tmp_path: Path, capsys) -> None:
         "--discover.min_positives=5",
         "--pipeline.nproc_per_node=1",
         "--pipeline.resamples=50",
-        "--pipeline.lambdas=[0.1, 0.3]",
+        "--select.candidates=[0, 0.1, 0.3]",
     ]
     assert main([*args, "--pipeline.concurrent_runs=2"]) == 0
     summary = json.loads((tmp_path / "results" / "experiment_tiny.json").read_text())
     results = summary["results"]
-    assert {"c2al", "random", "noeffect", "lambda_0.1", "lambda_0.3", "c2al_minus_random"} <= set(results)
-    for variant in ("c2al", "random", "noeffect", "c2al_minus_random"):
+    assert {"c2al", "random", "noeffect", "lambda_0.1", "lambda_0.3", "selected", "c2al_minus_random"} <= set(results)
+    for variant in ("c2al", "random", "noeffect", "selected", "c2al_minus_random"):
         for group in ("overall", "head", "tail"):
             g = results[variant][group]
             assert g["ci_kind"] == "seeds" and len(g["ne_diff_seeds"]) == 2 and len(g["ci95"]) == 2
@@ -142,6 +143,24 @@ def test_experiment_end_to_end_two_seeds(tmp_path: Path, capsys) -> None:
     assert summary["power"]["c2al"]["overall"]["seeds"] == 2 and summary["command"].startswith("c2al-rec experiment")
     assert summary["wall_time_s"] > 0 and summary["spec"]["source"]["split"] == "valid"
     assert summary["attention"]["c2al_minus_baseline"]
+    # selection: per seed the rule chose on valid figures only, and `selected` is that run's test result
+    sel = summary["selection"]
+    assert len(sel["chosen"]) == 2 and sum(sel["counts"].values()) == 2 and sel["split"] == "valid"
+    assert set(sel["counts"]) == {"baseline", "lambda_0.1", "lambda_0.3"}
+    for s, record in enumerate(sel["per_seed"]):
+        valid = {name: c["valid"] for name, c in record["candidates"].items()}
+        assert (
+            choose(valid, candidate_list(load_config(out / "experiment.toml")), "overall")["chosen"] == record["chosen"]
+        )
+        for group in ("overall", "head", "tail"):
+            want = 0.0 if record["chosen"] == "baseline" else results[record["chosen"]][group]["ne_diff_seeds"][s]
+            assert results["selected"][group]["ne_diff_seeds"][s] == pytest.approx(want, abs=1e-12)
+        base_valid = record["candidates"]["baseline"]["valid"]["overall"]
+        assert base_valid["ne_diff"] == 0.0 and base_valid["ne"] != results["c2al"]["overall"]["ne_seeds"][s]
+    timing = summary["timing"]
+    assert 0 < timing["training_done_s"] <= timing["wall_s"] and timing["runs_trained_here"] == timing["runs"]
+    assert (out / "scores" / "lambda_0.3" / "seed_1" / "valid.parquet").is_file()
+    assert not (out / "scores" / "random" / "seed_1" / "valid.parquet").exists()  # not a candidate: test only
     for f in ("experiment_tiny.md", "experiment_tiny_forest.png", "experiment_tiny_attention.png"):
         assert (tmp_path / "results" / f).is_file()
     md = (tmp_path / "results" / "experiment_tiny.md").read_text()

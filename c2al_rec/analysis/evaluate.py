@@ -15,7 +15,9 @@ import pyarrow as pa
 
 from c2al_rec.cohorts.spec import CohortSpec
 
-from .stats import DiffInterval, auc, calibration, normalized_entropy, paired_bootstrap, seed_interval
+from .stats import DiffInterval, auc, calibration, ne_diff, normalized_entropy, paired_bootstrap, seed_interval
+
+nan = float("nan")
 
 
 def group_masks(table: pa.Table, spec: CohortSpec) -> dict[str, np.ndarray]:
@@ -84,12 +86,20 @@ def evaluate_groups(
         if true_prob is not None and mask.any():
             g["bayes_ne"] = normalized_entropy(true_prob[mask], label[mask], w)
         if base_cols is not None and mask.sum() > 0 and label[mask].sum() > 0:
-            per_seed = [
-                paired_bootstrap(c[0][mask], b[0][mask], c[1][mask], w, num_resamples=num_resamples, seed=seed + k)
-                for k, (c, b) in enumerate(zip(cols, base_cols))
-            ]
             base_ne = [normalized_entropy(b[0][mask], b[1][mask], w) for b in base_cols]
-            diff: DiffInterval = per_seed[0] if len(per_seed) == 1 else seed_interval(per_seed)
+            if len(cols) == 1:  # one seed: an interval over rows
+                diff: DiffInterval = paired_bootstrap(
+                    prob[mask], base_cols[0][0][mask], label[mask], w, num_resamples=num_resamples, seed=seed
+                )
+                per_seed = [diff]
+            else:  # several seeds: a t-interval over the per-seed point estimates (no row resampling needed)
+                per_seed = [
+                    DiffInterval(
+                        ne_diff(normalized_entropy(c[0][mask], c[1][mask], w), nb), (nan, nan), nan, "rows", nan
+                    )
+                    for c, nb in zip(cols, base_ne)
+                ]
+                diff = seed_interval(per_seed)
             g.update(
                 ne_base=float(np.mean(base_ne)),
                 ne_diff=diff.ne_diff,

@@ -4,13 +4,21 @@
     c2al-rec pipeline --dataset movielens100k --out runs/ml100k
 
 Stages (each writes into --out; a failed stage stops the pipeline and leaves earlier outputs):
-  1 data       generate / check the dataset                       data.path/schema.json
-  2 baseline   train with the aux heads off (2 ranks)             baseline/metrics.json
-  3 discover   rank cohort pairs on the baseline's predictions    cohorts.json
-  4 c2al       train with the discovered head / tail cohorts      c2al/metrics.json
-  5 evaluate   NE / NE_diff per cohort, attention comparison      eval/eval.json, report.md
-  6 export     TorchScript serving model (aux heads stripped)     export/metadata.json
-  7 predict    score the test split with the exported model       predictions.parquet
+  1 data        generate / check the dataset                          data.path/schema.json
+  2 baseline    train with the aux heads off (2 ranks)                baseline/metrics.json
+  3 discover    rank cohort pairs on the baseline's predictions       cohorts.json
+  4 candidates  train C2AL per [select] candidate (same seed and      lambda_<x>/metrics.json ...
+                data order as the baseline)
+  5 select      score every candidate on valid, apply the rule        selection.json
+  6 evaluate    the chosen model vs baseline on the eval split        eval/eval.json, report.md
+  7 export      TorchScript serving model of the chosen candidate     export/metadata.json (selection)
+  8 predict     score the test split with the exported model          predictions.parquet
+
+Selection rule ([select]): a candidate passes when none of its valid NE_diff intervals (overall, head,
+tail) lies wholly above 0 (a group with no positives or no negatives fails); the baseline passes by
+definition; the lowest valid NE_diff of select.objective among passing candidates is exported (ties
+to the smaller lambda). --select.force=<lambda or name> overrides it with a warning. The test split
+never chooses.
 """
 
 from __future__ import annotations
@@ -62,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         print(_ne_diff_table(out))
         print(f"report:         {report}")
         print(f"plots:          {', '.join(str(p) for p in sorted(out.glob('**/*.png')))}")
+        selection = out / "selection.json"
+        if selection.is_file():
+            record = json.loads(selection.read_text())
+            forced = " (FORCED by --select.force)" if record["forced"] else ""
+            print(f"chosen model:   {record['chosen']}{forced}, by valid {record['objective']} NE_diff")
         print(f"serving model:  {out / 'export'}")
         print(f"predictions:    {out / 'predictions.parquet'}")
     print(f"[pipeline] finished in {time.perf_counter() - t0:.0f}s")

@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .help import config_help, field_docs, iter_fields
 from .loading import config_to_dict, dump_toml, load_config, load_config_dict, parse_override
 from .model import DHEN_MODULE_TYPES, AttentionConfig, CrossConfig, DotConfig, FMConfig, LinearConfig, ModelConfig
+from .select import SELECTION_RULE, SELECTION_SPLIT, SelectConfig
 from .training import CheckpointConfig, CohortsConfig, TrainConfig
 from .tree import Config
 from .workflow import DISPARITY_METRICS, DiscoverConfig, ExportConfig, PipelineConfig
@@ -48,6 +49,9 @@ __all__ = [
     "ModelConfig",
     "PipelineConfig",
     "PublicDatasetEntry",
+    "SELECTION_RULE",
+    "SELECTION_SPLIT",
+    "SelectConfig",
     "SyntheticConfig",
     "TrainConfig",
     "config_help",

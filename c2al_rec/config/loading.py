@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import tomllib
 import types
 import typing
@@ -171,6 +172,12 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
         for part in reversed(parts):
             nested = {part: nested}
         table = _merge(table, nested)
+    if table.get("pipeline", {}).get("lambdas"):  # Config moves them; say so once per load
+        moved = sorted({0.0, *(float(x) for x in table["pipeline"]["lambdas"])})
+        print(
+            f"config: pipeline.lambdas is deprecated; read as select.candidates = {moved} (0 = the baseline)",
+            file=sys.stderr,
+        )
     return _build(Config, table, "", str(path) if path is not None else "config")
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .data import DataConfig
 from .model import ModelConfig
+from .select import SelectConfig
 from .training import CheckpointConfig, CohortsConfig, TrainConfig
 from .workflow import DiscoverConfig, ExportConfig, PipelineConfig
 
@@ -30,3 +31,11 @@ class Config:
     """Cohort discovery of the pipeline."""
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     """End-to-end workflow settings."""
+    select: SelectConfig = field(default_factory=SelectConfig)
+    """Which candidate model is exported, chosen on the valid split."""
+
+    def __post_init__(self) -> None:
+        if self.pipeline.lambdas:  # an old config: one list of lambdas now lives in select.candidates
+            moved = sorted({0.0, *self.pipeline.lambdas})  # load_config says so, once
+            self.select = SelectConfig(**{**self.select.__dict__, "candidates": moved})
+            self.pipeline.lambdas = []

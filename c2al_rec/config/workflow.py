@@ -7,6 +7,7 @@ from typing import Literal
 
 from .checks import require_finite, require_range
 from .errors import ConfigError
+from .select import SELECTION_SPLIT
 
 DISPARITY_METRICS: tuple[str, ...] = ("js", "kl", "cosine", "wasserstein")
 """Names of the disparity metrics that rank cohort pairs; ``c2al_rec.cohorts.divergences`` registers one
@@ -80,8 +81,8 @@ class PipelineConfig:
     """Start C2AL from the trained baseline's weights (aux heads fresh) instead of from scratch."""
     resamples: int = 1000
     """Bootstrap resamples of the NE_diff intervals."""
-    lambdas: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3])
-    """Lambda sweep of `experiment` (lambda_head = lambda_tail), run on every seed."""
+    lambdas: list[float] = field(default_factory=list)
+    """Deprecated, moved to select.candidates (which adds 0, the baseline); a non-empty list is moved there."""
     controls: bool = True
     """`experiment`: also run the random-cohort and no-planted-effect controls."""
     compare_gradsim: bool = False
@@ -95,5 +96,10 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.concurrent_runs must be >= 1, got {self.concurrent_runs}")
         if self.resamples < 1:
             raise ConfigError(f"pipeline.resamples must be >= 1, got {self.resamples}")
+        if self.eval_split == SELECTION_SPLIT:
+            raise ConfigError(
+                f"pipeline.eval_split must not be '{SELECTION_SPLIT}': that split chooses the exported model "
+                "(select), so the final report must come from another split (e.g. test)"
+            )
         for i, lam in enumerate(self.lambdas):
             require_range(f"pipeline.lambdas[{i}]", lam, low=0.0)

@@ -192,6 +192,8 @@ class ExportOptions:
     """fp32 gate: max |p_export - p_train|."""
     ne_tolerance: float = 0.005
     """int8/fp16 gate: allowed relative NE change vs fp32."""
+    selection: Optional[dict[str, Any]] = None
+    """How this model was chosen among candidates (``pipeline``'s select stage), copied into metadata.json."""
 
 
 @torch.no_grad()
@@ -283,6 +285,8 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
         "parity": parity,
         **model_card(loaded, outs[0], labels, split, data_root),
     }
+    if opts.selection is not None:
+        metadata["selection"] = opts.selection
     with atomic_directory(opts.out) as tmp:
         scripted.save(str(tmp / MODEL_FILE))
         check_archive(tmp / MODEL_FILE)  # what serve would refuse is not written (the allow-list is out of date)

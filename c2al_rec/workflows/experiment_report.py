@@ -72,9 +72,11 @@ def experiment_report(summary: dict[str, Any], wall: dict[str, float]) -> str:
         "",
         "Variants: `c2al` = aux heads on the discovered cohorts; `random` = aux labels from random cohorts of the "
         "same sizes (control); `gradsim` = C2AL with gradient-similarity gating; `lambda_<x>` = lambda_head = "
-        "lambda_tail = x; `noeffect` = C2AL vs baseline on data generated without planted cohort effects; "
+        "lambda_tail = x; `selected` = per seed, the candidate the selection rule chose on the valid split (below), "
+        "reported on the eval split; `noeffect` = C2AL vs baseline on data generated without planted cohort effects; "
         "`c2al_minus_random` = per-seed NE_diff of c2al minus that of random (paired by seed).",
         "",
+        *_selection_lines(summary.get("selection")),
         "## Power",
         "",
         "Smallest |NE_diff| these seeds detect with 80% power (two-sided 5% t-test, from the measured spread of the "
@@ -109,9 +111,50 @@ def experiment_report(summary: dict[str, Any], wall: dict[str, float]) -> str:
             f"{sum(wall.values()) / 60:.1f} min of run time summed over runs (runs trained "
             f"{summary.get('config', {}).get('pipeline', {}).get('concurrent_runs', 1)} at a time).",
         ]
+    timing = summary.get("timing") or {}
+    if timing.get("wall_s") and timing.get("training_done_s"):
+        after = timing["wall_s"] - timing["training_done_s"]
+        lines += [
+            "",
+            f"Timing: {timing['wall_s'] / 60:.1f} min in all; the last training run ended at "
+            f"{timing['training_done_s'] / 60:.1f} min, so {after:.0f} s ({100 * after / timing['wall_s']:.1f}%) came "
+            f"after training (scoring valid and test runs beside training, then evaluation); "
+            f"{timing.get('runs_trained_here')} of {timing.get('runs')} runs trained in this invocation.",
+        ]
     if summary.get("command"):
         lines += ["", f"Command: `{summary['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _selection_lines(selection: Optional[dict[str, Any]]) -> list[str]:
+    if not selection:
+        return []
+    counts = ", ".join(f"`{name}` {n}" for name, n in selection["counts"].items())
+    per_seed = ", ".join(f"{r['seed']}: `{r['chosen']}`" for r in selection["per_seed"])
+    lines = [
+        "## Selection (valid split)",
+        "",
+        f"Per seed the `select` rule chose among the candidates on the `{selection.get('split', 'valid')}` split "
+        f"(objective `{selection['objective']}`{', FORCED' if selection['forced'] else ''}). Rule: {selection['rule']}",
+        "",
+        f"Chosen (seeds): {counts}. Per seed: {per_seed}.",
+        "",
+        "Valid NE_diff (mean over seeds of each seed's row-level estimate) and how often each candidate passed:",
+        "",
+        "| candidate | overall | head | tail | passed (seeds) |",
+        "|---|---|---|---|---|",
+    ]
+    names = list(selection["per_seed"][0]["candidates"]) if selection["per_seed"] else []
+    for name in names:
+        rows = [r["candidates"][name] for r in selection["per_seed"]]
+
+        def mean(g: str) -> str:
+            v = [r["valid"][g]["ne_diff"] for r in rows if r["valid"][g].get("ne_diff") is not None]
+            return f"{100 * float(np.mean(v)):+.3f}%" if v else "n/a"
+
+        passed = sum(r["passed"] for r in rows)
+        lines.append(f"| {name} | {mean('overall')} | {mean('head')} | {mean('tail')} | {passed}/{len(rows)} |")
+    return lines + [""]
 
 
 def _attention_lines(attention: dict[str, Any], seeds: int) -> list[str]:
