@@ -251,14 +251,17 @@ def test_workflow_directories_list_their_outputs_and_train_stays_out(smoke_runs:
     from c2al_rec.workflows.pipeline import Pipeline
 
     cfg = _cfg(smoke_runs.data, '--discover.axes=["no_such_axis:categorical"]', "--pipeline.nproc_per_node=1")
-    for owner, run in (("pipeline", lambda out: Pipeline(cfg, out).run()),
-                       ("experiment", lambda out: Experiment(cfg, out, seeds=2).run())):  # fmt: skip
+    workflows = (
+        ("pipeline", lambda out: Pipeline(cfg, out).run(), {"lambda_0.1", "selection.json"}),
+        ("experiment", lambda out: Experiment(cfg, out, seeds=2).run(), {"c2al", "scores"}),
+    )
+    for owner, run, own in workflows:
         out = tmp_path / owner
         with pytest.raises(ValueError, match="'no_such_axis' is not an axis"):
             run(out)
         owned = OwnedDir.read(out)
         assert owned is not None and owned.owner == owner
-        assert {"baseline", "c2al", "cohorts.json", f"{owner}.toml", "report.md"} <= owned.entries
+        assert {"baseline", "cohorts.json", f"{owner}.toml", "report.md", *own} <= owned.entries
         with pytest.raises(NotOwned, match=rf"holds the output of `c2al-rec {owner}`"):
             launch(_cfg(smoke_runs.data), out, overwrite=True)
         assert OwnedDir.read(out).entries == owned.entries  # type: ignore[union-attr]
