@@ -7,7 +7,8 @@
 
 Routes: POST /v1/score, GET /healthz (200 once loaded), GET /readyz (503 while the queue is full),
 GET /metrics (Prometheus). A bad row is a 400 naming the row and feature; a full queue a 503.
-Loads only the exported directory (TorchScript + JSON metadata).
+Loads only the exported directory (TorchScript + JSON metadata); `--format pt2` serves model.pt2
+instead (native code: only after its sha256 matches metadata.json).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 503")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the scoring thread")
     parser.add_argument(
+        "--format",
+        default="torchscript",
+        choices=["torchscript", "pt2"],
+        help="model file: model.pt (TorchScript) or model.pt2 (AOTInductor: native code, hash-checked; trusted "
+        "sources only)",
+    )
+    parser.add_argument(
         "--no-optimize",
         action="store_true",
         help="serve the exported TorchScript graph as it is (default: frozen and optimised for inference, "
@@ -43,8 +51,13 @@ def run(args: argparse.Namespace) -> int:
 
     options = ServeOptions(args.max_batch_rows, args.max_wait_ms, args.max_queue)
     torch.set_num_threads(args.threads)
-    model = load_exported(args.model)
-    if not args.no_optimize:
+    if args.format == "pt2":
+        from c2al_rec.serve.pt2_model import load_pt2
+
+        model = load_pt2(args.model)  # compiled ahead of time: nothing to freeze
+    else:
+        model = load_exported(args.model)
+    if args.format == "torchscript" and not args.no_optimize:
         model, what = optimize_for_serving(model)
         print(what, flush=True)
     app = create_app(model, options)

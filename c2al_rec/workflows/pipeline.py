@@ -134,6 +134,7 @@ class Pipeline:
                 parity_rows=e.parity_rows,
                 max_abs_diff=e.parity_max_abs_diff,
                 ne_tolerance=e.parity_ne_tolerance,
+                pt2=e.pt2,
             )
         )
 
