@@ -17,8 +17,11 @@ compiled call (``c2al_rec.serve.pt2_model``); the graph keeps only the hashing
 (``remainder``) of ``out_of_range = "hash"`` features. The compiled program therefore never sees
 an id outside its table.
 
-Quantized tables (int8 / fp16) are refused: they run in FBGEMM's table-batched embedding ops,
-whose ``fbgemm::AtomicCounter`` has no fake class, so ``torch.export`` cannot trace them.
+Quantized tables (int8 / fp16) are refused. They run in FBGEMM's table-batched embedding ops:
+with torch 2.13 / fbgemm-gpu-cpu 1.8, a non-strict ``torch.export`` of the int8 model captures them,
+but AOTInductor fails on ``fbgemm::bounds_check_indices`` (it rewrites its inputs in place and
+has no functional form: "input_tensor must be a FunctionalTensor"); and a package that called
+fbgemm ops would need fbgemm's library in every host, which the fp32 package does not.
 """
 
 from __future__ import annotations
@@ -110,9 +113,9 @@ def check_pt2_request(quantize: str) -> None:
     """
     if quantize != "none":
         raise Pt2ExportError(
-            f"--pt2 with --quantize {quantize}: quantized tables run in FBGEMM's table-batched embedding ops, and "
-            f"torch.export cannot trace them (fbgemm::AtomicCounter has no fake class); export --pt2 with "
-            f"--quantize none, or drop --pt2"
+            f"--pt2 with --quantize {quantize}: quantized tables run in FBGEMM's table-batched embedding op, which "
+            f"AOTInductor cannot compile (fbgemm::bounds_check_indices rewrites its inputs in place); export --pt2 "
+            f"with --quantize none, or drop --pt2"
         )
     find_cxx_compiler()
 
