@@ -112,7 +112,7 @@ def test_pt2_matches_torchscript_and_eager(pt2_export, eager, batch, seed, edge)
 def test_pt2_refuses_bad_ids_before_the_call_with_the_torchscript_messages(pt2_export) -> None:
     pt2, ts = load_pt2(pt2_export), load_exported(pt2_export)
     meta = ts.metadata
-    checked = next(f for f in meta["sparse"] if f["out_of_range"] == "error")
+    checked = next(f for f in meta["sparse"] if f["out_of_range"] == "error" and not f["multi_hot"])
     for bad_id in (-3, checked["num_embeddings"], 2**40):
         inputs = _random_inputs(meta, 4, 0)
         inputs[f"{checked['name']}.values"][-1] = bad_id
@@ -121,9 +121,14 @@ def test_pt2_refuses_bad_ids_before_the_call_with_the_torchscript_messages(pt2_e
         with pytest.raises(ValueError) as pt2_error:
             pt2.predict(inputs)
         assert str(pt2_error.value) in str(ts_error.value), (pt2_error.value, ts_error.value)
+    multi = next(f["name"] for f in meta["sparse"] if f["multi_hot"])
     inputs = _random_inputs(meta, 4, 0)
-    inputs[f"{checked['name']}.lengths"][0] = 2  # lengths sum past the ids: would read past the values
-    with pytest.raises(ValueError, match=rf"'{checked['name']}.lengths' must be >= 0 and sum to the 4 ids"):
+    inputs[f"{multi}.lengths"][0] += 1  # lengths sum past the ids: would read past the values
+    with pytest.raises(ValueError, match=rf"'{multi}.lengths' must be >= 0 and sum to the \d+ ids of '{multi}.values'"):
+        pt2.predict(inputs)
+    inputs = _random_inputs(meta, 4, 0)
+    inputs[f"{checked['name']}.lengths"][:2] = torch.tensor([2, 0])  # a single-hot feature: one id per row
+    with pytest.raises(ValueError, match=rf"single-hot feature '{checked['name']}' takes one id per row"):
         pt2.predict(inputs)
     del inputs[f"{checked['name']}.values"]
     with pytest.raises(ValueError, match=r"missing input"):

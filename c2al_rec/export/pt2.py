@@ -57,7 +57,8 @@ class FlatServing(nn.Module):
         features: the schema's sparse features (the order of ``values`` / ``lengths``).
 
     ``forward(dense [B, D], values: List[int64 [N_f]], lengths: List[int64 [B]]) -> [B]``; ids
-    must already be checked (``>= 0``; ``< num_embeddings`` unless the feature hashes).
+    must already be checked (``>= 0``; ``< num_embeddings`` unless the feature hashes), and a
+    single-hot feature must have one id per row (N_f = B, lengths all 1; its lengths are not read).
     """
 
     def __init__(self, model: nn.Module, features: Sequence[SparseFeature]) -> None:
@@ -71,17 +72,18 @@ class FlatServing(nn.Module):
         self.bags = nn.ModuleList([bag_of_feature[n] for n in names])
         # 0: ids used as given; n > 0: ids folded into the table (id mod n), as SparseIdTransform does
         self.hash_sizes: List[int] = [f.num_embeddings if f.out_of_range == "hash" else 0 for f in features]
+        self.multi_hot: List[bool] = [f.multi_hot for f in features]
         # tokens in the sparse arch's order (table order), whatever the schema's
         self.token_order: List[int] = [names.index(n) for n in model.sparse_arch.feature_names]
         self.model = model
 
     def forward(self, dense: Tensor, values: List[Tensor], lengths: List[Tensor]) -> Tensor:
         pooled: List[Tensor] = []
-        for bag, hash_size, ids, lens in zip(self.bags, self.hash_sizes, values, lengths):
+        for bag, hash_size, multi_hot, ids, lens in zip(self.bags, self.hash_sizes, self.multi_hot, values, lengths):
             if hash_size:
                 ids = torch.remainder(ids, hash_size)
-            offsets = torch.cat([lens.new_zeros(1), torch.cumsum(lens, 0)])  # include_last_offset, as the EBC
-            pooled.append(bag(ids, offsets).float())
+            # a single-hot feature has one id per row (checked on the host): its pooled row is that id's row
+            pooled.append((pool_rows(bag.weight, ids, lens, bag.mode) if multi_hot else bag.weight[ids]).float())
         sparse_tokens = torch.stack([pooled[i] for i in self.token_order], dim=1)  # [B, F, d]
         # as C2ALModel.forward: sparse tokens, then the dense token (none when D = 0)
         x = torch.cat([sparse_tokens, self.model.dense_arch(dense)], dim=1)
@@ -92,8 +94,51 @@ def compile_serving_pt2(loaded: "TrainedRun", path: Path) -> float:
     """Compile the primary-only fp32 serving graph of a loaded run into ``path``; returns the seconds taken."""
     model = copy.deepcopy(loaded.model).without_aux_heads()
     model.use_reference_fm(True)  # plain-PyTorch FM math: no custom op in the graph
-    flat = FlatServing(model.eval(), loaded.schema.sparse).eval()
+    flat = FlatServing(pretranspose_linears(model.eval()), loaded.schema.sparse).eval()
     return compile_pt2(flat, len(loaded.schema.dense), path)
+
+
+class PretransposedLinear(nn.Module):
+    """``nn.Linear`` with its weight stored transposed, [in, out] contiguous: ``x @ weight_t + bias``.
+
+    ``F.linear`` hands MKL's GEMM the transposed view of [out, in]; a contiguous right operand runs
+    ~5x faster at batch 1 and ~1.2x at batch 64 (TorchScript's ``freeze`` folds the same transpose).
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight_t = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
+        self.bias = linear.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.matmul(x, self.weight_t)
+        return y if self.bias is None else y + self.bias
+
+
+def pretranspose_linears(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Linear`` of ``model`` in place by a ``PretransposedLinear``; returns ``model``."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, PretransposedLinear(child))
+    return model
+
+
+def pool_rows(weight: Tensor, ids: Tensor, lengths: Tensor, mode: str) -> Tensor:
+    """``nn.EmbeddingBag`` (``sum`` / ``mean``) as a gather and an ``index_add``, which Inductor compiles
+    into its own loops, where ``embedding_bag`` stays a library call per feature (~30 us each at batch 1).
+
+    Args:
+        weight: the table [V, d]; ids: int64 [N] in [0, V); lengths: int64 [B], summing to N.
+
+    Returns:
+        [B, d]: per row, the sum (``mean``: the mean, 0 for no ids) of its ids' rows.
+    """
+    rows = torch.searchsorted(torch.cumsum(lengths, 0), torch.arange(ids.shape[0]), right=True)  # row of each id
+    pooled = weight.new_zeros(lengths.shape[0], weight.shape[1]).index_add(0, rows, weight[ids])
+    if mode == "mean":
+        pooled = pooled / lengths.clamp(min=1).unsqueeze(1).to(weight.dtype)
+    return pooled
 
 
 def flat_args(inputs: Dict[str, Tensor], names: Sequence[str]) -> tuple[Tensor, List[Tensor], List[Tensor]]:
@@ -150,20 +195,20 @@ def compile_pt2(flat: FlatServing, dense_dim: int, path: Path) -> float:
     """
     find_cxx_compiler()
     t0 = time.perf_counter()
-    num_features = len(flat.bags)
-    # trace inputs: 3 rows of 2 ids each (id 0 is in every table); sizes other than 0 and 1, which
-    # export would specialise on, and different from each other, which it could otherwise unify
+    # trace inputs: 3 rows, multi-hot features 2 ids a row (id 0 is in every table); sizes other than
+    # 0 and 1, which export would specialise on, and different from each other, which it could unify
     rows, per_row = 3, 2
+    multi = flat.multi_hot
     args = (
         torch.zeros(rows, dense_dim),
-        [torch.zeros(rows * per_row, dtype=torch.int64) for _ in range(num_features)],
-        [torch.full((rows,), per_row, dtype=torch.int64) for _ in range(num_features)],
+        [torch.zeros(rows * (per_row if m else 1), dtype=torch.int64) for m in multi],
+        [torch.full((rows,), per_row if m else 1, dtype=torch.int64) for m in multi],
     )
     batch = torch.export.Dim("batch", min=1)
     dynamic_shapes = (
         {0: batch},
-        [{0: torch.export.Dim(f"ids_{i}", min=0)} for i in range(num_features)],
-        [{0: batch} for _ in range(num_features)],
+        [{0: torch.export.Dim(f"ids_{i}", min=0) if m else batch} for i, m in enumerate(multi)],
+        [{0: batch} for _ in multi],
     )
     with torch.no_grad():
         program = torch.export.export(flat, args, dynamic_shapes=dynamic_shapes, strict=False)

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
@@ -31,7 +30,6 @@ from c2al_rec.io.digest import file_sha256
 from .artifact import METADATA_FILE, ExportedModel, _check_metadata, _first_line
 
 PT2_FILE = "model.pt2"
-_NO_LIMIT = torch.iinfo(torch.int64).max
 
 
 class Pt2Program:
@@ -49,7 +47,12 @@ class Pt2Program:
         self.dense_dim = dense_dim
         self._keys = [(f"{n}.values", f"{n}.lengths") for n in self.names]
         # per feature, the first id that is out of range (hash: none); negative ids are checked apart
-        self._limits = torch.tensor([_NO_LIMIT if f.out_of_range == "hash" else f.num_embeddings for f in features])
+        self._limits = torch.tensor(
+            [float("inf") if f.out_of_range == "hash" else float(f.num_embeddings) for f in features],
+            dtype=torch.float64,
+        )
+        self._multi_hot = [f.multi_hot for f in features]
+        self._single = torch.tensor([i for i, f in enumerate(features) if not f.multi_hot], dtype=torch.int64)
         self._id_rules = SparseIdTransform(features)  # raises the TorchScript model's own messages
 
     def __call__(self, inputs: Dict[str, Tensor]) -> Tensor:
@@ -92,27 +95,42 @@ class Pt2Program:
                 )
         if batch == 0 or not self.names:
             return dense, values, lengths
-        # a few vectorised ops over all features at once (batch 1 costs a per-feature loop more than the model)
+        # a few vectorised ops over all features at once: at batch 1 a per-feature loop costs more than the model
         counts = [v.shape[0] for v in values]
         all_lengths = torch.cat(lengths).view(len(self.names), batch)
         per_feature = all_lengths.sum(1).tolist()
-        if per_feature != counts or bool(all_lengths.min() < 0):
-            i = next(i for i in range(len(counts)) if per_feature[i] != counts[i] or bool(lengths[i].min() < 0))
-            v_key, l_key = self._keys[i]
-            raise ValueError(
-                f"predict: '{l_key}' must be >= 0 and sum to the {counts[i]} ids of '{v_key}' "
-                f"(sum {per_feature[i]}, min {int(lengths[i].min())})"
-            )
+        bad_lengths = per_feature != counts or bool(all_lengths.min() < 0)
+        if not bad_lengths and self._single.numel():  # single-hot: one id per row, as its schema says
+            bad_lengths = bool((all_lengths.index_select(0, self._single) != 1).any())
+        if bad_lengths:
+            self._raise_bad_lengths(counts, lengths, batch)
         ids = torch.cat(values)
         if ids.numel():
-            limits = torch.repeat_interleave(self._limits, torch.tensor(counts), output_size=ids.shape[0])
-            bad = (ids < 0) | (ids >= limits)
-            if bool(bad.any()):
-                first = int(bad.nonzero()[0, 0])
-                i = sum(1 for end in itertools.accumulate(counts) if end <= first)  # the feature holding it
+            # per-feature max in one op (float64: exact below 2**53, and larger ids still compare >= any table)
+            highs = torch.segment_reduce(ids.to(torch.float64), "max", lengths=torch.tensor(counts), unsafe=True)
+            if bool(ids.min() < 0) or bool((highs >= self._limits).any()):
+                i = next(
+                    i for i, v in enumerate(values) if v.numel() and bool((v < 0).any() | (v >= self._limits[i]).any())
+                )
                 self._id_rules.transform_values(i, values[i])  # raises, naming the feature and the id
                 raise AssertionError("Pt2Program: the id check disagrees with SparseIdTransform")
         return dense, values, lengths
+
+    def _raise_bad_lengths(self, counts: List[int], lengths: List[Tensor], batch: int) -> None:
+        for i, (n, name) in enumerate(zip(counts, self.names)):
+            v_key, l_key = self._keys[i]
+            lens = lengths[i]
+            if self._multi_hot[i] and (int(lens.sum()) != n or bool((lens < 0).any())):
+                raise ValueError(
+                    f"predict: '{l_key}' must be >= 0 and sum to the {n} ids of '{v_key}' "
+                    f"(sum {int(lens.sum())}, min {int(lens.min())})"
+                )
+            if not self._multi_hot[i] and (n != batch or bool((lens != 1).any())):
+                raise ValueError(
+                    f"predict: single-hot feature '{name}' takes one id per row: '{v_key}' of {batch} ids and "
+                    f"'{l_key}' all 1 (got {n} ids, lengths {lens.tolist()[:8]})"
+                )
+        raise AssertionError("Pt2Program: the length check disagrees with itself")
 
 
 def load_program(path: str | Path, features: Sequence[SparseFeature], dense_dim: int) -> Pt2Program:
