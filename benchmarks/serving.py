@@ -187,7 +187,7 @@ def pt2_vs_torchscript(opts: Options, run_c2al: TrainedRun, root: Path, work: Pa
     meta["artifacts"] = {PT2_FILE: file_digest(export / PT2_FILE)}
     (export / METADATA_FILE).write_text(json.dumps(meta))
     t0 = time.perf_counter()
-    ts, _ = optimize_for_serving(load_exported(export))
+    ts, r["torchscript_served_as"] = optimize_for_serving(load_exported(export))
     r["torchscript_load_s"] = time.perf_counter() - t0  # torch.jit.load + freeze + optimize_for_inference
     t0 = time.perf_counter()
     pt2 = load_pt2(export)
