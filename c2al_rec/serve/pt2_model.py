@@ -5,8 +5,8 @@ A ``.pt2`` holds a compiled shared library: loading it runs native code. It is l
 graph takes ``(dense [B, D], values: List[int64 [N_f]], lengths: List[int64 [B]])`` and trusts its
 ids, so ``Pt2Program.predict`` checks on the host, before the call, what ``SparseIdTransform``
 checks inside the TorchScript model (same errors), plus the shapes: every id inside its table
-(or hashed), lengths >= 0 summing to each feature's id count. The compiled program never sees an
-index outside its table.
+(or hashed), lengths >= 0 summing to each feature's id count, one id per row for a single-hot
+feature. The compiled program never sees an index outside its table.
 
 Example::
 
