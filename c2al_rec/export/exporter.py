@@ -4,7 +4,9 @@ Steps: load the DCP checkpoint unsharded; copy the model without its aux heads a
 op in plain-PyTorch math (a Python custom op cannot be loaded without c2al_rec); optionally
 quantize the embeddings (torchrec inference quantization); fx-trace + script; score held-out
 rows with the exported and the training model; write ``model.pt``, ``metadata.json`` and
-``sample_input.pt`` into a temp directory and rename it only if the gate passes.
+``sample_input.pt`` into a temp directory and rename it only if the gate passes. With ``pt2`` it
+also compiles ``model.pt2`` (``export/pt2.py``), under the same fp32 gate, listed with its sha256 in
+``metadata["artifacts"]``.
 
 ``metadata.json`` is also the model card: ``model_id`` (``<export dir name>-<first 12 hex of
 sha256(model.pt)>``, what ``predict`` and ``serve`` report), ``git_commit`` (of the training run, from
