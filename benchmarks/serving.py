@@ -184,7 +184,7 @@ def pt2_vs_torchscript(opts: Options, run_c2al: TrainedRun, root: Path, work: Pa
     del scripted
     r: dict[str, Any] = {"pt2_export_s": compile_serving_pt2(run_c2al, export / PT2_FILE)}
     meta = {"dense": list(schema.dense), "sparse": [dataclasses.asdict(f) for f in schema.sparse]}
-    meta["artifacts"] = {PT2_FILE: file_digest(export / PT2_FILE)}
+    meta["artifacts"] = {name: file_digest(export / name) for name in (MODEL_FILE, PT2_FILE)}  # as export lists
     (export / METADATA_FILE).write_text(json.dumps(meta))
     t0 = time.perf_counter()
     ts, r["torchscript_served_as"] = optimize_for_serving(load_exported(export))
