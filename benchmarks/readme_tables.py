@@ -43,7 +43,11 @@ BENCHMARK_ROWS: list[tuple[str, str, str, str]] = [
     ("serving", "torchscript_vs_eager_p50", "TorchScript export vs eager, p50 latency", "<= 1.0"),
     ("serving", "c2al_vs_baseline_export_p50", "C2AL export vs baseline export, p50 latency", "0.95-1.05"),
     ("serving", "int8_vs_fp32_size", "int8 / fp32 embedding storage", "<= 0.3"),
+    ("serving", "pt2_vs_torchscript_p50_b1", "model.pt2 vs frozen TorchScript, predict p50, batch 1", "<= 0.67"),
+    ("serving", "pt2_vs_torchscript_p50_b64", "model.pt2 vs frozen TorchScript, predict p50, batch 64", "<= 0.67"),
+    ("serving", "pt2_vs_torchscript_p50_b4096", "model.pt2 vs frozen TorchScript, predict p50, batch 4096", "<= 1.0"),
     ("serving_http", "qps_batched_vs_single", "HTTP QPS, micro-batched vs one request at a time", ">= 5"),
+    ("serving_http", "qps_pt2_vs_torchscript_batched", "HTTP QPS, model.pt2 vs model.pt, micro-batched", ""),
 ]
 
 

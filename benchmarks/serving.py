@@ -15,16 +15,22 @@ Latency of ``forward(dense, kjt)`` on test rows at batch 1, 64 and 512: calls al
 the models in a rotating order (so load from other processes hits all alike); p50 / p99 over the calls; rows/s =
 batch / mean latency. Sizes: ``model.pt`` on disk and the embedding storage (tensors of the
 sparse arch: fp32 rows vs int8 rows with their per-row scale / bias).
+``pt2`` vs TorchScript as served: the C2AL export's ``model.pt2`` (AOTInductor, host id checks
+included) against its ``model.pt`` frozen and optimised as ``serve`` runs it, both through
+``predict(Dict[str, Tensor])`` on the same pre-built input dicts at batch 1, 64 and 4096, calls
+alternating; plus the pt2 export (compile) time, file sizes and load times.
 Writes ``benchmarks/results/serving.md``; ``--json PATH`` writes
 ``{"benchmark", "config", "results", "ratios"}`` with ratios ``torchscript_vs_eager_p50``
-(goal <= 1.0), ``c2al_vs_baseline_export_p50`` (goal within 0.95-1.05) and ``int8_vs_fp32_size``
-(goal <= 0.3); the latency ratios are geometric means over the batch sizes (per batch in results).
+(goal <= 1.0), ``c2al_vs_baseline_export_p50`` (goal within 0.95-1.05), ``int8_vs_fp32_size``
+(goal <= 0.3), and ``pt2_vs_torchscript_p50_b1`` / ``_b64`` / ``_b4096`` (goal <= 0.67, 0.67, 1.0);
+the first two are geometric means over the batch sizes (per batch in results).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import statistics
@@ -45,10 +51,14 @@ from c2al_rec.config import Config, SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
 from c2al_rec.data.transforms import SparseIdTransform
-from c2al_rec.export.exporter import build_serving, quantize_for_serving
+from c2al_rec.export.exporter import build_serving, kjt_to_inputs, quantize_for_serving
+from c2al_rec.export.pt2 import compile_serving_pt2
 from c2al_rec.export.torchscript import ServingModel
+from c2al_rec.io.digest import file_digest
 from c2al_rec.modules.model import C2ALModel, tables_from_features
 from c2al_rec.runs.load import TrainedRun
+from c2al_rec.serve.artifact import METADATA_FILE, MODEL_FILE, load_exported, optimize_for_serving
+from c2al_rec.serve.pt2_model import PT2_FILE, load_pt2
 
 MODELS = ("eager", "ts_fp32_baseline", "ts_fp32_c2al", "ts_int8_c2al")
 
@@ -77,17 +87,28 @@ class Options:
     scheduler quanta)."""
     data: str = ""
     """Existing dataset root instead of generating one."""
+    pt2: bool = True
+    """Also compile model.pt2 and time it against the frozen TorchScript model (an AOTInductor compile)."""
+    pt2_batch_sizes: tuple[int, ...] = (1, 64, 4096)
+    """Batch sizes of the pt2 vs TorchScript comparison."""
+    pt2_calls: dict = field(default_factory=lambda: {1: 1000, 64: 400, 4096: 30})
+    """Timed calls per format per batch size."""
+
+
+def random_run(opts: Options, schema: Any, work: Path, aux_heads: bool) -> TrainedRun:
+    """A randomly initialised model as a loaded run (seed 0: aux heads are built last, so the baseline
+    and the C2AL model get the same primary weights)."""
+    cfg = model_config(opts.model)
+    torch.manual_seed(0)
+    model = C2ALModel(
+        tables_from_features(schema.sparse, cfg.embedding_dim), len(schema.dense), cfg, aux_heads=aux_heads
+    )
+    return TrainedRun(schema, model.eval(), Config(model=cfg), None, work, {})
 
 
 def build_models(opts: Options, schema: Any, work: Path) -> tuple[dict[str, Callable], dict[str, Any]]:
     """The four serving models (callables ``(dense, kjt) -> probs``) and their sizes."""
-    cfg = model_config(opts.model)
-    tables = tables_from_features(schema.sparse, cfg.embedding_dim)
-    loaded = {}
-    for name, aux in (("baseline", False), ("c2al", True)):
-        torch.manual_seed(0)  # aux heads are built last: same seed -> same primary weights
-        model = C2ALModel(tables, len(schema.dense), cfg, aux_heads=aux).eval()
-        loaded[name] = TrainedRun(schema, model, Config(model=cfg), None, work, {})
+    loaded = {"baseline": random_run(opts, schema, work, False), "c2al": random_run(opts, schema, work, True)}
     models: dict[str, Callable] = {}
     eager = ServingModel(SparseIdTransform(schema.sparse), loaded["c2al"].model.without_aux_heads()).eval()
     models["eager"] = eager
@@ -112,7 +133,7 @@ def build_models(opts: Options, schema: Any, work: Path) -> tuple[dict[str, Call
     sizes["int8_align16_embedding_bytes"] = _tensor_bytes(padded.sparse_arch)
     sizes["int8_vs_align16_max_abs_diff"] = _max_diff(int8, padded, schema, len(schema.dense))
     del padded, int8
-    sizes["embedding_rows"] = sum(t.num_embeddings for t in tables)
+    sizes["embedding_rows"] = sum(f.num_embeddings for f in schema.sparse)
     return models, sizes
 
 
@@ -135,22 +156,79 @@ def _tensor_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values() if isinstance(t, torch.Tensor))
 
 
-def measure(models: dict[str, Callable], batch: Any, calls: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call of each model on ``batch``, calls alternating between the models."""
-    dense, kjt = batch.dense_features, batch.sparse_features
+def measure(models: dict[str, Callable], args: tuple, calls: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call ``model(*args)`` of each model, calls alternating between the models."""
     times: dict[str, list[float]] = {k: [] for k in models}
-    with torch.no_grad():
+    with torch.inference_mode():
         for fn in models.values():
             for _ in range(warmup):
-                fn(dense, kjt)
+                fn(*args)
         names = list(models)
         for i in range(calls):
             # rotate the order every call: no model always runs right after the same other one
             for name in names[i % len(names) :] + names[: i % len(names)]:
                 t0 = time.perf_counter()
-                models[name](dense, kjt)
+                models[name](*args)
                 times[name].append(time.perf_counter() - t0)
     return times
+
+
+def pt2_vs_torchscript(opts: Options, run_c2al: TrainedRun, root: Path, work: Path) -> dict[str, Any]:
+    """The C2AL export's model.pt2 against its model.pt frozen and optimised (as ``serve`` loads each),
+    both through ``predict(Dict[str, Tensor])``; latency per batch size, export time, sizes, load times."""
+    schema = run_c2al.schema
+    export = work / "export"
+    export.mkdir()
+    scripted, _ = build_serving(run_c2al)
+    scripted.save(str(export / MODEL_FILE))
+    del scripted
+    r: dict[str, Any] = {"pt2_export_s": compile_serving_pt2(run_c2al, export / PT2_FILE)}
+    meta = {"dense": list(schema.dense), "sparse": [dataclasses.asdict(f) for f in schema.sparse]}
+    meta["artifacts"] = {name: file_digest(export / name) for name in (MODEL_FILE, PT2_FILE)}  # as export lists
+    (export / METADATA_FILE).write_text(json.dumps(meta))
+    t0 = time.perf_counter()
+    ts, r["torchscript_served_as"] = optimize_for_serving(load_exported(export))
+    r["torchscript_load_s"] = time.perf_counter() - t0  # torch.jit.load + freeze + optimize_for_inference
+    t0 = time.perf_counter()
+    pt2 = load_pt2(export)
+    r["pt2_load_s"] = time.perf_counter() - t0  # sha256 of model.pt2 + aoti_load_package
+    r["pt2_sha256_s"] = _seconds(lambda: file_digest(export / PT2_FILE))
+    r["model_pt2_bytes"], r["model_pt_bytes"] = (export / PT2_FILE).stat().st_size, (export / MODEL_FILE).stat().st_size
+    models = {"torchscript": ts.module.predict, "pt2": pt2.module.predict}
+    for b in opts.pt2_batch_sizes:
+        batch = next(iter(ParquetReader(root, schema, "train", b, shuffle=False)))  # the largest split
+        inputs = kjt_to_inputs(batch.dense_features, batch.sparse_features)
+        with torch.inference_mode():
+            r[f"pt2_vs_torchscript_max_abs_diff_b{b}"] = float((pt2.predict(inputs) - ts.predict(inputs)).abs().max())
+        times = measure(models, (inputs,), opts.pt2_calls.get(b, 30), opts.warmup)
+        for name, ts_ in times.items():
+            r[f"{name}_predict_b{b}_p50_ms"] = float(np.percentile(ts_, 50) * 1e3)
+            r[f"{name}_predict_b{b}_p99_ms"] = float(np.percentile(ts_, 99) * 1e3)
+        r[f"pt2_vs_torchscript_p50_b{b}"] = r[f"pt2_predict_b{b}_p50_ms"] / r[f"torchscript_predict_b{b}_p50_ms"]
+        r[f"torchscript_gemm_b{b}_ms"] = _gemm_ms(ts.module.predict, inputs, max(3, opts.pt2_calls.get(b, 30) // 20))
+        # the host-side checks alone (Pt2Program.check): the part of pt2's time outside the compiled call
+        r[f"pt2_host_checks_b{b}_p50_ms"] = float(
+            np.percentile(measure({"c": pt2.module.check}, (inputs,), 200, 5)["c"], 50) * 1e3
+        )
+    return r
+
+
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "mkldnn::_linear_pointwise")
+
+
+def _gemm_ms(fn: Callable, inputs: dict, calls: int) -> float:
+    """Milliseconds per call that ``fn`` spends in GEMMs (self time of ``GEMM_OPS``, torch.profiler): the
+    same MKL calls the compiled pt2 program makes, so the floor of its latency."""
+    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            fn(inputs)
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in GEMM_OPS) / calls / 1e3
+
+
+def _seconds(fn: Callable) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def run(opts: Options) -> dict:
@@ -179,7 +257,7 @@ def run(opts: Options) -> dict:
                 for name in ("ts_fp32_baseline", "ts_fp32_c2al"):
                     out = models[name](batch.dense_features, batch.sparse_features)
                     results[f"{name}_max_abs_diff_vs_eager"] = float((out - ref).abs().max())
-            times = measure(models, batch, opts.calls.get(b, 50), opts.warmup)
+            times = measure(models, (batch.dense_features, batch.sparse_features), opts.calls.get(b, 50), opts.warmup)
             for name, ts in times.items():
                 arr = np.array(ts)
                 results[f"{name}_b{b}_p50_ms"] = float(np.percentile(arr, 50) * 1e3)
@@ -191,6 +269,9 @@ def run(opts: Options) -> dict:
             results[f"c2al_vs_baseline_export_p50_b{b}"] = c2al_base
             p50_ratios["ts_vs_eager"].append(ts_eager)
             p50_ratios["c2al_vs_base"].append(c2al_base)
+        if opts.pt2:
+            del models  # the four TorchScript models: memory for the compile
+            results.update(pt2_vs_torchscript(opts, random_run(opts, schema, work, True), root, work))
         results["load_average_1min"] = [load_before, os.getloadavg()[0]]
     finally:
         tmp.cleanup()
@@ -201,6 +282,11 @@ def run(opts: Options) -> dict:
         "int8_vs_fp32_size": sizes["int8_embedding_bytes"] / sizes["fp32_embedding_bytes"],
         "int8_vs_fp32_model_pt_size": sizes["ts_int8_c2al_model_pt_bytes"] / sizes["ts_fp32_c2al_model_pt_bytes"],
         "int8_align16_vs_fp32_size": sizes["int8_align16_embedding_bytes"] / sizes["fp32_embedding_bytes"],
+        **{
+            f"pt2_vs_torchscript_p50_b{b}": results[f"pt2_vs_torchscript_p50_b{b}"]
+            for b in opts.pt2_batch_sizes
+            if opts.pt2
+        },
     }
     config = {**dataclasses.asdict(opts), "machine": machine(), "threads": torch.get_num_threads()}
     return {"benchmark": "serving", "config": config, "results": results, "ratios": ratios}
@@ -249,7 +335,49 @@ def _markdown(out: dict, command: str) -> str:
         f"C2AL export {r['ts_fp32_c2al_max_abs_diff_vs_eager']:.2e} (same primary weights)",
         "",
     ]
+    if c["pt2"]:
+        lines += _pt2_markdown(r, c)
     return "\n".join(lines)
+
+
+def _pt2_markdown(r: dict, c: dict) -> list[str]:
+    goal = {1: 0.67, 64: 0.67, 4096: 1.0}
+    bs = c["pt2_batch_sizes"]
+    gemm_share = lambda b: r[f"torchscript_gemm_b{b}_ms"] / r[f"torchscript_predict_b{b}_p50_ms"]  # noqa: E731
+    lines = [
+        "## model.pt2 (AOTInductor) vs model.pt (TorchScript, frozen and optimised as `serve` runs it)",
+        "",
+        f"Latency of `predict(Dict[str, Tensor])` (pt2: host id checks + compiled call), {c['threads']} thread, "
+        "calls alternating between the two, inputs built before timing; ms.",
+        "",
+        "| batch | TorchScript p50 | TorchScript p99 | pt2 p50 | pt2 p99 | pt2 / TorchScript p50 (goal) | "
+        "pt2 host checks p50 | max abs diff |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for b in c["pt2_batch_sizes"]:
+        lines.append(
+            f"| {b} | {r[f'torchscript_predict_b{b}_p50_ms']:.3f} | {r[f'torchscript_predict_b{b}_p99_ms']:.3f} "
+            f"| {r[f'pt2_predict_b{b}_p50_ms']:.3f} | {r[f'pt2_predict_b{b}_p99_ms']:.3f} "
+            f"| **{r[f'pt2_vs_torchscript_p50_b{b}']:.3f}** (<= {goal.get(b, 1.0)}) "
+            f"| {r[f'pt2_host_checks_b{b}_p50_ms']:.3f} "
+            f"| {r[f'pt2_vs_torchscript_max_abs_diff_b{b}']:.1e} |"
+        )
+    lines += [
+        "",
+        "Where the time goes: both formats run the same MKL GEMMs (12 matrix products per call plus the FM's "
+        "batched ones); the TorchScript model's GEMM time (self time of "
+        f"{', '.join(GEMM_OPS[:3])} under torch.profiler) per batch: "
+        + ", ".join(f"b{b} {r[f'torchscript_gemm_b{b}_ms']:.3f} ms = {gemm_share(b):.2f} of its p50" for b in bs)
+        + ". What AOTInductor removes is the rest (interpreter, per-op dispatch, unfused elementwise and "
+        "embedding work); the GEMM share is the floor of pt2 / TorchScript at this precision.",
+        "",
+        f"- pt2 export (torch.export + AOTInductor compile): {r['pt2_export_s']:.1f} s",
+        f"- size: model.pt2 {r['model_pt2_bytes']:,} bytes, model.pt {r['model_pt_bytes']:,} bytes",
+        f"- load: pt2 {r['pt2_load_s']:.2f} s (of which sha256 {r['pt2_sha256_s']:.2f} s), TorchScript "
+        f"{r['torchscript_load_s']:.2f} s (torch.jit.load + freeze + optimize_for_inference)",
+        "",
+    ]
+    return lines
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -257,7 +385,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     opts = Options(data=args.data)
     if args.quick:
-        opts = dataclasses.replace(opts, rows=6_000, max_table_size=20_000, calls={1: 30, 64: 20, 512: 5}, warmup=2)
+        opts = dataclasses.replace(
+            opts,
+            rows=6_000,
+            max_table_size=20_000,
+            calls={1: 30, 64: 20, 512: 5},
+            warmup=2,
+            pt2_calls={1: 30, 64: 20, 4096: 5},
+        )
     out = run(opts)
     return finish("serving", out, _markdown, argv, args.quick, args.json)
 

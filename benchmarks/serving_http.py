@@ -9,7 +9,9 @@ connections sending one-row ``POST /v1/score`` requests for ``seconds``, from ``
 (pre-encoded requests on raw non-blocking sockets, ~50 us of client CPU per request, where an httpx
 client spent most of the 2 cores itself).
 - ``single``: ``--max-batch-rows 1`` (every request scored on its own, one at a time);
-- ``batched``: ``--max-batch-rows 256 --max-wait-ms 2`` (dynamic micro-batching).
+- ``batched``: ``--max-batch-rows 256 --max-wait-ms 2`` (dynamic micro-batching);
+- ``single_pt2`` / ``batched_pt2``: the same two on the export's ``model.pt2`` (``--format pt2``),
+  under the same load generator (``qps_pt2_vs_torchscript_single`` / ``_batched``).
 Reported per mode: QPS, p50 / p99 latency seen by the clients (send to last byte of the response),
 mean rows per model call (from /metrics), the server's CPU per request (/proc) and the load
 generator's, and the load average around the run. ``one_client``: one connection alone on the batched
@@ -64,6 +66,8 @@ class Options:
     """torch threads of the scoring thread."""
     load_processes: int = 1
     """Processes of the load generator (the connections are split between them)."""
+    pt2: bool = True
+    """Also export model.pt2 and run the single and batched modes on it (``--format pt2``)."""
 
 
 QUICK = dict(rows=12_000, num_sparse=10, max_table_size=2_000, clients=8, seconds=3.0, overload_queue=4)
@@ -91,7 +95,7 @@ def build_export(opts: Options, root: Path) -> Path:
     ] + model_overrides(opts.model)
     repo = Path(__file__).resolve().parents[1]
     launch(load_config(repo / "launch/configs/smoke.toml", overrides), root / "run", nproc_per_node=1)
-    export_checkpoint(ExportOptions(root / "run", root / "export", data=root / "data", parity_rows=1024))
+    export_checkpoint(ExportOptions(root / "run", root / "export", data=root / "data", parity_rows=1024, pt2=opts.pt2))
     return root / "export"
 
 
@@ -216,6 +220,8 @@ def run(opts: Options) -> dict[str, Any]:
             ("batched", modes["batched"], opts.clients),
             ("overload", modes["batched"] + ["--max-queue", str(opts.overload_queue)], 4 * opts.clients),
         ]
+        if opts.pt2:
+            runs[2:2] = [(f"{m}_pt2", modes[m] + ["--format", "pt2"], opts.clients) for m in ("single", "batched")]
         results: dict[str, Any] = {}
         for name, flags, clients in runs:
             server = Server(export, *flags, "--threads", str(opts.threads))
@@ -247,6 +253,9 @@ def run(opts: Options) -> dict[str, Any]:
         "single_p99_ms": single["p99_ms"],
         "goal_met": bool(batched["qps"] >= 5 * single["qps"] and batched["p99_ms"] <= 50),
     }
+    if opts.pt2:
+        for m in ("single", "batched"):
+            ratios[f"qps_pt2_vs_torchscript_{m}"] = results[f"{m}_pt2"]["qps"] / results[m]["qps"]
     return {"benchmark": "serving_http", "config": asdict(opts), "results": results, "ratios": ratios}
 
 
@@ -280,6 +289,15 @@ def markdown(out: dict[str, Any], command: str) -> str:
         f"{o['ok']} answered 200 + {o['rejected_503']} answered 503 + {o['other']} other; {o['wrong_prob']} answers "
         "carried another row's probability.",
         "",
+        *(
+            [
+                f"pt2 (`--format pt2`) vs TorchScript QPS under the same load: single "
+                f"{q['qps_pt2_vs_torchscript_single']:.2f}x, batched {q['qps_pt2_vs_torchscript_batched']:.2f}x.",
+                "",
+            ]
+            if "qps_pt2_vs_torchscript_single" in q
+            else []
+        ),
         "The load generator (benchmarks/loadgen.py, "
         f"{r['batched'].get('client_cpu_us_per_request', float('nan')):.0f} us of CPU per request) runs on the same "
         "2 cores as the server, so absolute QPS is a floor; the ratio compares both modes under the same load.",

@@ -1,10 +1,12 @@
 """Export a checkpoint to a primary-only TorchScript serving model (aux heads stripped), parity-gated.
 
-    c2al-rec export --checkpoint runs/c2al --out runs/export [--quantize none|int8|fp16]
+    c2al-rec export --checkpoint runs/c2al --out runs/export [--quantize none|int8|fp16] [--pt2]
 
 Writes model.pt, metadata.json and sample_input.pt; nothing is written if the exported model does
 not match the training model's primary head (fp32: max |dp| <= 1e-5; int8/fp16: NE within 0.5% of
-fp32). Reads a DCP checkpoint without running code from it: its pickled metadata goes through an
+fp32). --pt2 also writes model.pt2 (torch.export + AOTInductor, compiled for CPU; needs a C++
+compiler; fp32 tables only), gated like model.pt and listed with its sha256 in metadata.json.
+Reads a DCP checkpoint without running code from it: its pickled metadata goes through an
 allow-list unpickler (DCP's metadata classes, builtin containers and scalars), other values through
 torch.load(weights_only=True), and a checkpoint whose MANIFEST.json does not match is refused.
 metadata.json is also the model card: model_id, git_commit, config, data_fingerprint, cohort_spec,
@@ -36,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parity-rows", type=int, default=_D.parity_rows, help="rows the parity gate scores")
     parser.add_argument("--max-abs-diff", type=float, default=_D.parity_max_abs_diff, help="fp32 gate limit")
     parser.add_argument("--ne-tolerance", type=float, default=_D.parity_ne_tolerance, help="int8/fp16 NE limit")
+    parser.add_argument(
+        "--pt2",
+        action="store_true",
+        default=_D.pt2,
+        help="also write model.pt2 (torch.export + AOTInductor for CPU, same gate; needs a C++ compiler, fp32 only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             parity_rows=args.parity_rows,
             max_abs_diff=args.max_abs_diff,
             ne_tolerance=args.ne_tolerance,
+            pt2=args.pt2,
         )
     )
     print(

@@ -9,7 +9,8 @@ metadata under `model_id`: pyarrow.parquet.read_schema(PATH).metadata[b"model_id
 
 Uses only the exported directory (TorchScript + JSON metadata); nothing else is unpickled, and
 model.pt must match the sha256 in metadata.json and use only the ops an export emits, both checked
-before it is loaded.
+before it is loaded. With `--format pt2` it loads model.pt2 instead (native code: only after its
+sha256 matches metadata.json).
 Rows are checked with the training-time rules (ids the schema rejects, negative ids in hash mode
 included, non-finite dense values): an error names the input file, row and column, and nothing is
 written. Input without rows (an empty shard) gives a predictions file without rows, same columns.
@@ -29,13 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split of a dataset root (default: test)")
     parser.add_argument("--out", required=True, help="predictions Parquet to write")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per scoring call")
+    parser.add_argument(
+        "--format",
+        default="torchscript",
+        choices=["torchscript", "pt2"],
+        help="model file: model.pt (TorchScript) or model.pt2 (AOTInductor: native code, hash-checked; trusted "
+        "sources only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from c2al_rec.serve.artifact import load_exported
     from c2al_rec.serve.predictor import input_files, predict_files
 
-    model = load_exported(args.model)
+    if args.format == "pt2":
+        from c2al_rec.serve.pt2_model import load_pt2
+
+        model = load_pt2(args.model)
+    else:
+        model = load_exported(args.model)
     files = input_files(args.data, args.split)
     t0 = time.perf_counter()
     # a progress bar on a terminal only: in logs it would bury the one-line error

@@ -15,7 +15,8 @@ body over --max-body-bytes: 413 (the rest of the body is discarded unread); JSON
 headers not received within --header-timeout-s or a body within --body-timeout-s: 408, connection
 closed; a dense value beyond float32 or an id beyond int64: 400 naming row and feature.
 Loads only the exported directory (TorchScript + JSON metadata); model.pt must match the sha256 in
-metadata.json and use only the ops an export emits, both checked before it is loaded.
+metadata.json and use only the ops an export emits, both checked before it is loaded;
+`--format pt2` serves model.pt2 instead (native code: only after its sha256 matches metadata.json).
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"seconds to receive a request's body; then 408, closed (default {lim.body_timeout_s:g})",
     )
     parser.add_argument(
+        "--format",
+        default="torchscript",
+        choices=["torchscript", "pt2"],
+        help="model file: model.pt (TorchScript) or model.pt2 (AOTInductor: native code, hash-checked; trusted "
+        "sources only)",
+    )
+    parser.add_argument(
         "--no-optimize",
         action="store_true",
         help="serve the exported TorchScript graph as it is (default: frozen and optimised for inference, "
@@ -86,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
     )
     options = ServeOptions(args.max_batch_rows, args.max_wait_ms, args.max_queue, limits=limits)
     torch.set_num_threads(args.threads)
-    model = load_exported(args.model)
-    if not args.no_optimize:
+    if args.format == "pt2":
+        from c2al_rec.serve.pt2_model import load_pt2
+
+        model = load_pt2(args.model)  # compiled ahead of time: nothing to freeze
+    else:
+        model = load_exported(args.model)
+    if args.format == "torchscript" and not args.no_optimize:
         model, what = optimize_for_serving(model)
         print(what, flush=True)
     app = create_app(model, options)

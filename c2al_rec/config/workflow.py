@@ -27,6 +27,8 @@ class ExportConfig:
     """fp32 gate: max |p_export - p_train| allowed."""
     parity_ne_tolerance: float = 0.005
     """int8/fp16 gate: allowed relative NE change vs fp32."""
+    pt2: bool = False
+    """Also write model.pt2 (torch.export + AOTInductor for CPU; needs a C++ compiler; fp32 only)."""
 
     def __post_init__(self) -> None:
         require_finite(self, "export")

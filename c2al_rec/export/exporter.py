@@ -4,7 +4,9 @@ Steps: load the DCP checkpoint unsharded; copy the model without its aux heads a
 op in plain-PyTorch math (a Python custom op cannot be loaded without c2al_rec); optionally
 quantize the embeddings (torchrec inference quantization); fx-trace + script; score held-out
 rows with the exported and the training model; write ``model.pt``, ``metadata.json`` and
-``sample_input.pt`` into a temp directory and rename it only if the gate passes.
+``sample_input.pt`` into a temp directory and rename it only if the gate passes. With ``pt2`` it
+also compiles ``model.pt2`` (``export/pt2.py``), under the same fp32 gate, listed with its sha256 in
+``metadata["artifacts"]``.
 
 ``metadata.json`` is also the model card: ``model_id`` (``<export dir name>-<first 12 hex of
 sha256(model.pt)>``, what ``predict`` and ``serve`` report), ``git_commit`` (of the training run, from
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -39,7 +43,9 @@ from c2al_rec.runs.load import TrainedRun, load_run
 from c2al_rec.runs.provenance import git_commit, package_versions
 from c2al_rec.serve.archive_scan import check_archive
 from c2al_rec.serve.artifact import ARTIFACTS_KEY, METADATA_FILE, MODEL_FILE, SAMPLE_FILE, compute_model_id
+from c2al_rec.serve.pt2_model import PT2_FILE, load_program
 
+from .pt2 import PT2_SIGNATURE, check_pt2_request, compile_serving_pt2
 from .torchscript import ServingModel, script_serving
 
 QUANT_DTYPES = {"int8": torch.qint8, "fp16": torch.float16}
@@ -194,6 +200,8 @@ class ExportOptions:
     """int8/fp16 gate: allowed relative NE change vs fp32."""
     selection: Optional[dict[str, Any]] = None
     """How this model was chosen among candidates (``pipeline``'s select stage), copied into metadata.json."""
+    pt2: bool = False
+    """Also write model.pt2 (torch.export + AOTInductor for CPU), under the fp32 gate of model.pt."""
 
 
 @torch.no_grad()
@@ -223,6 +231,8 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
     """Export, gate, write. Returns the metadata written. Raises ParityError (nothing written) on failure."""
     quantize, max_abs_diff, ne_tolerance, split = opts.quantize, opts.max_abs_diff, opts.ne_tolerance, opts.split
     check_export_out(Path(opts.out))  # before the costly part: a bad --out fails at once
+    if opts.pt2:
+        check_pt2_request(quantize)  # int8/fp16 tables, no C++ compiler: one line, before the costly part
     loaded = load_run(opts.checkpoint, opts.which)
     data_root = Path(opts.data) if opts.data is not None else Path(loaded.cfg.data.path)
     scripted, num_params = build_serving(loaded, quantize)
@@ -230,6 +240,11 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
     if quantize != "none":
         fp32, _ = build_serving(loaded, "none")
         candidates.append(fp32)
+    pt2_dir = tempfile.TemporaryDirectory(prefix="c2al-pt2-") if opts.pt2 else None
+    if pt2_dir is not None:
+        pt2_path = Path(pt2_dir.name) / PT2_FILE
+        pt2_seconds = compile_serving_pt2(loaded, pt2_path)
+        candidates.append(load_program(pt2_path, loaded.schema.sparse, len(loaded.schema.dense)))
     ref, outs, labels, sample = parity_scores(loaded, candidates, data_root, split, opts.parity_rows)
     parity: dict[str, Any] = {"rows": int(len(ref)), "split": split, "data": str(data_root)}
     if quantize == "none":
@@ -255,13 +270,22 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
                 f"parity gate failed: {quantize} NE {ne_q:.6f} vs fp32 {ne_fp32:.6f} ({100 * rel:+.3f}%, limit "
                 f"{100 * ne_tolerance:.2f}%) on {len(ref)} rows; nothing written"
             )
+    if pt2_dir is not None:  # the fp32 gate of model.pt, against the training model
+        diff = float(np.abs(outs[-1] - ref).max())
+        parity["pt2"] = {"max_abs_diff": diff, "max_abs_diff_vs_torchscript": float(np.abs(outs[-1] - outs[0]).max())}
+        if not diff <= max_abs_diff:
+            raise ParityError(
+                f"parity gate failed: {PT2_FILE} differs from the training model's primary head by max |dp| = "
+                f"{diff:.3g} > {max_abs_diff:g} on {len(ref)} rows; nothing written"
+            )
     # TorchScript can freeze batch-dependent shapes: the first rows at batch 1 and 7 must agree.
     names = [f.name for f in loaded.schema.sparse]
     for b in BATCH_SIZES_CHECKED:
-        with torch.no_grad():
-            part = scripted.predict(slice_inputs(sample, names, 0, min(b, sample["dense"].shape[0]))).numpy()
-        if not np.allclose(part, outs[0][: len(part)], atol=1e-6):
-            raise ParityError(f"parity gate failed: batch size {b} gives different probabilities; nothing written")
+        for model, out in zip([scripted, candidates[-1]] if pt2_dir else [scripted], [outs[0], outs[-1]]):
+            with torch.no_grad():
+                part = model.predict(slice_inputs(sample, names, 0, min(b, sample["dense"].shape[0]))).numpy()
+            if not np.allclose(part, out[: len(part)], atol=1e-6):
+                raise ParityError(f"parity gate failed: batch size {b} gives different probabilities; nothing written")
     metadata = {
         "format_version": 1,
         "dense": list(loaded.schema.dense),
@@ -275,6 +299,7 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
             "forward": "forward(dense: float32 [B, D], kjt: KeyedJaggedTensor keys=sparse order) -> float32 [B]",
             "predict": "predict({'dense': float32 [B, D], '<f>.values': int64 [N_f], '<f>.lengths': int64 [B]}) "
             "-> float32 [B]",
+            **({"pt2": PT2_SIGNATURE} if opts.pt2 else {}),
         },
         "quantize": quantize,
         "parameters": num_params,
@@ -290,9 +315,14 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
     with atomic_directory(opts.out) as tmp:
         scripted.save(str(tmp / MODEL_FILE))
         check_archive(tmp / MODEL_FILE)  # what serve would refuse is not written (the allow-list is out of date)
+        if pt2_dir is not None:
+            shutil.copyfile(pt2_path, tmp / PT2_FILE)
+            pt2_dir.cleanup()
+            metadata["pt2_export_seconds"] = pt2_seconds
         # the id names the final directory (tmp is renamed to opts.out) and the bytes of model.pt
         metadata = {"model_id": compute_model_id(opts.out, tmp / MODEL_FILE), **metadata}
-        metadata[ARTIFACTS_KEY] = {MODEL_FILE: file_digest(tmp / MODEL_FILE)}  # loading checks these
+        artifacts = [MODEL_FILE] + ([PT2_FILE] if pt2_dir is not None else [])
+        metadata[ARTIFACTS_KEY] = {name: file_digest(tmp / name) for name in artifacts}  # loading checks these
         atomic_write_json(tmp / METADATA_FILE, metadata)
         # clone: the slices are views, and torch.save would store their whole parent batch
         torch.save({k: v.clone() for k, v in sample.items()}, tmp / SAMPLE_FILE)

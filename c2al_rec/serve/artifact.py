@@ -177,6 +177,17 @@ def _first_line(e: BaseException) -> str:
     return lines[0].split(". ")[0] if lines else type(e).__name__
 
 
+def read_metadata(export_dir: Path) -> Dict[str, Any]:
+    """``metadata.json`` of an exported directory, checked for the fields the predictor needs (one line
+    naming the file otherwise)."""
+    try:
+        metadata = json.loads((export_dir / METADATA_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{export_dir / METADATA_FILE}: not valid JSON: {e}") from None
+    _check_metadata(metadata, export_dir / METADATA_FILE)
+    return metadata
+
+
 def load_exported(path: str | Path) -> ExportedModel:
     """Load ``model.pt`` + ``metadata.json`` from an exported directory.
 
@@ -198,11 +209,7 @@ def load_exported(path: str | Path) -> ExportedModel:
     for name in (MODEL_FILE, METADATA_FILE):
         if not (p / name).is_file():
             raise FileNotFoundError(f"{p} is not an exported model directory: {name} is missing")
-    try:
-        metadata = json.loads((p / METADATA_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{p / METADATA_FILE}: not valid JSON: {e}") from None
-    _check_metadata(metadata, p / METADATA_FILE)
+    metadata = read_metadata(p)
     entry = verify_artifact(p, MODEL_FILE, metadata)
     _check_model_id(metadata, entry["sha256"], p / METADATA_FILE)
     check_archive(p / MODEL_FILE)  # before torch.jit.load: its unpickling runs the archive's __setstate__

@@ -205,6 +205,7 @@ class Pipeline:
                 max_abs_diff=e.parity_max_abs_diff,
                 ne_tolerance=e.parity_ne_tolerance,
                 selection=self.card_selection(),
+                pt2=e.pt2,
             )
         )
 
