@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import ConfigError
+from .errors import ConfigError, echo
 
 
 @dataclass
@@ -57,12 +57,14 @@ class ModelConfig:
             "dot_out_tokens",
         ):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"model.{name} must be positive, got {echo(getattr(self, name))}")
         for name in ("dense_arch", "fm_mlp", "repr_mlp", "primary_head", "aux_head"):
             sizes = getattr(self, name)
             if any(size <= 0 for size in sizes):
-                raise ConfigError(f"model.{name}: hidden sizes must be positive, got {sizes}")
+                raise ConfigError(f"model.{name}: hidden sizes must be positive, got {echo(sizes)}")
         if self.aux_projection < 0:
-            raise ConfigError(f"model.aux_projection must be >= 0 (0: aux heads read h), got {self.aux_projection}")
+            raise ConfigError(
+                f"model.aux_projection must be >= 0 (0: aux heads read h), got {echo(self.aux_projection)}"
+            )
         if not self.dhen_layers or any(not layer for layer in self.dhen_layers):
             raise ConfigError("model.dhen_layers needs at least one layer, each with at least one module")
