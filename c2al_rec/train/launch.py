@@ -257,26 +257,20 @@ def elastic_rank(cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any]:
 
 
 class _DropRankFailedDump(logging.Filter):
-    """Drops torchelastic's "failed (exitcode ...)" record (the rank's whole traceback) for a RankFailed,
-    and then the "Terminating process ..." notices of the ranks stopped after it: the launcher reports
-    the failure as one line. A rank that failed with a bug keeps its traceback and the notices."""
+    """Drops torchelastic's "failed (exitcode ...)" record (the rank's whole traceback) for a RankFailed:
+    the launcher reports that as one line; a rank that failed with a bug keeps its traceback. Also drops
+    torch's "Terminating process <pid> via signal SIGTERM" notices for the ranks stopped after another
+    failed: they come before the failure is known, and say nothing the failure's report does not."""
 
     LOGGERS = ("torch.distributed.elastic.multiprocessing.api", "torch.multiprocessing.spawn")
     MARK = f"{RankFailed.__module__}.{RankFailed.__qualname__}: "
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.dropped = False
-
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.dropped and str(record.msg).startswith("Terminating process"):
+        if str(record.msg).startswith("Terminating process"):
             return False
         exc = record.exc_info[1] if record.exc_info else None
         lines = [line for line in str(exc or "").splitlines() if line.strip()]
-        if lines and lines[-1].startswith(self.MARK):
-            self.dropped = True
-            return False
-        return True
+        return not (lines and lines[-1].startswith(self.MARK))
 
 
 def _user_error(e: Any) -> Optional[RankFailed]:
