@@ -11,6 +11,7 @@ writer, no reuse of another run's directory without ``--resume`` or ``--overwrit
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -148,8 +149,12 @@ def name_the_path(e: BaseException, run_dir: str | Path) -> None:
     last resort, so that every OS error of a run names a path. Unwraps DCP's CheckpointException.
     """
     inner = unwrap_checkpoint_failure(e) or e
-    if isinstance(inner, OSError) and inner.errno and inner.filename is None:
+    if isinstance(inner, OSError) and inner.errno in _WRITE_ERRNOS and inner.filename is None:
         inner.filename = str(run_dir)
+
+
+# errnos of a failed write(2) that carry no file name (a connection's errors are not the run directory's)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
 
 def wait_for_dataset(cfg: Config, timeout_s: float = 3600) -> None:

@@ -360,8 +360,13 @@ class Trainer:
     def _write_diagnostics(self, diagnostics: dict[str, Any]) -> None:
         """Append this step's gradient / attention diagnostics (rank 0's batch) to diagnostics.jsonl."""
         if self.ctx.is_main:
-            with open(self.run_dir / "diagnostics.jsonl", "a") as f:
-                f.write(json.dumps({"step": self.step, **diagnostics}) + "\n")
+            path = self.run_dir / "diagnostics.jsonl"
+            try:
+                with open(path, "a") as f:
+                    f.write(json.dumps({"step": self.step, **diagnostics}) + "\n")
+            except OSError as e:  # a failed write (a full disk) names no file
+                e.filename = e.filename or str(path)
+                raise
 
     def _update_metrics(self, metrics: TrainMetrics, out: dict[str, torch.Tensor]) -> None:
         logits = {k[len("logit_") :]: v for k, v in out.items() if k.startswith("logit_")}

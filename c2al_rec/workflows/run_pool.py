@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from c2al_rec.config import Config, config_to_dict
+from c2al_rec.config.errors import error_line
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,9 @@ class RunPool:
                             other.cancel()
                         wait(pending)
                         log = self._log_path(job)
+                        line = error_line(error)  # a user error (a full disk, bad data) stays one line
+                        if line is not None:
+                            raise ValueError(f"training {job.name} failed: {line} (its console output: {log})")
                         raise RuntimeError(f"training {job.name} failed (its console output: {log})") from error
                     walls[job.name] = fut.result()
                     print(f"[experiment] {job.name}: {walls[job.name]:.0f}s ({len(walls)}/{len(todo)})", flush=True)
