@@ -6,6 +6,11 @@ checks what would otherwise fail late: the splits the run reads (readable, colum
 schema.json says, at least one global batch each), the cohort axis, and the tables' memory
 against this host's. The launching process then claims the run directory (``rundir``: one
 writer, no reuse of another run's directory without ``--resume`` or ``--overwrite``).
+
+Errors: a user error on any rank (``config.errors.error_line``: bad config or data, an OS error such as
+a full disk, out of memory) ends the launch as one line, ``rank N: <path>: <meaning> (<ERRNO>)`` for an
+OS error; the elastic launch's ranks raise it as ``RankFailed`` and torchelastic's dump of it is dropped.
+A bug keeps its traceback.
 """
 
 from __future__ import annotations
@@ -133,7 +138,7 @@ def run_rank(cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any]:
         if trainer.run_log is not None:
             with contextlib.suppress(OSError):  # train.log may be on the full disk that stopped the run
                 trainer.run_log.line(f"[train] error: {error_line(e) or f'{type(e).__name__}: {e}'}")
-        with contextlib.suppress(OSError):  # closing TensorBoard flushes: it must not hide the error
+        with contextlib.suppress(Exception):  # closing TensorBoard flushes (a full disk): it must not hide the error
             trainer.shutdown("FAILED")
         raise
     finally:
