@@ -76,7 +76,7 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def _one_line(text: str) -> str:
-    return _shorten(re.sub(r"\s*\n\s*", " | ", text.strip()), LINE_LIMIT)
+    return _shorten(re.sub(r"\s*[\r\n]\s*", " | ", text.strip()), LINE_LIMIT)
 
 
 # The exceptions that report the user's input or the user's machine, not a bug. The project's own
