@@ -141,7 +141,8 @@ class RunPool:
                         log = self._log_path(job)
                         line = error_line(error)  # a user error (a full disk, bad data) stays one line
                         if line is not None:
-                            raise ValueError(f"training {job.name} failed: {line} (its console output: {log})")
+                            message = f"training {job.name} failed: {line} (its console output: {log})"
+                            raise ValueError(message) from error
                         raise RuntimeError(f"training {job.name} failed (its console output: {log})") from error
                     walls[job.name] = fut.result()
                     print(f"[experiment] {job.name}: {walls[job.name]:.0f}s ({len(walls)}/{len(todo)})", flush=True)
