@@ -188,7 +188,9 @@ def test_run_pool_skips_done_runs_and_names_the_failed_one(tmp_path: Path, capsy
     done.mkdir()
     (done / "metrics.json").write_text("{}")
     jobs = [RunJob("done", done, cfg), RunJob("bad/seed_0", tmp_path / "bad", cfg)]
-    with pytest.raises(RuntimeError, match=r"training bad/seed_0 failed .*bad_seed_0\.log") as info:
+    # a user error in the child (here: no data) stays a one-line user error, naming the run and its log
+    failed = r"training bad/seed_0 failed: .*schema.json does not exist.*bad_seed_0\.log"
+    with pytest.raises(ValueError, match=failed) as info:
         RunPool(nproc_per_node=1, concurrent_runs=2, log_dir=tmp_path / "logs").run(jobs)
     assert "data" in str(info.value.__cause__)  # the child's own error travels with it
     assert "done: done, skipped" in capsys.readouterr().out

@@ -12,6 +12,8 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
+from c2al_rec.config.errors import error_line
+
 # verb -> one-line help (the first docstring line of c2al_rec.cli.<verb>), in workflow order
 VERBS: dict[str, str] = {
     "config": "Resolve and validate a run config: print it as TOML (file + overrides), or list every field.",
@@ -71,9 +73,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.overrides = extra
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        # User errors (bad config, bad data, bad paths) end in one clear line, not a traceback.
-        print(f"c2al-rec {verb}: error: {e}", file=sys.stderr)
+    except BaseException as e:  # DCP's CheckpointException, which wraps a full disk, is a BaseException
+        # User errors (bad config or data, an OS error such as a read-only --out or a full disk, out of
+        # memory, a refused pickle) end in one line; bugs, KeyboardInterrupt and SystemExit pass through.
+        line = error_line(e)
+        if line is None:
+            raise
+        print(f"c2al-rec {verb}: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from c2al_rec.config.errors import echo
+
 from .random_control import RandomizedCohortSpec
 from .spec import SPEC_VERSION, Cohort, CohortSpec
 
@@ -31,7 +33,7 @@ def parse_cohort_spec(d: dict[str, Any], path: str = "<dict>") -> CohortSpec:
         raise _fail(path, f"'version' {d.get('version')} is not supported (expected {SPEC_VERSION})")
     kind = d["kind"]
     if kind not in ("numeric", "categorical"):
-        raise _fail(path, f"'kind' must be 'numeric' or 'categorical', got {kind!r}")
+        raise _fail(path, f"'kind' must be 'numeric' or 'categorical', got {echo(kind)}")
     quantiles = d.get("quantiles")
     raw = d.get("cohorts")
     if raw is None and quantiles is None:
@@ -49,7 +51,7 @@ def parse_cohort_spec(d: dict[str, Any], path: str = "<dict>") -> CohortSpec:
             lo, hi = c.get("lower"), c.get("upper")
             for b, v in (("lower", lo), ("upper", hi)):
                 if v is not None and not isinstance(v, (int, float)):
-                    raise _fail(path, f"cohorts[{i}].{b} must be a number or null, got {v!r}")
+                    raise _fail(path, f"cohorts[{i}].{b} must be a number or null, got {echo(v)}")
             if lo is not None and hi is not None and not lo < hi:
                 raise _fail(path, f"cohorts[{i}] ({c['name']}): lower {lo} must be < upper {hi}")
             cohorts.append(Cohort(c["name"], None if lo is None else float(lo), None if hi is None else float(hi)))
@@ -68,13 +70,13 @@ def parse_cohort_spec(d: dict[str, Any], path: str = "<dict>") -> CohortSpec:
         for c in cohorts:
             for v in c.values or []:
                 if v in seen:
-                    raise _fail(path, f"value {v!r} is in both {seen[v]} and {c.name}")
+                    raise _fail(path, f"value {echo(v)} is in both {echo(seen[v])} and {echo(c.name)}")
                 seen[v] = c.name
     head, tail = d.get("head"), d.get("tail")
     if cohorts:
         for key, v in (("head", head), ("tail", tail)):
             if v not in names:
-                raise _fail(path, f"'{key}' must name one of the cohorts {names}, got {v!r}")
+                raise _fail(path, f"'{key}' must name one of the cohorts {echo(names)}, got {echo(v)}")
         if head == tail:
             raise _fail(path, "'head' and 'tail' must differ")
     spec = CohortSpec(

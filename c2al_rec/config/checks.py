@@ -16,7 +16,7 @@ import dataclasses
 import math
 from typing import Any, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, echo
 
 
 def require_finite(section_obj: Any, section: str) -> None:
@@ -32,7 +32,7 @@ def require_finite(section_obj: Any, section: str) -> None:
         for i, item in enumerate(items):
             if isinstance(item, float) and not math.isfinite(item):
                 where = f"{section}.{f.name}" + (f"[{i}]" if isinstance(value, list) else "")
-                raise ConfigError(f"{where} must be a finite number, got {item!r}")
+                raise ConfigError(f"{where} must be a finite number, got {echo(item)}")
 
 
 def require_range(
@@ -60,4 +60,4 @@ def require_range(
     if not ok:
         lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
         hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
-        raise ConfigError(f"{where} must be in {lo}, {hi}, got {value!r}")
+        raise ConfigError(f"{where} must be in {lo}, {hi}, got {echo(value)}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .checks import require_finite, require_range
-from .errors import ConfigError
+from .errors import ConfigError, echo
 
 
 @dataclass(frozen=True)
@@ -76,27 +76,27 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         require_finite(self, "data.synthetic")
         if self.rows < 0:
-            raise ConfigError(f"data.synthetic.rows must be >= 0, got {self.rows}")
+            raise ConfigError(f"data.synthetic.rows must be >= 0, got {echo(self.rows)}")
         if self.num_sparse < 10:
             raise ConfigError(
-                f"data.synthetic.num_sparse must be >= 10 (6 named + 4 cohort-pair extras), got {self.num_sparse}"
+                f"data.synthetic.num_sparse must be >= 10 (6 named + 4 cohort-pair extras), got {echo(self.num_sparse)}"
             )
         if self.max_table_size < 10:
-            raise ConfigError(f"data.synthetic.max_table_size must be >= 10, got {self.max_table_size}")
+            raise ConfigError(f"data.synthetic.max_table_size must be >= 10, got {echo(self.max_table_size)}")
         if self.num_dense < 1:
-            raise ConfigError(f"data.synthetic.num_dense must be >= 1, got {self.num_dense}")
+            raise ConfigError(f"data.synthetic.num_dense must be >= 1, got {echo(self.num_dense)}")
         if not 0 < self.base_rate < 0.5:
-            raise ConfigError(f"data.synthetic.base_rate must be in (0, 0.5), got {self.base_rate}")
+            raise ConfigError(f"data.synthetic.base_rate must be in (0, 0.5), got {echo(self.base_rate)}")
         if self.head_tail_plr_ratio < 1:
-            raise ConfigError(f"data.synthetic.head_tail_plr_ratio must be >= 1, got {self.head_tail_plr_ratio}")
+            raise ConfigError(f"data.synthetic.head_tail_plr_ratio must be >= 1, got {echo(self.head_tail_plr_ratio)}")
         if not 0 < self.cohort_quantile < 0.5:
-            raise ConfigError(f"data.synthetic.cohort_quantile must be in (0, 0.5), got {self.cohort_quantile}")
+            raise ConfigError(f"data.synthetic.cohort_quantile must be in (0, 0.5), got {echo(self.cohort_quantile)}")
         require_range("data.synthetic.cohort_effect_scale", self.cohort_effect_scale, low=0.0)
         if not (self.valid_fraction >= 0 and self.test_fraction >= 0 and self.valid_fraction + self.test_fraction < 1):
             raise ConfigError("data.synthetic.valid_fraction and test_fraction must be >= 0 and sum to < 1")
         for name in ("history_max_len", "chunk_rows", "row_group_rows"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"data.synthetic.{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"data.synthetic.{name} must be positive, got {echo(getattr(self, name))}")
 
 
 @dataclass
@@ -120,6 +120,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
-            raise ConfigError(f"data.batch_size must be positive, got {self.batch_size}")
+            raise ConfigError(f"data.batch_size must be positive, got {echo(self.batch_size)}")
         if self.shuffle_buffer < 0:
-            raise ConfigError(f"data.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+            raise ConfigError(f"data.shuffle_buffer must be >= 0, got {echo(self.shuffle_buffer)}")

@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, echo
 from .help import type_name
 from .legacy import upgrade_path, upgrade_table
 from .tree import Config
@@ -22,7 +22,7 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: expected one of {type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{where}: expected one of {type_name(tp)}, got {echo(value)}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -36,34 +36,36 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
                 return _check_value(value, arg, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: got {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: got {echo(value)}")
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list ({type_name(tp)}), got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a list ({type_name(tp)}), got {type(value).__name__} {echo(value)}")
         return [_check_value(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-        return {_check_value(k, key_tp, where): _check_value(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__} {echo(value)}")
+        return {
+            _check_value(k, key_tp, where): _check_value(v, val_tp, f"{where}[{echo(k)}]") for k, v in value.items()
+        }
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {echo(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {echo(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {echo(value)}")
         if not math.isfinite(value):  # TOML reads nan and inf as floats; no field of ours means them
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{where}: expected a finite number, got {echo(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {echo(value)}")
         return value
     raise AssertionError(f"unsupported config type {tp!r} at {where}")
 
@@ -77,11 +79,11 @@ def _build(cls: type, table: dict[str, Any], prefix: str, source: str) -> Any:
         dotted = f"{prefix}{key}"
         if key not in names:
             close = ", ".join(sorted(names))
-            raise ConfigError(f"{source}: unknown key '{dotted}' (valid keys here: {close})")
+            raise ConfigError(f"{source}: unknown key {echo(dotted)} (valid keys here: {close})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: '{dotted}' must be a table [{dotted}], got {value!r}")
+                raise ConfigError(f"{source}: '{dotted}' must be a table [{dotted}], got {echo(value)}")
             kwargs[key] = _build(tp, value, f"{dotted}.", source)
         else:
             kwargs[key] = _check_value(value, tp, f"{source}: {dotted}")
@@ -98,6 +100,12 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _flag(key: str) -> str:
+    """``--key`` for a message (quoted and cut when long); the value stays out: the message quotes it once."""
+    flag = f"--{key}"
+    return flag if len(flag) <= 100 else echo(flag)
+
+
 def parse_override(arg: str) -> tuple[list[str], Any]:
     """Parse ``--section.field=value`` into ``(["section", "field"], value)``.
 
@@ -105,15 +113,17 @@ def parse_override(arg: str) -> tuple[list[str], Any]:
     that is not valid TOML is taken as a bare string (``--data.path=/tmp/ds``).
     """
     if not arg.startswith("--") or "=" not in arg:
-        raise ConfigError(f"override '{arg}': expected --section.field=value")
+        raise ConfigError(f"override {echo(arg)}: expected --section.field=value")
     key, raw = arg[2:].split("=", 1)
     parts = key.split(".")
     if len(parts) < 2 or not all(parts):
-        raise ConfigError(f"override '{arg}': expected --section.field=value")
+        raise ConfigError(f"override {echo(arg)}: expected --section.field=value")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    except ValueError as e:  # valid TOML that Python refuses to convert: an integer past 4300 digits
+        raise ConfigError(f"override {_flag(key)}: {e}") from None
     return parts, value
 
 
@@ -129,7 +139,7 @@ def _check_leaf(parts: list[str], value: Any, source: str) -> Any:
         dotted = ".".join(parts[: i + 1])
         names = {f.name for f in dataclasses.fields(cls)}
         if part not in names:
-            raise ConfigError(f"{source}: unknown key '{dotted}' (valid keys here: {', '.join(sorted(names))})")
+            raise ConfigError(f"{source}: unknown key {echo(dotted)} (valid keys here: {', '.join(sorted(names))})")
         tp = typing.get_type_hints(cls)[part]
         if dataclasses.is_dataclass(tp):
             if i == len(parts) - 1:
@@ -162,12 +172,14 @@ def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()
             table = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        except ValueError as e:  # valid TOML that Python refuses to convert: an integer past 4300 digits
+            raise ConfigError(f"{p}: {e}") from None
         table = upgrade_table(table, str(p))
         _build(Config, table, "", str(p))  # report file errors against the file, before overrides
     for arg in overrides:
         parts, value = parse_override(arg)
-        parts = upgrade_path(parts, f"override {arg}")
-        value = _check_leaf(parts, value, f"override {arg}")
+        parts = upgrade_path(parts, f"override {_flag('.'.join(parts))}")
+        value = _check_leaf(parts, value, f"override {_flag('.'.join(parts))}")
         nested: Any = value
         for part in reversed(parts):
             nested = {part: nested}

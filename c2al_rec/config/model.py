@@ -13,20 +13,20 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from .errors import ConfigError
+from .errors import ConfigError, echo
 
 
 def _require_positive(section: str, obj: Any, *names: str) -> None:
     for name in names:
         if getattr(obj, name) <= 0:
-            raise ConfigError(f"{section}.{name} must be positive, got {getattr(obj, name)}")
+            raise ConfigError(f"{section}.{name} must be positive, got {echo(getattr(obj, name))}")
 
 
 def _require_positive_sizes(section: str, obj: Any, *names: str) -> None:
     for name in names:
         sizes = getattr(obj, name)
         if any(size <= 0 for size in sizes):
-            raise ConfigError(f"{section}.{name}: hidden sizes must be positive, got {sizes}")
+            raise ConfigError(f"{section}.{name}: hidden sizes must be positive, got {echo(sizes)}")
 
 
 @dataclass
@@ -143,7 +143,9 @@ class ModelConfig:
         _require_positive("model", self, "embedding_dim")
         _require_positive_sizes("model", self, "dense_arch", "repr_mlp", "primary_head", "aux_head")
         if self.aux_projection < 0:
-            raise ConfigError(f"model.aux_projection must be >= 0 (0: aux heads read h), got {self.aux_projection}")
+            raise ConfigError(
+                f"model.aux_projection must be >= 0 (0: aux heads read h), got {echo(self.aux_projection)}"
+            )
         if not self.dhen_layers or any(not layer for layer in self.dhen_layers):
             raise ConfigError("model.dhen_layers needs at least one layer, each with at least one module")
         for i, layer in enumerate(self.dhen_layers):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .checks import require_finite, require_range
-from .errors import ConfigError
+from .errors import ConfigError, echo
 
 SELECTION_SPLIT = "valid"
 """The split every candidate is scored on to choose; the final report (``pipeline.eval_split``) never is it."""
@@ -50,10 +50,11 @@ class SelectConfig:
             require_range(f"select.candidates[{i}]", lam, low=0.0)
         if 0.0 not in self.candidates:
             raise ConfigError(
-                f"select.candidates must contain 0 (the baseline, which passes by definition), got {self.candidates}"
+                "select.candidates must contain 0 (the baseline, which passes by definition), "
+                f"got {echo(self.candidates)}"
             )
         if len(set(self.candidates)) != len(self.candidates):
             raise ConfigError(f"select.candidates lists a lambda twice: {self.candidates}")
         for i, width in enumerate(self.aux_projection):
             if width <= 0:
-                raise ConfigError(f"select.aux_projection[{i}] must be a width > 0, got {width}")
+                raise ConfigError(f"select.aux_projection[{i}] must be a width > 0, got {echo(width)}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .checks import require_finite, require_range
-from .errors import ConfigError
+from .errors import ConfigError, echo
 
 
 @dataclass
@@ -95,9 +95,9 @@ class TrainConfig:
             "diagnostics_every",
         ):
             if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name} must be >= 0, got {echo(getattr(self, name))}")
         if self.metrics_every < 1:
-            raise ConfigError(f"train.metrics_every must be >= 1, got {self.metrics_every}")
+            raise ConfigError(f"train.metrics_every must be >= 1, got {echo(self.metrics_every)}")
         for name in ("sparse_lr", "dense_lr"):
             require_range(f"train.{name}", getattr(self, name), low=0.0, low_open=True)
         for name in ("weight_decay", "grad_clip"):
@@ -121,4 +121,4 @@ class CheckpointConfig:
 
     def __post_init__(self) -> None:
         if self.keep < 1:
-            raise ConfigError(f"checkpoint.keep must be >= 1, got {self.keep}")
+            raise ConfigError(f"checkpoint.keep must be >= 1, got {echo(self.keep)}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .checks import require_finite, require_range
-from .errors import ConfigError
+from .errors import ConfigError, echo
 from .select import SELECTION_SPLIT
 
 DISPARITY_METRICS: tuple[str, ...] = ("js", "kl", "cosine", "wasserstein")
@@ -33,7 +33,7 @@ class ExportConfig:
     def __post_init__(self) -> None:
         require_finite(self, "export")
         if self.parity_rows <= 0:
-            raise ConfigError(f"export.parity_rows must be positive, got {self.parity_rows}")
+            raise ConfigError(f"export.parity_rows must be positive, got {echo(self.parity_rows)}")
         for name in ("parity_max_abs_diff", "parity_ne_tolerance"):
             require_range(f"export.{name}", getattr(self, name), low=0.0)
 
@@ -63,9 +63,9 @@ class DiscoverConfig:
             raise ConfigError("discover.axes needs at least one axis spec (name:quantiles=... or name:categorical)")
         for name in ("min_rows", "min_positives"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"discover.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"discover.{name} must be >= 0, got {echo(getattr(self, name))}")
         if self.batch_size <= 0:
-            raise ConfigError(f"discover.batch_size must be positive, got {self.batch_size}")
+            raise ConfigError(f"discover.batch_size must be positive, got {echo(self.batch_size)}")
         require_range("discover.rare_share", self.rare_share, low=0.0, high=1.0, high_open=True)
 
 
@@ -93,11 +93,11 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         require_finite(self, "pipeline")
         if self.nproc_per_node < 1:
-            raise ConfigError(f"pipeline.nproc_per_node must be >= 1, got {self.nproc_per_node}")
+            raise ConfigError(f"pipeline.nproc_per_node must be >= 1, got {echo(self.nproc_per_node)}")
         if self.concurrent_runs < 1:
-            raise ConfigError(f"pipeline.concurrent_runs must be >= 1, got {self.concurrent_runs}")
+            raise ConfigError(f"pipeline.concurrent_runs must be >= 1, got {echo(self.concurrent_runs)}")
         if self.resamples < 1:
-            raise ConfigError(f"pipeline.resamples must be >= 1, got {self.resamples}")
+            raise ConfigError(f"pipeline.resamples must be >= 1, got {echo(self.resamples)}")
         if self.eval_split == SELECTION_SPLIT:
             raise ConfigError(
                 f"pipeline.eval_split must not be '{SELECTION_SPLIT}': that split chooses the exported model "

@@ -58,6 +58,8 @@ import pyarrow.fs
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from c2al_rec.config.errors import echo
+
 from .batch import Batch
 from .dataset import Dataset, parquet_format
 from .order import EpochOrder, Window
@@ -208,7 +210,7 @@ class ParquetReader:
         else:
             return  # axis columns may have any type
         if not ok:
-            raise ValueError(f"{path}: column '{col}' ({role}) has type {t}, expected {want}")
+            raise ValueError(f"{path}: column {echo(col)} ({role}) has type {t}, expected {want}")
 
     def _preflight(self, files: list[Path]) -> tuple[list[_Unit], bool]:
         expected = self._expected_columns()
@@ -221,8 +223,8 @@ class ParquetReader:
             missing = [c for c in expected if phys.get_field_index(c) < 0]
             if missing:
                 raise ValueError(
-                    f"{path}: missing column(s) {missing} that {self.root / 'schema.json'} lists "
-                    f"(file columns: {phys.names})"
+                    f"{path}: missing column(s) {echo(missing)} that {self.root / 'schema.json'} lists "
+                    f"(file columns: {echo(phys.names)})"
                 )
             for col, role in expected.items():
                 self._check_type(path, col, role, phys.field(col).type)
@@ -416,8 +418,8 @@ class ParquetReader:
 
     def _fail(self, u: _Unit, col: str, what: str, idx: Optional[int] = None, value: object = None) -> None:
         at = "" if idx is None else f" at row {u.first_row + idx}"
-        val = "" if value is None else f": offending value {value!r}"
-        raise ValueError(f"{u.file}: column '{col}'{at} {what}{val}")
+        val = "" if value is None else f": offending value {echo(value)}"
+        raise ValueError(f"{u.file}: column {echo(col)}{at} {what}{val}")
 
     def _piece_columns(self, u: _Unit, lo: int, t: pa.Table) -> dict:
         """Columns of ``t`` (rows ``lo ..`` of unit ``u``) as numpy, validated; multi-hot as

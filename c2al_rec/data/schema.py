@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from c2al_rec.config.errors import echo
+
 SCHEMA_FILE = "schema.json"
 _POOLINGS = ("sum", "mean")
 _OUT_OF_RANGE = ("error", "hash")
@@ -87,34 +89,34 @@ class DatasetSchema:
         names = [self.label, *self.dense, *(f.name for f in self.sparse)]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ValueError(f"{where}: columns listed twice among label/dense/sparse: {sorted(dup)}")
+            raise ValueError(f"{where}: columns listed twice among label/dense/sparse: {echo(sorted(dup))}")
         for f in self.sparse:
             n = f.num_embeddings  # JSON may hold "1000" or 1e9: both would crash table construction later
             if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
                 raise ValueError(
-                    f"{where}: sparse feature '{f.name}': num_embeddings must be > 0 (an integer), got {n!r}"
+                    f"{where}: sparse feature {echo(f.name)}: num_embeddings must be > 0 (an integer), got {echo(n)}"
                 )
             if f.pooling not in _POOLINGS:
                 raise ValueError(
-                    f"{where}: sparse feature '{f.name}': pooling must be one of {_POOLINGS}, got {f.pooling!r}"
+                    f"{where}: sparse feature {echo(f.name)}: pooling must be one of {_POOLINGS}, got {echo(f.pooling)}"
                 )
             if f.out_of_range not in _OUT_OF_RANGE:
                 raise ValueError(
-                    f"{where}: sparse feature '{f.name}': out_of_range must be one of {_OUT_OF_RANGE}, "
-                    f"got {f.out_of_range!r}"
+                    f"{where}: sparse feature {echo(f.name)}: out_of_range must be one of {_OUT_OF_RANGE}, "
+                    f"got {echo(f.out_of_range)}"
                 )
         features = set(self.dense) | {f.name for f in self.sparse}
         axis_names = [a.name for a in self.axes]
         dup_axes = sorted({n for n in axis_names if axis_names.count(n) > 1})
         if dup_axes:
             # two entries for one column could disagree on kind/sensitive; cohorts are per axis name
-            raise ValueError(f"{where}: axis {dup_axes[0]!r} is listed twice in 'axes'")
+            raise ValueError(f"{where}: axis {echo(dup_axes[0])} is listed twice in 'axes'")
         for a in self.axes:
             if a.kind not in _AXIS_KINDS:
-                raise ValueError(f"{where}: axis '{a.name}': kind must be one of {_AXIS_KINDS}, got {a.kind!r}")
+                raise ValueError(f"{where}: axis {echo(a.name)}: kind must be one of {_AXIS_KINDS}, got {echo(a.kind)}")
             if a.sensitive and a.name in features:
                 raise ValueError(
-                    f"{where}: axis '{a.name}' is sensitive and must not also be a dense or sparse feature"
+                    f"{where}: axis {echo(a.name)} is sensitive and must not also be a dense or sparse feature"
                 )
 
     # ---------------------------------------------------------------------------------------
@@ -128,14 +130,14 @@ class DatasetSchema:
         for a in self.axes:
             if a.name == name:
                 return a
-        raise ValueError(f"{self.root / SCHEMA_FILE}: no axis '{name}' (axes: {[a.name for a in self.axes]})")
+        raise ValueError(f"{self.root / SCHEMA_FILE}: no axis {echo(name)} (axes: {echo([a.name for a in self.axes])})")
 
     def split_dir(self, split: Optional[str] = None) -> Path:
         """Directory holding the Parquet files of ``split`` (the root when the dataset has no splits)."""
         if not self.splits or split is None:
             return self.root
         if split not in self.splits:
-            raise ValueError(f"{self.root / SCHEMA_FILE}: no split '{split}' (splits: {sorted(self.splits)})")
+            raise ValueError(f"{self.root / SCHEMA_FILE}: no split {echo(split)} (splits: {echo(sorted(self.splits))})")
         return self.root / self.splits[split]
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,7 +165,7 @@ def schema_from_dict(d: dict[str, Any], root: str | Path = ".") -> DatasetSchema
     known = {"label", "dense", "sparse", "axes", "weight", "row_id", "splits"}
     unknown = set(d) - known
     if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        raise ValueError(f"{where}: unknown keys {echo(sorted(unknown))} (known: {sorted(known)})")
     try:
         sparse = [SparseFeature(**s) for s in d.get("sparse", [])]
         axes = [Axis(**a) for a in d.get("axes", [])]

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from c2al_rec.config.errors import echo
 from c2al_rec.data.dataset import WRITE_OPTIONS, Dataset, parquet_format, read_parquet_schema
 from c2al_rec.data.schema import SCHEMA_FILE, SparseFeature
 from c2al_rec.data.transforms import find_bad_id, row_of
@@ -83,7 +84,7 @@ def _check_out(out: Path, files: list[Path]) -> None:
 
 
 def _bad_row(where: str, row: int, col: str, what: str, value: object = None) -> ValueError:
-    val = "" if value is None else f": offending value {value!r}"
+    val = "" if value is None else f": offending value {echo(value)}"
     return ValueError(f"{where}: column '{col}' at row {row} {what}{val}")
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from c2al_rec.config import config_to_dict, load_config
+from c2al_rec.config.errors import error_line
 
 from .launch import claim, job_hosts, preflight, run_rank, wait_for_dataset
 from .quiet import quiet_known_noise
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (ValueError, FileNotFoundError) as e:  # user errors: one line (torchrun shows each rank's exit)
-        print(f"c2al_rec.train (rank {os.environ.get('RANK', '0')}): error: {e}", file=sys.stderr)
+    except BaseException as e:  # user errors (config, data, OS, memory): one line; torchrun shows each rank's exit
+        line = error_line(e)
+        if line is None:
+            raise
+        print(f"c2al_rec.train (rank {os.environ.get('RANK', '0')}): error: {line}", file=sys.stderr)
         sys.exit(2)

@@ -6,10 +6,18 @@ checks what would otherwise fail late: the splits the run reads (readable, colum
 schema.json says, at least one global batch each), the cohort axis, and the tables' memory
 against this host's. The launching process then claims the run directory (``rundir``: one
 writer, no reuse of another run's directory without ``--resume`` or ``--overwrite``).
+
+Errors: a user error on any rank (``config.errors.error_line``: bad config or data, an OS error such as
+a full disk, out of memory) ends the launch as one line, ``rank N: <path>: <meaning> (<ERRNO>)`` for an
+OS error; the elastic launch's ranks raise it as ``RankFailed`` and torchelastic's dump of it is dropped.
+A bug keeps its traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
 import time
 from dataclasses import replace
@@ -18,6 +26,7 @@ from typing import Any, Optional
 
 from c2al_rec.cohorts.spec_file import load_cohort_spec
 from c2al_rec.config import Config, config_to_dict, load_config_dict
+from c2al_rec.config.errors import error_line, unwrap_checkpoint_failure
 from c2al_rec.data.reader import ParquetReader
 from c2al_rec.data.schema import DatasetSchema, load_schema
 from c2al_rec.data.sources import ensure_dataset
@@ -125,13 +134,32 @@ def run_rank(cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any]:
         metrics = trainer.train()
         trainer.close(metrics)
     except BaseException as e:
+        name_the_path(e, run_dir)
         if trainer.run_log is not None:
-            trainer.run_log.line(f"[train] error: {type(e).__name__}: {e}")
+            with contextlib.suppress(OSError):  # train.log may be on the full disk that stopped the run
+                trainer.run_log.line(f"[train] error: {error_line(e) or f'{type(e).__name__}: {e}'}")
+        with contextlib.suppress(Exception):  # closing TensorBoard flushes (a full disk): it must not hide the error
+            trainer.shutdown("FAILED")
         raise
     finally:
-        trainer.shutdown("FAILED")  # a no-op after close(): TensorBoard / MLflow / train.log are released
+        trainer.shutdown("FAILED")  # a no-op after close() or the error path: TensorBoard / MLflow / train.log released
         destroy_distributed()
     return metrics
+
+
+def name_the_path(e: BaseException, run_dir: str | Path) -> None:
+    """Give an OSError that names no file (a failed write(2): a full disk) the run directory it wrote into.
+
+    Code that knows the exact file names it (the checkpoint writer, ``atomic_write_*``); this is the
+    last resort, so that every OS error of a run names a path. Unwraps DCP's CheckpointException.
+    """
+    inner = unwrap_checkpoint_failure(e) or e
+    if isinstance(inner, OSError) and inner.errno in _WRITE_ERRNOS and inner.filename is None:
+        inner.filename = str(run_dir)
+
+
+# errnos of a failed write(2) that carry no file name (a connection's errors are not the run directory's)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
 
 def wait_for_dataset(cfg: Config, timeout_s: float = 3600) -> None:
@@ -209,33 +237,59 @@ def _launch(cfg: Config, run_dir: Path, nproc_per_node: int, max_restarts: int) 
         monitor_interval=1,
         start_method="spawn",
     )
+    quiet = _DropRankFailedDump()
+    for log in quiet.LOGGERS:
+        logging.getLogger(log).addFilter(quiet)
     try:
-        results = elastic_launch(launch_cfg, run_rank)(cfg_dict, str(run_dir))
+        results = elastic_launch(launch_cfg, elastic_rank)(cfg_dict, str(run_dir))
     except ChildFailedError as e:
         raise _user_error(e) or e from None
+    finally:
+        for log in quiet.LOGGERS:
+            logging.getLogger(log).removeFilter(quiet)
     return results[0]
 
 
-# A rank's exception types that are the user's to fix: reported as one line, as in a 1-rank run.
-_USER_ERRORS = (
-    "ValueError",
-    "FileNotFoundError",
-    "ConfigError",
-    "NonFiniteLossError",
-    "RunDirLocked",
-    "NotOwned",
-    "IncompleteCheckpoint",
-    "UnpicklingRefused",
-)
+class RankFailed(ValueError):
+    """A rank's user error (see ``config.errors.error_line``) as one line that names the rank."""
 
 
-def _user_error(e: Any) -> Optional[ValueError]:
-    """The first failed rank's ValueError-like exception as a one-line ValueError (None for a crash)."""
-    rank, failure = e.get_first_failure()
+def elastic_rank(cfg_dict: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """``run_rank`` in a rank started by the elastic launch: a user error leaves it as one ``RankFailed``
+    line (the launcher reports it; torchelastic would otherwise dump the rank's traceback), a bug as is."""
+    try:
+        return run_rank(cfg_dict, run_dir)
+    except BaseException as e:
+        line = error_line(e)
+        if line is None:
+            raise
+        raise RankFailed(f"rank {os.environ.get('RANK', '0')}: {line}") from None
+
+
+class _DropRankFailedDump(logging.Filter):
+    """Drops torchelastic's "failed (exitcode ...)" record (the rank's whole traceback) for a RankFailed:
+    the launcher reports that as one line; a rank that failed with a bug keeps its traceback. Also drops
+    torch's "Terminating process <pid> via signal SIGTERM" notices for the ranks stopped after another
+    failed: they come before the failure is known, and say nothing the failure's report does not."""
+
+    LOGGERS = ("torch.distributed.elastic.multiprocessing.api", "torch.multiprocessing.spawn")
+    MARK = f"{RankFailed.__module__}.{RankFailed.__qualname__}: "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Terminating process"):
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        lines = [line for line in str(exc or "").splitlines() if line.strip()]
+        return not (lines and lines[-1].startswith(self.MARK))
+
+
+def _user_error(e: Any) -> Optional[RankFailed]:
+    """The first failed rank's RankFailed line (None for a crash or a bug: torchelastic's report stands)."""
+    _, failure = e.get_first_failure()
     text = failure.message  # the error file's {"message": "<Type>: <text>", "extraInfo": {...}}, or a string
     text = text.get("message", "") if isinstance(text, dict) else str(text)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     kind, _, message = (lines[-1] if lines else "").partition(": ")
-    if kind.rsplit(".", 1)[-1] in _USER_ERRORS and message:
-        return ValueError(f"rank {rank}: {message}")
+    if kind.rsplit(".", 1)[-1] == RankFailed.__name__ and message:
+        return RankFailed(message)
     return None

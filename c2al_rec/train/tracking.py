@@ -15,14 +15,16 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import sys
+import threading
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from c2al_rec.config import Config, config_to_dict
 from c2al_rec.io.owned_dir import open_for_append
@@ -89,7 +91,7 @@ class RunLog:
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LOG_FILE
         self.logger = logging.getLogger("c2al_rec")
-        self.file = _NoFollowFileHandler(self.path, encoding="utf-8")
+        self.file = _LogFile(self.path, encoding="utf-8")
         self.file.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         self.file.setLevel(logging.DEBUG)
         self.handlers: list[logging.Handler] = [self.file]
@@ -101,13 +103,64 @@ class RunLog:
             self.logger.addHandler(h)
 
     def line(self, text: str) -> None:
-        """A line for the file only (the caller prints console lines itself)."""
+        """A line for the file only (the caller prints console lines itself).
+
+        Raises the OSError (naming train.log) of this or an earlier failed write: a full disk stops the run.
+        """
         self.file.handle(logging.LogRecord("c2al_rec.train", logging.INFO, __file__, 0, text, None, None))
+        if self.file.error is not None:
+            error, self.file.error = self.file.error, None
+            raise error
 
     def close(self) -> None:
         for h in self.handlers:
             self.logger.removeHandler(h)
             h.close()
+
+
+class _LogFile(_NoFollowFileHandler):
+    """train.log's handler: never appends through a link, and a failed write (a full disk) is kept for
+    ``RunLog.line`` to raise, naming the file, instead of logging's "--- Logging error ---" traceback on
+    stderr for every record."""
+
+    error: Optional[OSError] = None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        if exc.errno and exc.filename is None:
+            exc.filename = self.baseFilename
+        self.error = self.error or exc
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OSError that names no file (a failed write: a full disk) names ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno and e.filename is None:
+            e.filename = str(path)
+        raise
+
+
+def _drop_tensorboard_thread_dumps() -> None:
+    """TensorBoard writes from a thread that keeps a failed write's OSError (a full disk) and raises it in
+    the thread that logs next (``RunTracker`` names the directory then); the thread's own traceback of the
+    same error on stderr is dropped. Every other thread's uncaught exception is printed as before."""
+    previous = threading.excepthook
+    if getattr(previous, "drops_tensorboard_dumps", False):
+        return
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook.drops_tensorboard_dumps = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class RunTracker:
@@ -163,8 +216,9 @@ class RunTracker:
         """Log finite values under their names (``train/...``, ``valid/...``) at ``step``."""
         finite = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
         if self.tb is not None:
-            for k, v in finite.items():
-                self.tb.add_scalar(k, v, step)
+            with _writing(self.run_dir / "tensorboard"):
+                for k, v in finite.items():
+                    self.tb.add_scalar(k, v, step)
         if self.mlflow is not None and finite:
             import time
 
@@ -181,7 +235,8 @@ class RunTracker:
         if self.tb is not None and finite:
             hparams = {k: v for k, v in self.params.items()}
             # its own sub-directory ("hparams"), as TensorBoard's HPARAMS tab expects
-            self.tb.add_hparams(hparams, {f"hparam/{k}": v for k, v in finite.items()}, run_name="hparams")
+            with _writing(self.run_dir / "tensorboard" / "hparams"):
+                self.tb.add_hparams(hparams, {f"hparam/{k}": v for k, v in finite.items()}, run_name="hparams")
         if self.mlflow is not None:
             for path in artifacts:
                 if Path(path).is_file():
@@ -190,8 +245,9 @@ class RunTracker:
     def close(self, status: str = "FINISHED") -> None:
         """Flush TensorBoard and end the MLflow run (``FINISHED`` or ``FAILED``); idempotent."""
         if self.tb is not None:
-            self.tb.close()
-            self.tb = None
+            tb, self.tb = self.tb, None  # closed once, even if the flush fails
+            with _writing(self.run_dir / "tensorboard"):
+                tb.close()
         if self.mlflow is not None:
             self.mlflow.set_terminated(self.mlflow_run_id, status=status)
             self.mlflow = None
@@ -203,4 +259,5 @@ def _open_tensorboard(run_dir: Path) -> Any:
     except ImportError:  # tensorboard is pinned in requirements; tolerate its absence in slim images
         logger.warning("tensorboard not installed: no TensorBoard logs")
         return None
+    _drop_tensorboard_thread_dumps()
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))

@@ -27,10 +27,13 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
+import re
+import shutil
 import signal
 import sys
 import time
@@ -48,6 +51,7 @@ from c2al_rec.cohorts.random_control import randomize_spec
 from c2al_rec.cohorts.spec import CohortSpec, resolve_quantiles
 from c2al_rec.cohorts.spec_file import load_cohort_spec
 from c2al_rec.config import Config, config_to_dict
+from c2al_rec.config.errors import unwrap_checkpoint_failure
 from c2al_rec.data.dataset import Dataset
 from c2al_rec.data.reader import ParquetReader
 from c2al_rec.data.schema import DatasetSchema, load_schema
@@ -310,9 +314,15 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         protect = self.best["checkpoint"] if self.best else None
-        path = ckpt_io.save_checkpoint(
-            self.run_dir, self.step, self.state_dict(), self.train_state(), self.cfg.checkpoint.keep, protect
-        )
+        try:
+            path = ckpt_io.save_checkpoint(
+                self.run_dir, self.step, self.state_dict(), self.train_state(), self.cfg.checkpoint.keep, protect
+            )
+        except BaseException as e:  # DCP gathers the ranks' write errors into a (Base) CheckpointException
+            error = _checkpoint_write_error(e, ckpt_io.checkpoint_dir(self.run_dir), self.step)
+            if error is e:
+                raise
+            raise error from None
         if self.ctx.is_main:
             self._log(f"checkpoint {path} ({ckpt_io.directory_size(path) / 2**20:.1f} MiB)")
         return path
@@ -350,8 +360,13 @@ class Trainer:
     def _write_diagnostics(self, diagnostics: dict[str, Any]) -> None:
         """Append this step's gradient / attention diagnostics (rank 0's batch) to diagnostics.jsonl."""
         if self.ctx.is_main:
-            with open_for_append(self.run_dir / "diagnostics.jsonl") as f:
-                f.write(json.dumps({"step": self.step, **diagnostics}) + "\n")
+            path = self.run_dir / "diagnostics.jsonl"
+            try:
+                with open_for_append(path) as f:
+                    f.write(json.dumps({"step": self.step, **diagnostics}) + "\n")
+            except OSError as e:  # a failed write (a full disk) names no file
+                e.filename = e.filename or str(path)
+                raise
 
     def _update_metrics(self, metrics: TrainMetrics, out: dict[str, torch.Tensor]) -> None:
         logits = {k[len("logit_") :]: v for k, v in out.items() if k.startswith("logit_")}
@@ -515,32 +530,45 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- close
     def close(self, metrics: Optional[dict[str, Any]] = None) -> None:
-        """Write diagnostics.png and metrics.json, the hparams and tracker artifacts; release the logs."""
-        if self.ctx.is_main:
-            if (self.run_dir / "diagnostics.jsonl").is_file():
-                from c2al_rec.analysis.diagnostics_plot import plot_diagnostics
+        """Write diagnostics.png and metrics.json, the hparams and tracker artifacts; release the logs.
 
-                plot_diagnostics(self.run_dir / "diagnostics.jsonl", self.run_dir / "diagnostics.png")
-            if metrics is not None:
-                atomic_write_json(self.run_dir / "metrics.json", metrics)
-                if self.run_log is not None:
-                    self.run_log.line("final metrics: " + json.dumps(metrics, sort_keys=True))
-            if self.tracker is not None and metrics is not None:
-                primary = metrics.get("primary", {})
-                final = {f"valid/{k}": primary.get(k) for k in ("ne", "calibration", "auc")}
-                final["samples_per_s"] = metrics.get("samples_per_s")
-                files = [self.run_dir / n for n in ("metrics.json", "config.toml", "cohorts.json", "train.log")]
-                self.tracker.finish(final, files)
-        self.shutdown("FINISHED")
+        metrics.json claims a finished run: if anything after it fails (train.log, TensorBoard or MLflow
+        on a full disk), it is removed again and the error propagates.
+        """
+        written: Optional[Path] = None
+        try:
+            if self.ctx.is_main:
+                if (self.run_dir / "diagnostics.jsonl").is_file():
+                    from c2al_rec.analysis.diagnostics_plot import plot_diagnostics
+
+                    plot_diagnostics(self.run_dir / "diagnostics.jsonl", self.run_dir / "diagnostics.png")
+                if metrics is not None:
+                    if self.run_log is not None:
+                        self.run_log.line("final metrics: " + json.dumps(metrics, sort_keys=True))
+                    atomic_write_json(self.run_dir / "metrics.json", metrics)
+                    written = self.run_dir / "metrics.json"
+                if self.tracker is not None and metrics is not None:
+                    primary = metrics.get("primary", {})
+                    final = {f"valid/{k}": primary.get(k) for k in ("ne", "calibration", "auc")}
+                    final["samples_per_s"] = metrics.get("samples_per_s")
+                    files = [self.run_dir / n for n in ("metrics.json", "config.toml", "cohorts.json", "train.log")]
+                    self.tracker.finish(final, files)
+            self.shutdown("FINISHED")
+        except BaseException:
+            if written is not None:
+                written.unlink(missing_ok=True)
+            raise
 
     def shutdown(self, status: str = "FAILED") -> None:
         """Close TensorBoard / MLflow (``status``: FINISHED or FAILED) and detach train.log; idempotent."""
-        if self.tracker is not None:
-            self.tracker.close(status)
-            self.tracker = None
-        if self.run_log is not None:
-            self.run_log.close()
-            self.run_log = None
+        tracker, run_log = self.tracker, self.run_log
+        self.tracker = self.run_log = None  # released once, even when closing fails (a full disk)
+        try:
+            if tracker is not None:
+                tracker.close(status)
+        finally:
+            if run_log is not None:
+                run_log.close()
 
     def _log(self, msg: str) -> None:
         if self.ctx.is_main:
@@ -652,6 +680,34 @@ class FiniteLossCheck:
             f"training diverged: the {'/'.join(which)} loss is nan or inf at step {step}; lower train.dense_lr / "
             "train.sparse_lr, set train.grad_clip, or check the data. Checkpoints written before are kept"
         )
+
+
+# What torch's zip writer (torch.save, DCP's tensor entries) makes of a failed write: no errno survives.
+_TORCH_WRITE_FAILED = re.compile(r"PytorchStreamWriter failed|file write failed|unexpected pos \d+ vs \d+")
+
+
+def _checkpoint_write_error(e: BaseException, root: Path, step: int) -> BaseException:
+    """The error to raise for a failed checkpoint save: an OS error names ``root`` and the step.
+
+    A full disk reaches us as a CheckpointException holding each rank's OSError (DCP), an OSError
+    naming no file (a failed write(2)), or a RuntimeError of torch's zip writer that lost the errno;
+    each becomes one OSError. Anything else (a bug, an interrupt) is returned as it is.
+    """
+    inner = unwrap_checkpoint_failure(e) or e
+    where = f"writing checkpoint step_{step}"
+    if isinstance(inner, OSError):
+        if inner.filename is None:
+            inner.filename = str(root)
+        inner.add_note(where)
+        return inner
+    if isinstance(inner, RuntimeError) and _TORCH_WRITE_FAILED.search(str(inner)):
+        torch_says = f"torch's writer: {str(inner).splitlines()[0].strip()}"
+        if root.is_dir() and shutil.disk_usage(root).free < 2**20:  # the errno is lost, the cause is plain
+            error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root))
+            error.add_note(f"{where} ({torch_says})")
+            return error
+        return OSError(f"{root}: {torch_says}; {where}")
+    return e
 
 
 def _maybe_inject_fault(step: int, rank: int) -> None:

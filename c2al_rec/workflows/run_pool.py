@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from c2al_rec.config import Config, config_to_dict
+from c2al_rec.config.errors import error_line
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,10 @@ class RunPool:
                             other.cancel()
                         wait(pending)
                         log = self._log_path(job)
+                        line = error_line(error)  # a user error (a full disk, bad data) stays one line
+                        if line is not None:
+                            message = f"training {job.name} failed: {line} (its console output: {log})"
+                            raise ValueError(message) from error
                         raise RuntimeError(f"training {job.name} failed (its console output: {log})") from error
                     train_s, score_s, trained_at = fut.result()
                     self._finished(job, train_s, score_s, trained_at)
