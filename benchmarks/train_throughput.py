@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import statistics
 import sys
@@ -317,6 +318,13 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
         opts = Options(**payload["opts"])
         plain = PlainTrainer(opts, Path(payload["root"]), payload["bf16"], rank=ctx.rank, world_size=ctx.world_size)
         step, batch_size = plain.train_step, opts.batch_size
+
+        def closer() -> None:
+            # DDP's reducer holds the process group: freed only after destroy_process_group, its gloo
+            # threads were seen to hang in the join of ~ProcessGroupGloo; free it while the group is up
+            plain.model = None
+            gc.collect()
+            dist.barrier()
     try:
         _timed(step, warmup)
         dist.barrier()
