@@ -202,7 +202,7 @@ def run(opts: Options) -> dict[str, Any]:
 
     from benchmarks.loadgen import encode_posts
     from c2al_rec.serve.artifact import load_exported
-    from c2al_rec.serve.http import rows_to_inputs
+    from c2al_rec.serve.request import rows_to_inputs
 
     with tempfile.TemporaryDirectory(prefix="serving_http_") as tmp:
         root = Path(tmp)

@@ -28,7 +28,7 @@ from c2al_rec.runs.load import load_run
 from c2al_rec.serve.artifact import load_exported
 from c2al_rec.serve.predictor import input_files, predict_files
 from c2al_rec.serve.pt2_model import load_pt2
-from c2al_rec.serve.http import rows_to_inputs
+from c2al_rec.serve.request import rows_to_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,8 +26,10 @@ from c2al_rec.config import ExportConfig
 from c2al_rec.distributed.backend import free_port
 from c2al_rec.export.exporter import export_checkpoint
 from c2al_rec.serve.artifact import load_exported
-from c2al_rec.serve.http import MicroBatcher, Overloaded, RequestError, RowParser, ServeOptions, rows_to_inputs
+from c2al_rec.serve.batcher import MicroBatcher, Overloaded
+from c2al_rec.serve.limits import ServeOptions
 from c2al_rec.serve.predictor import batch_inputs
+from c2al_rec.serve.request import RequestError, RowParser, rows_to_inputs
 
 
 # ------------------------------------------------------------------------------ batcher (tier 1)
