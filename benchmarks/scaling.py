@@ -376,10 +376,11 @@ def _launch(cfg: Any, run_dir: Path, nproc: int, warmup: int, steps: int) -> dic
 
 def _export(run_dir: Path, out_dir: Path, parity_rows: int) -> dict[str, Any]:
     """Export the run's latest checkpoint (fp32, parity gate on); seconds and the artifact's bytes."""
-    from c2al_rec.export.exporter import ExportOptions, export_checkpoint
+    from c2al_rec.config import ExportConfig
+    from c2al_rec.export.exporter import export_checkpoint
 
     t0 = time.perf_counter()
-    export_checkpoint(ExportOptions(checkpoint=run_dir, out=out_dir, parity_rows=parity_rows))
+    export_checkpoint(ExportConfig(parity_rows=parity_rows), run_dir, out_dir)
     seconds = time.perf_counter() - t0
     files = {p.name: p.stat().st_size for p in out_dir.rglob("*") if p.is_file()}
     return {

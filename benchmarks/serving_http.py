@@ -75,8 +75,8 @@ QUICK = dict(rows=12_000, num_sparse=10, max_table_size=2_000, clients=8, second
 
 def build_export(opts: Options, root: Path) -> Path:
     """Train the production-shaped model for a few steps on generated data and export it."""
-    from c2al_rec.config import load_config
-    from c2al_rec.export.exporter import ExportOptions, export_checkpoint
+    from c2al_rec.config import ExportConfig, load_config
+    from c2al_rec.export.exporter import export_checkpoint
     from c2al_rec.train.launch import launch
 
     overrides = [
@@ -95,7 +95,7 @@ def build_export(opts: Options, root: Path) -> Path:
     ] + model_overrides(opts.model)
     repo = Path(__file__).resolve().parents[1]
     launch(load_config(repo / "launch/configs/smoke.toml", overrides), root / "run", nproc_per_node=1)
-    export_checkpoint(ExportOptions(root / "run", root / "export", data=root / "data", parity_rows=1024, pt2=opts.pt2))
+    export_checkpoint(ExportConfig(parity_rows=1024, pt2=opts.pt2), root / "run", root / "export", data=root / "data")
     return root / "export"
 
 
@@ -202,7 +202,7 @@ def run(opts: Options) -> dict[str, Any]:
 
     from benchmarks.loadgen import encode_posts
     from c2al_rec.serve.artifact import load_exported
-    from c2al_rec.serve.http import rows_to_inputs
+    from c2al_rec.serve.request import rows_to_inputs
 
     with tempfile.TemporaryDirectory(prefix="serving_http_") as tmp:
         root = Path(tmp)

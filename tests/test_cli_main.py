@@ -25,6 +25,19 @@ def test_help_imports_no_verb_module_and_no_torchrec() -> None:
     assert not [m for m in mods if m.split(".")[0] in ("torchrec", "torch", "fbgemm_gpu")]
 
 
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_verb_help_imports_no_torch(verb: str) -> None:
+    code = (
+        "import contextlib, io, sys\nfrom c2al_rec.cli.main import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    try:\n        main({[verb, '--help']!r})\n"
+        "    except SystemExit:\n        pass\n"
+        "print('\\n'.join(sorted(sys.modules)))"
+    )
+    mods = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "c2al_rec.cli.main" in mods
+    assert not [m for m in mods if m.split(".")[0] in ("torchrec", "torch", "fbgemm_gpu")]
+
+
 def test_a_verb_imports_only_its_own_module() -> None:
     mods = _imported_after(["config", "--fields"])
     verbs = {m.rsplit(".", 1)[1] for m in mods if m.startswith("c2al_rec.cli.")} & set(VERBS)

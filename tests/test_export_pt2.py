@@ -18,16 +18,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from c2al_rec.config import ExportConfig
 from c2al_rec.data.transforms import SparseIdTransform
-from c2al_rec.export.exporter import ExportOptions, export_checkpoint
+from c2al_rec.export.exporter import export_checkpoint
 from c2al_rec.export.pt2 import Pt2ExportError
 from c2al_rec.export.torchscript import ServingModel
 from c2al_rec.io.digest import file_digest
 from c2al_rec.runs.load import load_run
 from c2al_rec.serve.artifact import load_exported
-from c2al_rec.serve.http import rows_to_inputs
 from c2al_rec.serve.predictor import input_files, predict_files
 from c2al_rec.serve.pt2_model import load_pt2
+from c2al_rec.serve.request import rows_to_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def pt2_export(smoke_runs, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pt2") / "export"
-    export_checkpoint(ExportOptions(smoke_runs.c2al, out, pt2=True))
+    export_checkpoint(ExportConfig(pt2=True), smoke_runs.c2al, out)
     return out
 
 
@@ -157,7 +158,7 @@ def test_stale_or_corrupt_pt2_is_refused_in_one_line(pt2_export, tmp_path: Path)
 
 def test_pt2_export_refusals_are_one_line(smoke_runs, tmp_path: Path) -> None:
     with pytest.raises(Pt2ExportError, match=r"--pt2 with --quantize int8: .*fbgemm::bounds_check_indices"):
-        export_checkpoint(ExportOptions(smoke_runs.c2al, tmp_path / "int8", quantize="int8", pt2=True))
+        export_checkpoint(ExportConfig(quantize="int8", pt2=True), smoke_runs.c2al, tmp_path / "int8")
     # no C++ compiler: CXX names a missing file and PATH holds only the interpreter's directory (no g++)
     bin_dir = Path(sys.executable).parent
     assert not (bin_dir / "g++").exists()

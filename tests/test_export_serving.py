@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from c2al_rec.config import ExportConfig
 from c2al_rec.data.reader import ParquetReader
 from c2al_rec.data.schema import load_schema
-from c2al_rec.export.exporter import ExportOptions, ParityError, export_checkpoint, kjt_to_inputs
+from c2al_rec.export.exporter import ParityError, export_checkpoint, kjt_to_inputs
 from c2al_rec.serve.artifact import load_exported
 from c2al_rec.serve.predictor import input_files, predict_files
 
@@ -43,9 +44,9 @@ print(json.dumps(out))
 def exported(smoke_runs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export")
     out = {"c2al": root / "c2al", "baseline": root / "baseline", "int8": root / "int8"}
-    export_checkpoint(ExportOptions(smoke_runs.c2al, out["c2al"]))
-    export_checkpoint(ExportOptions(smoke_runs.baseline, out["baseline"]))
-    export_checkpoint(ExportOptions(smoke_runs.c2al, out["int8"], quantize="int8"))
+    export_checkpoint(ExportConfig(), smoke_runs.c2al, out["c2al"])
+    export_checkpoint(ExportConfig(), smoke_runs.baseline, out["baseline"])
+    export_checkpoint(ExportConfig(quantize="int8"), smoke_runs.c2al, out["int8"])
     return out
 
 
@@ -114,8 +115,10 @@ def test_int8_export_is_smaller_nonzero_and_within_ne_tolerance(exported) -> Non
 
 def test_failed_parity_gate_writes_nothing(smoke_runs, tmp_path: Path) -> None:
     out = tmp_path / "export"
+    gate = ExportConfig()
+    gate.parity_max_abs_diff = -1.0  # below any |dp| (the config refuses it, so set after its check)
     with pytest.raises(ParityError, match="parity gate failed.*nothing written"):
-        export_checkpoint(ExportOptions(smoke_runs.c2al, out, max_abs_diff=-1.0))
+        export_checkpoint(gate, smoke_runs.c2al, out)
     assert not out.exists() and not list(tmp_path.iterdir())
 
 

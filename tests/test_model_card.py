@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from c2al_rec.export.exporter import ExportOptions, export_checkpoint
+from c2al_rec.config import ExportConfig
+from c2al_rec.export.exporter import export_checkpoint
 from c2al_rec.serve.artifact import MODEL_FILE, compute_model_id, load_exported
 from c2al_rec.serve.http import create_app
 from c2al_rec.serve.predictor import input_files, predict_files
@@ -22,7 +23,7 @@ from tests.trained_runs import TrainedRuns
 @pytest.fixture(scope="module")
 def exported(smoke_runs: TrainedRuns, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("card") / "export"
-    export_checkpoint(ExportOptions(checkpoint=smoke_runs.c2al, out=out, parity_rows=512))
+    export_checkpoint(ExportConfig(parity_rows=512), smoke_runs.c2al, out)
     return out
 
 

@@ -227,6 +227,44 @@ def test_data_synthetic_flags_are_aliases_of_the_synthetic_section(tmp_path: Pat
     assert data.synthetic == want and data.path == str(tmp_path)
 
 
+def test_export_flags_are_aliases_of_the_export_section() -> None:
+    """export reads [export] as is: its flags set export.* fields under their own names (no max_abs_diff)."""
+    from c2al_rec.cli.export import FIELD_FLAGS
+    from c2al_rec.cli.main import build_verb_parser
+    from c2al_rec.cli.options import field_overrides
+    from c2al_rec.config import ExportConfig
+
+    argv = ["--checkpoint", "ck", "--out", "exp", "--data", "d", "--quantize", "int8", "--parity-rows", "64"]
+    argv += ["--max-abs-diff", "0.01", "--ne-tolerance", "0.02", "--pt2", "--which", "best", "--split", "valid"]
+    args, extra = build_verb_parser("export").parse_known_args([*argv, "--export.parity_rows=32"])
+    args.overrides = extra
+    cfg = load_config(None, field_overrides(args))
+    want = ExportConfig(quantize="int8", parity_rows=32, parity_max_abs_diff=0.01, parity_ne_tolerance=0.02, pt2=True)
+    assert cfg.export == want and cfg.data.path == "d"
+    assert (args.checkpoint, args.out, args.which, args.split) == ("ck", "exp", "best", "valid")
+    assert set(FIELD_FLAGS.values()) <= {f"export.{f.name}" for f in dataclasses.fields(want)} | {"data.path"}
+    defaults, _ = build_verb_parser("export").parse_known_args(["--checkpoint", "ck", "--out", "exp"])
+    assert load_config(None, field_overrides(defaults)).export == ExportConfig()
+    with pytest.raises(SystemExit):  # choices come from the field's Literal
+        build_verb_parser("export").parse_known_args(["--checkpoint", "c", "--out", "o", "--quantize", "int4"])
+
+
+def test_no_options_class_repeats_a_config_section() -> None:
+    """The config tree is the only option surface: the one ``*Options`` class left is the serving
+    service's runtime settings (``ServeOptions``), which no config section holds."""
+    import re
+
+    from c2al_rec.config import Config
+
+    found = {
+        m.group(1)
+        for path in (ROOT / "c2al_rec").rglob("*.py")
+        for m in re.finditer(r"^class (\w+Options)\b", path.read_text(), re.M)
+    }
+    assert found == {"ServeOptions"}
+    assert "serve" not in {f.name for f in dataclasses.fields(Config)}
+
+
 def test_data_synthetic_without_rows_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from c2al_rec.cli.main import main
 

@@ -22,11 +22,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from c2al_rec.config import ExportConfig
 from c2al_rec.distributed.backend import free_port
-from c2al_rec.export.exporter import ExportOptions, export_checkpoint
+from c2al_rec.export.exporter import export_checkpoint
 from c2al_rec.serve.artifact import load_exported
-from c2al_rec.serve.http import MicroBatcher, Overloaded, RequestError, RowParser, ServeOptions, rows_to_inputs
+from c2al_rec.serve.batcher import MicroBatcher, Overloaded
+from c2al_rec.serve.limits import ServeOptions
 from c2al_rec.serve.predictor import batch_inputs
+from c2al_rec.serve.request import RequestError, RowParser, rows_to_inputs
 
 
 # ------------------------------------------------------------------------------ batcher (tier 1)
@@ -118,7 +121,7 @@ def test_stopping_the_batcher_answers_what_is_still_queued() -> None:
 @pytest.fixture(scope="module")
 def exported_model(smoke_runs, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("serve") / "export"
-    export_checkpoint(ExportOptions(smoke_runs.c2al, out))
+    export_checkpoint(ExportConfig(), smoke_runs.c2al, out)
     return out
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from c2al_rec.export.serving_ops import Variant
 from c2al_rec.serve.artifact import load_exported
-from c2al_rec.serve.http import RequestError, RowParser, rows_to_inputs
 from c2al_rec.serve.limits import LIMIT_NAMES, ServeLimits, json_depth, loads_with_long_ints
+from c2al_rec.serve.request import RequestError, RowParser, rows_to_inputs
 from tests.serving_exports import export_variant
 from tests.test_serve_http import _get, _start_server
 

@@ -11,6 +11,11 @@ allow-list unpickler (DCP's metadata classes, builtin containers and scalars), o
 torch.load(weights_only=True), and a checkpoint whose MANIFEST.json does not match is refused.
 metadata.json is also the model card: model_id, git_commit, config, data_fingerprint, cohort_spec,
 evaluation (the checkpoint's validation metrics and the exported model's on the parity rows).
+
+Settings come from the [export] section: --config FILE, the short flags below (each sets one field),
+then --export.<field>=value. The parity rows come from --data (data.path); without it, from the
+data.path in the checkpoint's config: a checkpoint from elsewhere makes export read whatever path it
+names there, so give --data to read your own.
 """
 
 from __future__ import annotations
@@ -18,50 +23,34 @@ from __future__ import annotations
 import argparse
 import json
 
-from c2al_rec.config import ExportConfig
+from .options import add_field_flags, field_overrides
 
-_D = ExportConfig()
+# short flag -> the config field it sets
+FIELD_FLAGS = {
+    "--data": "data.path",
+    "--quantize": "export.quantize",
+    "--parity-rows": "export.parity_rows",
+    "--max-abs-diff": "export.parity_max_abs_diff",
+    "--ne-tolerance": "export.parity_ne_tolerance",
+}
+FIELD_SWITCHES = {"--pt2": ("export.pt2", True)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="run directory or step_<N> directory")
     parser.add_argument("--which", default="latest", choices=["latest", "best"], help="checkpoint of a run directory")
     parser.add_argument("--out", required=True, help="export directory to write")
-    parser.add_argument("--quantize", default=_D.quantize, choices=["none", "int8", "fp16"], help="embeddings")
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="dataset root for the parity rows (default: the data.path in the checkpoint's config; a checkpoint "
-        "from elsewhere makes export read whatever path it names there: give --data to read your own)",
-    )
     parser.add_argument("--split", default="test", help="held-out split for the parity rows")
-    parser.add_argument("--parity-rows", type=int, default=_D.parity_rows, help="rows the parity gate scores")
-    parser.add_argument("--max-abs-diff", type=float, default=_D.parity_max_abs_diff, help="fp32 gate limit")
-    parser.add_argument("--ne-tolerance", type=float, default=_D.parity_ne_tolerance, help="int8/fp16 NE limit")
-    parser.add_argument(
-        "--pt2",
-        action="store_true",
-        default=_D.pt2,
-        help="also write model.pt2 (torch.export + AOTInductor for CPU, same gate; needs a C++ compiler, fp32 only)",
-    )
+    add_field_flags(parser, FIELD_FLAGS, FIELD_SWITCHES, sections=("export", "data.path"))
 
 
 def run(args: argparse.Namespace) -> int:
-    from c2al_rec.export.exporter import ExportOptions, export_checkpoint
+    from c2al_rec.config import load_config
+    from c2al_rec.export.exporter import export_checkpoint
 
+    cfg = load_config(args.config, field_overrides(args))
     meta = export_checkpoint(
-        ExportOptions(
-            checkpoint=args.checkpoint,
-            out=args.out,
-            which=args.which,
-            quantize=args.quantize,
-            data=args.data,
-            split=args.split,
-            parity_rows=args.parity_rows,
-            max_abs_diff=args.max_abs_diff,
-            ne_tolerance=args.ne_tolerance,
-            pt2=args.pt2,
-        )
+        cfg.export, args.checkpoint, args.out, which=args.which, data=cfg.data.path or None, split=args.split
     )
     print(
         json.dumps(

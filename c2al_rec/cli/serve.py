@@ -25,8 +25,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from c2al_rec.serve.http import ServeOptions
-    from c2al_rec.serve.limits import ServeLimits
+    from c2al_rec.serve.limits import ServeLimits, ServeOptions
 
     d, lim = ServeOptions(), ServeLimits()
     parser.add_argument("--model", required=True, help="exported model directory (from `c2al-rec export`)")
@@ -85,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from c2al_rec.serve.artifact import load_exported, optimize_for_serving
-    from c2al_rec.serve.http import ServeOptions, create_app
-    from c2al_rec.serve.limits import ServeLimits
+    from c2al_rec.serve.http import create_app
+    from c2al_rec.serve.limits import ServeLimits, ServeOptions
     from c2al_rec.serve.server import run_server
 
     limits = ServeLimits(

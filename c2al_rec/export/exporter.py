@@ -22,7 +22,7 @@ import copy
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -34,7 +34,7 @@ from torchrec.quant.embedding_modules import quant_prep_customize_row_alignment
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from c2al_rec.analysis.stats import auc, calibration, normalized_entropy
-from c2al_rec.config import config_to_dict
+from c2al_rec.config import ExportConfig, config_to_dict
 from c2al_rec.data.reader import ParquetReader
 from c2al_rec.data.transforms import SparseIdTransform
 from c2al_rec.io import atomic_directory, atomic_write_json
@@ -176,34 +176,6 @@ def _finite(x: Any) -> Optional[float]:
     return float(x) if x is not None and np.isfinite(float(x)) else None
 
 
-@dataclass
-class ExportOptions:
-    """What to export and how strictly to gate it (``c2al-rec export`` flags, ``[export]`` config)."""
-
-    checkpoint: str | Path
-    """Run directory or one ``step_<N>`` directory."""
-    out: str | Path
-    """Export directory to write (replaced atomically)."""
-    which: str = "latest"
-    """Checkpoint of a run directory: ``latest`` or ``best``."""
-    quantize: str = "none"
-    """Embedding storage of the exported model: ``none``, ``int8`` or ``fp16``."""
-    data: Optional[str | Path] = None
-    """Dataset root of the parity rows (default: the run's ``data.path``)."""
-    split: str = "test"
-    """Held-out split of the parity rows."""
-    parity_rows: int = 4096
-    """Rows the parity gate scores."""
-    max_abs_diff: float = 1e-5
-    """fp32 gate: max |p_export - p_train|."""
-    ne_tolerance: float = 0.005
-    """int8/fp16 gate: allowed relative NE change vs fp32."""
-    selection: Optional[dict[str, Any]] = None
-    """How this model was chosen among candidates (``pipeline``'s select stage), copied into metadata.json."""
-    pt2: bool = False
-    """Also write model.pt2 (torch.export + AOTInductor for CPU), under the fp32 gate of model.pt."""
-
-
 @torch.no_grad()
 def check_export_out(out: Path) -> None:
     """``out`` may be new, empty, or an earlier export (replaced whole); anything else is refused.
@@ -227,25 +199,45 @@ def check_export_out(out: Path) -> None:
         )
 
 
-def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
-    """Export, gate, write. Returns the metadata written. Raises ParityError (nothing written) on failure."""
-    quantize, max_abs_diff, ne_tolerance, split = opts.quantize, opts.max_abs_diff, opts.ne_tolerance, opts.split
-    check_export_out(Path(opts.out))  # before the costly part: a bad --out fails at once
-    if opts.pt2:
+def export_checkpoint(
+    cfg: ExportConfig,
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    which: str = "latest",
+    data: Optional[str | Path] = None,
+    split: str = "test",
+    selection: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """Export, gate, write. Returns the metadata written. Raises ParityError (nothing written) on failure.
+
+    Args:
+        cfg: the ``[export]`` section: quantization, the parity gate's rows and limits, ``pt2``.
+        checkpoint: run directory or one ``step_<N>`` directory.
+        out: export directory to write (replaced atomically).
+        which: checkpoint of a run directory: ``latest`` or ``best``.
+        data: dataset root of the parity rows (None: the run's ``data.path``).
+        split: held-out split of the parity rows.
+        selection: how this model was chosen among candidates (``pipeline``'s select stage), copied
+            into metadata.json as ``selection``.
+    """
+    quantize, max_abs_diff, ne_tolerance = cfg.quantize, cfg.parity_max_abs_diff, cfg.parity_ne_tolerance
+    check_export_out(Path(out))  # before the costly part: a bad --out fails at once
+    if cfg.pt2:
         check_pt2_request(quantize)  # int8/fp16 tables, no C++ compiler: one line, before the costly part
-    loaded = load_run(opts.checkpoint, opts.which)
-    data_root = Path(opts.data) if opts.data is not None else Path(loaded.cfg.data.path)
+    loaded = load_run(checkpoint, which)
+    data_root = Path(data) if data is not None else Path(loaded.cfg.data.path)
     scripted, num_params = build_serving(loaded, quantize)
     candidates = [scripted]
     if quantize != "none":
         fp32, _ = build_serving(loaded, "none")
         candidates.append(fp32)
-    pt2_dir = tempfile.TemporaryDirectory(prefix="c2al-pt2-") if opts.pt2 else None
+    pt2_dir = tempfile.TemporaryDirectory(prefix="c2al-pt2-") if cfg.pt2 else None
     if pt2_dir is not None:
         pt2_path = Path(pt2_dir.name) / PT2_FILE
         pt2_seconds = compile_serving_pt2(loaded, pt2_path)
         candidates.append(load_program(pt2_path, loaded.schema.sparse, len(loaded.schema.dense)))
-    ref, outs, labels, sample = parity_scores(loaded, candidates, data_root, split, opts.parity_rows)
+    ref, outs, labels, sample = parity_scores(loaded, candidates, data_root, split, cfg.parity_rows)
     parity: dict[str, Any] = {"rows": int(len(ref)), "split": split, "data": str(data_root)}
     if quantize == "none":
         diff = float(np.abs(outs[0] - ref).max())
@@ -281,10 +273,10 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
     # TorchScript can freeze batch-dependent shapes: the first rows at batch 1 and 7 must agree.
     names = [f.name for f in loaded.schema.sparse]
     for b in BATCH_SIZES_CHECKED:
-        for model, out in zip([scripted, candidates[-1]] if pt2_dir else [scripted], [outs[0], outs[-1]]):
+        for model, probs in zip([scripted, candidates[-1]] if pt2_dir else [scripted], [outs[0], outs[-1]]):
             with torch.no_grad():
                 part = model.predict(slice_inputs(sample, names, 0, min(b, sample["dense"].shape[0]))).numpy()
-            if not np.allclose(part, out[: len(part)], atol=1e-6):
+            if not np.allclose(part, probs[: len(part)], atol=1e-6):
                 raise ParityError(f"parity gate failed: batch size {b} gives different probabilities; nothing written")
     metadata = {
         "format_version": 1,
@@ -299,7 +291,7 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
             "forward": "forward(dense: float32 [B, D], kjt: KeyedJaggedTensor keys=sparse order) -> float32 [B]",
             "predict": "predict({'dense': float32 [B, D], '<f>.values': int64 [N_f], '<f>.lengths': int64 [B]}) "
             "-> float32 [B]",
-            **({"pt2": PT2_SIGNATURE} if opts.pt2 else {}),
+            **({"pt2": PT2_SIGNATURE} if cfg.pt2 else {}),
         },
         "quantize": quantize,
         "parameters": num_params,
@@ -310,17 +302,17 @@ def export_checkpoint(opts: ExportOptions) -> dict[str, Any]:
         "parity": parity,
         **model_card(loaded, outs[0], labels, split, data_root),
     }
-    if opts.selection is not None:
-        metadata["selection"] = opts.selection
-    with atomic_directory(opts.out) as tmp:
+    if selection is not None:
+        metadata["selection"] = selection
+    with atomic_directory(out) as tmp:
         scripted.save(str(tmp / MODEL_FILE))
         check_archive(tmp / MODEL_FILE)  # what serve would refuse is not written (the allow-list is out of date)
         if pt2_dir is not None:
             shutil.copyfile(pt2_path, tmp / PT2_FILE)
             pt2_dir.cleanup()
             metadata["pt2_export_seconds"] = pt2_seconds
-        # the id names the final directory (tmp is renamed to opts.out) and the bytes of model.pt
-        metadata = {"model_id": compute_model_id(opts.out, tmp / MODEL_FILE), **metadata}
+        # the id names the final directory (tmp is renamed to out) and the bytes of model.pt
+        metadata = {"model_id": compute_model_id(out, tmp / MODEL_FILE), **metadata}
         artifacts = [MODEL_FILE] + ([PT2_FILE] if pt2_dir is not None else [])
         metadata[ARTIFACTS_KEY] = {name: file_digest(tmp / name) for name in artifacts}  # loading checks these
         atomic_write_json(tmp / METADATA_FILE, metadata)

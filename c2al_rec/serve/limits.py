@@ -1,4 +1,5 @@
-"""Limits of the scoring service: what one request may cost before it is refused, and how it is refused.
+"""Settings of the scoring service: its batching and queue (``ServeOptions``), and what one request may
+cost before it is refused (``ServeLimits``), and how it is refused.
 
 Every limit has a ``ServeLimits`` field (a ``c2al-rec serve`` flag) with a documented default, and
 every refusal is counted in ``/metrics`` as ``c2al_limit_rejections_total{limit="<name>"}``:
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional
 
 import numpy as np
@@ -60,6 +61,29 @@ class ServeLimits:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number of seconds > 0, got {value}")
+
+
+@dataclass
+class ServeOptions:
+    """Micro-batching and queue settings of the scoring service (``c2al-rec serve`` flags), and its limits."""
+
+    max_batch_rows: int = 256
+    """Most rows the model scores in one call (requests are merged up to this)."""
+    max_wait_ms: float = 2.0
+    """How long the batcher waits for more requests after the first one of a batch."""
+    max_queue: int = 1024
+    """Requests waiting at most; beyond it the service answers 503."""
+    max_rows_per_request: int = 4096
+    """Largest request accepted (400 beyond it)."""
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    """Body size, JSON depth, multi-hot length and read timeouts of one request (``limits.py``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_rows", "max_queue", "max_rows_per_request"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):
+            raise ValueError(f"--max-wait-ms must be a finite number >= 0, got {self.max_wait_ms}")
 
 
 class LimitExceeded(Exception):

@@ -191,22 +191,15 @@ class Pipeline:
         return record
 
     def stage_export(self) -> None:
-        from c2al_rec.export.exporter import ExportOptions, export_checkpoint
+        from c2al_rec.export.exporter import export_checkpoint
 
-        e = self.cfg.export
         export_checkpoint(
-            ExportOptions(
-                checkpoint=self.chosen_run(),
-                out=self.out / "export",
-                quantize=e.quantize,
-                data=self.cfg.data.path,
-                split=self.cfg.pipeline.eval_split,
-                parity_rows=e.parity_rows,
-                max_abs_diff=e.parity_max_abs_diff,
-                ne_tolerance=e.parity_ne_tolerance,
-                selection=self.card_selection(),
-                pt2=e.pt2,
-            )
+            self.cfg.export,
+            self.chosen_run(),
+            self.out / "export",
+            data=self.cfg.data.path,
+            split=self.cfg.pipeline.eval_split,
+            selection=self.card_selection(),
         )
 
     def stage_predict(self) -> None:
