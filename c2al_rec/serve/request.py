@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from c2al_rec.config.errors import echo
 from c2al_rec.data.transforms import find_bad_id
 
 from .artifact import ExportedModel
@@ -195,7 +196,7 @@ class RowParser:
                 if bad is not None:
                     raise bad
                 if not _is_number(v) or not math.isfinite(v):
-                    raise RequestError(f"row {i}: dense feature '{name}' must be a finite number, got {v!r}")
+                    raise RequestError(f"row {i}: dense feature '{name}' must be a finite number, got {echo(v)}")
             for f in features:
                 v = row.get(f.name)
                 if v is None:
@@ -213,7 +214,7 @@ class RowParser:
                             raise bad
                     if not isinstance(v, list) or not all(_is_id(x) for x in v):
                         raise RequestError(
-                            f"row {i}: multi-hot feature '{f.name}' must be a list of integer ids, got {v!r}"
+                            f"row {i}: multi-hot feature '{f.name}' must be a list of integer ids, got {echo(v)}"
                         )
                     values[f.name].extend(v)
                     lengths[f.name][i] = len(v)
@@ -222,7 +223,7 @@ class RowParser:
                     if bad is not None:
                         raise bad
                     if not _is_id(v):
-                        raise RequestError(f"row {i}: sparse feature '{f.name}' must be an integer id, got {v!r}")
+                        raise RequestError(f"row {i}: sparse feature '{f.name}' must be an integer id, got {echo(v)}")
                     values[f.name].append(v)
                     lengths[f.name][i] = 1
         for f in features:  # ranges last, feature by feature: the first bad id of the first feature that has one
