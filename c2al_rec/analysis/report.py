@@ -99,7 +99,7 @@ def plot_ne_diff(result: dict[str, Any], path: Path, title: str = "") -> Optiona
     diffs = [100 * judged[n]["ne_diff"] if n in judged else 0.0 for n in names]
     lo = [100 * (judged[n]["ne_diff"] - judged[n]["ci95"][0]) if n in judged else 0.0 for n in names]
     hi = [100 * (judged[n]["ci95"][1] - judged[n]["ne_diff"]) if n in judged else 0.0 for n in names]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.9 * len(names)), 4))  # the title line fits
     # Colour says whether the interval excludes 0, never the sign of the point estimate alone;
     # Okabe-Ito blue vs grey (colour-blind safe), hatching repeats it for greyscale prints.
     colors = [interval_color(judged[n]["ci95"]) if n in judged else "white" for n in names]
