@@ -157,7 +157,10 @@ def demo_block() -> str:
         fewer = m["near_zero_fraction"] < b["near_zero_fraction"]
         lower_gini = m["gini"] < b["gini"]
         if fewer and lower_gini:
-            reading = "C2AL's attention is denser here (fewer near-zero weights, lower Gini), the mechanism the paper analyses"
+            reading = (
+                "C2AL's attention is denser here (fewer near-zero weights, lower Gini)"
+                ", the mechanism the paper analyses"
+            )
         elif not fewer and not lower_gini:
             reading = "C2AL's attention is not denser here"
         else:
