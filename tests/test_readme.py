@@ -145,7 +145,7 @@ def test_the_guide_runs_in_order(tmp_path: Path) -> None:
     clone = _scratch_clone(tmp_path)
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(REPO)}
-    results = json.loads(json.dumps({p.name: p.stat().st_mtime_ns for p in readme_tables.RESULTS.iterdir()}))
+    results = {p.name: p.stat().st_mtime_ns for p in readme_tables.RESULTS.iterdir()}
     took = []
     for step in STEPS:
         if step.not_run:
@@ -156,7 +156,8 @@ def test_the_guide_runs_in_order(tmp_path: Path) -> None:
         else:
             argv = ["bash", "-c", step.text] if step.lang == "bash" else [sys.executable, "-c", step.text]
             proc = subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-            assert proc.returncode == 0, f"README command failed: {step.text}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+            output = f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+            assert proc.returncode == 0, f"README command failed: {step.text}\n{output}"
         took.append((round(time.monotonic() - t0, 1), step.text[:70]))
     print("\n".join(f"{s:7.1f} s  {t}" for s, t in took))
     now = {p.name: p.stat().st_mtime_ns for p in readme_tables.RESULTS.iterdir()}
