@@ -34,8 +34,9 @@ BENCHMARK_ROWS: list[tuple[str, str, str, str]] = [
     ("dhen_step", "gpu_compiled_fused_vs_compiled_reference", "DHEN step, compiled fused vs ref (H100)", ">= 1.2"),
     ("data_loader", "loader_vs_pyarrow", "loader vs raw pyarrow read (shuffled)", ">= 0.5"),
     ("data_loader", "loader_vs_train_step", "loader vs training step consumption", ">= 5"),
-    ("train_throughput", "trainer_vs_plain_fp32|trainer_fp32_vs_plain_pytorch", "trainer vs plain, fp32", ">= 1.5"),
-    ("train_throughput", "trainer_vs_plain_bf16", "trainer vs plain PyTorch, both bf16 autocast", ">= 1.5"),
+    ("train_throughput", "mfu_fp32", "1-thread training step FLOP/s / 1-thread fp32 GEMM FLOP/s (MFU)", ""),
+    ("train_throughput", "mfu_bf16", "1-thread training step FLOP/s / 1-thread bf16 GEMM FLOP/s (MFU)", ""),
+    ("train_throughput", "trainer_vs_plain_pytorch", "trainer vs plain PyTorch, equal precision (min fp32, bf16)", ""),
     ("train_throughput", "c2al_vs_baseline", "throughput C2AL on / off (default aux heads)", ">= 0.97"),
     (
         "train_throughput",

@@ -15,7 +15,7 @@ Latency of ``forward(dense, kjt)`` on test rows at batch 1, 64 and 512: calls al
 the models in a rotating order (so load from other processes hits all alike); p50 / p99 over the calls; rows/s =
 batch / mean latency. Sizes: ``model.pt`` on disk and the embedding storage (tensors of the
 sparse arch: fp32 rows vs int8 rows with their per-row scale / bias).
-Writes ``benchmarks/results/serving.md``; ``--json PATH`` writes
+With ``--record`` writes ``benchmarks/results/serving.md``; ``--json PATH`` writes
 ``{"benchmark", "config", "results", "ratios"}`` with ratios ``torchscript_vs_eager_p50``
 (goal <= 1.0), ``c2al_vs_baseline_export_p50`` (goal within 0.95-1.05) and ``int8_vs_fp32_size``
 (goal <= 0.3); the latency ratios are geometric means over the batch sizes (per batch in results).
@@ -252,14 +252,18 @@ def _markdown(out: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+# --quick: the work a smoke run does (tests/test_benchmarks_quick.py keeps it small)
+QUICK = dict(rows=6_000, max_table_size=20_000, calls={1: 30, 64: 20, 512: 5}, warmup=2)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = base_parser(__doc__, "small sizes (seconds)")
     args = parser.parse_args(argv)
     opts = Options(data=args.data)
     if args.quick:
-        opts = dataclasses.replace(opts, rows=6_000, max_table_size=20_000, calls={1: 30, 64: 20, 512: 5}, warmup=2)
+        opts = dataclasses.replace(opts, **QUICK)
     out = run(opts)
-    return finish("serving", out, _markdown, argv, args.quick, args.json)
+    return finish("serving", out, _markdown, argv, args.quick, args.json, args.record)
 
 
 if __name__ == "__main__":
