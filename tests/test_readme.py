@@ -192,3 +192,21 @@ def test_demo_fingerprint_matches_the_record() -> None:
         "the demo computes different numbers than benchmarks/results/demo.json records "
         f"(re-record: {demo_fingerprint.RERECORD}):\n" + "\n".join(diffs[:20])
     )
+
+
+def test_recorded_results_carry_no_machine_paths() -> None:
+    """Recorded results name files relative to the repository, never by the recording machine's path."""
+    machine_path = re.compile(r"""["'](/(?:work|home|root|tmp|Users|mnt|data)/[^"']*)["']""")
+    found = {
+        p.name: machine_path.findall(p.read_text())
+        for p in readme_tables.RESULTS.iterdir()
+        if p.suffix in (".json", ".md") and machine_path.search(p.read_text())
+    }
+    assert not found, found
+
+
+def test_relative_paths_rewrites_only_paths_under_the_root(tmp_path: Path) -> None:
+    from c2al_rec.io import relative_paths
+
+    obj = {"a": str(tmp_path / "x" / "y.json"), "b": ["/elsewhere/z", str(tmp_path)], "c": 3, "d": "text"}
+    assert relative_paths(obj, tmp_path) == {"a": "x/y.json", "b": ["/elsewhere/z", str(tmp_path)], "c": 3, "d": "text"}
