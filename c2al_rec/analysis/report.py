@@ -84,7 +84,7 @@ def attention_table(attention: dict[str, dict[str, Any]]) -> list[str]:
         for module, s in modules.items():
             lines.append(
                 f"| {run} | {module} | {100 * s['near_zero_fraction']:.2f}% | {s['gini']:.4f} | "
-                f"{s['entropy_bits']:.3f} | {s['kurtosis']:.3f} |"
+                f"{s['entropy_bits']:.3f} | {'n/a' if s['kurtosis'] is None else format(s['kurtosis'], '.3f')} |"
             )
     return lines
 
