@@ -11,7 +11,8 @@ setup:
 	bash scripts/install.sh
 
 # The main job: the whole C2AL workflow (data, baseline, discovery, C2AL, evaluation, export,
-# serving) on generated data; stages whose output exists are skipped (rm -rf runs/demo to redo).
+# predict) on generated data; stages whose output exists are skipped (rm -rf runs/demo to redo).
+# Its record (README demo block, docs/demo_ne_diff.png): python scripts/record_demo.py afterwards.
 demo: setup
 	c2al-rec pipeline --config launch/configs/demo.toml --out runs/demo --skip-done
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 RESULTS_DIR = Path(__file__).parent / "results"
+RECORD_HELP = "write the results into benchmarks/results/ (the committed record: the only flag that writes there)"
 
 
 def cpu_bf16_isa() -> str:
@@ -102,6 +103,7 @@ def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)") -
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=quick_help + "; no results file is written")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
+    parser.add_argument("--record", action="store_true", help=RECORD_HELP)
     parser.add_argument("--data", default="", help="read this dataset instead of generating one")
     return parser
 
@@ -113,12 +115,14 @@ def finish(
     argv: Optional[list[str]],
     quick: bool,
     json_path: Optional[str],
+    record: Optional[bool] = None,
 ) -> int:
-    """Print the markdown, write ``results/<name>.md`` (full runs only) and the JSON (if asked)."""
+    """Print the markdown, write ``results/<name>.md`` when ``record`` (``--record``; None: on full runs,
+    for benchmarks not yet passing it) and the JSON (if asked)."""
     command = f"python -m benchmarks.{name} " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(out, command.strip())
     print(text)
-    if not quick:
+    if (not quick) if record is None else (record and not quick):
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / f"{name}.md").write_text(text)
     if json_path:

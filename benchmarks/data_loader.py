@@ -17,7 +17,7 @@ second; about 1 when a rank reads only its share, about 0.5 when every rank read
 the Trainer (1 rank, C2AL off, the train_throughput benchmark's model) on the same data and batch
 size, fp32 and bf16 autocast; the faster (stricter) one is used.
 Also records the synthetic generator's rows per minute (goal >= 1M on 2 cores).
-Writes ``benchmarks/results/data_loader.md``; ``--json PATH`` writes
+With ``--record`` writes ``benchmarks/results/data_loader.md``; ``--json PATH`` writes
 ``{"benchmark", "config", "results", "ratios"}``.
 """
 
@@ -63,6 +63,10 @@ class Options:
     """Timed training steps per round (0: do not measure the trainer)."""
     train_rounds: int = 2
     """Timing rounds of the trainer (median reported)."""
+
+
+# --quick: the work a smoke run does (tests/test_benchmarks_quick.py keeps it small)
+QUICK = dict(rows=100_000, max_table_size=50_000, repeats=1, train_warmup=1, train_steps=2, train_rounds=1)
 
 
 def _rate(fn) -> tuple[float, int]:
@@ -221,9 +225,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     opts = Options(data=args.data)
     if args.quick:
-        opts = dataclasses.replace(opts, rows=200_000, max_table_size=100_000, repeats=2, train_steps=2, train_rounds=1)
+        opts = dataclasses.replace(opts, **QUICK)
     out = run(opts)
-    return finish("data_loader", out, _markdown, argv, args.quick, args.json)
+    return finish("data_loader", out, _markdown, argv, args.quick, args.json, args.record)
 
 
 if __name__ == "__main__":

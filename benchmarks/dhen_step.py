@@ -19,7 +19,7 @@ smaller B. Four variants, each a fresh model and optimizer from the same seed:
 Reported: median step time over ``steps`` rounds after ``warmup`` steps per variant (compilation
 and Triton autotuning happen in the warm-up); a round runs one step of each variant in turn, so
 load from other processes hits all four alike; samples/s, and ratios ``<device>_<a>_vs_<b>`` = samples/s of a
-over samples/s of b (``device`` is ``cpu`` or ``gpu``). A full run merges its device's entries into
+over samples/s of b (``device`` is ``cpu`` or ``gpu``). A full run with ``--record`` merges its device's entries into
 ``benchmarks/results/dhen_step.json`` (other devices' entries are kept) and rewrites
 ``benchmarks/results/dhen_step.md``; ``--quick`` writes no results file, ``--json PATH`` writes this
 run's output.
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import RESULTS_DIR, machine, model_config
+from benchmarks.common import RECORD_HELP, RESULTS_DIR, machine, model_config
 from c2al_rec.config import ModelConfig
 from c2al_rec.modules.dhen import DHEN
 from c2al_rec.modules.interactions import FMInteraction
@@ -349,6 +349,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: small model, B=64, 1+2 steps, no results file")
     parser.add_argument("--json", default="", help="also write this run's results as JSON here")
+    parser.add_argument("--record", action="store_true", help=RECORD_HELP)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=None, help="B (default: 16384 CUDA, 256 CPU)")
     parser.add_argument("--steps", type=int, default=Options.steps, help="timed steps per variant")
@@ -371,7 +372,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     command = f"python -m benchmarks.{NAME} " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    if not opts.quick:
+    if args.record and not opts.quick:
         path = RESULTS_DIR / f"{NAME}.json"
         previous = json.loads(path.read_text()) if path.exists() else None
         merged = merge(previous, out, command.strip())
@@ -379,6 +380,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         path.write_text(json.dumps(merged, indent=2) + "\n")
         (RESULTS_DIR / f"{NAME}.md").write_text(_markdown(merged))
         print(_markdown(merged))
+    elif not opts.quick:
+        print(_markdown(merge(None, out, command.strip())))
     return 0
 
 

@@ -5,7 +5,7 @@ achieved bytes/s against the measured memory bandwidth (roofline), at a CPU shap
 when a GPU is present, a GPU shape (bf16). The CPU case runs at each of ``cpu_threads`` torch
 thread counts (1 and 2: the CPU goal must hold at both); ``cpu_*`` ratios are at the largest count,
 ``cpu_fwdbwd_speedup_t<N>`` at each. A run measures one device (``--device auto``: CUDA when present,
-else CPU), merges that device's entries into ``benchmarks/results/fm_kernel.json`` (the other
+else CPU); with ``--record`` it merges that device's entries into ``benchmarks/results/fm_kernel.json`` (the other
 device's entries, e.g. the CPU goals recorded on the 2-core machine, are kept) with the machine per
 case, and rewrites ``benchmarks/results/fm_kernel.md`` from the merged file.
 
@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from benchmarks.common import RECORD_HELP
 from c2al_rec.ops import fm_interaction, select_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fm_kernel.md"
@@ -343,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: small batch, 3 repeats, no results file")
     parser.add_argument("--json", default="", help="also write this run's results as JSON to this path")
+    parser.add_argument("--record", action="store_true", help=RECORD_HELP)
     parser.add_argument("--repeats", type=int, default=FMKernelOptions.repeats, help="timed repeats")
     parser.add_argument("--runs", type=int, default=FMKernelOptions.runs, help="whole measurements (median)")
     parser.add_argument("--device", default="auto", help="auto (cuda when present, else cpu), cpu or cuda")
@@ -362,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     results_json = RESULTS.with_suffix(".json")
     if args.json and Path(args.json).resolve() != results_json.resolve():
         Path(args.json).write_text(json.dumps(out, indent=2))
-    if not opts.quick:
+    if args.record and not opts.quick:
         command = "python -m benchmarks.fm_kernel " + " ".join(argv if argv is not None else sys.argv[1:])
         previous = json.loads(results_json.read_text()) if results_json.exists() else None
         merged = merge(previous, out, command.strip())

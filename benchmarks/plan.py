@@ -16,8 +16,9 @@ Reported: the plan per table (sharding type, compute kernel, ranks, shard sizes)
 planner's perf estimates per rank (embedding fwd/bwd compute and comms, critical path), the dense
 arch's parameters and forward FLOPs per sample (``torch.utils.flop_counter`` on the meta device,
 FM in its reference bmm form) with a step-time estimate at a stated fraction of H100 bf16 peak, and
-the planner's own log. Writes ``benchmarks/results/plan_<config>_<world_size>.{json,md}`` unless
-``--json`` / ``--md`` say otherwise.
+the planner's own log. Prints the markdown; ``--record`` writes
+``benchmarks/results/plan_<config>_<world_size>.{json,md}`` (the committed results), ``--json`` /
+``--md`` write anywhere else.
 """
 
 from __future__ import annotations
@@ -100,9 +101,11 @@ class Options:
     sharding_types: str = ""
     """Comma-separated sharding types the planner may use (empty: the trainer's, c2al_rec SHARDED_TYPES)."""
     json: str = ""
-    """Write the JSON here (default: benchmarks/results/plan_<config stem>_<world_size>.json)."""
+    """Also write the JSON here."""
     md: str = ""
-    """Write the markdown here (default: benchmarks/results/plan_<config stem>_<world_size>.md)."""
+    """Also write the markdown here."""
+    record: bool = False
+    """Record the result as benchmarks/results/plan_<config stem>_<world_size>.{json,md} (overwrites)."""
 
     def __post_init__(self) -> None:
         if self.world_size <= 0 or self.local_world_size <= 0:
@@ -174,11 +177,18 @@ def dense_flops(model: C2ALModel, num_dense: int) -> dict[str, Any]:
     aux = [counts for name, counts in per_module.items() if name.count(".") == 1 and name.startswith("aux_heads.")]
     if aux:
         parts["aux_heads"] = sum(sum(c.values()) for c in aux) / batch
+    # Heads that read the same input run their first layers as one GEMM outside their modules
+    # (``mlps_on_shared_input``): the counter books it on the model itself. Named here so the parts
+    # add up to the total.
+    total = counter.get_total_flops() / batch
+    rest = total - sum(parts.values())
+    if rest > 0:
+        parts["heads_shared_gemm"] = rest
     fm_names = set(model.fm_modules())
     fm = sum(sum(per_module[n].values()) for n in fm_names if n in per_module) / batch
     fm_bmm = sum(per_module[n].get(torch.ops.aten.bmm, 0) for n in fm_names if n in per_module) / batch
     return {
-        "fwd_flops_per_sample": counter.get_total_flops() / batch,
+        "fwd_flops_per_sample": total,
         "by_part": parts,
         "fm_modules": fm,
         "fm_bmm": fm_bmm,
@@ -705,6 +715,9 @@ def parse_options(argv: Optional[list[str]]) -> Options:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     for f in dataclasses.fields(Options):
         kind = type(f.default)
+        if kind is bool:
+            parser.add_argument("--" + f.name.replace("_", "-"), action="store_true", help=docs.get(f.name, ""))
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             type=kind,
@@ -725,18 +738,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     command = "python -m benchmarks.plan " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(out, command.strip())
     stem = f"plan_{Path(opts.config).stem}_{opts.world_size}"
-    md_path = Path(opts.md) if opts.md else RESULTS_DIR / f"{stem}.md"
-    json_path = Path(opts.json) if opts.json else RESULTS_DIR / f"{stem}.json"
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(text)
-    json_path.write_text(json.dumps(out, indent=2) + "\n")
+    targets = [(Path(opts.md), text) if opts.md else None, (Path(opts.json), out) if opts.json else None]
+    if opts.record:
+        targets += [(RESULTS_DIR / f"{stem}.md", text), (RESULTS_DIR / f"{stem}.json", out)]
+    written = []
+    for path, content in filter(None, targets):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2) + "\n")
+        written.append(str(path))
+    if not written:
+        print(text)
     s, m = out["step_estimate"], out["memory"]
     print(
         f"{opts.world_size} GPUs: {out['sharding_type_counts']}; HBM per rank max "
         f"{_gib(m['hbm_per_rank_bytes']['max'])} GiB of {_gib(m['hbm_cap_bytes'])}; "
         f"a2a {s['critical_path_comms_ms']:.2f} ms, dense {s['dense_compute_ms']:.2f} ms, "
-        f"all-reduce {s['dense_allreduce_ms']:.2f} ms -> {s['bottleneck']}; wrote {md_path}, {json_path}"
+        f"all-reduce {s['dense_allreduce_ms']:.2f} ms -> {s['bottleneck']}; "
+        + (f"wrote {', '.join(written)}" if written else "wrote nothing (--record writes benchmarks/results/)")
     )
     return 0
 

@@ -28,7 +28,7 @@ peak RSS (VmHWM) from the trainer's build to the last timed step, the high-water
 before the build (2 processes: the sum over ranks; the process's earlier peak is kept beside it).
 Threads are fixed (``--threads``, default 1, stable on a shared machine).
 
-Writes ``benchmarks/results/scaling.{md,json,png}``: a table per axis and one line per curve saying
+With ``--record`` writes ``benchmarks/results/scaling.{md,json,png}``: a table per axis and one line per curve saying
 where it bends (log-log slopes between points; a bend is a change of slope by >= ``bend``) and a
 reason chosen from the measured numbers; JSON ``{"benchmark", "config", "results", "ratios"}`` with
 ratios ``<axis>_samples_per_s_last_vs_first`` / ``<axis>_peak_rss_last_vs_first`` (cost growth from
@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.common import RESULTS_DIR, finish, machine, production_model, results_header, tiny_model
+from benchmarks.common import RECORD_HELP, RESULTS_DIR, finish, machine, production_model, results_header, tiny_model
 
 NAME = "scaling"
 ROOT = Path(__file__).resolve().parent.parent
@@ -874,6 +874,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="tiny sizes, 2 points per axis (about 1.5 minutes on a quiet 2-core machine); no results file is written",
     )
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
+    parser.add_argument("--record", action="store_true", help=RECORD_HELP)
     parser.add_argument("--threads", type=int, default=Options.threads, help="total torch threads per point")
     parser.add_argument("--png", default=None, help="write the figure here (full runs: benchmarks/results/scaling.png)")
     parser.add_argument("--data-cache", default="", help="keep generated datasets in this directory between runs")
@@ -886,15 +887,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     if png is None:  # full runs: next to the markdown; --quick: next to --json (if any), never in results/
         png = (
             RESULTS_DIR / f"{NAME}.png"
-            if not args.quick
+            if args.record and not args.quick
             else (Path(args.json).with_suffix(".png") if args.json else None)
         )
     if png is not None:
         plot(out, png)
-    if not args.quick:
+    if args.record and not args.quick:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / f"{NAME}.json").write_text(json.dumps(out, indent=2) + "\n")
-    finish(NAME, out, _markdown, argv, args.quick, args.json)
+    finish(NAME, out, _markdown, argv, args.quick, args.json, args.record)
     failed = [k for k, p in out["results"]["points"].items() if "error" in p]
     return 1 if failed else 0
 

@@ -19,7 +19,7 @@ sparse arch: fp32 rows vs int8 rows with their per-row scale / bias).
 included) against its ``model.pt`` frozen and optimised as ``serve`` runs it, both through
 ``predict(Dict[str, Tensor])`` on the same pre-built input dicts at batch 1, 64 and 4096, calls
 alternating; plus the pt2 export (compile) time, file sizes and load times.
-Writes ``benchmarks/results/serving.md``; ``--json PATH`` writes
+With ``--record`` writes ``benchmarks/results/serving.md``; ``--json PATH`` writes
 ``{"benchmark", "config", "results", "ratios"}`` with ratios ``torchscript_vs_eager_p50``
 (goal <= 1.0), ``c2al_vs_baseline_export_p50`` (goal within 0.95-1.05), ``int8_vs_fp32_size``
 (goal <= 0.3), and ``pt2_vs_torchscript_p50_b1`` / ``_b64`` / ``_b4096`` (goal <= 0.67, 0.67, 1.0);
@@ -380,21 +380,20 @@ def _pt2_markdown(r: dict, c: dict) -> list[str]:
     return lines
 
 
+# --quick: the work a smoke run does (tests/test_benchmarks_quick.py keeps it small)
+QUICK = dict(
+    rows=6_000, max_table_size=20_000, calls={1: 30, 64: 20, 512: 5}, warmup=2, pt2_calls={1: 30, 64: 20, 4096: 5}
+)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = base_parser(__doc__, "small sizes (seconds)")
     args = parser.parse_args(argv)
     opts = Options(data=args.data)
     if args.quick:
-        opts = dataclasses.replace(
-            opts,
-            rows=6_000,
-            max_table_size=20_000,
-            calls={1: 30, 64: 20, 512: 5},
-            warmup=2,
-            pt2_calls={1: 30, 64: 20, 4096: 5},
-        )
+        opts = dataclasses.replace(opts, **QUICK)
     out = run(opts)
-    return finish("serving", out, _markdown, argv, args.quick, args.json)
+    return finish("serving", out, _markdown, argv, args.quick, args.json, args.record)
 
 
 if __name__ == "__main__":

@@ -320,7 +320,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.load_processes:
         opts.load_processes = args.load_processes
     out = run(opts)
-    record = not (args.quick or args.no_record)
+    record = args.record and not (args.quick or args.no_record)
     if record:
         from benchmarks.common import RESULTS_DIR
 

@@ -37,9 +37,9 @@ fi
 echo "tests: $((SECONDS - start)) s (status $status)"
 
 # each step runs even if an earlier one failed; the exit status reports the first failure
-"$PY" -m benchmarks.fm_kernel --runs 2 || { rc=$?; [ "$status" -ne 0 ] || status=$rc; }
+"$PY" -m benchmarks.fm_kernel --runs 2 --record || { rc=$?; [ "$status" -ne 0 ] || status=$rc; }
 echo "fm_kernel done at $((SECONDS - start)) s"
-"$PY" -m benchmarks.dhen_step --steps 20 --warmup 3 || { rc=$?; [ "$status" -ne 0 ] || status=$rc; }
+"$PY" -m benchmarks.dhen_step --steps 20 --warmup 3 --record || { rc=$?; [ "$status" -ne 0 ] || status=$rc; }
 echo "dhen_step done at $((SECONDS - start)) s"
 
 echo "results: benchmarks/results/fm_kernel.{json,md}, benchmarks/results/dhen_step.{json,md}"

@@ -22,6 +22,7 @@ def test_sparse_vs_dense_weights() -> None:
 
 def test_gini_extremes() -> None:
     assert weight_stats(np.ones(1000))["gini"] == pytest.approx(0.0, abs=1e-12)
+    assert weight_stats(np.ones(1000))["kurtosis"] is None  # undefined at zero variance, not a number
     one_hot = np.zeros(1000)
     one_hot[0] = 1.0
     assert weight_stats(one_hot)["gini"] == pytest.approx(0.999, abs=1e-3)

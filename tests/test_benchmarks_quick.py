@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import data_loader, serving, train_throughput
+from benchmarks import data_loader, scaling, serving, serving_http, train_throughput
 from benchmarks.common import tiny_model
 from c2al_rec.config import SyntheticConfig
 from c2al_rec.data.synthetic import generate_synthetic
@@ -179,3 +179,22 @@ def test_a_launch_whose_rank_dies_is_launched_once_more_and_recorded(monkeypatch
     monkeypatch.setattr(train_throughput, "launched_rate", always_fails)
     with pytest.raises(ChildFailedError):
         train_throughput._launched_with_retry("plain", dict, tmp_path / "b", 2, opts, "x", [])
+
+
+def test_quick_modes_do_little_work() -> None:
+    """``--quick`` is a smoke run (its help says so): its work stays small in steps, rows and rounds.
+    The bound is on the work, not the wall time (a loaded machine makes any time flaky); at these sizes
+    each finished within 90 s on the 2-core machine."""
+    t = train_throughput.QUICK
+    assert t["rows"] <= 50_000 and t["max_table_size"] <= 50_000 and t["batch_size"] <= 512
+    assert t["warmup"] + t["rounds"] * t["steps_per_round"] <= 8 and t["cost_repeats"] == 1
+    assert not t["levers"] and not t["two_procs"]  # no torch.compile, no process launches
+    d = data_loader.QUICK
+    assert d["rows"] <= 200_000 and d["repeats"] == 1 and d["train_steps"] * d["train_rounds"] <= 4
+    s = serving.QUICK
+    assert s["rows"] <= 20_000 and sum(s["calls"].values()) <= 100
+    h = serving_http.QUICK
+    assert h["rows"] <= 20_000 and h["seconds"] <= 5
+    q = scaling.quick_options(scaling.Options())
+    assert q.steps <= 3 and max(q.table_rows) <= 10_000 and not q.launch_single
+    assert all(len(axis) <= 2 for axis in (q.features, q.dims, q.batch_sizes, q.procs, q.table_rows))

@@ -85,3 +85,35 @@ def test_plot_colour_follows_the_interval_not_the_sign() -> None:
 
     assert interval_color((-0.003, -0.001)) == EXCLUDES_ZERO == interval_color((0.001, 0.004))
     assert interval_color((-0.003, 0.001)) == CROSSES_ZERO  # negative estimate, interval crosses 0
+
+
+def _one_class_in_head(value: float) -> tuple[pa.Table, pa.Table]:
+    """The tables of ``_tables`` with every head (user_value >= 1) label set to ``value``."""
+    model, base = _tables(0)
+    head = model.column("user_value").to_numpy() >= 1.0
+    label = np.where(head, value, model.column("label").to_numpy()).astype(np.int64)
+    return model.set_column(1, "label", pa.array(label)), base.set_column(1, "label", pa.array(label))
+
+
+@pytest.mark.parametrize("value,reason", [(0, "no positives"), (1, "no negatives")])
+def test_a_one_class_group_is_not_judged(tmp_path: Path, value: int, reason: str) -> None:
+    """NE of a one-class group is a clipping artefact (the old code printed NE 843598361.7 and
+    calibration 1.6e12): eval.json says null with a reason, the table and the plot say n/a."""
+    model, base = _one_class_in_head(value)
+    res = evaluate_groups([model], SPEC, [base], num_resamples=50)
+    head = res["groups"]["head"]
+    assert head["ne"] is None and head["reason"] == reason and head["auc"] is None
+    assert "ne_diff" not in head and "ci95" not in head and "bayes_ne" not in head
+    assert (head["calibration"] is None) == (reason == "no positives")
+    assert res["groups"]["overall"]["ne"] is not None and "reason" not in res["groups"]["overall"]
+    md = markdown_table(res)
+    row = next(line for line in md.splitlines() if line.startswith("| head |"))
+    assert f"n/a ({reason})" in row and not any(c.isdigit() for c in "".join(row.split("|")[5:]))
+    assert plot_ne_diff(res, tmp_path / "ne_diff.png") is not None
+
+
+def test_fmt_diff_names_why_a_group_is_not_judged() -> None:
+    from c2al_rec.workflows.experiment_report import fmt_diff
+
+    assert fmt_diff({"ne": None, "reason": "no positives"}) == "n/a (no positives)"
+    assert fmt_diff(None) == "n/a"

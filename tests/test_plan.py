@@ -50,7 +50,20 @@ def test_plan_16_gpus(tmp_path: Path) -> None:
     assert all(r["hbm_bytes"] <= memory["hbm_cap_bytes"] for r in out["ranks"])
     assert out["perf"]["critical_path"]["total_ms"] > 0 and out["dense"]["fwd_flops_per_sample"] > 0
     assert out["step_estimate"]["bottleneck"]
+    # the FLOPs parts add up to the total (the heads' fused first GEMM was once lost between them)
+    parts = out["dense"]["fwd_flops_by_part"]
+    assert sum(parts.values()) == out["dense"]["fwd_flops_per_sample"] and parts.get("heads_shared_gemm", 0) > 0
 
     # the JSON holds every key the markdown reads: rendering from the reloaded JSON gives the file back
     command = md_path.read_text().split("Command: `", 1)[1].split("`", 1)[0]
     assert plan_benchmark.markdown(out, command) == md_path.read_text()
+
+
+def test_plan_writes_benchmarks_results_only_with_record(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The README's plan command prints; only ``--record`` writes the committed results."""
+    monkeypatch.setattr(plan_benchmark, "RESULTS_DIR", tmp_path / "results")
+    argv = ["--config", CONFIG, "--world-size", "16"]
+    assert plan_benchmark.main(argv) == 0
+    assert not (tmp_path / "results").exists() and "# Sharding plan" in capsys.readouterr().out
+    assert plan_benchmark.main([*argv, "--record"]) == 0
+    assert {p.name for p in (tmp_path / "results").iterdir()} == {"plan_production_16.json", "plan_production_16.md"}

@@ -49,6 +49,11 @@ def test_smoke_train_console_has_at_most_two_warning_lines(tmp_path: Path) -> No
         assert fixed not in output  # fixed at the source or filtered: none may come back
     noisy = _warning_lines(output)
     assert len(noisy) <= WARNING_BUDGET, "\n".join(noisy)
+    # the resume path loads torchrec's ShardedTensor state through DCP: its FutureWarnings stay off
+    proc = subprocess.run([*cmd, "--resume", "auto"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "ShardedTensor" not in output and "FutureWarning" not in output, output[-3000:]
 
 
 def test_filters_match_message_and_module() -> None:

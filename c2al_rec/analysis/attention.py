@@ -44,7 +44,8 @@ def weight_stats(weights: np.ndarray, eps: float = NEAR_ZERO_EPS) -> dict[str, A
         "near_zero_fraction": float((a < eps).mean()),
         "near_zero_eps": eps,
         "entropy_bits": float(-(p * np.log2(p)).sum()),
-        "kurtosis": float(sps.kurtosis(w)),
+        # undefined for identical weights (zero variance): None, not scipy's cancellation noise
+        "kurtosis": float(sps.kurtosis(w)) if w.std() > 0 else None,
         "gini": gini,
         "histogram": {"counts": hist.tolist(), "edges": edges.tolist()},
     }

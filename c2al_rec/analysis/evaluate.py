@@ -3,7 +3,9 @@
 Input: predictions tables (``prob``, ``label`` [, ``weight``, ``true_prob``, axis columns]) from
 ``score_split`` or a ``predict`` output; one (model, baseline) pair per seed, paired in order.
 Output: ``eval.json``: ``{"groups": {"<group>": {"rows", "positive_rate", "ne", "calibration", "auc",
-"ne_base", "ne_diff", "ci95", "ci_kind", "p_value", "bayes_ne"}}}`` (docs/formats.md).
+"ne_base", "ne_diff", "ci95", "ci_kind", "p_value", "bayes_ne"}}}`` (docs/formats.md). A group
+whose labels are all one class has ``"ne": null`` and a ``"reason"`` (``"no positives"``, ...): no
+NE, NE_diff or interval exists for it, and readers show "n/a (<reason>)".
 """
 
 from __future__ import annotations
@@ -40,15 +42,37 @@ def _columns(table: pa.Table) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarr
     return prob, label, weight
 
 
-def group_metrics(prob: np.ndarray, label: np.ndarray, weight: Optional[np.ndarray]) -> dict[str, Any]:
+def undefined_reason(label: np.ndarray, weight: Optional[np.ndarray]) -> Optional[str]:
+    """Why NE cannot judge a group (``"no rows"``, ``"no positives"``, ``"no negatives"``), or None.
+
+    NE divides by the entropy of the group's positive rate, which is 0 when every label is equal:
+    any number printed there would be an artefact of the clipping, not a measurement.
+    """
     w = np.ones_like(label) if weight is None else weight
-    return {
+    if len(label) == 0 or w.sum() <= 0:
+        return "no rows"
+    if (w * label).sum() <= 0:
+        return "no positives"
+    if (w * (1 - label)).sum() <= 0:
+        return "no negatives"
+    return None
+
+
+def group_metrics(prob: np.ndarray, label: np.ndarray, weight: Optional[np.ndarray]) -> dict[str, Any]:
+    """rows, positive rate, NE, calibration, AUC of one group; a group NE cannot judge gets ``None``
+    for the metrics that need both classes (``calibration`` needs positives) and a ``reason``."""
+    reason = undefined_reason(label, weight)
+    w = np.ones_like(label) if weight is None else weight
+    out: dict[str, Any] = {
         "rows": int(len(label)),
-        "positive_rate": float((w * label).sum() / w.sum()) if len(label) else None,
-        "ne": normalized_entropy(prob, label, weight) if len(label) else None,
-        "calibration": calibration(prob, label, weight) if len(label) else None,
-        "auc": auc(prob, label, weight) if len(label) else None,
+        "positive_rate": float((w * label).sum() / w.sum()) if reason != "no rows" else None,
+        "ne": normalized_entropy(prob, label, weight) if reason is None else None,
+        "calibration": calibration(prob, label, weight) if reason in (None, "no negatives") else None,
+        "auc": auc(prob, label, weight) if reason is None else None,
     }
+    if reason is not None:
+        out["reason"] = reason
+    return out
 
 
 def evaluate_groups(
@@ -80,12 +104,12 @@ def evaluate_groups(
         prob, label, weight = cols[0]
         w = None if weight is None else weight[mask]
         g = group_metrics(prob[mask], label[mask], w)
-        if len(models) > 1:
+        if len(models) > 1 and g["ne"] is not None:
             g["ne_seeds"] = [normalized_entropy(c[0][mask], c[1][mask], w) for c in cols]
             g["ne"] = float(np.mean(g["ne_seeds"]))
-        if true_prob is not None and mask.any():
+        if true_prob is not None and g["ne"] is not None:
             g["bayes_ne"] = normalized_entropy(true_prob[mask], label[mask], w)
-        if base_cols is not None and mask.sum() > 0 and label[mask].sum() > 0:
+        if base_cols is not None and g["ne"] is not None:
             base_ne = [normalized_entropy(b[0][mask], b[1][mask], w) for b in base_cols]
             if len(cols) == 1:  # one seed: an interval over rows
                 diff: DiffInterval = paired_bootstrap(

@@ -25,7 +25,7 @@ VERBS: dict[str, str] = {
     "export": "Export a checkpoint to a primary-only TorchScript serving model (aux heads stripped), parity-gated.",
     "predict": "Score Parquet with an exported model: probabilities in input row order, label/row_id/axes passed.",
     "serve": "Serve an exported model over HTTP: JSON rows in, probabilities out, with dynamic micro-batching.",
-    "pipeline": "Run the whole C2AL workflow: data, baseline, discovery, C2AL, evaluation, export, serving.",
+    "pipeline": "Run the whole C2AL workflow: data, baseline, discovery, C2AL, evaluation, export, predict.",
 }
 
 

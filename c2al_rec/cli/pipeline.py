@@ -1,9 +1,10 @@
-"""Run the whole C2AL workflow: data, baseline, discovery, C2AL, evaluation, export, serving.
+"""Run the whole C2AL workflow: data, baseline, discovery, C2AL, evaluation, export, predict.
 
     c2al-rec pipeline --config launch/configs/demo.toml --out runs/demo [--skip-done]
     c2al-rec pipeline --dataset movielens100k --out runs/ml100k
 
-Stages (each writes into --out; a failed stage stops the pipeline and leaves earlier outputs):
+Stages (each writes into --out; a failed stage stops the pipeline and leaves earlier outputs;
+the seconds each stage took go to --out/timings.json, kept across --skip-done reruns):
   1 data        generate / check the dataset                          data.path/schema.json
   2 baseline    train with the aux heads off (2 ranks)                baseline/metrics.json
   3 discover    rank cohort pairs on the baseline's predictions       cohorts.json
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = preflight_config_only(cfg)
     out = Path(args.out)
     t0 = time.perf_counter()
-    Pipeline(cfg, out, args.skip_done).run(args.stop_after)
+    _merge_timings(out, Pipeline(cfg, out, args.skip_done).run(args.stop_after))
     report = out / "report.md"
     if report.is_file():
         print()
@@ -79,6 +80,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"predictions:    {out / 'predictions.parquet'}")
     print(f"[pipeline] finished in {time.perf_counter() - t0:.0f}s")
     return 0
+
+
+def _merge_timings(out: Path, timings: dict[str, float]) -> None:
+    """``<out>/timings.json``: seconds per stage; a stage skipped now keeps the time it took when it ran."""
+    from c2al_rec.io import atomic_write_json
+
+    path = out / "timings.json"
+    stages = json.loads(path.read_text()).get("stages_s", {}) if path.is_file() else {}
+    stages.update({name: round(s, 1) for name, s in timings.items()})
+    atomic_write_json(path, {"stages_s": stages, "wall_s": round(sum(stages.values()), 1)})
 
 
 def _ne_diff_table(out: Path) -> str:

@@ -3,6 +3,7 @@ and an allow-list unpickler for pickles that come from elsewhere."""
 
 from .atomic import atomic_directory, atomic_write_json, atomic_write_text
 from .digest import file_digest, file_sha256
+from .paths import relative_paths
 from .safe_pickle import BASIC_GLOBALS, UnpicklingRefused, restricted_load
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "atomic_write_text",
     "file_digest",
     "file_sha256",
+    "relative_paths",
     "restricted_load",
 ]

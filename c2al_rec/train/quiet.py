@@ -51,6 +51,15 @@ def quiet_known_noise() -> None:
         category=FutureWarning,
         module="torchrec.distributed.model_parallel",
     )
+    # torchrec 1.8's sharded modules hold ShardedTensor state dicts; DCP loading them on resume and
+    # export calls ShardedTensor methods that torch 2.13 marks deprecated in favour of DTensor. The
+    # state-dict type is torchrec's choice, so the warning says nothing a user can act on.
+    warnings.filterwarnings(
+        "ignore",
+        message="Please use DTensor instead and we are deprecating ShardedTensor",
+        category=FutureWarning,
+        module="torch",  # attributed to the caller: torch.distributed.* or torchrec.* ("torch" matches both)
+    )
     for name, prefix in _LOG_RECORDS:
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) and f.prefix == prefix for f in log.filters):

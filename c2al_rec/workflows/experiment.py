@@ -421,12 +421,14 @@ def record_results(out: Path, dest: Path, name: str) -> list[Path]:
     import json
     import shutil
 
+    from c2al_rec.io import relative_paths
     from c2al_rec.runs.provenance import machine_summary
 
     summary = json.loads((out / "summary.json").read_text())
     summary["machine"] = machine_summary()
     provenance = out / "baseline" / "seed_0" / "provenance.json"  # the code the runs were trained with
     summary["trained_at_commit"] = json.loads(provenance.read_text())["git_commit"] if provenance.is_file() else None
+    summary = relative_paths(summary, Path.cwd())  # recorded from the repository root: repo-relative paths
     written = [dest / f"experiment_{name}.json"]
     atomic_write_json(written[0], summary)
     report = (out / "report.md").read_text().rstrip("\n") + "\n"

@@ -17,9 +17,10 @@ def _excludes_zero(ci: Optional[list[float]]) -> bool:
 
 
 def fmt_diff(g: Optional[dict[str, Any]]) -> str:
-    """``-0.082% [-0.178, +0.014]`` (and `` *`` when the interval excludes 0)."""
+    """``-0.082% [-0.178, +0.014]`` (and `` *`` when the interval excludes 0); ``n/a (<reason>)`` for a
+    group NE cannot judge (eval.json ``"ne": null``, e.g. no positives)."""
     if not g or g.get("ne_diff") is None:
-        return "n/a"
+        return f"n/a ({g['reason']})" if g and g.get("reason") else "n/a"
     lo, hi = g["ci95"]
     star = " *" if _excludes_zero(g["ci95"]) else ""
     return f"{100 * g['ne_diff']:+.3f}% [{100 * lo:+.3f}, {100 * hi:+.3f}]{star}"
