@@ -134,6 +134,7 @@ def _selection_lines(sel: Optional[dict[str, Any]]) -> list[str]:
             if f.get("ne_diff") is not None
         )
         for name, groups in sel["valid"].items()
+        if name != "baseline"  # its NE_diff against itself is 0 by definition
     )
     how = "forced with --select.force" if sel.get("forced") else "by the rule"
     return [
