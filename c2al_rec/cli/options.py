@@ -25,6 +25,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(_accepts_overrides=True)
 
 
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    """``--format``: which serving artifact of an exported directory ``predict`` / ``serve`` load."""
+    parser.add_argument(
+        "--format",
+        default="torchscript",
+        choices=["torchscript", "pt2"],
+        help="model file: model.pt (TorchScript) or model.pt2 (AOTInductor: native code, hash-checked; trusted "
+        "sources only)",
+    )
+
+
 def _dest(key: str) -> str:
     return _DEST_PREFIX + key.replace(".", "__")
 

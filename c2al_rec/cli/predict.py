@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from .options import add_format_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="exported model directory (from `c2al-rec export`)")
@@ -30,13 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split of a dataset root (default: test)")
     parser.add_argument("--out", required=True, help="predictions Parquet to write")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per scoring call")
-    parser.add_argument(
-        "--format",
-        default="torchscript",
-        choices=["torchscript", "pt2"],
-        help="model file: model.pt (TorchScript) or model.pt2 (AOTInductor: native code, hash-checked; trusted "
-        "sources only)",
-    )
+    add_format_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_format_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from c2al_rec.serve.limits import ServeLimits, ServeOptions
@@ -65,13 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=lim.body_timeout_s,
         help=f"seconds to receive a request's body; then 408, closed (default {lim.body_timeout_s:g})",
     )
-    parser.add_argument(
-        "--format",
-        default="torchscript",
-        choices=["torchscript", "pt2"],
-        help="model file: model.pt (TorchScript) or model.pt2 (AOTInductor: native code, hash-checked; trusted "
-        "sources only)",
-    )
+    add_format_argument(parser)
     parser.add_argument(
         "--no-optimize",
         action="store_true",

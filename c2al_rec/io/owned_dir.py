@@ -40,6 +40,20 @@ class NotOwned(ValueError):
     """A directory (or one of its entries) that the command does not own: it is never cleared."""
 
 
+def open_nofollow(path: Path, flags: int, mode: int = 0o644, hint: str = "") -> int:
+    """``os.open(path, flags | O_NOFOLLOW | O_CLOEXEC, mode)``: a file descriptor, never through a link.
+
+    Raises:
+        NotOwned: ``path`` is a symbolic link (the message ends with ``hint``).
+    """
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotOwned(f"{path} is a symbolic link, not a regular file{hint}") from None
+        raise
+
+
 def read_regular_file(path: Path, max_bytes: int) -> bytes:
     """The bytes of ``path``, opened without following a symbolic link, at most ``max_bytes`` of them.
 
@@ -47,12 +61,7 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
         NotOwned: ``path`` is a symbolic link, not a regular file, or larger than ``max_bytes``.
         FileNotFoundError: ``path`` does not exist.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise NotOwned(f"{path} is a symbolic link, not a regular file") from None
-        raise
+    fd = open_nofollow(path, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
@@ -69,13 +78,7 @@ def open_for_append(path: Path) -> IO[str]:
     Raises:
         NotOwned: ``path`` is a symbolic link.
     """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise NotOwned(f"{path} is a symbolic link, not a regular file") from None
-        raise
-    return os.fdopen(fd, "a", encoding="utf-8")
+    return os.fdopen(open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666), "a", encoding="utf-8")
 
 
 def _check_name(name: str, where: Path) -> str:

@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -33,7 +32,7 @@ import stat
 from pathlib import Path
 from typing import Any, Optional
 
-from c2al_rec.io.owned_dir import MANIFEST_FILE, NotOwned, OwnedDir
+from c2al_rec.io.owned_dir import MANIFEST_FILE, NotOwned, OwnedDir, open_nofollow
 
 LOCK_FILE = ".lock"
 # Files and directories of a run (`c2al-rec train --help`); any one of them means "holds a run".
@@ -110,12 +109,7 @@ class RunLock:
 def _open_lock_file(path: Path) -> int:
     """Open (create) the lock file without following a link: a ``.lock`` planted as a link to a file
     outside the run would otherwise be truncated and rewritten. A hard link is refused as well."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise NotOwned(f"{path} is a symbolic link, not a regular file: remove it (never followed)") from None
-        raise
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644, ": remove it (never followed)")
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
