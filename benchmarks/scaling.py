@@ -350,23 +350,11 @@ def _rank_worker(cfg_dict: dict, run_dir: str, warmup: int, steps: int) -> dict[
 
 def _launch(cfg: Any, run_dir: Path, nproc: int, warmup: int, steps: int) -> dict[str, Any]:
     """A point with ``nproc`` local processes started by elastic_launch (as train_throughput's launched_rate)."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     from c2al_rec.config import config_to_dict
-    from c2al_rec.distributed.backend import free_port
+    from c2al_rec.distributed.launch import launch_local
 
-    launch_cfg = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=f"scaling-{os.getpid()}-{nproc}",
-        rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{free_port()}",
-        max_restarts=0,
-        monitor_interval=1,
-        start_method="spawn",
-    )
-    ranks = elastic_launch(launch_cfg, _rank_worker)(config_to_dict(cfg), str(run_dir), warmup, steps)
+    args = (config_to_dict(cfg), str(run_dir), warmup, steps)
+    ranks = launch_local(_rank_worker, args, nproc, f"scaling-{os.getpid()}-{nproc}")
     out = dict(ranks[0])
     out["rank_peak_rss_mib"] = [ranks[r]["peak_rss_mib"] for r in sorted(ranks)]
     out["peak_rss_mib"] = sum(out["rank_peak_rss_mib"])  # peaks of all ranks: the job's memory

@@ -355,6 +355,7 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
             plain.model = None
             gc.collect()
             dist.barrier()
+
     try:
         _timed(step, warmup)
         dist.barrier()
@@ -369,22 +370,11 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
 
 def launched_rate(kind: str, payload: dict, run_dir: Path, nproc: int, warmup: int, steps: int) -> float:
     """Samples/s (all ranks) of a trainer or plain case with ``nproc`` local processes (elastic_launch)."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from c2al_rec.distributed.launch import launch_local
 
-    from c2al_rec.distributed.backend import free_port
-
-    launch_cfg = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=f"bench-{os.getpid()}-{kind}-{nproc}",
-        rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{free_port()}",
-        max_restarts=0,
-        monitor_interval=1,
-        start_method="spawn",
+    out = launch_local(
+        _rank_worker, (kind, payload, str(run_dir), warmup, steps), nproc, f"bench-{os.getpid()}-{kind}-{nproc}"
     )
-    out = elastic_launch(launch_cfg, _rank_worker)(kind, payload, str(run_dir), warmup, steps)
     return float(out[0])
 
 
