@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -108,6 +109,59 @@ def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)") -
     return parser
 
 
+def command_line(name: str, argv: Optional[list[str]]) -> str:
+    """The exact command of this run, as recorded next to its numbers."""
+    return f"python -m benchmarks.{name} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    """``obj`` as indented JSON (the form of every committed results file)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def resolve_device(name: str) -> str:
+    """``--device``: auto (cuda when present, else cpu), cpu or cuda."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device: expected auto, cpu or cuda, got {name!r}")
+    return name
+
+
+def sync(device: Any) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so a timer measures the work itself."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved_seconds(
+    fns: dict[str, Callable[[], object]], rounds: int, device: Any = "cpu", rotate: bool = False
+) -> dict[str, list[float]]:
+    """Seconds per call of each function over ``rounds`` rounds of one call each, in turn, so that load
+    from other processes on a shared machine hits all alike (``rotate``: the order shifts every round, so
+    no function always runs right after the same other one)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for i in range(rounds):
+        for name in names[i % len(names) :] + names[: i % len(names)] if rotate else names:
+            sync(device)
+            t0 = time.perf_counter()
+            fns[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(values: list[float]) -> float:
+    """The upper median (an observed value, as the timing loops always reported)."""
+    return sorted(values)[len(values) // 2]
+
+
 def finish(
     name: str,
     out: dict[str, Any],
@@ -119,12 +173,11 @@ def finish(
 ) -> int:
     """Print the markdown, write ``results/<name>.md`` when ``record`` (``--record``; None: on full runs,
     for benchmarks not yet passing it) and the JSON (if asked)."""
-    command = f"python -m benchmarks.{name} " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = markdown(out, command.strip())
+    text = markdown(out, command_line(name, argv).strip())
     print(text)
     if (not quick) if record is None else (record and not quick):
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / f"{name}.md").write_text(text)
     if json_path:
-        Path(json_path).write_text(json.dumps(out, indent=2) + "\n")
+        write_json(json_path, out)
     return 0

@@ -52,7 +52,7 @@ from torchrec.distributed.planner.types import (
 )
 from torchrec.distributed.sharding_plan import get_default_sharders
 
-from benchmarks.common import RESULTS_DIR, machine
+from benchmarks.common import RESULTS_DIR, command_line, machine, write_json
 from c2al_rec.config import Config, field_docs, load_config
 from c2al_rec.data.schema import SCHEMA_FILE, DatasetSchema, load_schema, schema_from_dict
 from c2al_rec.distributed.sharding import SHARDED_TYPES, apply_sparse_optimizer
@@ -735,8 +735,7 @@ def parse_options(argv: Optional[list[str]]) -> Options:
 def main(argv: Optional[list[str]] = None) -> int:
     opts = parse_options(argv)
     out = plan(opts)
-    command = "python -m benchmarks.plan " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = markdown(out, command.strip())
+    text = markdown(out, command_line("plan", argv).strip())
     stem = f"plan_{Path(opts.config).stem}_{opts.world_size}"
     targets = [(Path(opts.md), text) if opts.md else None, (Path(opts.json), out) if opts.json else None]
     if opts.record:
@@ -744,7 +743,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     written = []
     for path, content in filter(None, targets):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2) + "\n")
+        path.write_text(content) if isinstance(content, str) else write_json(path, content)
         written.append(str(path))
     if not written:
         print(text)

@@ -57,7 +57,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.common import RECORD_HELP, RESULTS_DIR, finish, machine, production_model, results_header, tiny_model
+from benchmarks.common import (
+    RECORD_HELP,
+    RESULTS_DIR,
+    finish,
+    machine,
+    production_model,
+    results_header,
+    tiny_model,
+    write_json,
+)
 
 NAME = "scaling"
 ROOT = Path(__file__).resolve().parent.parent
@@ -804,8 +813,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if png is not None:
         plot(out, png)
     if args.record and not args.quick:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (RESULTS_DIR / f"{NAME}.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_json(RESULTS_DIR / f"{NAME}.json", out)
     finish(NAME, out, _markdown, argv, args.quick, args.json, args.record)
     failed = [k for k, p in out["results"]["points"].items() if "error" in p]
     return 1 if failed else 0

@@ -59,12 +59,14 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from benchmarks.common import (
     RESULTS_DIR,
     base_parser,
+    command_line,
     cpu_bf16_isa,
     finish,
     machine,
     model_config,
     production_model,
     results_header,
+    write_json,
 )
 from c2al_rec.config import (
     CheckpointConfig,
@@ -898,15 +900,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _main_mfu_only(opts, args, argv)
     out = run(opts)
     if args.record and not args.quick:  # the committed record: the JSON beside the markdown
-        (RESULTS_DIR / "train_throughput.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_json(RESULTS_DIR / "train_throughput.json", out)
     return finish("train_throughput", out, _markdown, argv, args.quick, args.json, args.record)
 
 
 def _main_mfu_only(opts: Options, args: Any, argv: Optional[list[str]]) -> int:
-    command = "python -m benchmarks.train_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
-    mfu = {**run_mfu_only(opts), "command": command.strip()}
+    mfu = {**run_mfu_only(opts), "command": command_line("train_throughput", argv).strip()}
     if args.json:
-        Path(args.json).write_text(json.dumps(mfu, indent=2) + "\n")
+        write_json(args.json, mfu)
     if not args.record or args.quick:
         print(json.dumps(mfu, indent=2))
         return 0
@@ -915,7 +916,7 @@ def _main_mfu_only(opts: Options, args: Any, argv: Optional[list[str]]) -> int:
     out["results"]["mfu"] = mfu
     out["ratios"]["mfu_fp32"] = mfu["fp32"]["mfu"]
     out["ratios"]["mfu_bf16"] = mfu["bf16"]["mfu"] if "bf16" in mfu else None
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    write_json(path, out)
     md = (RESULTS_DIR / "train_throughput.md").read_text()
     full_command = md.split("Command: `", 1)[1].split("`", 1)[0]
     (RESULTS_DIR / "train_throughput.md").write_text(_markdown(out, full_command) + "\n")
