@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 RESULTS_DIR = Path(__file__).parent / "results"
+COHORT_SPEC = Path(__file__).resolve().parent.parent / "launch" / "cohorts" / "user_value_p5_p95.json"
 RECORD_HELP = "write the results into benchmarks/results/ (the committed record: the only flag that writes there)"
 
 
@@ -73,6 +74,29 @@ def model_config(fields: dict[str, Any]) -> Any:
     from c2al_rec.config import load_config_dict
 
     return load_config_dict({"model": fields}, "benchmark model").model
+
+
+def trainer_config(
+    data: str, batch_size: int, model: dict[str, Any], c2al: bool, sparse_lr: float, dense_lr: float, **train: Any
+) -> Any:
+    """The trainer ``Config`` every trainer benchmark runs: RowWiseAdagrad + Adam, no logging, never resumed;
+    C2AL on uses the p5/p95 user-value cohort spec. ``train``: further ``TrainConfig`` fields."""
+    from c2al_rec.config import CheckpointConfig, CohortsConfig, Config, DataConfig, TrainConfig
+
+    return Config(
+        data=DataConfig(path=data, batch_size=batch_size),
+        model=model_config(model),
+        cohorts=CohortsConfig(enabled=c2al, spec=str(COHORT_SPEC) if c2al else ""),
+        train=TrainConfig(
+            sparse_optimizer="rowwise_adagrad",
+            sparse_lr=sparse_lr,
+            dense_optimizer="adam",
+            dense_lr=dense_lr,
+            log_every=0,
+            **train,
+        ),
+        checkpoint=CheckpointConfig(resume="never"),
+    )
 
 
 def model_overrides(fields: dict[str, Any], prefix: str = "--model.") -> list[str]:

@@ -65,12 +65,12 @@ from benchmarks.common import (
     production_model,
     results_header,
     tiny_model,
+    trainer_config,
     write_json,
 )
 
 NAME = "scaling"
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = ROOT / "launch" / "cohorts" / "user_value_p5_p95.json"
 RESULT_TAG = "SCALING_RESULT "
 MIN_GENERATED_FEATURES = 10  # the synthetic generator's minimum (6 named + 4 cohort-pair extras)
 TRAIN_FRACTION = 0.8  # generator default: 10% valid, 10% test
@@ -257,25 +257,11 @@ def embedding_rows(data_root: str) -> int:
 # ------------------------------------------------------------------------------------------ child side
 def make_config(job: dict, threads: int) -> Any:
     """The trainer config of one point."""
-    from benchmarks.common import model_config
-    from c2al_rec.config import CheckpointConfig, CohortsConfig, Config, DataConfig, TrainConfig
-
     model = dict(job["model"], embedding_dim=job["dim"])
-    return Config(
-        data=DataConfig(path=job["data"], batch_size=job["batch"]),
-        model=model_config(model),
-        cohorts=CohortsConfig(enabled=job["c2al"], spec=str(SPEC) if job["c2al"] else ""),
-        train=TrainConfig(
-            sparse_optimizer="rowwise_adagrad",
-            sparse_lr=job["sparse_lr"],
-            dense_optimizer="adam",
-            dense_lr=job["dense_lr"],
-            log_every=0,
-            eval_batches=2,
-            num_threads=threads,
-        ),
-        checkpoint=CheckpointConfig(resume="never"),
-    )
+    return trainer_config(
+        job["data"], job["batch"], model, job["c2al"], job["sparse_lr"], job["dense_lr"], eval_batches=2,
+        num_threads=threads,
+    )  # fmt: skip
 
 
 def peak_rss_mib() -> float:

@@ -57,6 +57,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from benchmarks.common import (
+    COHORT_SPEC,
     RESULTS_DIR,
     base_parser,
     command_line,
@@ -66,16 +67,13 @@ from benchmarks.common import (
     model_config,
     production_model,
     results_header,
+    trainer_config,
     write_json,
 )
 from c2al_rec.config import (
-    CheckpointConfig,
-    CohortsConfig,
     Config,
-    DataConfig,
     ModelConfig,
     SyntheticConfig,
-    TrainConfig,
     config_to_dict,
     load_config_dict,
 )
@@ -87,7 +85,6 @@ from c2al_rec.modules.model import AUX_HEADS, C2ALModel, DenseArch, OverArch
 from c2al_rec.train.loss import c2al_loss
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC = REPO / "launch" / "cohorts" / "user_value_p5_p95.json"
 NE_TOLERANCE = 0.001
 
 
@@ -187,24 +184,11 @@ def make_config(
     """The trainer config of a case (C2AL on: the p5/p95 user-value spec with aux heads)."""
     model = dict(opts.model, **({"aux_head": list(aux_head)} if aux_head is not None else {}))
     model["aux_projection"] = aux_projection
-    return Config(
-        data=DataConfig(path=str(root), batch_size=opts.batch_size),
-        model=model_config(model),
-        cohorts=CohortsConfig(enabled=c2al, spec=str(SPEC) if c2al else ""),
-        train=TrainConfig(
-            sparse_optimizer="rowwise_adagrad",
-            sparse_lr=opts.sparse_lr,
-            dense_optimizer="adam",
-            dense_lr=opts.dense_lr,
-            log_every=0,
-            eval_batches=opts.eval_batches,
-            bf16=bf16,
-            compile_dense="on" if compiled else "off",
-            metrics_every=metrics_every,
-            num_threads=opts.threads if threads is None else threads,
-        ),
-        checkpoint=CheckpointConfig(resume="never"),
-    )
+    return trainer_config(
+        str(root), opts.batch_size, model, c2al, opts.sparse_lr, opts.dense_lr, eval_batches=opts.eval_batches,
+        bf16=bf16, compile_dense="on" if compiled else "off", metrics_every=metrics_every,
+        num_threads=opts.threads if threads is None else threads,
+    )  # fmt: skip
 
 
 class PlainModel(nn.Module):
@@ -630,7 +614,7 @@ def run(opts: Options) -> dict:
         results["load_average_1min"] = [load_before, os.getloadavg()[0]]
     finally:
         tmp.cleanup()
-    config = {**dataclasses.asdict(opts), "machine": machine(), "spec": _repo_relative(SPEC)}
+    config = {**dataclasses.asdict(opts), "machine": machine(), "spec": _repo_relative(COHORT_SPEC)}
     return {"benchmark": "train_throughput", "config": config, "results": results, "ratios": ratios}
 
 
