@@ -43,6 +43,20 @@ def machine() -> str:
     )
 
 
+def accelerator_machine() -> str:
+    """``machine()`` plus the GPU, torch and triton versions: the line of the benchmarks that also run on a GPU."""
+    import torch
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return f"{machine()}; GPU {gpu}; torch {torch.__version__}; triton {triton_version}"
+
+
 def production_model() -> dict[str, Any]:
     """ModelConfig fields of the production-shaped model the throughput and serving benchmarks share."""
     return dict(

@@ -43,9 +43,9 @@ from torch import nn
 from benchmarks.common import (
     RECORD_HELP,
     RESULTS_DIR,
+    accelerator_machine,
     command_line,
     interleaved_seconds,
-    machine,
     model_config,
     resolve_device,
     sync,
@@ -223,10 +223,6 @@ def time_variants(opts: Options, device: torch.device, batch: int) -> dict[str, 
     return results
 
 
-def _gpu_name() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-
-
 def run(opts: Options) -> dict[str, Any]:
     """Time the four variants on one device; return ``{"benchmark", "device", "config", "results", "ratios"}``."""
     if opts.warmup < 1 or opts.steps < 1:
@@ -244,21 +240,12 @@ def run(opts: Options) -> dict[str, Any]:
     return {
         "benchmark": NAME,
         "device": prefix,
-        "machine": f"{machine()}; GPU {_gpu_name()}; torch {torch.__version__}; triton {_triton_version()}",
+        "machine": accelerator_machine(),
         "config": config,
         "results": results,
         "ratios": ratios,
         "load_average_1min": [load_before, os.getloadavg()[0]],
     }
-
-
-def _triton_version() -> str:
-    try:
-        import triton
-
-        return triton.__version__
-    except ImportError:
-        return "not installed"
 
 
 def merge(previous: Optional[dict[str, Any]], out: dict[str, Any], command: str) -> dict[str, Any]:

@@ -16,15 +16,21 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from benchmarks.common import RECORD_HELP, command_line, interleaved_seconds, median, resolve_device, write_json
+from benchmarks.common import (
+    RECORD_HELP,
+    accelerator_machine,
+    command_line,
+    interleaved_seconds,
+    median,
+    resolve_device,
+    write_json,
+)
 from c2al_rec.ops import fm_interaction, select_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fm_kernel.md"
@@ -158,17 +164,6 @@ def run_case(name: str, shape, dtype: torch.dtype, device: torch.device, opts: F
     return res
 
 
-def _machine() -> str:
-    model = "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return f"CPU {model}, {os.cpu_count()} cores; GPU {gpu}; torch {torch.__version__}; {platform.python_version()}"
-
-
 def _ratios(results: dict) -> dict:
     ratios = {}
     if "cpu" in results:
@@ -193,13 +188,13 @@ def _cases(opts: FMKernelOptions) -> dict:
     """One measurement of this run's device: {"cpu", "cpu_t<N>"...} or {"gpu"}."""
     if resolve_device(opts.device) == "cuda":
         res = run_case("gpu", opts.gpu_shape, torch.bfloat16, torch.device("cuda"), opts)
-        return {"gpu": {**res, "threads": torch.get_num_threads(), "machine": _machine()}}
+        return {"gpu": {**res, "threads": torch.get_num_threads(), "machine": accelerator_machine()}}
     results = {}
     for i, threads in enumerate(opts.cpu_threads):
         torch.set_num_threads(threads)
         res = run_case(f"cpu t{threads}", opts.cpu_shape, torch.float32, torch.device("cpu"), opts)
         last = i == len(opts.cpu_threads) - 1
-        results["cpu" if last else f"cpu_t{threads}"] = {**res, "threads": threads, "machine": _machine()}
+        results["cpu" if last else f"cpu_t{threads}"] = {**res, "threads": threads, "machine": accelerator_machine()}
     torch.set_num_threads(opts.threads)
     return results
 
