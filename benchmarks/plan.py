@@ -31,7 +31,7 @@ import math
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -319,7 +319,7 @@ def plan(opts: Options) -> dict[str, Any]:
         "torchrec": _version("torchrec"),
         "plan_seconds": plan_seconds,
         "tables": tables,
-        "sharding_type_counts": dict(_count(t["sharding_type"] for t in tables)),
+        "sharding_type_counts": dict(Counter(t["sharding_type"] for t in tables)),
         "ranks": ranks,
         "memory": {
             "hbm_cap_bytes": int(opts.hbm_gb * GB),
@@ -357,13 +357,6 @@ def _version(name: str) -> str:
     from importlib.metadata import version
 
     return version(name)
-
-
-def _count(items: Any) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for item in items:
-        out[item] += 1
-    return out
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -591,7 +584,7 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "| --- | ---: | ---: | --- | --- | --- | --- | --- | ---: | ---: |",
     ]
     for t in out["tables"]:
-        sizes = _count(f"{s['size'][0]:,}x{s['size'][1]}" for s in t["shards"])
+        sizes = Counter(f"{s['size'][0]:,}x{s['size'][1]}" for s in t["shards"])
         shard_text = ", ".join(f"{n} x [{k}]" if n > 1 else f"[{k}]" for k, n in sizes.items())
         lines.append(
             f"| {t['table']} | {t['rows']:,} | {t['dim']} | {'yes' if t['multi_hot'] else ''} | "
