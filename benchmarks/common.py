@@ -8,10 +8,12 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 RESULTS_DIR = Path(__file__).parent / "results"
+COHORT_SPEC = Path(__file__).resolve().parent.parent / "launch" / "cohorts" / "user_value_p5_p95.json"
 RECORD_HELP = "write the results into benchmarks/results/ (the committed record: the only flag that writes there)"
 
 
@@ -39,6 +41,20 @@ def machine() -> str:
         f"{model} (bf16 ISA: {cpu_bf16_isa()}), {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}"
     )
+
+
+def accelerator_machine() -> str:
+    """``machine()`` plus the GPU, torch and triton versions: the line of the benchmarks that also run on a GPU."""
+    import torch
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return f"{machine()}; GPU {gpu}; torch {torch.__version__}; triton {triton_version}"
 
 
 def production_model() -> dict[str, Any]:
@@ -72,6 +88,29 @@ def model_config(fields: dict[str, Any]) -> Any:
     from c2al_rec.config import load_config_dict
 
     return load_config_dict({"model": fields}, "benchmark model").model
+
+
+def trainer_config(
+    data: str, batch_size: int, model: dict[str, Any], c2al: bool, sparse_lr: float, dense_lr: float, **train: Any
+) -> Any:
+    """The trainer ``Config`` every trainer benchmark runs: RowWiseAdagrad + Adam, no logging, never resumed;
+    C2AL on uses the p5/p95 user-value cohort spec. ``train``: further ``TrainConfig`` fields."""
+    from c2al_rec.config import CheckpointConfig, CohortsConfig, Config, DataConfig, TrainConfig
+
+    return Config(
+        data=DataConfig(path=data, batch_size=batch_size),
+        model=model_config(model),
+        cohorts=CohortsConfig(enabled=c2al, spec=str(COHORT_SPEC) if c2al else ""),
+        train=TrainConfig(
+            sparse_optimizer="rowwise_adagrad",
+            sparse_lr=sparse_lr,
+            dense_optimizer="adam",
+            dense_lr=dense_lr,
+            log_every=0,
+            **train,
+        ),
+        checkpoint=CheckpointConfig(resume="never"),
+    )
 
 
 def model_overrides(fields: dict[str, Any], prefix: str = "--model.") -> list[str]:
@@ -108,6 +147,59 @@ def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)") -
     return parser
 
 
+def command_line(name: str, argv: Optional[list[str]]) -> str:
+    """The exact command of this run, as recorded next to its numbers."""
+    return f"python -m benchmarks.{name} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    """``obj`` as indented JSON (the form of every committed results file)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def resolve_device(name: str) -> str:
+    """``--device``: auto (cuda when present, else cpu), cpu or cuda."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device: expected auto, cpu or cuda, got {name!r}")
+    return name
+
+
+def sync(device: Any) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so a timer measures the work itself."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved_seconds(
+    fns: dict[str, Callable[[], object]], rounds: int, device: Any = "cpu", rotate: bool = False
+) -> dict[str, list[float]]:
+    """Seconds per call of each function over ``rounds`` rounds of one call each, in turn, so that load
+    from other processes on a shared machine hits all alike (``rotate``: the order shifts every round, so
+    no function always runs right after the same other one)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for i in range(rounds):
+        for name in names[i % len(names) :] + names[: i % len(names)] if rotate else names:
+            sync(device)
+            t0 = time.perf_counter()
+            fns[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(values: list[float]) -> float:
+    """The upper median (an observed value, as the timing loops always reported)."""
+    return sorted(values)[len(values) // 2]
+
+
 def finish(
     name: str,
     out: dict[str, Any],
@@ -119,12 +211,11 @@ def finish(
 ) -> int:
     """Print the markdown, write ``results/<name>.md`` when ``record`` (``--record``; None: on full runs,
     for benchmarks not yet passing it) and the JSON (if asked)."""
-    command = f"python -m benchmarks.{name} " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = markdown(out, command.strip())
+    text = markdown(out, command_line(name, argv).strip())
     print(text)
     if (not quick) if record is None else (record and not quick):
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / f"{name}.md").write_text(text)
     if json_path:
-        Path(json_path).write_text(json.dumps(out, indent=2) + "\n")
+        write_json(json_path, out)
     return 0

@@ -32,17 +32,25 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import RECORD_HELP, RESULTS_DIR, machine, model_config
+from benchmarks.common import (
+    RECORD_HELP,
+    RESULTS_DIR,
+    accelerator_machine,
+    command_line,
+    interleaved_seconds,
+    model_config,
+    resolve_device,
+    sync,
+    write_json,
+)
 from c2al_rec.config import ModelConfig
 from c2al_rec.modules.dhen import DHEN
 from c2al_rec.modules.interactions import FMInteraction
@@ -112,19 +120,6 @@ class Options:
     """torch.compile backend of the compiled variants (tests use aot_eager: no C++ compile)."""
     quick: bool = False
     """Smoke run: n=16 and ``quick_model()``, B=64, 1 warm-up and 2 timed steps, no results file."""
-
-
-def _device(opts: Options) -> torch.device:
-    if opts.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if opts.device not in ("cpu", "cuda"):
-        raise ValueError(f"--device: expected auto, cpu or cuda, got {opts.device!r}")
-    return torch.device(opts.device)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 class OverArchStep(nn.Module):
@@ -203,16 +198,14 @@ def time_variants(opts: Options, device: torch.device, batch: int) -> dict[str, 
         first[v] = float(steps[v]())
         for _ in range(opts.warmup - 1):
             steps[v]()
-        _sync(device)
+        sync(device)
         warm[v] = time.perf_counter() - t0
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     last = {}
-    for _ in range(opts.steps):
-        for v in VARIANTS:
-            t = time.perf_counter()
-            last[v] = steps[v]()
-            _sync(device)
-            times[v].append(time.perf_counter() - t)
+
+    def stepper(v: str) -> Callable[[], None]:
+        return lambda: last.__setitem__(v, steps[v]())
+
+    times = interleaved_seconds({v: stepper(v) for v in VARIANTS}, opts.steps, device)
     results = {}
     for v in VARIANTS:
         med = statistics.median(times[v])
@@ -230,15 +223,11 @@ def time_variants(opts: Options, device: torch.device, batch: int) -> dict[str, 
     return results
 
 
-def _gpu_name() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-
-
 def run(opts: Options) -> dict[str, Any]:
     """Time the four variants on one device; return ``{"benchmark", "device", "config", "results", "ratios"}``."""
     if opts.warmup < 1 or opts.steps < 1:
         raise ValueError("--warmup and --steps must be at least 1")
-    device = _device(opts)
+    device = torch.device(resolve_device(opts.device))
     torch.set_num_threads(opts.threads)
     batch = _batch(opts, device)
     load_before = os.getloadavg()[0]
@@ -251,21 +240,12 @@ def run(opts: Options) -> dict[str, Any]:
     return {
         "benchmark": NAME,
         "device": prefix,
-        "machine": f"{machine()}; GPU {_gpu_name()}; torch {torch.__version__}; triton {_triton_version()}",
+        "machine": accelerator_machine(),
         "config": config,
         "results": results,
         "ratios": ratios,
         "load_average_1min": [load_before, os.getloadavg()[0]],
     }
-
-
-def _triton_version() -> str:
-    try:
-        import triton
-
-        return triton.__version__
-    except ImportError:
-        return "not installed"
 
 
 def merge(previous: Optional[dict[str, Any]], out: dict[str, Any], command: str) -> dict[str, Any]:
@@ -369,15 +349,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         quick=args.quick,
     )
     out = run(opts)
-    command = f"python -m benchmarks.{NAME} " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(NAME, argv)
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        write_json(args.json, out)
     if args.record and not opts.quick:
         path = RESULTS_DIR / f"{NAME}.json"
         previous = json.loads(path.read_text()) if path.exists() else None
         merged = merge(previous, out, command.strip())
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(merged, indent=2) + "\n")
+        write_json(path, merged)
         (RESULTS_DIR / f"{NAME}.md").write_text(_markdown(merged))
         print(_markdown(merged))
     elif not opts.quick:

@@ -16,17 +16,21 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from benchmarks.common import RECORD_HELP
+from benchmarks.common import (
+    RECORD_HELP,
+    accelerator_machine,
+    command_line,
+    interleaved_seconds,
+    median,
+    resolve_device,
+    write_json,
+)
 from c2al_rec.ops import fm_interaction, select_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fm_kernel.md"
@@ -58,24 +62,11 @@ class FMKernelOptions:
     """Device measured: cuda when present, else cpu (or name one)."""
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _time(fn: Callable[[], object], device: torch.device, opts: FMKernelOptions) -> float:
     """Median seconds of ``fn`` over ``opts.repeats`` runs."""
     for _ in range(opts.warmup):
         fn()
-    _sync(device)
-    times = []
-    for _ in range(opts.repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+    return median(interleaved_seconds({"fn": fn}, opts.repeats, device)["fn"])
 
 
 def _time_pair(fa: Callable[[], object], fb: Callable[[], object], device, opts) -> tuple[float, float]:
@@ -84,17 +75,8 @@ def _time_pair(fa: Callable[[], object], fb: Callable[[], object], device, opts)
     for _ in range(opts.warmup):
         fa()
         fb()
-    ta, tb = [], []
-    for _ in range(opts.repeats):
-        for fn, acc in ((fa, ta), (fb, tb)):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            acc.append(time.perf_counter() - t0)
-    ta.sort()
-    tb.sort()
-    return ta[len(ta) // 2], tb[len(tb) // 2]
+    times = interleaved_seconds({"a": fa, "b": fb}, opts.repeats, device)
+    return median(times["a"]), median(times["b"])
 
 
 def eager(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -182,17 +164,6 @@ def run_case(name: str, shape, dtype: torch.dtype, device: torch.device, opts: F
     return res
 
 
-def _machine() -> str:
-    model = "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return f"CPU {model}, {os.cpu_count()} cores; GPU {gpu}; torch {torch.__version__}; {platform.python_version()}"
-
-
 def _ratios(results: dict) -> dict:
     ratios = {}
     if "cpu" in results:
@@ -213,25 +184,17 @@ def _ratios(results: dict) -> dict:
     return ratios
 
 
-def _device(opts: FMKernelOptions) -> str:
-    if opts.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if opts.device not in ("cpu", "cuda"):
-        raise ValueError(f"--device: expected auto, cpu or cuda, got {opts.device!r}")
-    return opts.device
-
-
 def _cases(opts: FMKernelOptions) -> dict:
     """One measurement of this run's device: {"cpu", "cpu_t<N>"...} or {"gpu"}."""
-    if _device(opts) == "cuda":
+    if resolve_device(opts.device) == "cuda":
         res = run_case("gpu", opts.gpu_shape, torch.bfloat16, torch.device("cuda"), opts)
-        return {"gpu": {**res, "threads": torch.get_num_threads(), "machine": _machine()}}
+        return {"gpu": {**res, "threads": torch.get_num_threads(), "machine": accelerator_machine()}}
     results = {}
     for i, threads in enumerate(opts.cpu_threads):
         torch.set_num_threads(threads)
         res = run_case(f"cpu t{threads}", opts.cpu_shape, torch.float32, torch.device("cpu"), opts)
         last = i == len(opts.cpu_threads) - 1
-        results["cpu" if last else f"cpu_t{threads}"] = {**res, "threads": threads, "machine": _machine()}
+        results["cpu" if last else f"cpu_t{threads}"] = {**res, "threads": threads, "machine": accelerator_machine()}
     torch.set_num_threads(opts.threads)
     return results
 
@@ -248,7 +211,7 @@ def run(opts: FMKernelOptions) -> dict:
     key = "gpu_fwdbwd_speedup" if "gpu_fwdbwd_speedup" in ratios else "cpu_fwdbwd_speedup"
     results = sorted(runs, key=lambda rr: rr[1][key])[len(runs) // 2][0]
     print("ratios (median of runs) " + json.dumps({k: round(v, 3) for k, v in ratios.items()}))
-    prefix = "gpu" if _device(opts) == "cuda" else "cpu"
+    prefix = "gpu" if resolve_device(opts.device) == "cuda" else "cpu"
     out = {"benchmark": "fm_kernel", "config": dataclasses.asdict(opts), "results": results, "ratios": ratios}
     out["results"][f"{prefix}_ratios_per_run"] = per_run
     out["results"][f"{prefix}_load_average_1min"] = [load_before, os.getloadavg()[0]]
@@ -363,12 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     out = run(opts)
     results_json = RESULTS.with_suffix(".json")
     if args.json and Path(args.json).resolve() != results_json.resolve():
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
     if args.record and not opts.quick:
-        command = "python -m benchmarks.fm_kernel " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = command_line("fm_kernel", argv)
         previous = json.loads(results_json.read_text()) if results_json.exists() else None
         merged = merge(previous, out, command.strip())
-        results_json.write_text(json.dumps(merged, indent=2) + "\n")
+        write_json(results_json, merged)
         write_markdown(merged)
     return 0
 

@@ -31,7 +31,7 @@ import math
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -52,7 +52,7 @@ from torchrec.distributed.planner.types import (
 )
 from torchrec.distributed.sharding_plan import get_default_sharders
 
-from benchmarks.common import RESULTS_DIR, machine
+from benchmarks.common import RESULTS_DIR, command_line, machine, write_json
 from c2al_rec.config import Config, field_docs, load_config
 from c2al_rec.data.schema import SCHEMA_FILE, DatasetSchema, load_schema, schema_from_dict
 from c2al_rec.distributed.sharding import SHARDED_TYPES, apply_sparse_optimizer
@@ -319,7 +319,7 @@ def plan(opts: Options) -> dict[str, Any]:
         "torchrec": _version("torchrec"),
         "plan_seconds": plan_seconds,
         "tables": tables,
-        "sharding_type_counts": dict(_count(t["sharding_type"] for t in tables)),
+        "sharding_type_counts": dict(Counter(t["sharding_type"] for t in tables)),
         "ranks": ranks,
         "memory": {
             "hbm_cap_bytes": int(opts.hbm_gb * GB),
@@ -357,13 +357,6 @@ def _version(name: str) -> str:
     from importlib.metadata import version
 
     return version(name)
-
-
-def _count(items: Any) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for item in items:
-        out[item] += 1
-    return out
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -591,7 +584,7 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "| --- | ---: | ---: | --- | --- | --- | --- | --- | ---: | ---: |",
     ]
     for t in out["tables"]:
-        sizes = _count(f"{s['size'][0]:,}x{s['size'][1]}" for s in t["shards"])
+        sizes = Counter(f"{s['size'][0]:,}x{s['size'][1]}" for s in t["shards"])
         shard_text = ", ".join(f"{n} x [{k}]" if n > 1 else f"[{k}]" for k, n in sizes.items())
         lines.append(
             f"| {t['table']} | {t['rows']:,} | {t['dim']} | {'yes' if t['multi_hot'] else ''} | "
@@ -735,8 +728,7 @@ def parse_options(argv: Optional[list[str]]) -> Options:
 def main(argv: Optional[list[str]] = None) -> int:
     opts = parse_options(argv)
     out = plan(opts)
-    command = "python -m benchmarks.plan " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = markdown(out, command.strip())
+    text = markdown(out, command_line("plan", argv).strip())
     stem = f"plan_{Path(opts.config).stem}_{opts.world_size}"
     targets = [(Path(opts.md), text) if opts.md else None, (Path(opts.json), out) if opts.json else None]
     if opts.record:
@@ -744,7 +736,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     written = []
     for path, content in filter(None, targets):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2) + "\n")
+        path.write_text(content) if isinstance(content, str) else write_json(path, content)
         written.append(str(path))
     if not written:
         print(text)

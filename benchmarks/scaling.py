@@ -29,8 +29,9 @@ before the build (2 processes: the sum over ranks; the process's earlier peak is
 Threads are fixed (``--threads``, default 1, stable on a shared machine).
 
 With ``--record`` writes ``benchmarks/results/scaling.{md,json,png}``: a table per axis and one line per curve saying
-where it bends (log-log slopes between points; a bend is a change of slope by >= ``bend``) and a
-reason chosen from the measured numbers; JSON ``{"benchmark", "config", "results", "ratios"}`` with
+where it bends (log-log slopes between points; a bend is a change of slope by >= ``bend``) and what a
+straight-line fit of the measured numbers attributes the cost to (fixed vs per unit of the axis; for
+memory, the embedding state's share); JSON ``{"benchmark", "config", "results", "ratios"}`` with
 ratios ``<axis>_samples_per_s_last_vs_first`` / ``<axis>_peak_rss_last_vs_first`` (cost growth from
 the smallest to the largest value of each axis) and ``export_seconds_last_vs_first`` /
 ``export_artifact_bytes_last_vs_first``. ``--quick`` runs tiny sizes, 2 points per axis, and writes no
@@ -56,11 +57,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.common import RECORD_HELP, RESULTS_DIR, finish, machine, production_model, results_header, tiny_model
+from benchmarks.common import (
+    RECORD_HELP,
+    RESULTS_DIR,
+    finish,
+    machine,
+    production_model,
+    results_header,
+    tiny_model,
+    trainer_config,
+    write_json,
+)
 
 NAME = "scaling"
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = ROOT / "launch" / "cohorts" / "user_value_p5_p95.json"
 RESULT_TAG = "SCALING_RESULT "
 MIN_GENERATED_FEATURES = 10  # the synthetic generator's minimum (6 named + 4 cohort-pair extras)
 TRAIN_FRACTION = 0.8  # generator default: 10% valid, 10% test
@@ -73,6 +83,7 @@ AXIS_LABEL = {
     "table_rows": "largest table rows",
 }
 MIB = 2**20
+NOUN = {"features": "F", "dim": "d", "batch": "B", "procs": "P", "table_rows": "rows"}
 
 
 @dataclass
@@ -246,25 +257,11 @@ def embedding_rows(data_root: str) -> int:
 # ------------------------------------------------------------------------------------------ child side
 def make_config(job: dict, threads: int) -> Any:
     """The trainer config of one point."""
-    from benchmarks.common import model_config
-    from c2al_rec.config import CheckpointConfig, CohortsConfig, Config, DataConfig, TrainConfig
-
     model = dict(job["model"], embedding_dim=job["dim"])
-    return Config(
-        data=DataConfig(path=job["data"], batch_size=job["batch"]),
-        model=model_config(model),
-        cohorts=CohortsConfig(enabled=job["c2al"], spec=str(SPEC) if job["c2al"] else ""),
-        train=TrainConfig(
-            sparse_optimizer="rowwise_adagrad",
-            sparse_lr=job["sparse_lr"],
-            dense_optimizer="adam",
-            dense_lr=job["dense_lr"],
-            log_every=0,
-            eval_batches=2,
-            num_threads=threads,
-        ),
-        checkpoint=CheckpointConfig(resume="never"),
-    )
+    return trainer_config(
+        job["data"], job["batch"], model, job["c2al"], job["sparse_lr"], job["dense_lr"], eval_batches=2,
+        num_threads=threads,
+    )  # fmt: skip
 
 
 def peak_rss_mib() -> float:
@@ -350,23 +347,11 @@ def _rank_worker(cfg_dict: dict, run_dir: str, warmup: int, steps: int) -> dict[
 
 def _launch(cfg: Any, run_dir: Path, nproc: int, warmup: int, steps: int) -> dict[str, Any]:
     """A point with ``nproc`` local processes started by elastic_launch (as train_throughput's launched_rate)."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     from c2al_rec.config import config_to_dict
-    from c2al_rec.distributed.backend import free_port
+    from c2al_rec.distributed.launch import launch_local
 
-    launch_cfg = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=f"scaling-{os.getpid()}-{nproc}",
-        rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{free_port()}",
-        max_restarts=0,
-        monitor_interval=1,
-        start_method="spawn",
-    )
-    ranks = elastic_launch(launch_cfg, _rank_worker)(config_to_dict(cfg), str(run_dir), warmup, steps)
+    args = (config_to_dict(cfg), str(run_dir), warmup, steps)
+    ranks = launch_local(_rank_worker, args, nproc, f"scaling-{os.getpid()}-{nproc}")
     out = dict(ranks[0])
     out["rank_peak_rss_mib"] = [ranks[r]["peak_rss_mib"] for r in sorted(ranks)]
     out["peak_rss_mib"] = sum(out["rank_peak_rss_mib"])  # peaks of all ranks: the job's memory
@@ -565,141 +550,74 @@ def _shape(slope: float, noun: str, change: float = 1.0) -> str:
     return f"{'grows' if slope > 0 else 'falls'} ~ {noun}^{slope:+.2f}"
 
 
-# per axis: why the cost per sample would be flat or grow (cost per sample ~ x^-slope of samples/s)
-WHY_FLAT = {
-    "features": "the per-feature work (one lookup, one token of the first DHEN layer) is small next to the fixed "
-    "per-sample work (dense arch, the later DHEN layers on a fixed token count, heads, data loading)",
-    "dim": "the d-dependent work is small next to work that does not depend on d (data loading, the FM MLPs' "
-    "fixed hidden widths, per-step overheads)",
-    "table_rows": "a step touches only its batch's rows (the lookups and the fused RowWiseAdagrad update are "
-    "sparse), so the table's size costs no compute",
-}
-WHY_GROWS = {
-    "features": "each feature adds an embedding lookup and a token to the first DHEN layer (n = features + 1 "
-    "tokens: the FM's n x d x k products and its n*k-wide MLP input, the linear layer's n -> n_out map)",
-    "dim": "the pooled embeddings (B x n x d), the FM's n x d x k products, its n_out*d-wide output and the "
-    "heads' input all grow with d",
-}
-CACHED_MIB = 16.0  # tables up to about this size stay largely in the CPU caches
+def _shape_text(axis: str, xs: list[float], ys: list[float], threshold: float) -> str:
+    """'<shape> from lo to hi, no bend' or '<shape> up to X, then <shape> to hi: bends at X', and the ratio."""
+    bend = find_bend(xs, ys, threshold)
+    lo, hi = _fmt_x(axis, xs[0]), _fmt_x(axis, xs[-1])
+    overall = f"(x{ys[-1] / ys[0]:.2f} overall)"
+    if bend["bend_x"] is None:
+        return f"{_shape(bend['before'], NOUN[axis], ys[-1] / ys[0])} from {lo} to {hi}, no bend {overall}"
+    k, bx = xs.index(bend["bend_x"]), _fmt_x(axis, bend["bend_x"])
+    before, after = _shape(bend["before"], NOUN[axis], ys[k] / ys[0]), _shape(bend["after"], NOUN[axis], ys[-1] / ys[k])
+    return f"{before} up to {bx}, then {after} to {hi}: bends at {bx} {overall}"
 
 
-def _why_throughput(axis: str, slope: float, table_mib: float, change: float = 1.0) -> str:
-    """A reason for a samples/s log-log slope of ``slope`` along ``axis`` (``change``: last / first samples/s)."""
-    cost = -slope  # cost per sample ~ x^cost
-    if axis == "table_rows" and abs(cost) < 0.1 and change < 0.85:
-        cost = 0.1  # a shallow slope over decades of rows, but a real drop overall
-    if axis == "batch":
-        if slope >= 0.1:
-            return (
-                "per-step fixed costs (Python and pipeline overhead, the dense optimizer step over all dense "
-                "parameters, small GEMMs that underuse the core) are spread over more samples"
-            )
-        if slope <= -0.1:
-            return (
-                "the work per sample grows with the batch, likely activations outgrowing the CPU caches (peak "
-                "memory grows with the batch); or the machine's load changed (re-run to check)"
-            )
-        return "per-step fixed costs are already amortized and the work per sample is constant"
-    if abs(cost) < 0.1:
-        return WHY_FLAT[axis]
-    if cost < 0:
-        return (
-            f"throughput rises with {AXIS_LABEL[axis]}: fixed costs or GEMM efficiency would have to outweigh the "
-            "added work, more likely noise from the shared machine (re-run to check)"
-        )
-    if axis == "table_rows":
-        if table_mib <= CACHED_MIB:
-            return (
-                f"tables of <= {table_mib:,.1f} MiB stay largely cached, so this drop is more likely noise than "
-                "memory traffic (re-run to check)"
-            )
-        return (
-            f"lookups and the fused optimizer's row updates land in tables of up to {table_mib:,.0f} MiB: more "
-            "cache and TLB misses per row, while the work per sample stays the same"
-        )
-    reason = WHY_GROWS[axis]
-    if cost < 0.85:
-        return f"cost per sample grows less than proportionally: {reason}, on top of per-sample work that does not"
-    if cost <= 1.15:
-        return f"cost per sample about proportional: {reason}"
-    return f"cost per sample grows more than proportionally: {reason}, and bigger working sets fall out of the caches"
+def _fixed_and_rate(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``y = fixed + rate * x`` over the measured points (the part of y that x does not move)."""
+    rate, fixed = statistics.linear_regression(xs, ys) if len(set(xs)) > 1 else (0.0, ys[0])
+    return fixed, rate
 
 
-def _why_memory(axis: str, xs: list[float], ys: list[float], emb: list[float]) -> str:
-    """How much of the peak-memory growth the embedding state explains."""
-    d_mem = ys[-1] - ys[0]
-    d_emb = (emb[-1] - emb[0]) / MIB
-    if abs(d_mem) < 0.05 * ys[0]:
+def _why_samples(axis: str, xs: list[float], ys: list[float], emb_mib: list[float]) -> str:
+    """The cost per sample split by a straight-line fit into a part the axis moves and a part it does not."""
+    lo, hi = _fmt_x(axis, xs[0]), _fmt_x(axis, xs[-1])
+    if axis == "batch":  # a step = fixed + per sample x B
+        step_ms = [1e3 * x / y for x, y in zip(xs, ys)]
+        fixed, per = _fixed_and_rate(xs, step_ms)
+        if fixed <= 0:
+            return f"a step is {1e3 * per:.1f} us per sample with no fixed per-step part to spread over more samples"
+        share = [100 * fixed / t for t in step_ms]
         return (
-            f"the ~{ys[0]:,.0f} MiB floor (Python, torch + torchrec, the data reader's window, the dense model) "
-            f"dominates; the embedding state changes by {d_emb:+,.1f} MiB"
+            f"a step is {fixed:.1f} ms fixed + {1e3 * per:.1f} us per sample (least squares): the fixed part, "
+            f"{share[0]:.0f}% of a step at {lo} and {share[-1]:.0f}% at {hi}, is spread over more samples"
         )
-    if axis == "batch":
-        per_k = d_mem / ((xs[-1] - xs[0]) / 1000)
-        return (
-            f"activations, their gradients and the batch buffers grow with the batch: {per_k:+,.1f} MiB per 1,000 "
-            "samples (the embedding state does not change)"
-        )
-    share = d_emb / d_mem if d_mem else 0.0
-    if d_emb > 0 and share >= 0.6:
-        return (
-            f"the embedding tables + RowWiseAdagrad state (rows x (d + 1) x 4 B) grow by {d_emb:+,.0f} MiB of the "
-            f"{d_mem:+,.0f} MiB: the tables dominate"
-        )
+    unit = {"features": "feature", "dim": "unit of d", "table_rows": "MiB of embedding state"}[axis]
+    at = emb_mib if axis == "table_rows" else xs  # rows cost through their bytes
+    cost_us = [1e6 / y for y in ys]
+    fixed, per = _fixed_and_rate(at, cost_us)
     return (
-        f"the embedding tables + optimizer state explain {d_emb:+,.0f} MiB of the {d_mem:+,.0f} MiB; the rest is "
-        "activations, the dense model's parameters and Adam state, and allocator slack"
+        f"cost per sample {cost_us[0]:,.0f} -> {cost_us[-1]:,.0f} us, fitted as {fixed:,.0f} us fixed + {per:,.3g} us "
+        f"per {unit} ({per * at[0]:,.0f} us at {lo}, {per * at[-1]:,.0f} us at {hi})"
     )
 
 
-def _shape_text(axis: str, xs: list[float], ys: list[float], threshold: float) -> tuple[str, dict]:
-    """'<shape> from lo to hi, no bend' or '<shape> up to X, then <shape> to hi: bends at X', and the bend."""
-    noun = {"features": "F", "dim": "d", "batch": "B", "procs": "P", "table_rows": "rows"}[axis]
-    bend = find_bend(xs, ys, threshold)
-    lo, hi = _fmt_x(axis, xs[0]), _fmt_x(axis, xs[-1])
-    if bend["bend_x"] is None:
-        return f"{_shape(bend['before'], noun, ys[-1] / ys[0])} from {lo} to {hi}, no bend", bend
-    k = xs.index(bend["bend_x"])
-    bx = _fmt_x(axis, bend["bend_x"])
-    before, after = _shape(bend["before"], noun, ys[k] / ys[0]), _shape(bend["after"], noun, ys[-1] / ys[k])
-    return f"{before} up to {bx}, then {after} to {hi}: bends at {bx}", bend
+def _why_memory(axis: str, xs: list[float], ys: list[float], emb_mib: list[float]) -> str:
+    """How much of the peak-memory change the embedding state (rows x (d + 1) x 4 B) accounts for."""
+    d_mem, d_emb = ys[-1] - ys[0], emb_mib[-1] - emb_mib[0]
+    per = f" ({d_mem / ((xs[-1] - xs[0]) / 1000):+,.1f} MiB per 1,000 samples)" if axis == "batch" else ""
+    return (
+        f"{d_mem:+,.0f} MiB from {_fmt_x(axis, xs[0])} to {_fmt_x(axis, xs[-1])}{per}: {d_emb:+,.0f} MiB of it "
+        f"embedding tables + RowWiseAdagrad state, {d_mem - d_emb:+,.0f} MiB activations, dense parameters + "
+        f"Adam state and allocator slack, over a {ys[0]:,.0f} MiB start"
+    )
 
 
 def describe(axis: str, metric: str, xs: list[float], ys: list[float], threshold: float, emb: list[float]) -> str:
-    """One line: where the curve bends (or that it does not) and why, from the measured numbers."""
+    """One line from the measured numbers: the curve's shape and bend, and what the fitted numbers attribute it to."""
     what = {"samples_per_s": "samples/s", "peak_rss_mib": "peak memory"}[metric]
     if len(xs) < 2:
         return f"{what} vs {AXIS_LABEL[axis]}: fewer than 2 points measured"
+    emb_mib = [e / MIB for e in emb]
     if axis == "procs":
-        r = ys[-1] / ys[0]
+        r, p = ys[-1] / ys[0], xs[-1] / xs[0]
+        line = f"{what} at {xs[-1]:.0f} processes vs {xs[0]:.0f}: x{r:.2f}"
         if metric == "samples_per_s":
-            if r >= 1.7:
-                why = "the extra process adds close to its share of compute"
-            else:
-                why = (
-                    "each step also exchanges pooled embeddings (all-to-all) and all-reduces the dense gradients "
-                    "over gloo, which the CPU pipeline cannot overlap with compute"
-                    + (", and here that costs more than the extra process brings" if r < 1 else "")
-                )
-        else:
-            why = (
-                "every process holds its own runtime, data reader, dense model replica with Adam state and "
-                "activations; only the embedding tables are split between them"
+            return (
+                f"{line}, {100 * (r - 1) / (p - 1):.0f}% of what each added process would bring if it scaled linearly"
             )
-        return f"{what} at {xs[-1]:.0f} processes vs {xs[0]:.0f}: x{r:.2f}; {why}"
-    shape, bend = _shape_text(axis, xs, ys, threshold)
-    overall = f"(x{ys[-1] / ys[0]:.2f} overall)"
-    if metric == "peak_rss_mib":
-        return f"{what} vs {AXIS_LABEL[axis]}: {shape} {overall}; {_why_memory(axis, xs, ys, emb)}"
-    table_mib = max(emb) / MIB if emb else 0.0
-    if bend["bend_x"] is None:
-        why = _why_throughput(axis, bend["before"], table_mib, ys[-1] / ys[0])
-    else:
-        k = xs.index(bend["bend_x"])
-        before = _why_throughput(axis, bend["before"], (emb[k] / MIB) if emb else 0.0)
-        after = _why_throughput(axis, bend["after"], table_mib)
-        why = f"up to the bend {before}; past it {after}" if before != after else before
-    return f"{what} vs {AXIS_LABEL[axis]}: {shape} {overall}; {why}"
+        return f"{line}, x{r / p:.2f} per process; {_why_memory(axis, xs, ys, emb_mib)}"
+    why = _why_samples if metric == "samples_per_s" else _why_memory
+    return f"{what} vs {AXIS_LABEL[axis]}: {_shape_text(axis, xs, ys, threshold)}; {why(axis, xs, ys, emb_mib)}"
 
 
 def describe_export(
@@ -708,31 +626,19 @@ def describe_export(
     """Lines for export seconds and artifact size against table rows (``tables``: fp32 table bytes)."""
     if len(xs) < 2:
         return ["export vs largest table rows: fewer than 2 points measured"]
-    shape, bend = _shape_text("table_rows", xs, secs, threshold)
-    tail = bend["after"] if bend["bend_x"] is not None else bend["before"]
-    if tail < 0.3:
-        why = "fixed work (fx-trace and script of the dense model, the parity gate scoring its rows) dominates"
-    else:
-        why = "loading the checkpoint, copying the model and serializing and writing the tables grow with their size"
-    if bend["bend_x"] is not None and bend["before"] < 0.3 <= tail:
-        why = f"below the bend fixed work (tracing, scripting, the parity gate) dominates; past it {why}"
-    elif tail >= 0.3 and tables[-1] / MIB < CACHED_MIB:
-        why = (
-            f"the tables are at most {tables[-1] / MIB:,.1f} MiB, too small for their loading and writing to "
-            "matter: more likely noise around the fixed work (tracing, scripting, the parity gate)"
-        )
-    lines = [f"export seconds vs largest table rows: {shape} (x{secs[-1] / secs[0]:.2f} overall); {why}"]
-    shape, _ = _shape_text("table_rows", xs, size, threshold)
-    hi, lo = _fmt_x("table_rows", xs[-1]), _fmt_x("table_rows", xs[0])
-    share = [t / s for t, s in zip(tables, size)]  # fraction of the artifact that is fp32 table bytes
-    if share[-1] >= 0.5:
-        why = f"the fp32 tables are the artifact: {100 * min(share[-1], 1):.0f}% of its bytes at {hi}"
-    else:
-        why = f"at {hi} the fp32 tables are only {100 * share[-1]:.0f}% of the artifact: the dense model and code lead"
-    if share[0] < 0.5 <= share[-1]:
-        why += f" (at {lo} {100 * share[0]:.0f}%: the dense model and TorchScript code are the fixed part)"
-    lines.append(f"artifact size vs largest table rows: {shape} (x{size[-1] / size[0]:.2f} overall); {why}")
-    return lines
+    mib = [t / MIB for t in tables]
+    fixed, per = _fixed_and_rate(mib, secs)
+    lo, hi = _fmt_x("table_rows", xs[0]), _fmt_x("table_rows", xs[-1])
+    share = [100 * t / s for t, s in zip(tables, size)]
+    return [
+        f"export seconds vs largest table rows: {_shape_text('table_rows', xs, secs, threshold)}; fitted as "
+        f"{fixed:.1f} s that the tables do not move (tracing, scripting, the parity gate) + {100 * per:.2f} s per "
+        f"100 MiB of fp32 tables: the fixed part is {100 * fixed / secs[0]:.0f}% of the export at {lo}, "
+        f"{100 * fixed / secs[-1]:.0f}% at {hi}",
+        f"artifact size vs largest table rows: {_shape_text('table_rows', xs, size, threshold)}; the fp32 tables are "
+        f"{share[0]:.0f}% of its bytes at {lo}, {share[-1]:.0f}% at {hi}; the rest "
+        f"({(size[0] - tables[0]) / MIB:,.1f} MiB at {lo}) is the dense model and TorchScript code",
+    ]
 
 
 def summaries(out: dict) -> dict[str, list[str]]:
@@ -893,8 +799,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if png is not None:
         plot(out, png)
     if args.record and not args.quick:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (RESULTS_DIR / f"{NAME}.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_json(RESULTS_DIR / f"{NAME}.json", out)
     finish(NAME, out, _markdown, argv, args.quick, args.json, args.record)
     failed = [k for k, p in out["results"]["points"].items() if "error" in p]
     return 1 if failed else 0

@@ -46,7 +46,15 @@ import torch
 from torch import nn
 from torchrec.inference.modules import quantize_embeddings
 
-from benchmarks.common import base_parser, finish, machine, model_config, production_model, results_header
+from benchmarks.common import (
+    base_parser,
+    finish,
+    interleaved_seconds,
+    machine,
+    model_config,
+    production_model,
+    results_header,
+)
 from c2al_rec.config import Config, SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
@@ -157,20 +165,13 @@ def _tensor_bytes(module: nn.Module) -> int:
 
 
 def measure(models: dict[str, Callable], args: tuple, calls: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call ``model(*args)`` of each model, calls alternating between the models."""
-    times: dict[str, list[float]] = {k: [] for k in models}
+    """Seconds per call ``model(*args)`` of each model, calls alternating between the models in a rotating order."""
     with torch.inference_mode():
         for fn in models.values():
             for _ in range(warmup):
                 fn(*args)
-        names = list(models)
-        for i in range(calls):
-            # rotate the order every call: no model always runs right after the same other one
-            for name in names[i % len(names) :] + names[: i % len(names)]:
-                t0 = time.perf_counter()
-                models[name](*args)
-                times[name].append(time.perf_counter() - t0)
-    return times
+        fns = {name: (lambda fn=fn: fn(*args)) for name, fn in models.items()}
+        return interleaved_seconds(fns, calls, rotate=True)
 
 
 def pt2_vs_torchscript(opts: Options, run_c2al: TrainedRun, root: Path, work: Path) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from benchmarks.common import base_parser, finish, machine, model_overrides, production_model
+from benchmarks.common import RESULTS_DIR, base_parser, finish, machine, model_overrides, production_model, write_json
 
 
 @dataclass
@@ -322,9 +322,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = run(opts)
     record = args.record and not (args.quick or args.no_record)
     if record:
-        from benchmarks.common import RESULTS_DIR
-
-        (RESULTS_DIR / "serving_http.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_json(RESULTS_DIR / "serving_http.json", out)
     return finish("serving_http", out, markdown, argv, not record, args.json)
 
 

@@ -57,23 +57,23 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from benchmarks.common import (
+    COHORT_SPEC,
     RESULTS_DIR,
     base_parser,
+    command_line,
     cpu_bf16_isa,
     finish,
     machine,
     model_config,
     production_model,
     results_header,
+    trainer_config,
+    write_json,
 )
 from c2al_rec.config import (
-    CheckpointConfig,
-    CohortsConfig,
     Config,
-    DataConfig,
     ModelConfig,
     SyntheticConfig,
-    TrainConfig,
     config_to_dict,
     load_config_dict,
 )
@@ -85,7 +85,6 @@ from c2al_rec.modules.model import AUX_HEADS, C2ALModel, DenseArch, OverArch
 from c2al_rec.train.loss import c2al_loss
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC = REPO / "launch" / "cohorts" / "user_value_p5_p95.json"
 NE_TOLERANCE = 0.001
 
 
@@ -185,24 +184,11 @@ def make_config(
     """The trainer config of a case (C2AL on: the p5/p95 user-value spec with aux heads)."""
     model = dict(opts.model, **({"aux_head": list(aux_head)} if aux_head is not None else {}))
     model["aux_projection"] = aux_projection
-    return Config(
-        data=DataConfig(path=str(root), batch_size=opts.batch_size),
-        model=model_config(model),
-        cohorts=CohortsConfig(enabled=c2al, spec=str(SPEC) if c2al else ""),
-        train=TrainConfig(
-            sparse_optimizer="rowwise_adagrad",
-            sparse_lr=opts.sparse_lr,
-            dense_optimizer="adam",
-            dense_lr=opts.dense_lr,
-            log_every=0,
-            eval_batches=opts.eval_batches,
-            bf16=bf16,
-            compile_dense="on" if compiled else "off",
-            metrics_every=metrics_every,
-            num_threads=opts.threads if threads is None else threads,
-        ),
-        checkpoint=CheckpointConfig(resume="never"),
-    )
+    return trainer_config(
+        str(root), opts.batch_size, model, c2al, opts.sparse_lr, opts.dense_lr, eval_batches=opts.eval_batches,
+        bf16=bf16, compile_dense="on" if compiled else "off", metrics_every=metrics_every,
+        num_threads=opts.threads if threads is None else threads,
+    )  # fmt: skip
 
 
 class PlainModel(nn.Module):
@@ -355,6 +341,7 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
             plain.model = None
             gc.collect()
             dist.barrier()
+
     try:
         _timed(step, warmup)
         dist.barrier()
@@ -369,22 +356,11 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
 
 def launched_rate(kind: str, payload: dict, run_dir: Path, nproc: int, warmup: int, steps: int) -> float:
     """Samples/s (all ranks) of a trainer or plain case with ``nproc`` local processes (elastic_launch)."""
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from c2al_rec.distributed.launch import launch_local
 
-    from c2al_rec.distributed.backend import free_port
-
-    launch_cfg = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=f"bench-{os.getpid()}-{kind}-{nproc}",
-        rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{free_port()}",
-        max_restarts=0,
-        monitor_interval=1,
-        start_method="spawn",
+    out = launch_local(
+        _rank_worker, (kind, payload, str(run_dir), warmup, steps), nproc, f"bench-{os.getpid()}-{kind}-{nproc}"
     )
-    out = elastic_launch(launch_cfg, _rank_worker)(kind, payload, str(run_dir), warmup, steps)
     return float(out[0])
 
 
@@ -638,7 +614,7 @@ def run(opts: Options) -> dict:
         results["load_average_1min"] = [load_before, os.getloadavg()[0]]
     finally:
         tmp.cleanup()
-    config = {**dataclasses.asdict(opts), "machine": machine(), "spec": _repo_relative(SPEC)}
+    config = {**dataclasses.asdict(opts), "machine": machine(), "spec": _repo_relative(COHORT_SPEC)}
     return {"benchmark": "train_throughput", "config": config, "results": results, "ratios": ratios}
 
 
@@ -908,15 +884,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _main_mfu_only(opts, args, argv)
     out = run(opts)
     if args.record and not args.quick:  # the committed record: the JSON beside the markdown
-        (RESULTS_DIR / "train_throughput.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_json(RESULTS_DIR / "train_throughput.json", out)
     return finish("train_throughput", out, _markdown, argv, args.quick, args.json, args.record)
 
 
 def _main_mfu_only(opts: Options, args: Any, argv: Optional[list[str]]) -> int:
-    command = "python -m benchmarks.train_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
-    mfu = {**run_mfu_only(opts), "command": command.strip()}
+    mfu = {**run_mfu_only(opts), "command": command_line("train_throughput", argv).strip()}
     if args.json:
-        Path(args.json).write_text(json.dumps(mfu, indent=2) + "\n")
+        write_json(args.json, mfu)
     if not args.record or args.quick:
         print(json.dumps(mfu, indent=2))
         return 0
@@ -925,7 +900,7 @@ def _main_mfu_only(opts: Options, args: Any, argv: Optional[list[str]]) -> int:
     out["results"]["mfu"] = mfu
     out["ratios"]["mfu_fp32"] = mfu["fp32"]["mfu"]
     out["ratios"]["mfu_bf16"] = mfu["bf16"]["mfu"] if "bf16" in mfu else None
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    write_json(path, out)
     md = (RESULTS_DIR / "train_throughput.md").read_text()
     full_command = md.split("Command: `", 1)[1].split("`", 1)[0]
     (RESULTS_DIR / "train_throughput.md").write_text(_markdown(out, full_command) + "\n")

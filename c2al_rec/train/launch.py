@@ -222,26 +222,16 @@ def _launch(cfg: Config, run_dir: Path, nproc_per_node: int, max_restarts: int) 
     if nproc_per_node <= 1 and "RANK" not in os.environ:
         return run_rank(cfg_dict, str(run_dir))
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from c2al_rec.distributed.backend import free_port
+    from c2al_rec.distributed.launch import launch_local
 
-    launch_cfg = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc_per_node,
-        run_id=f"c2al-{os.getpid()}",
-        rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{free_port()}",
-        max_restarts=max_restarts,
-        monitor_interval=1,
-        start_method="spawn",
-    )
     quiet = _DropRankFailedDump()
     for log in quiet.LOGGERS:
         logging.getLogger(log).addFilter(quiet)
     try:
-        results = elastic_launch(launch_cfg, elastic_rank)(cfg_dict, str(run_dir))
+        results = launch_local(
+            elastic_rank, (cfg_dict, str(run_dir)), nproc_per_node, f"c2al-{os.getpid()}", max_restarts
+        )
     except ChildFailedError as e:
         raise _user_error(e) or e from None
     finally:
