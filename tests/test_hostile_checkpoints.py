@@ -380,10 +380,12 @@ def test_allowed_constructors_cannot_build_gigabytes(payload: bytes, tmp_path: P
     meta.parent.mkdir()
     meta.write_bytes(payload)
     probe = (
-        "import resource, sys\n"
+        "import sys\n"
         "from c2al_rec.distributed.checkpoint import read_dcp_metadata\n"
         "try:\n    read_dcp_metadata(sys.argv[1])\nexcept ValueError as e:\n    print(e)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child of a large pytest process
+        # would report its parent's peak; the new address space's high-water mark starts afresh at exec
+        "print(next(ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:')))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe, str(meta)], capture_output=True, text=True, check=True)
     message, peak_kib = out.stdout.strip().splitlines()
