@@ -140,6 +140,13 @@ def results_header(title: str, config: dict[str, Any], command: str) -> list[str
     ]
 
 
+def md_table(header: list[str], rows: list[list[Any]], align: str = "") -> list[str]:
+    """A markdown table's lines: ``header``, the rule (``align``: one ``l`` or ``r`` per column, default all
+    ``l``; ``r`` writes ``---:``) and one line per row, cells as ``str()``."""
+    rule = ["---:" if a == "r" else "---" for a in (align or "l" * len(header))]
+    return ["| " + " | ".join(map(str, line)) + " |" for line in [header, rule, *rows]]
+
+
 def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)") -> argparse.ArgumentParser:
     """--quick / --json / --data, the flags every Parquet-based benchmark takes."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
