@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-import types
-import typing
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+from c2al_rec.cli.options import add_dataclass_flags as add_option_flags  # noqa: F401 (the benchmarks' parsers)
+from c2al_rec.cli.options import dataclass_from_args as options_from_args  # noqa: F401
 
 RESULTS_DIR = Path(__file__).parent / "results"
 COHORT_SPEC = Path(__file__).resolve().parent.parent / "launch" / "cohorts" / "user_value_p5_p95.json"
@@ -155,46 +155,6 @@ def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)") -
     parser.add_argument("--record", action="store_true", help=RECORD_HELP)
     parser.add_argument("--data", default="", help="read this dataset instead of generating one")
     return parser
-
-
-def add_option_flags(parser: argparse.ArgumentParser, cls: type, only: Optional[list[str]] = None) -> None:
-    """One ``--kebab-name`` flag per field of the options dataclass ``cls`` (or of the fields in ``only``), its
-    docstring as help; a flag not given leaves the field's default. bool fields take ``--x/--no-x``; tuple and
-    list fields take several values, typed after their default's first element; ``Optional[T]`` takes a T."""
-    from c2al_rec.config import field_docs
-
-    docs = field_docs(cls)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if only is not None and f.name not in only:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
-        tp = hints[f.name]
-        if typing.get_origin(tp) in (typing.Union, types.UnionType):
-            (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, (tuple, list)):
-            kwargs["nargs"] = "+"
-            kwargs["type"] = type(default[0]) if default else str
-        elif tp in (int, float, str):
-            kwargs["type"] = tp
-        else:
-            continue  # dict and nested fields are not flags
-        parser.add_argument(flag, help=f"{docs.get(f.name, '')} (default: {default!r})", **kwargs)
-
-
-def options_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
-    """``base`` (default: ``cls()``) with the fields given on the command line replaced; tuple fields stay tuples."""
-    base = cls() if base is None else base
-    given = {}
-    for f in dataclasses.fields(cls):
-        if hasattr(args, f.name):
-            value = getattr(args, f.name)
-            given[f.name] = tuple(value) if isinstance(getattr(base, f.name), tuple) else value
-    return dataclasses.replace(base, **given)
 
 
 def command_line(name: str, argv: Optional[list[str]]) -> str:

@@ -9,9 +9,11 @@ A short flag (``--rows``, ``--metric``) is an alias of one config field (``data.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import types
 import typing
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Optional
 
 _DEST_PREFIX = "field__"
 
@@ -103,3 +105,43 @@ def field_overrides(args: argparse.Namespace) -> list[str]:
         if hasattr(args, _dest(key)):
             out.append(f"--{key}={json.dumps(getattr(args, _dest(key)))}")
     return out + list(getattr(args, "overrides", []))
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, only: Optional[list[str]] = None) -> None:
+    """One ``--kebab-name`` flag per field of the settings dataclass ``cls`` (or of the fields in ``only``), its
+    docstring as help; a flag not given leaves the field's default. bool fields take ``--x/--no-x``; tuple and
+    list fields take several values, typed after their default's first element; ``Optional[T]`` takes a T."""
+    from c2al_rec.config import field_docs
+
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        tp = hints[f.name]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, (tuple, list)):
+            kwargs["nargs"] = "+"
+            kwargs["type"] = type(default[0]) if default else str
+        elif tp in (int, float, str):
+            kwargs["type"] = tp
+        else:
+            continue  # dict and nested fields are not flags
+        parser.add_argument(flag, help=f"{docs.get(f.name, '')} (default: {default!r})", **kwargs)
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
+    """``base`` (default: ``cls()``) with the fields given on the command line replaced; tuple fields stay tuples."""
+    base = cls() if base is None else base
+    given = {}
+    for f in dataclasses.fields(cls):
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            given[f.name] = tuple(value) if isinstance(getattr(base, f.name), tuple) else value
+    return dataclasses.replace(base, **given)

@@ -23,50 +23,18 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_format_argument
+from .options import add_dataclass_flags, add_format_argument, dataclass_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from c2al_rec.serve.limits import ServeLimits, ServeOptions
 
-    d, lim = ServeOptions(), ServeLimits()
     parser.add_argument("--model", required=True, help="exported model directory (from `c2al-rec export`)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
     parser.add_argument("--port", type=int, default=8080, help="TCP port")
-    parser.add_argument("--max-batch-rows", type=int, default=d.max_batch_rows, help="rows per model call at most")
-    parser.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="wait for more requests (ms)")
-    parser.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 503")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the scoring thread")
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=lim.max_body_bytes,
-        help=f"largest request body; larger is 413, discarded unread (default {lim.max_body_bytes})",
-    )
-    parser.add_argument(
-        "--max-json-depth",
-        type=int,
-        default=lim.max_json_depth,
-        help=f"deepest JSON nesting of a request; deeper is 400 (default {lim.max_json_depth})",
-    )
-    parser.add_argument(
-        "--max-multi-hot-ids",
-        type=int,
-        default=lim.max_multi_hot_ids,
-        help=f"most ids in one multi-hot feature of one row; more is 400 (default {lim.max_multi_hot_ids})",
-    )
-    parser.add_argument(
-        "--header-timeout-s",
-        type=float,
-        default=lim.header_timeout_s,
-        help=f"seconds to receive a request's headers; then 408, closed (default {lim.header_timeout_s:g})",
-    )
-    parser.add_argument(
-        "--body-timeout-s",
-        type=float,
-        default=lim.body_timeout_s,
-        help=f"seconds to receive a request's body; then 408, closed (default {lim.body_timeout_s:g})",
-    )
+    add_dataclass_flags(parser, ServeOptions)  # batching and queue
+    add_dataclass_flags(parser, ServeLimits)  # what one request may cost
     add_format_argument(parser)
     parser.add_argument(
         "--no-optimize",
@@ -84,10 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from c2al_rec.serve.limits import ServeLimits, ServeOptions
     from c2al_rec.serve.server import run_server
 
-    limits = ServeLimits(
-        args.max_body_bytes, args.max_json_depth, args.max_multi_hot_ids, args.header_timeout_s, args.body_timeout_s
-    )
-    options = ServeOptions(args.max_batch_rows, args.max_wait_ms, args.max_queue, limits=limits)
+    limits = dataclass_from_args(ServeLimits, args)
+    options = dataclass_from_args(ServeOptions, args, ServeOptions(limits=limits))
     torch.set_num_threads(args.threads)
     if args.format == "pt2":
         from c2al_rec.serve.pt2_model import load_pt2

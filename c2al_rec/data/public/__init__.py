@@ -36,6 +36,18 @@ def register_public_dataset(name: str) -> Callable[[Callable[..., Any]], Callabl
     return register
 
 
+def write_splits(out: Path, schema: Any, parts: dict[str, Any], row_group_size: int) -> Any:
+    """Write each split's table (``parts``: split name -> ``pa.Table``) as ``<out>/<split>/part-00000.parquet``,
+    then ``schema.json`` last (a dataset without it is incomplete); returns ``schema``."""
+    from ..dataset import write_parquet
+
+    for split, table in parts.items():
+        (out / split).mkdir(parents=True, exist_ok=True)
+        write_parquet(table, out / split / "part-00000.parquet", row_group_size=row_group_size)
+    schema.save(out)
+    return schema
+
+
 def convert_public(name: str, out: Path, source: Optional[Path] = None, seed: int = 0) -> Any:
     """Convert the public dataset ``name`` into ``out``; returns its ``DatasetSchema``.
 

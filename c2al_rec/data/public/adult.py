@@ -24,10 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..dataset import write_parquet
 from ..schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
 from ..widedeep import widedeep_file
-from . import register_public_dataset
+from . import register_public_dataset, write_splits
 
 CATEGORICAL = {  # source column -> sparse feature
     "workclass": "workclass",
@@ -127,8 +126,5 @@ def convert_adult(out: Path, source: Optional[Path] = None, seed: int = 0) -> Da
         splits={"train": "train", "valid": "valid", "test": "test"},
         root=out,
     )
-    for k, split in enumerate(("train", "valid", "test")):
-        (out / split).mkdir(parents=True, exist_ok=True)
-        write_parquet(table.filter(pa.array(split_of == k)), out / split / "part-00000.parquet", row_group_size=8192)
-    schema.save(out)
-    return schema
+    parts = {split: table.filter(pa.array(split_of == k)) for k, split in enumerate(("train", "valid", "test"))}
+    return write_splits(out, schema, parts, row_group_size=8192)

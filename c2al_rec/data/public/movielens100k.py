@@ -29,10 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..dataset import write_parquet
 from ..schema import SCHEMA_FILE, Axis, DatasetSchema, SparseFeature
 from ..widedeep import widedeep_file
-from . import register_public_dataset
+from . import register_public_dataset, write_splits
 
 GENRES = [
     "unknown",
@@ -252,9 +251,6 @@ def convert_movielens100k(out: Path, source: Optional[Path] = None) -> DatasetSc
         splits={"train": "train", "valid": "valid", "test": "test"},
         root=out,
     )
-    for k, split in enumerate(("train", "valid", "test")):
-        (out / split).mkdir(parents=True, exist_ok=True)
-        idx = order[split_of[order] == k]  # time order within the split
-        write_parquet(table.take(pa.array(idx)), out / split / "part-00000.parquet", row_group_size=16384)
-    schema.save(out)
-    return schema
+    splits = ("train", "valid", "test")
+    parts = {split: table.take(pa.array(order[split_of[order] == k])) for k, split in enumerate(splits)}  # time order
+    return write_splits(out, schema, parts, row_group_size=16384)
