@@ -42,6 +42,11 @@ def _dest(key: str) -> str:
     return _DEST_PREFIX + key.replace(".", "__")
 
 
+def _help(text: str) -> str:
+    """Help text as argparse wants it: a literal ``%`` doubled (argparse formats help with ``%``)."""
+    return text.replace("%", "%%")
+
+
 def _parse_bool(text: str) -> bool:
     if text.lower() in ("true", "1", "yes"):
         return True
@@ -84,12 +89,12 @@ def add_field_flags(
             kwargs["type"] = _parse_bool
         elif tp in (int, float):
             kwargs["type"] = tp
-        parser.add_argument(flag, help=f"{doc} (--{key}; default {default!r})", **kwargs)
+        parser.add_argument(flag, help=_help(f"{doc} (--{key}; default {default!r})"), **kwargs)
     for flag, (key, value) in switches.items():
         doc = fields[key][2]
         parser.add_argument(
             flag, dest=_dest(key), action="store_const", const=value, default=argparse.SUPPRESS,
-            help=f"{key} = {json.dumps(value)}: {doc}",
+            help=_help(f"{key} = {json.dumps(value)}: {doc}"),
         )  # fmt: skip
     parser.add_argument("--config", default=None, help="TOML run config (launch/configs/*.toml) to start from")
     listed = config_help(*sections) if sections else config_help()
@@ -133,7 +138,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, only: Option
             kwargs["type"] = tp
         else:
             continue  # dict and nested fields are not flags
-        parser.add_argument(flag, help=f"{docs.get(f.name, '')} (default: {default!r})", **kwargs)
+        parser.add_argument(flag, help=_help(f"{docs.get(f.name, '')} (default: {default!r})"), **kwargs)
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
