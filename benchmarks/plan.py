@@ -192,12 +192,7 @@ def dense_flops(model: C2ALModel, num_dense: int) -> dict[str, Any]:
     fm_names = set(model.fm_modules())
     fm = sum(sum(per_module[n].values()) for n in fm_names if n in per_module) / batch
     fm_bmm = sum(per_module[n].get(torch.ops.aten.bmm, 0) for n in fm_names if n in per_module) / batch
-    return {
-        "fwd_flops_per_sample": total,
-        "by_part": parts,
-        "fm_modules": fm,
-        "fm_bmm": fm_bmm,
-    }
+    return {"fwd_flops_per_sample": total, "by_part": parts, "fm_modules": fm, "fm_bmm": fm_bmm}
 
 
 # ---------------------------------------------------------------------------------------- planner
@@ -205,19 +200,15 @@ def make_topology(opts: Options) -> Topology:
     """A CUDA topology of world_size / local_world_size hosts (torchrec bandwidths are bytes per ms)."""
     per_ms = GB / 1000.0
     trainer = TrainerConfig(
-        world_size=opts.world_size,
-        local_world_size=min(opts.local_world_size, opts.world_size),
-        hbm_cap_bytes=int(opts.hbm_gb * GB),
-        ddr_cap_bytes=int(opts.ddr_gb * GB / opts.local_world_size),
-    )
+        world_size=opts.world_size, local_world_size=min(opts.local_world_size, opts.world_size),
+        hbm_cap_bytes=int(opts.hbm_gb * GB), ddr_cap_bytes=int(opts.ddr_gb * GB / opts.local_world_size),
+    )  # fmt: skip
     hardware = HardwareConfig(
-        intra_host_bw=opts.intra_host_gbps * per_ms,
-        inter_host_bw=opts.inter_host_gbps * per_ms,
+        intra_host_bw=opts.intra_host_gbps * per_ms, inter_host_bw=opts.inter_host_gbps * per_ms,
         hbm_mem_bw=opts.hbm_bw_gbps * per_ms,
-    )
-    return TopologyFactory.create_topology(
-        trainer, hardware, KernelConfig(compute_device="cuda", use_hardware_based_bandwidth=True)
-    )
+    )  # fmt: skip
+    kernel = KernelConfig(compute_device="cuda", use_hardware_based_bandwidth=True)
+    return TopologyFactory.create_topology(trainer, hardware, kernel)
 
 
 def allowed_types(opts: Options) -> list[str]:
@@ -258,13 +249,9 @@ def plan(opts: Options) -> dict[str, Any]:
         for f in schema.sparse
     }
     planner = EmbeddingShardingPlanner(
-        topology=make_topology(opts),
-        batch_size=batch_size,
-        storage_reservation=reservation,
-        constraints=constraints,
-        stats=EmbeddingStats(),
-        debug=True,
-    )
+        topology=make_topology(opts), batch_size=batch_size, storage_reservation=reservation, constraints=constraints,
+        stats=EmbeddingStats(), debug=True,
+    )  # fmt: skip
     start = time.perf_counter()
     with planner_log() as log_lines:
         planner.plan(model, get_default_sharders())
@@ -285,63 +272,42 @@ def plan(opts: Options) -> dict[str, Any]:
     compute = [r["perf_ms"]["fwd_compute"] + r["perf_ms"]["bwd_compute"] for r in ranks]
     critical = _critical_path(best)
     step = {
-        "embedding_comms_ms_max_rank": max(comms),
-        "embedding_compute_ms_max_rank": max(compute),
-        "critical_path_comms_ms": critical["comms_ms"],
-        "critical_path_compute_ms": critical["compute_ms"],
-        "dense_compute_ms": dense["train_ms_per_step"],
-        "dense_allreduce_ms": dense["allreduce_ms"],
-    }
+        "embedding_comms_ms_max_rank": max(comms), "embedding_compute_ms_max_rank": max(compute),
+        "critical_path_comms_ms": critical["comms_ms"], "critical_path_compute_ms": critical["compute_ms"],
+        "dense_compute_ms": dense["train_ms_per_step"], "dense_allreduce_ms": dense["allreduce_ms"],
+    }  # fmt: skip
     parts = {
-        "embedding all-to-all": "critical_path_comms_ms",
-        "dense over-arch compute": "dense_compute_ms",
-        "dense gradient all-reduce": "dense_allreduce_ms",
-        "embedding lookups": "critical_path_compute_ms",
-    }
+        "embedding all-to-all": "critical_path_comms_ms", "dense over-arch compute": "dense_compute_ms",
+        "dense gradient all-reduce": "dense_allreduce_ms", "embedding lookups": "critical_path_compute_ms",
+    }  # fmt: skip
     step["bottleneck"] = max(parts, key=lambda part: step[parts[part]])
+    config = {
+        **dataclasses.asdict(opts), "batch_size": batch_size, "global_batch_size": batch_size * opts.world_size,
+        "hosts": max(1, opts.world_size // opts.local_world_size), "schema_path": schema_path,
+        "embedding_dim": cfg.model.embedding_dim, "sparse_optimizer": cfg.train.sparse_optimizer,
+        "sharding_types_allowed": allowed_types(opts), "num_tables": len(schema.sparse),
+        "num_dense_features": len(schema.dense),
+    }  # fmt: skip
+    memory = {
+        "hbm_cap_bytes": int(opts.hbm_gb * GB), "embedding_bytes_total": sum(t["storage_hbm_bytes"] for t in tables),
+        "embedding_weight_bytes_total": sum(t["rows"] * t["dim"] * 4 for t in tables),
+        "kjt_bytes_per_rank": kjt.hbm if kjt is not None else 0,
+        "dense_state_bytes_per_rank": dense["state_bytes_per_rank"], "hbm_per_rank_bytes": _summary(per_rank_hbm),
+        "largest_rank": max(range(len(per_rank_hbm)), key=per_rank_hbm.__getitem__),
+        "ddr_per_rank_bytes": _summary([r["ddr_bytes"] for r in ranks]),
+    }  # fmt: skip
+    perf = {
+        "per_rank_total_ms": _summary(sparse_perf), "per_rank_comms_ms": _summary(comms),
+        "per_rank_compute_ms": _summary(compute), "critical_path": critical,
+        "slowest_rank": max(range(len(sparse_perf)), key=sparse_perf.__getitem__),
+    }  # fmt: skip
     return {
-        "benchmark": "plan",
-        "config": {
-            **dataclasses.asdict(opts),
-            "batch_size": batch_size,
-            "global_batch_size": batch_size * opts.world_size,
-            "hosts": max(1, opts.world_size // opts.local_world_size),
-            "schema_path": schema_path,
-            "embedding_dim": cfg.model.embedding_dim,
-            "sparse_optimizer": cfg.train.sparse_optimizer,
-            "sharding_types_allowed": allowed_types(opts),
-            "num_tables": len(schema.sparse),
-            "num_dense_features": len(schema.dense),
-        },
-        "machine": machine(),
-        "torch": torch.__version__,
-        "torchrec": version("torchrec"),
-        "plan_seconds": plan_seconds,
-        "tables": tables,
-        "sharding_type_counts": dict(Counter(t["sharding_type"] for t in tables)),
-        "ranks": ranks,
-        "memory": {
-            "hbm_cap_bytes": int(opts.hbm_gb * GB),
-            "embedding_bytes_total": sum(t["storage_hbm_bytes"] for t in tables),
-            "embedding_weight_bytes_total": sum(t["rows"] * t["dim"] * 4 for t in tables),
-            "kjt_bytes_per_rank": kjt.hbm if kjt is not None else 0,
-            "dense_state_bytes_per_rank": dense["state_bytes_per_rank"],
-            "hbm_per_rank_bytes": _summary(per_rank_hbm),
-            "largest_rank": max(range(len(per_rank_hbm)), key=per_rank_hbm.__getitem__),
-            "ddr_per_rank_bytes": _summary([r["ddr_bytes"] for r in ranks]),
-        },
-        "perf": {
-            "per_rank_total_ms": _summary(sparse_perf),
-            "per_rank_comms_ms": _summary(comms),
-            "per_rank_compute_ms": _summary(compute),
-            "critical_path": critical,
-            "slowest_rank": max(range(len(sparse_perf)), key=sparse_perf.__getitem__),
-        },
-        "all_to_all": _all_to_all_bytes(best, schema, opts, batch_size),
-        "dense": dense,
-        "step_estimate": step,
-        "planner_summary": log_lines,
-    }
+        "benchmark": "plan", "config": config, "machine": machine(), "torch": torch.__version__,
+        "torchrec": version("torchrec"), "plan_seconds": plan_seconds, "tables": tables,
+        "sharding_type_counts": dict(Counter(t["sharding_type"] for t in tables)), "ranks": ranks, "memory": memory,
+        "perf": perf, "all_to_all": _all_to_all_bytes(best, schema, opts, batch_size), "dense": dense,
+        "step_estimate": step, "planner_summary": log_lines,
+    }  # fmt: skip
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -362,30 +328,18 @@ def _tables(best: list[ShardingOption], schema: DatasetSchema) -> list[dict[str,
     rows = []
     for so in sorted(best, key=lambda so: -so.tensor.shape[0]):
         shards = [
-            {
-                "rank": s.rank,
-                "size": list(s.size),
-                "offset": list(s.offset),
-                "hbm_bytes": s.storage.hbm if s.storage else 0,
-                "perf_ms": _perf(s.perf),
-            }
+            {"rank": s.rank, "size": list(s.size), "offset": list(s.offset),
+             "hbm_bytes": s.storage.hbm if s.storage else 0, "perf_ms": _perf(s.perf)}
             for s in so.shards
-        ]
-        rows.append(
-            {
-                "table": so.name,
-                "rows": int(so.tensor.shape[0]),
-                "dim": int(so.tensor.shape[1]),
-                "multi_hot": multi_hot.get(so.name, False),
-                "sharding_type": so.sharding_type,
-                "compute_kernel": so.compute_kernel,
-                "ranks": sorted({s.rank for s in so.shards}),
-                "num_shards": len(so.shards),
-                "storage_hbm_bytes": sum(s["hbm_bytes"] for s in shards),
-                "perf_ms": _perf(getattr(so, "total_perf_breakdown", None)) or {"total": so.total_perf},
-                "shards": shards,
-            }
-        )
+        ]  # fmt: skip
+        rows.append({
+            "table": so.name, "rows": int(so.tensor.shape[0]), "dim": int(so.tensor.shape[1]),
+            "multi_hot": multi_hot.get(so.name, False), "sharding_type": so.sharding_type,
+            "compute_kernel": so.compute_kernel, "ranks": sorted({s.rank for s in so.shards}),
+            "num_shards": len(so.shards), "storage_hbm_bytes": sum(s["hbm_bytes"] for s in shards),
+            "perf_ms": _perf(getattr(so, "total_perf_breakdown", None)) or {"total": so.total_perf},
+            "shards": shards,
+        })  # fmt: skip
     return rows
 
 
@@ -425,9 +379,7 @@ def _critical_path(best: list[ShardingOption]) -> dict[str, float]:
     return {"comms_ms": comms_ms, "compute_ms": compute_ms, "total_ms": comms_ms + compute_ms, "comms_by_type": by_type}
 
 
-def _all_to_all_bytes(
-    best: list[ShardingOption], schema: DatasetSchema, opts: Options, batch_size: int
-) -> dict[str, Any]:
+def _all_to_all_bytes(best: list[ShardingOption], schema: DatasetSchema, opts: Options, batch: int) -> dict[str, Any]:
     """Embedding bytes per rank per step, by a simple count (fp32 pooled outputs, int64 ids + int32 lengths).
 
     Receive side: every rank gets the pooled embedding of every feature for its own batch rows.
@@ -438,8 +390,8 @@ def _all_to_all_bytes(
     """
     world = opts.world_size
     local = min(opts.local_world_size, world)
-    global_batch = batch_size * world
-    recv = batch_size * sum(int(so.tensor.shape[1]) for so in best) * 4
+    global_batch = batch * world
+    recv = batch * sum(int(so.tensor.shape[1]) for so in best) * 4
     send = [0.0] * world
     ids = {f"t_{f.name}": (opts.multi_hot_ids if f.multi_hot else 1.0) for f in schema.sparse}
     recv_ids = 0.0
@@ -452,17 +404,13 @@ def _all_to_all_bytes(
         recv_ids += global_batch * (ids[so.name] * 8 + 4) * copies
     cross = (world - local) / world if world > local else 0.0
     busiest = max(range(world), key=send.__getitem__)
+    link_ms = 2 * cross / (opts.inter_host_gbps * GB) * 1000  # per byte, forward + backward across hosts
     return {
-        "global_batch": global_batch,
-        "recv_output_bytes_per_rank": recv,
-        "send_output_bytes_max_rank": send[busiest],
-        "send_output_bytes_mean": statistics.mean(send),
-        "busiest_sender_rank": busiest,
-        "ids_bytes_all_owners": recv_ids,
-        "cross_host_fraction": cross,
-        "busiest_sender_ms_at_link_rate": 2 * send[busiest] * cross / (opts.inter_host_gbps * GB) * 1000,
-        "receiver_ms_at_link_rate": 2 * recv * cross / (opts.inter_host_gbps * GB) * 1000,
-    }
+        "global_batch": global_batch, "recv_output_bytes_per_rank": recv, "send_output_bytes_max_rank": send[busiest],
+        "send_output_bytes_mean": statistics.mean(send), "busiest_sender_rank": busiest,
+        "ids_bytes_all_owners": recv_ids, "cross_host_fraction": cross,
+        "busiest_sender_ms_at_link_rate": send[busiest] * link_ms, "receiver_ms_at_link_rate": recv * link_ms,
+    }  # fmt: skip
 
 
 def _dense(model: C2ALModel, schema: DatasetSchema, opts: Options, batch_size: int) -> dict[str, Any]:
@@ -495,22 +443,15 @@ def _dense(model: C2ALModel, schema: DatasetSchema, opts: Options, batch_size: i
         for b in (4096, 2048, 1024, 512, 256)
     ]
     return {
-        "params": params,
-        "compute_vs_allreduce_by_batch": by_batch,
-        "crossover_batch_size": (bw_ms + lat_ms) / per_sample_ms,
-        "params_by_part": dict(by_part),
-        "fwd_flops_per_sample": flops["fwd_flops_per_sample"],
-        "fwd_flops_by_part": flops["by_part"],
-        "fm_flops_per_sample": flops["fm_modules"],
-        "fm_bmm_flops_per_sample": flops["fm_bmm"],
-        "train_flops_per_sample": train_flops,
-        "train_ms_per_step": compute_ms,
+        "params": params, "compute_vs_allreduce_by_batch": by_batch,
+        "crossover_batch_size": (bw_ms + lat_ms) / per_sample_ms, "params_by_part": dict(by_part),
+        "fwd_flops_per_sample": flops["fwd_flops_per_sample"], "fwd_flops_by_part": flops["by_part"],
+        "fm_flops_per_sample": flops["fm_modules"], "fm_bmm_flops_per_sample": flops["fm_bmm"],
+        "train_flops_per_sample": train_flops, "train_ms_per_step": compute_ms,
         "state_bytes_per_rank": params * 16,  # fp32 weights + grads + AdamW exp_avg, exp_avg_sq
-        "grad_bytes": grad_bytes,
-        "allreduce_ms": bw_ms + lat_ms,
-        "allreduce_bandwidth_ms": bw_ms,
+        "grad_bytes": grad_bytes, "allreduce_ms": bw_ms + lat_ms, "allreduce_bandwidth_ms": bw_ms,
         "allreduce_latency_ms": lat_ms,
-    }
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------- markdown
