@@ -149,8 +149,12 @@ def plan_points(opts: Options) -> tuple[dict[str, dict], dict[str, list[str]]]:
     return points, curves
 
 
-def dataset_rows(opts: Options, points: dict[str, dict]) -> dict[tuple[int, int], int]:
-    """Synthetic rows per (generated features, largest table): enough train batches for every point using it."""
+def prepare_data(opts: Options, points: dict[str, dict], cache: Path) -> dict[str, str]:
+    """Generate (or reuse) one dataset per (generated features, largest table), with enough train batches for
+    every point using it; returns the dataset root of every point."""
+    from c2al_rec.config import SyntheticConfig
+    from c2al_rec.data.synthetic import generate_synthetic
+
     need: dict[tuple[int, int], int] = {}
     for p in points.values():
         key = (max(MIN_GENERATED_FEATURES, p["features"]), p["table_rows"])
@@ -158,16 +162,8 @@ def dataset_rows(opts: Options, points: dict[str, dict]) -> dict[tuple[int, int]
         train_rows = (opts.warmup + opts.steps + 3) * p["batch"] * p["procs"]
         rows = max(opts.min_rows, math.ceil(train_rows / TRAIN_FRACTION * 1.1), 10 * opts.parity_rows + 1000)
         need[key] = max(need.get(key, 0), rows)
-    return need
-
-
-def prepare_data(opts: Options, points: dict[str, dict], cache: Path) -> dict[str, str]:
-    """Generate (or reuse) the datasets; returns the dataset root of every point."""
-    from c2al_rec.config import SyntheticConfig
-    from c2al_rec.data.synthetic import generate_synthetic
-
     generated: dict[tuple[int, int], Path] = {}
-    for (gen_features, table_rows), rows in sorted(dataset_rows(opts, points).items()):
+    for (gen_features, table_rows), rows in sorted(need.items()):
         root = cache / f"f{gen_features}_t{table_rows}_r{rows}"
         if not (root / "schema.json").is_file():
             t0 = time.perf_counter()
@@ -252,11 +248,9 @@ def _train_and_time(cfg: Any, run_dir: Path, warmup: int, steps: int, save: bool
             "samples_per_s": cfg.data.batch_size * world / statistics.median(step_s),
             "mean_samples_per_s": steps * cfg.data.batch_size * world / seconds,
             "peak_rss_mib": peak_rss_mib(),  # from the trainer's build to the last timed step
-            "process_peak_rss_before_mib": process_peak_before,
-            "step_seconds": step_s,
-            "build_seconds": build_s,
+            "process_peak_rss_before_mib": process_peak_before, "step_seconds": step_s, "build_seconds": build_s,
             "world_size": world,
-        }
+        }  # fmt: skip
         if save:
             trainer.save_checkpoint()
     finally:
@@ -374,14 +368,11 @@ def run(opts: Options) -> dict[str, Any]:
             result["embedding_state_bytes"] = rows * (point["dim"] + 1) * 4  # + RowWiseAdagrad: one fp32 per row
             result["load_average_1min"] = load
             measured[key] = result
-            if "error" in result:
-                _log(f"[{i}/{len(points)}] {key}: FAILED {result['error'][-300:]}")
-                continue
-            export = f", export {result['export_seconds']:.1f} s" if point["export"] else ""
             _log(
+                f"[{i}/{len(points)}] {key}: FAILED {result['error'][-300:]}" if "error" in result else
                 f"[{i}/{len(points)}] {key}: {result['samples_per_s']:,.0f} samples/s, peak RSS "
-                f"{result['peak_rss_mib']:,.0f} MiB{export} ({result['wall_seconds']:.0f} s, load {load:.1f})"
-            )
+                f"{result['peak_rss_mib']:,.0f} MiB ({result['wall_seconds']:.0f} s, load {load:.1f})"
+            )  # fmt: skip
     results: dict[str, Any] = {
         "points": measured,
         "curves": {axis: [dict(x=measured[k][axis], key=k) for k in keys] for axis, keys in curves.items()},
@@ -498,10 +489,8 @@ def summaries(out: dict) -> dict[str, list[str]]:
         if max(loads, default=0.0) > cores:
             samples += f" [load average up to {max(loads):.1f} on {cores} cores while these points ran]"
         if axis == "procs":
-            threads = [
-                (e["x"], results["points"][e["key"]].get("threads_per_process")) for e in results["curves"][axis]
-            ]
-            samples += " (threads per process: " + ", ".join(f"{t} at {x:.0f}" for x, t in threads) + ")"
+            _, threads = curve(results, axis, lambda p: p.get("threads_per_process"))
+            samples += " (threads per process: " + ", ".join(f"{t:.0f} at {x:.0f}" for x, t in zip(xs, threads)) + ")"
         lines[axis] = [samples, memory]
     xs, secs = curve(results, "table_rows", "export_seconds")
     _, size = curve(results, "table_rows", lambda p: p["export_artifact_bytes"] / MIB)
@@ -538,11 +527,8 @@ def plot(out: dict, path: Path) -> None:
         twin.set_ylabel(right_label, color="tab:orange")
         if axis != "procs" and len(xs) > 1:
             ax.set_xscale("log")
-            ax.set_xticks(xs)
-            ax.set_xticklabels([_fmt_x(axis, x) for x in xs])
             ax.minorticks_off()
-        if axis == "procs":
-            ax.set_xticks(xs)
+        ax.set_xticks(xs, [_fmt_x(axis, x) for x in xs])
         ax.set_title("export cost" if left == "export_seconds" else AXES[axis][0])
         ax.set_ylim(bottom=0)
         twin.set_ylim(bottom=0)
