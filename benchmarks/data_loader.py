@@ -1,24 +1,16 @@
 """Data loader throughput: Parquet -> Batch (ParquetReader) against the raw pyarrow read.
 
-python -m benchmarks.data_loader [--quick] [--json PATH] [--data DIR]
+python -m benchmarks.data_loader [--quick] [--record] [--json PATH] [--data DIR] [--<option> ...]
 
 On planted-cohort synthetic data (generated into a temporary directory unless ``--data`` names a
-dataset), measures in the same run, interleaved, best of ``repeats``:
-- ``pyarrow``: ``pyarrow.dataset`` record batches of the same columns and batch size (no tensors);
-- ``loader_file_order``: ParquetReader with ``shuffle=False``;
-- ``loader_shuffled``: ParquetReader with the training settings (window shuffle);
-- ``loader_rank0_of_2``, ``loader_rank1_of_2``: each rank of 2, read alone (rows it yields per
-  second; a rank reads only its lanes of every round, see ``c2al_rec/data/order.py``), and
-  ``loader_2_ranks``: both ranks read concurrently in two threads (rows of both per second).
-Ratios: ``loader_vs_pyarrow`` = shuffled loader / pyarrow (goal >= 0.5),
-``loader_rank_vs_1_rank`` = the slower rank of 2 / the 1-rank shuffled loader (rows yielded per
-second; about 1 when a rank reads only its share, about 0.5 when every rank reads everything), and
-``loader_vs_train_step`` = shuffled loader rows/s / the real training step's samples/s (goal >= 5),
-the Trainer (1 rank, C2AL off, the train_throughput benchmark's model) on the same data and batch
-size, fp32 and bf16 autocast; the faster (stricter) one is used.
-Also records the synthetic generator's rows per minute (goal >= 1M on 2 cores).
-With ``--record`` writes ``benchmarks/results/data_loader.md``; ``--json PATH`` writes
-``{"benchmark", "config", "results", "ratios"}``.
+dataset), measures rows/s in the same run, interleaved, best of ``repeats``: ``pyarrow`` (record
+batches of the same columns and batch size, no tensors), the loader in file order and shuffled (the
+training settings), each rank of 2 read alone (a rank reads only its lanes of every round, see
+``c2al_rec/data/order.py``) and both ranks at once in two threads. Ratios: ``loader_vs_pyarrow``
+(shuffled loader / pyarrow, goal >= 0.5), ``loader_rank_vs_1_rank`` (the slower rank of 2 / 1 rank:
+about 1 when a rank reads only its share) and ``loader_vs_train_step`` (shuffled loader / the faster of
+the real training step's fp32 and bf16 samples/s, Trainer 1 rank, C2AL off, the train_throughput
+benchmark's model; goal >= 5). Also the synthetic generator's rows per minute (goal >= 1M on 2 cores).
 """
 
 from __future__ import annotations
@@ -35,7 +27,15 @@ from typing import Optional
 
 import pyarrow.dataset as ds
 
-from benchmarks.common import base_parser, finish, machine, results_header
+from benchmarks.common import (
+    add_option_flags,
+    base_parser,
+    finish,
+    machine,
+    md_table,
+    options_from_args,
+    results_header,
+)
 from c2al_rec.config import SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
@@ -46,7 +46,7 @@ class Options:
     """Benchmark options (``--quick`` shrinks them)."""
 
     rows: int = 2_000_000
-    """Synthetic rows generated (all splits; the train split, ~80%, is read)."""
+    """Synthetic rows generated (all splits; the train split, 8 in 10 rows, is read)."""
     max_table_size: int = 1_000_000
     """Largest synthetic id table."""
     batch_size: int = 4096
@@ -69,142 +69,117 @@ class Options:
 QUICK = dict(rows=100_000, max_table_size=50_000, repeats=1, train_warmup=1, train_steps=2, train_rounds=1)
 
 
-def _rate(fn) -> tuple[float, int]:
-    t = time.perf_counter()
-    n = fn()
-    return n / (time.perf_counter() - t), n
+def _read_rates(opts: Options, root: Path) -> dict[str, float]:
+    """``<case>_rows_per_s`` (best of ``repeats``) and ``<case>_rows`` of every read case, run in turn."""
+    schema = load_schema(root)
+    files = sorted(str(p) for p in schema.split_dir("train").glob("*.parquet"))
+    columns = ParquetReader(root, schema, "train", opts.batch_size)._columns
 
+    def pyarrow_read() -> int:
+        batches = ds.dataset(files, format="parquet").to_batches(columns=columns, batch_size=opts.batch_size)
+        return sum(b.num_rows for b in batches)
 
-def run(opts: Options) -> dict:
-    tmp: Optional[tempfile.TemporaryDirectory] = None
-    tmp_runs = tempfile.TemporaryDirectory(prefix="c2al-bench-runs-")
-    load_before = os.getloadavg()[0]
-    results: dict = {}
-    if opts.data:
-        root = Path(opts.data)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="c2al-bench-")
-        root = Path(tmp.name) / "synth"
-        cfg = SyntheticConfig(rows=opts.rows, max_table_size=opts.max_table_size)
-        t = time.perf_counter()
-        generate_synthetic(root, cfg)
-        results["synthetic_rows_per_min"] = opts.rows / (time.perf_counter() - t) * 60
-    try:
-        schema = load_schema(root)
-        files = sorted(str(p) for p in schema.split_dir("train").glob("*.parquet"))
-        columns = ParquetReader(root, schema, "train", opts.batch_size)._columns
+    def loader(**kw) -> int:
+        reader = ParquetReader(root, schema, "train", opts.batch_size, shuffle_buffer=opts.shuffle_buffer, **kw)
+        return sum(b.batch_size for b in reader)
 
-        def pyarrow_read() -> int:
-            return sum(
-                b.num_rows
-                for b in ds.dataset(files, format="parquet").to_batches(columns=columns, batch_size=opts.batch_size)
-            )
+    def two_ranks() -> int:
+        with ThreadPoolExecutor(2) as pool:
+            return sum(pool.map(lambda k: loader(shuffle=True, seed=0, rank=k, world_size=2), range(2)))
 
-        def loader(**kw) -> int:
-            reader = ParquetReader(root, schema, "train", opts.batch_size, shuffle_buffer=opts.shuffle_buffer, **kw)
-            return sum(b.batch_size for b in reader)
-
-        def two_ranks() -> int:
-            with ThreadPoolExecutor(2) as pool:
-                jobs = [pool.submit(loader, shuffle=True, seed=0, rank=k, world_size=2) for k in range(2)]
-                return sum(j.result() for j in jobs)
-
-        cases = {
-            "pyarrow": pyarrow_read,
-            "loader_file_order": lambda: loader(shuffle=False),
-            "loader_shuffled": lambda: loader(shuffle=True, seed=0),
-            "loader_rank0_of_2": lambda: loader(shuffle=True, seed=0, rank=0, world_size=2),
-            "loader_rank1_of_2": lambda: loader(shuffle=True, seed=0, rank=1, world_size=2),
-            "loader_2_ranks": two_ranks,
-        }
-        best: dict[str, float] = {k: 0.0 for k in cases}
-        rows: dict[str, int] = {}
-        for _ in range(opts.repeats):
-            for name, fn in cases.items():
-                rate, n = _rate(fn)
-                best[name] = max(best[name], rate)
-                rows[name] = n
-        for name in cases:
-            results[f"{name}_rows_per_s"] = best[name]
-            results[f"{name}_rows"] = rows[name]
-        if opts.train_steps:
-            results.update(_train_step_rates(opts, root, Path(tmp_runs.name)))
-    finally:
-        tmp_runs.cleanup()
-        if tmp is not None:
-            tmp.cleanup()
-    ratios = {
-        "loader_vs_pyarrow": results["loader_shuffled_rows_per_s"] / results["pyarrow_rows_per_s"],
-        "loader_file_order_vs_pyarrow": results["loader_file_order_rows_per_s"] / results["pyarrow_rows_per_s"],
-        "loader_rank_vs_1_rank": min(results["loader_rank0_of_2_rows_per_s"], results["loader_rank1_of_2_rows_per_s"])
-        / results["loader_shuffled_rows_per_s"],
-        "loader_vs_train_step": None,
+    cases = {
+        "pyarrow": pyarrow_read,
+        "loader_file_order": lambda: loader(shuffle=False),
+        "loader_shuffled": lambda: loader(shuffle=True, seed=0),
+        "loader_rank0_of_2": lambda: loader(shuffle=True, seed=0, rank=0, world_size=2),
+        "loader_rank1_of_2": lambda: loader(shuffle=True, seed=0, rank=1, world_size=2),
+        "loader_2_ranks": two_ranks,
     }
-    results["load_average_1min"] = [load_before, os.getloadavg()[0]]
-    if opts.train_steps:
-        fastest = max(results["train_step_fp32_samples_per_s"], results["train_step_bf16_samples_per_s"])
-        ratios["loader_vs_train_step"] = results["loader_shuffled_rows_per_s"] / fastest
-    return {
-        "benchmark": "data_loader",
-        "config": {**dataclasses.asdict(opts), "machine": machine()},
-        "results": results,
-        "ratios": ratios,
-    }
+    best, rows = dict.fromkeys(cases, 0.0), {}
+    for _ in range(opts.repeats):
+        for name, fn in cases.items():
+            t = time.perf_counter()
+            rows[name] = fn()
+            best[name] = max(best[name], rows[name] / (time.perf_counter() - t))
+    return {k: v for name in cases for k, v in ((f"{name}_rows_per_s", best[name]), (f"{name}_rows", rows[name]))}
 
 
-def _train_step_rates(opts: Options, root: Path, runs: Path) -> dict:
+def _train_step_rates(opts: Options, root: Path, runs: Path) -> dict[str, float]:
     """Samples/s of the real training step (Trainer, 1 rank, in this process) on ``root``, fp32 and bf16."""
     from benchmarks import train_throughput as tt
 
     topts = tt.Options(batch_size=opts.batch_size)
-    out = {}
-    for name, bf16 in (("fp32", False), ("bf16", True)):
-        cfg = tt.make_config(topts, root, c2al=False, bf16=bf16)
-        rate = tt.trainer_rate(cfg, runs / name, opts.train_warmup, opts.train_steps, opts.train_rounds)
-        out[f"train_step_{name}_samples_per_s"] = rate
-    return out
+    return {
+        f"train_step_{name}_samples_per_s": tt.trainer_rate(
+            tt.make_config(topts, root, c2al=False, bf16=bf16),
+            runs / name,
+            opts.train_warmup,
+            opts.train_steps,
+            opts.train_rounds,
+        )  # fmt: skip
+        for name, bf16 in (("fp32", False), ("bf16", True))
+    }
 
 
-_CASES = (
-    "pyarrow",
-    "loader_file_order",
-    "loader_shuffled",
-    "loader_rank0_of_2",
-    "loader_rank1_of_2",
-    "loader_2_ranks",
-)
+def run(opts: Options) -> dict:
+    load_before = os.getloadavg()[0]
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="c2al-bench-") as tmp:
+        root = Path(opts.data or Path(tmp) / "synth")
+        if not opts.data:
+            t = time.perf_counter()
+            generate_synthetic(root, SyntheticConfig(rows=opts.rows, max_table_size=opts.max_table_size))
+            results["synthetic_rows_per_min"] = opts.rows / (time.perf_counter() - t) * 60
+        results.update(_read_rates(opts, root))
+        if opts.train_steps:
+            results.update(_train_step_rates(opts, root, Path(tmp) / "runs"))
+    r, shuffled = results, results["loader_shuffled_rows_per_s"]
+    ratios = {
+        "loader_vs_pyarrow": shuffled / r["pyarrow_rows_per_s"],
+        "loader_file_order_vs_pyarrow": r["loader_file_order_rows_per_s"] / r["pyarrow_rows_per_s"],
+        "loader_rank_vs_1_rank": min(r["loader_rank0_of_2_rows_per_s"], r["loader_rank1_of_2_rows_per_s"]) / shuffled,
+        "loader_vs_train_step": None,
+    }
+    if opts.train_steps:  # the faster (stricter) precision
+        fastest = max(r["train_step_fp32_samples_per_s"], r["train_step_bf16_samples_per_s"])
+        ratios["loader_vs_train_step"] = shuffled / fastest
+    results["load_average_1min"] = [load_before, os.getloadavg()[0]]
+    config = {**dataclasses.asdict(opts), "machine": machine()}
+    return {"benchmark": "data_loader", "config": config, "results": results, "ratios": ratios}
 
 
-def _markdown(out: dict, command: str) -> str:
+def markdown(out: dict, command: str) -> str:
+    """The results markdown, from the JSON record alone."""
     r, q = out["results"], out["ratios"]
-    lines = [
-        *results_header("Data loader throughput", out["config"], command),
-        "",
-        "1-min load average before / after: "
-        + (" / ".join(f"{x:.1f}" for x in r["load_average_1min"]) if "load_average_1min" in r else "not recorded")
-        + " (other processes on the 2 cores slow both sides of a ratio, not always alike).",
-        "",
-        "| case | rows | rows/s (best of repeats) |",
-        "| --- | ---: | ---: |",
-    ]
-    for name in _CASES:
-        lines.append(f"| {name} | {r[f'{name}_rows']} | {r[f'{name}_rows_per_s']:,.0f} |")
-    lines += [
-        "",
-        f"- loader_vs_pyarrow (shuffled loader / raw pyarrow read, goal >= 0.5): {q['loader_vs_pyarrow']:.2f}",
-        f"- loader_file_order_vs_pyarrow: {q['loader_file_order_vs_pyarrow']:.2f}",
-        f"- loader_rank_vs_1_rank (slower rank of 2 / 1 rank, rows yielded per second; 1 = each rank reads "
-        f"only its share): {q['loader_rank_vs_1_rank']:.2f}",
-    ]
+    cases = [k.removesuffix("_rows_per_s") for k in r if k.endswith("_rows_per_s")]
+    load = " / ".join(f"{x:.1f}" for x in r["load_average_1min"]) if "load_average_1min" in r else "not recorded"
     if q["loader_vs_train_step"] is None:
-        lines.append("- loader_vs_train_step (goal >= 5): not measured")
+        train = "- loader_vs_train_step (goal >= 5): not measured"
     else:
-        lines.append(
+        train = (
             f"- loader_vs_train_step (shuffled loader / fastest training step, goal >= 5): "
             f"{q['loader_vs_train_step']:.1f} (training step, Trainer 1 rank, C2AL off, d=64 2-layer DHEN: "
             f"fp32 {r['train_step_fp32_samples_per_s']:,.0f}, bf16 {r['train_step_bf16_samples_per_s']:,.0f} "
             "samples/s)"
         )
+    lines = [
+        *results_header("Data loader throughput", out["config"], command),
+        "",
+        f"1-min load average before / after: {load} (other processes on the 2 cores slow both sides of a ratio, "
+        "not always alike).",
+        "",
+        *md_table(
+            ["case", "rows", "rows/s (best of repeats)"],
+            [[c, r[f"{c}_rows"], f"{r[f'{c}_rows_per_s']:,.0f}"] for c in cases],
+            "lrr",
+        ),
+        "",
+        f"- loader_vs_pyarrow (shuffled loader / raw pyarrow read, goal >= 0.5): {q['loader_vs_pyarrow']:.2f}",
+        f"- loader_file_order_vs_pyarrow: {q['loader_file_order_vs_pyarrow']:.2f}",
+        f"- loader_rank_vs_1_rank (slower rank of 2 / 1 rank, rows yielded per second; 1 = each rank reads "
+        f"only its share): {q['loader_rank_vs_1_rank']:.2f}",
+        train,
+    ]
     if "synthetic_rows_per_min" in r:
         lines.append(
             f"- synthetic generator: {r['synthetic_rows_per_min']:,.0f} rows/min (goal >= 1,000,000 on 2 cores)"
@@ -221,13 +196,11 @@ def _markdown(out: dict, command: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = base_parser(__doc__, "small sizes (seconds)")
+    parser = base_parser(__doc__)  # --quick, --json, --record and --data (the Options field)
+    add_option_flags(parser, Options, only=[f.name for f in dataclasses.fields(Options) if f.name != "data"])
     args = parser.parse_args(argv)
-    opts = Options(data=args.data)
-    if args.quick:
-        opts = dataclasses.replace(opts, **QUICK)
-    out = run(opts)
-    return finish("data_loader", out, _markdown, argv, args.quick, args.json, args.record)
+    opts = options_from_args(Options, args, Options(**QUICK) if args.quick else None)
+    return finish("data_loader", run(opts), markdown, argv, args.quick, args.json, args.record)
 
 
 if __name__ == "__main__":

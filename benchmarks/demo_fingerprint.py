@@ -1,17 +1,14 @@
-"""The demo's numeric fingerprint: a mini pipeline (under a minute, 1 process, 1 thread) whose numbers
-change exactly when what the demo computes changes.
+"""The demo's numeric fingerprint: numbers that change exactly when what the demo computes changes.
 
 python -m benchmarks.demo_fingerprint              # print the fingerprint as JSON
 python -m benchmarks.demo_fingerprint --check      # compare with benchmarks/results/demo.json
 
-The mini pipeline is the demo's own stages (``Pipeline``) on ``launch/configs/demo.toml`` with
-``MINI_OVERRIDES``: a few thousand generated rows, the baseline and C2AL trained a few steps in this
-process on one thread, discovery on the valid split, evaluation on test. Its fingerprint keeps the
-per-step training losses of both runs, the chosen cohorts and the evaluation table, each number to
-``SIGNIFICANT`` digits. It is numbers, not a hash of source bytes: comments and refactors that
-compute the same thing leave it unchanged, a change to the data, the model, the training, the
-discovery or the evaluation moves it. ``scripts/record_demo.py`` records it beside the demo's
-result; ``tests/test_readme.py`` re-runs it and fails when a number moved beyond ``TOLERANCE``.
+A mini pipeline (under a minute, 1 process, 1 thread): the demo's own stages (``Pipeline``) on
+``launch/configs/demo.toml`` with ``MINI_OVERRIDES``. Its fingerprint keeps the per-step training losses of
+both runs, the chosen cohorts and the evaluation table, each to ``SIGNIFICANT`` digits: a refactor that
+computes the same leaves it unchanged, a change to the data, model, training, discovery or evaluation moves
+it. ``scripts/record_demo.py`` records it; ``tests/test_readme.py`` fails when a number moved beyond
+``TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -34,24 +31,13 @@ SIGNIFICANT = 5
 # relative tolerance of a recorded number (one unit in about the 5th significant digit), and an
 # absolute floor for numbers near zero (NE_diff is a fraction: 1e-7 is 0.00001%)
 TOLERANCE = {"rel": 2e-4, "abs": 1e-7}
-GROUPS = ("overall", "head", "tail")
 
 MINI_OVERRIDES = [
-    "--data.synthetic.rows=20000",
-    "--data.synthetic.chunk_rows=20000",
-    "--data.batch_size=256",
-    "--data.shuffle_buffer=2048",
-    "--train.max_steps=24",
-    "--train.warmup_steps=2",
-    "--train.log_every=1",
-    "--train.eval_every=0",
-    "--train.num_threads=1",
-    "--checkpoint.every_steps=0",
-    "--discover.min_rows=50",
-    "--discover.min_positives=2",
-    "--pipeline.nproc_per_node=1",
-    "--pipeline.resamples=100",
-]
+    "--data.synthetic.rows=20000", "--data.synthetic.chunk_rows=20000", "--data.batch_size=256",
+    "--data.shuffle_buffer=2048", "--train.max_steps=24", "--train.warmup_steps=2", "--train.log_every=1",
+    "--train.eval_every=0", "--train.num_threads=1", "--checkpoint.every_steps=0", "--discover.min_rows=50",
+    "--discover.min_positives=2", "--pipeline.nproc_per_node=1", "--pipeline.resamples=100",
+]  # fmt: skip
 
 
 def _sig(x: Optional[float]) -> Optional[float]:
@@ -86,12 +72,7 @@ def fingerprint_of(out: Path) -> dict[str, Any]:
                 for name, c in selection["candidates"].items()
             },
         },
-        "cohorts": {
-            "axis": spec["axis"],
-            "head": spec["head"],
-            "tail": spec["tail"],
-            "score": _sig(chosen.get("score")),
-        },
+        "cohorts": {**{k: spec[k] for k in ("axis", "head", "tail")}, "score": _sig(chosen.get("score"))},
         "eval": {
             name: {k: _sig(g.get(k)) for k in ("rows", "ne", "ne_base", "ne_diff", "calibration", "auc")}
             for name, g in evaluation["groups"].items()
@@ -118,14 +99,8 @@ def compute() -> dict[str, Any]:
     (so this process's thread settings and imports change nothing)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     with tempfile.TemporaryDirectory(prefix="demo_fingerprint_") as tmp:
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.demo_fingerprint", "--inline", "--work", tmp],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        argv = [sys.executable, "-m", "benchmarks.demo_fingerprint", "--inline", "--work", tmp]
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"the demo's mini pipeline failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return json.loads((Path(tmp) / "fingerprint.json").read_text())

@@ -1,29 +1,24 @@
 """Sharding plan past one machine, by simulation: torchrec's planner for a CUDA cluster, no GPU needed.
 
-python -m benchmarks.plan --config launch/configs/production.toml --world-size 64
+python -m benchmarks.plan --config launch/configs/production.toml --world-size 64 [--record] [--<option> ...]
 
-Builds the run's model on the meta device with the trainer's own code (``build_run_model`` of
-the dataset schema, the fused sparse optimizer from
-``apply_sparse_optimizer``, the trainer's sharding-type constraint: table-, row- or column-wise,
-never data-parallel) and runs ``EmbeddingShardingPlanner.plan`` (single process, no process group)
-for a topology of ``world_size / local_world_size`` hosts of ``local_world_size`` GPUs
-(``compute_device="cuda"``, H100 defaults: 80 GB HBM, NVLink within a host, one 400 Gb/s NIC per GPU
-across hosts) with a ``FixedPercentageStorageReservation``. Table sizes come from
-``<data.path>/schema.json`` when it exists, else from ``launch/configs/production_schema.json``.
+Builds the run's model on the meta device with the trainer's own code (``build_run_model``, the fused
+sparse optimizer, the trainer's sharding types: never data-parallel) and runs
+``EmbeddingShardingPlanner.plan`` in one process for ``world_size / local_world_size`` hosts of
+``local_world_size`` GPUs (H100 defaults: 80 GB HBM, NVLink within a host, one 400 Gb/s NIC per GPU
+across hosts). Table sizes: ``<data.path>/schema.json``, else ``launch/configs/production_schema.json``.
 
-Reported: the plan per table (sharding type, compute kernel, ranks, shard sizes), memory per rank
-(the planner's embedding + KJT estimate, plus dense parameters, gradients and AdamW state), the
-planner's perf estimates per rank (embedding fwd/bwd compute and comms, critical path), the dense
-arch's parameters and forward FLOPs per sample (``torch.utils.flop_counter`` on the meta device,
-FM in its reference bmm form) with a step-time estimate at a stated fraction of H100 bf16 peak, and
-the planner's own log. Prints the markdown; ``--record`` writes
-``benchmarks/results/plan_<config>_<world_size>.{json,md}`` (the committed results), ``--json`` /
-``--md`` write anywhere else.
+Reported: the plan per table, memory per rank (the planner's embedding + KJT estimate, plus dense
+parameters, gradients and AdamW state), the planner's perf estimates (embedding compute and comms,
+critical path), the dense arch's parameters and forward FLOPs per sample (``FlopCounterMode`` on the
+meta device) with a step-time estimate at a stated fraction of bf16 peak, and the planner's own log.
+Prints the markdown; ``--record`` writes ``benchmarks/results/plan_<config>_<world_size>.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -33,8 +28,9 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -52,8 +48,16 @@ from torchrec.distributed.planner.types import (
 )
 from torchrec.distributed.sharding_plan import get_default_sharders
 
-from benchmarks.common import RESULTS_DIR, command_line, machine, write_json
-from c2al_rec.config import Config, field_docs, load_config
+from benchmarks.common import (
+    RESULTS_DIR,
+    add_option_flags,
+    command_line,
+    machine,
+    md_table,
+    options_from_args,
+    write_json,
+)
+from c2al_rec.config import Config, load_config
 from c2al_rec.data.schema import SCHEMA_FILE, DatasetSchema, load_schema, schema_from_dict
 from c2al_rec.distributed.sharding import SHARDED_TYPES, apply_sparse_optimizer
 from c2al_rec.modules.model import C2ALModel, build_run_model
@@ -62,6 +66,7 @@ GB = 1e9  # decimal GB: what hardware datasheets quote (80 GB HBM, 50 GB/s)
 GIB = 1024**3
 TRAINER_CONSTRAINT = "the trainer's constraint"
 DEFAULT_SCHEMA = Path("launch/configs/production_schema.json")
+PLANNER_LOG_LINES = 120  # lines of the planner's log recorded
 
 
 @dataclass
@@ -187,12 +192,7 @@ def dense_flops(model: C2ALModel, num_dense: int) -> dict[str, Any]:
     fm_names = set(model.fm_modules())
     fm = sum(sum(per_module[n].values()) for n in fm_names if n in per_module) / batch
     fm_bmm = sum(per_module[n].get(torch.ops.aten.bmm, 0) for n in fm_names if n in per_module) / batch
-    return {
-        "fwd_flops_per_sample": total,
-        "by_part": parts,
-        "fm_modules": fm,
-        "fm_bmm": fm_bmm,
-    }
+    return {"fwd_flops_per_sample": total, "by_part": parts, "fm_modules": fm, "fm_bmm": fm_bmm}
 
 
 # ---------------------------------------------------------------------------------------- planner
@@ -200,19 +200,15 @@ def make_topology(opts: Options) -> Topology:
     """A CUDA topology of world_size / local_world_size hosts (torchrec bandwidths are bytes per ms)."""
     per_ms = GB / 1000.0
     trainer = TrainerConfig(
-        world_size=opts.world_size,
-        local_world_size=min(opts.local_world_size, opts.world_size),
-        hbm_cap_bytes=int(opts.hbm_gb * GB),
-        ddr_cap_bytes=int(opts.ddr_gb * GB / opts.local_world_size),
-    )
+        world_size=opts.world_size, local_world_size=min(opts.local_world_size, opts.world_size),
+        hbm_cap_bytes=int(opts.hbm_gb * GB), ddr_cap_bytes=int(opts.ddr_gb * GB / opts.local_world_size),
+    )  # fmt: skip
     hardware = HardwareConfig(
-        intra_host_bw=opts.intra_host_gbps * per_ms,
-        inter_host_bw=opts.inter_host_gbps * per_ms,
+        intra_host_bw=opts.intra_host_gbps * per_ms, inter_host_bw=opts.inter_host_gbps * per_ms,
         hbm_mem_bw=opts.hbm_bw_gbps * per_ms,
-    )
-    return TopologyFactory.create_topology(
-        trainer, hardware, KernelConfig(compute_device="cuda", use_hardware_based_bandwidth=True)
-    )
+    )  # fmt: skip
+    kernel = KernelConfig(compute_device="cuda", use_hardware_based_bandwidth=True)
+    return TopologyFactory.create_topology(trainer, hardware, kernel)
 
 
 def allowed_types(opts: Options) -> list[str]:
@@ -220,24 +216,23 @@ def allowed_types(opts: Options) -> list[str]:
     return [t.strip() for t in opts.sharding_types.split(",") if t.strip()] or list(SHARDED_TYPES)
 
 
-def constraints_for(schema: DatasetSchema, opts: Options) -> dict[str, ParameterConstraints]:
-    """The trainer's constraint (sharded types only, or --sharding-types) plus each feature's mean ids per row."""
-    return {
-        f"t_{f.name}": ParameterConstraints(
-            sharding_types=allowed_types(opts),
-            pooling_factors=[opts.multi_hot_ids if f.multi_hot else 1.0],
-        )
-        for f in schema.sparse
-    }
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.extend(record.getMessage().splitlines())
+@contextlib.contextmanager
+def planner_log() -> Iterator[list[str]]:
+    """The lines torchrec's ``EmbeddingStats`` logs while the block runs, kept off the console."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.extend(record.getMessage().splitlines())  # type: ignore[method-assign]
+    log = logging.getLogger("torchrec.distributed.planner.stats")
+    level, propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield lines
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 def plan(opts: Options) -> dict[str, Any]:
@@ -246,185 +241,121 @@ def plan(opts: Options) -> dict[str, Any]:
     schema, schema_path = run_schema(cfg, opts)
     batch_size = opts.batch_size or cfg.data.batch_size
     model = build_model(cfg, schema)
-    topology = make_topology(opts)
     reservation = FixedPercentageStorageReservation(opts.reservation)
+    constraints = {  # the trainer's sharding types and each feature's mean ids per row
+        f"t_{f.name}": ParameterConstraints(
+            sharding_types=allowed_types(opts), pooling_factors=[opts.multi_hot_ids if f.multi_hot else 1.0]
+        )
+        for f in schema.sparse
+    }
     planner = EmbeddingShardingPlanner(
-        topology=topology,
-        batch_size=batch_size,
-        storage_reservation=reservation,
-        constraints=constraints_for(schema, opts),
-        stats=EmbeddingStats(),
-        debug=True,
-    )
-    capture = _Capture()
-    stats_logger = logging.getLogger("torchrec.distributed.planner.stats")
-    old_level, old_propagate = stats_logger.level, stats_logger.propagate
-    stats_logger.addHandler(capture)
-    stats_logger.setLevel(logging.INFO)
-    stats_logger.propagate = False
+        topology=make_topology(opts), batch_size=batch_size, storage_reservation=reservation, constraints=constraints,
+        stats=EmbeddingStats(), debug=True,
+    )  # fmt: skip
     start = time.perf_counter()
-    try:
+    with planner_log() as log_lines:
         planner.plan(model, get_default_sharders())
-    finally:
-        stats_logger.removeHandler(capture)
-        stats_logger.setLevel(old_level)
-        stats_logger.propagate = old_propagate
     plan_seconds = time.perf_counter() - start
+    if len(log_lines) > PLANNER_LOG_LINES:  # a row per rank: at 512 GPUs the log alone is ~200 KB
+        log_lines = log_lines[:PLANNER_LOG_LINES] + [
+            f"... {len(log_lines) - PLANNER_LOG_LINES} more lines (rerun the command)"
+        ]
     best: list[ShardingOption] = planner._best_plan or []  # the planner keeps its chosen options here
     assert best, "the planner returned no plan"
     kjt = reservation._kjt_storage
-    kjt_hbm = kjt.hbm if kjt is not None else 0
-
     tables = _tables(best, schema)
-    ranks = _ranks(best, opts.world_size, kjt_hbm)
-    dense = _dense(model, schema, cfg, opts, batch_size)
+    ranks = _ranks(best, opts.world_size, kjt.hbm if kjt is not None else 0)
+    dense = _dense(model, schema, opts, batch_size)
     per_rank_hbm = [r["hbm_bytes"] + dense["state_bytes_per_rank"] for r in ranks]
     sparse_perf = [r["perf_ms"]["total"] for r in ranks]
     comms = [r["perf_ms"]["fwd_comms"] + r["perf_ms"]["bwd_comms"] + r["perf_ms"]["input_dist_comms"] for r in ranks]
     compute = [r["perf_ms"]["fwd_compute"] + r["perf_ms"]["bwd_compute"] for r in ranks]
     critical = _critical_path(best)
-    hosts = max(1, opts.world_size // opts.local_world_size)
-    a2a = _all_to_all_bytes(best, schema, opts, batch_size)
     step = {
-        "embedding_comms_ms_max_rank": max(comms),
-        "embedding_compute_ms_max_rank": max(compute),
-        "critical_path_comms_ms": critical["comms_ms"],
-        "critical_path_compute_ms": critical["compute_ms"],
-        "dense_compute_ms": dense["train_ms_per_step"],
-        "dense_allreduce_ms": dense["allreduce_ms"],
-    }
-    step["bottleneck"] = max(
-        ("embedding all-to-all", step["critical_path_comms_ms"]),
-        ("dense over-arch compute", step["dense_compute_ms"]),
-        ("dense gradient all-reduce", step["dense_allreduce_ms"]),
-        ("embedding lookups", step["critical_path_compute_ms"]),
-        key=lambda kv: kv[1],
-    )[0]
+        "embedding_comms_ms_max_rank": max(comms), "embedding_compute_ms_max_rank": max(compute),
+        "critical_path_comms_ms": critical["comms_ms"], "critical_path_compute_ms": critical["compute_ms"],
+        "dense_compute_ms": dense["train_ms_per_step"], "dense_allreduce_ms": dense["allreduce_ms"],
+    }  # fmt: skip
+    parts = {
+        "embedding all-to-all": "critical_path_comms_ms", "dense over-arch compute": "dense_compute_ms",
+        "dense gradient all-reduce": "dense_allreduce_ms", "embedding lookups": "critical_path_compute_ms",
+    }  # fmt: skip
+    step["bottleneck"] = max(parts, key=lambda part: step[parts[part]])
+    config = {
+        **dataclasses.asdict(opts), "batch_size": batch_size, "global_batch_size": batch_size * opts.world_size,
+        "hosts": max(1, opts.world_size // opts.local_world_size), "schema_path": schema_path,
+        "embedding_dim": cfg.model.embedding_dim, "sparse_optimizer": cfg.train.sparse_optimizer,
+        "sharding_types_allowed": allowed_types(opts), "num_tables": len(schema.sparse),
+        "num_dense_features": len(schema.dense),
+    }  # fmt: skip
+    memory = {
+        "hbm_cap_bytes": int(opts.hbm_gb * GB), "embedding_bytes_total": sum(t["storage_hbm_bytes"] for t in tables),
+        "embedding_weight_bytes_total": sum(t["rows"] * t["dim"] * 4 for t in tables),
+        "kjt_bytes_per_rank": kjt.hbm if kjt is not None else 0,
+        "dense_state_bytes_per_rank": dense["state_bytes_per_rank"], "hbm_per_rank_bytes": _summary(per_rank_hbm),
+        "largest_rank": max(range(len(per_rank_hbm)), key=per_rank_hbm.__getitem__),
+        "ddr_per_rank_bytes": _summary([r["ddr_bytes"] for r in ranks]),
+    }  # fmt: skip
+    perf = {
+        "per_rank_total_ms": _summary(sparse_perf), "per_rank_comms_ms": _summary(comms),
+        "per_rank_compute_ms": _summary(compute), "critical_path": critical,
+        "slowest_rank": max(range(len(sparse_perf)), key=sparse_perf.__getitem__),
+    }  # fmt: skip
     return {
-        "benchmark": "plan",
-        "config": {
-            **dataclasses.asdict(opts),
-            "batch_size": batch_size,
-            "global_batch_size": batch_size * opts.world_size,
-            "hosts": hosts,
-            "schema_path": schema_path,
-            "embedding_dim": cfg.model.embedding_dim,
-            "sparse_optimizer": cfg.train.sparse_optimizer,
-            "sharding_types_allowed": allowed_types(opts),
-            "num_tables": len(schema.sparse),
-            "num_dense_features": len(schema.dense),
-        },
-        "machine": machine(),
-        "torch": torch.__version__,
-        "torchrec": _version("torchrec"),
-        "plan_seconds": plan_seconds,
-        "tables": tables,
-        "sharding_type_counts": dict(Counter(t["sharding_type"] for t in tables)),
-        "ranks": ranks,
-        "memory": {
-            "hbm_cap_bytes": int(opts.hbm_gb * GB),
-            "embedding_bytes_total": sum(t["storage_hbm_bytes"] for t in tables),
-            "embedding_weight_bytes_total": sum(t["rows"] * t["dim"] * 4 for t in tables),
-            "kjt_bytes_per_rank": kjt_hbm,
-            "dense_state_bytes_per_rank": dense["state_bytes_per_rank"],
-            "hbm_per_rank_bytes": _summary(per_rank_hbm),
-            "largest_rank": max(range(len(per_rank_hbm)), key=per_rank_hbm.__getitem__),
-            "ddr_per_rank_bytes": _summary([r["ddr_bytes"] for r in ranks]),
-        },
-        "perf": {
-            "per_rank_total_ms": _summary(sparse_perf),
-            "per_rank_comms_ms": _summary(comms),
-            "per_rank_compute_ms": _summary(compute),
-            "critical_path": critical,
-            "slowest_rank": max(range(len(sparse_perf)), key=sparse_perf.__getitem__),
-        },
-        "all_to_all": a2a,
-        "dense": dense,
-        "step_estimate": step,
-        "planner_summary": _head(capture.lines, PLANNER_LOG_LINES),
-    }
-
-
-PLANNER_LOG_LINES = 120  # the log has a row per rank: at 512 GPUs it alone is ~200 KB
-
-
-def _head(lines: list[str], n: int) -> list[str]:
-    """The first ``n`` lines, and how many were left out (rerun the command for the whole log)."""
-    return lines if len(lines) <= n else lines[:n] + [f"... {len(lines) - n} more lines (rerun the command)"]
-
-
-def _version(name: str) -> str:
-    from importlib.metadata import version
-
-    return version(name)
+        "benchmark": "plan", "config": config, "machine": machine(), "torch": torch.__version__,
+        "torchrec": version("torchrec"), "plan_seconds": plan_seconds, "tables": tables,
+        "sharding_type_counts": dict(Counter(t["sharding_type"] for t in tables)), "ranks": ranks, "memory": memory,
+        "perf": perf, "all_to_all": _all_to_all_bytes(best, schema, opts, batch_size), "dense": dense,
+        "step_estimate": step, "planner_summary": log_lines,
+    }  # fmt: skip
 
 
 def _summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "max": max(values), "mean": statistics.mean(values)}
 
 
+PERF_KEYS = ("fwd_compute", "fwd_comms", "bwd_compute", "bwd_comms", "input_dist_comms")
+
+
+def _perf(p: Any) -> dict[str, float]:
+    """torchrec's ``Perf`` as ms per part and in total (``{}`` when there is none)."""
+    return {} if p is None else {**{k: getattr(p, k) for k in PERF_KEYS}, "total": p.total}
+
+
 def _tables(best: list[ShardingOption], schema: DatasetSchema) -> list[dict[str, Any]]:
-    """One row per table: how it is sharded and where."""
+    """One row per table, largest first: how it is sharded and where."""
     multi_hot = {f"t_{f.name}": f.multi_hot for f in schema.sparse}
     rows = []
     for so in sorted(best, key=lambda so: -so.tensor.shape[0]):
         shards = [
-            {
-                "rank": s.rank,
-                "size": list(s.size),
-                "offset": list(s.offset),
-                "hbm_bytes": s.storage.hbm if s.storage else 0,
-                "perf_ms": _perf(s.perf),
-            }
+            {"rank": s.rank, "size": list(s.size), "offset": list(s.offset),
+             "hbm_bytes": s.storage.hbm if s.storage else 0, "perf_ms": _perf(s.perf)}
             for s in so.shards
-        ]
-        rows.append(
-            {
-                "table": so.name,
-                "rows": int(so.tensor.shape[0]),
-                "dim": int(so.tensor.shape[1]),
-                "multi_hot": multi_hot.get(so.name, False),
-                "sharding_type": so.sharding_type,
-                "compute_kernel": so.compute_kernel,
-                "ranks": sorted({s.rank for s in so.shards}),
-                "num_shards": len(so.shards),
-                "storage_hbm_bytes": sum(s["hbm_bytes"] for s in shards),
-                "perf_ms": _perf(so.total_perf_breakdown if hasattr(so, "total_perf_breakdown") else None)
-                or {"total": so.total_perf},
-                "shards": shards,
-            }
-        )
+        ]  # fmt: skip
+        rows.append({
+            "table": so.name, "rows": int(so.tensor.shape[0]), "dim": int(so.tensor.shape[1]),
+            "multi_hot": multi_hot.get(so.name, False), "sharding_type": so.sharding_type,
+            "compute_kernel": so.compute_kernel, "ranks": sorted({s.rank for s in so.shards}),
+            "num_shards": len(so.shards), "storage_hbm_bytes": sum(s["hbm_bytes"] for s in shards),
+            "perf_ms": _perf(getattr(so, "total_perf_breakdown", None)) or {"total": so.total_perf},
+            "shards": shards,
+        })  # fmt: skip
     return rows
-
-
-def _perf(p: Any) -> dict[str, float]:
-    if p is None:
-        return {}
-    return {
-        "fwd_compute": p.fwd_compute,
-        "fwd_comms": p.fwd_comms,
-        "bwd_compute": p.bwd_compute,
-        "bwd_comms": p.bwd_comms,
-        "input_dist_comms": p.input_dist_comms,
-        "total": p.total,
-    }
 
 
 def _ranks(best: list[ShardingOption], world_size: int, kjt_hbm: int) -> list[dict[str, Any]]:
     """Per rank: embedding HBM (+ the planner's KJT estimate), DDR and the summed shard perf."""
-    keys = ("fwd_compute", "fwd_comms", "bwd_compute", "bwd_comms", "input_dist_comms")
     ranks = [
-        {"rank": r, "hbm_bytes": kjt_hbm, "ddr_bytes": 0, "num_shards": 0, "perf_ms": dict.fromkeys(keys, 0.0)}
+        {"rank": r, "hbm_bytes": kjt_hbm, "ddr_bytes": 0, "num_shards": 0, "perf_ms": dict.fromkeys(PERF_KEYS, 0.0)}
         for r in range(world_size)
     ]
-    for so in best:
-        for s in so.shards:
-            r = ranks[s.rank]
-            r["num_shards"] += 1
-            r["hbm_bytes"] += s.storage.hbm if s.storage else 0
-            r["ddr_bytes"] += s.storage.ddr if s.storage else 0
-            for k in keys:
-                r["perf_ms"][k] += getattr(s.perf, k) if s.perf else 0.0
+    for s in (s for so in best for s in so.shards):
+        r = ranks[s.rank]
+        r["num_shards"] += 1
+        r["hbm_bytes"] += s.storage.hbm if s.storage else 0
+        r["ddr_bytes"] += s.storage.ddr if s.storage else 0
+        for k in PERF_KEYS:
+            r["perf_ms"][k] += getattr(s.perf, k) if s.perf else 0.0
     for r in ranks:
         p = r["perf_ms"]
         p["total"] = p["fwd_compute"] + p["fwd_comms"] + p["bwd_compute"] + p["bwd_comms"]
@@ -448,9 +379,7 @@ def _critical_path(best: list[ShardingOption]) -> dict[str, float]:
     return {"comms_ms": comms_ms, "compute_ms": compute_ms, "total_ms": comms_ms + compute_ms, "comms_by_type": by_type}
 
 
-def _all_to_all_bytes(
-    best: list[ShardingOption], schema: DatasetSchema, opts: Options, batch_size: int
-) -> dict[str, Any]:
+def _all_to_all_bytes(best: list[ShardingOption], schema: DatasetSchema, opts: Options, batch: int) -> dict[str, Any]:
     """Embedding bytes per rank per step, by a simple count (fp32 pooled outputs, int64 ids + int32 lengths).
 
     Receive side: every rank gets the pooled embedding of every feature for its own batch rows.
@@ -461,8 +390,8 @@ def _all_to_all_bytes(
     """
     world = opts.world_size
     local = min(opts.local_world_size, world)
-    global_batch = batch_size * world
-    recv = batch_size * sum(int(so.tensor.shape[1]) for so in best) * 4
+    global_batch = batch * world
+    recv = batch * sum(int(so.tensor.shape[1]) for so in best) * 4
     send = [0.0] * world
     ids = {f"t_{f.name}": (opts.multi_hot_ids if f.multi_hot else 1.0) for f in schema.sparse}
     recv_ids = 0.0
@@ -475,20 +404,16 @@ def _all_to_all_bytes(
         recv_ids += global_batch * (ids[so.name] * 8 + 4) * copies
     cross = (world - local) / world if world > local else 0.0
     busiest = max(range(world), key=send.__getitem__)
+    link_ms = 2 * cross / (opts.inter_host_gbps * GB) * 1000  # per byte, forward + backward across hosts
     return {
-        "global_batch": global_batch,
-        "recv_output_bytes_per_rank": recv,
-        "send_output_bytes_max_rank": send[busiest],
-        "send_output_bytes_mean": statistics.mean(send),
-        "busiest_sender_rank": busiest,
-        "ids_bytes_all_owners": recv_ids,
-        "cross_host_fraction": cross,
-        "busiest_sender_ms_at_link_rate": 2 * send[busiest] * cross / (opts.inter_host_gbps * GB) * 1000,
-        "receiver_ms_at_link_rate": 2 * recv * cross / (opts.inter_host_gbps * GB) * 1000,
-    }
+        "global_batch": global_batch, "recv_output_bytes_per_rank": recv, "send_output_bytes_max_rank": send[busiest],
+        "send_output_bytes_mean": statistics.mean(send), "busiest_sender_rank": busiest,
+        "ids_bytes_all_owners": recv_ids, "cross_host_fraction": cross,
+        "busiest_sender_ms_at_link_rate": send[busiest] * link_ms, "receiver_ms_at_link_rate": recv * link_ms,
+    }  # fmt: skip
 
 
-def _dense(model: C2ALModel, schema: DatasetSchema, cfg: Config, opts: Options, batch_size: int) -> dict[str, Any]:
+def _dense(model: C2ALModel, schema: DatasetSchema, opts: Options, batch_size: int) -> dict[str, Any]:
     """Dense parameters, FLOPs, per-rank state bytes and step-time estimates (compute, all-reduce)."""
     ebc = {id(p) for p in model.sparse_arch.parameters()}
     named = [(n, p) for n, p in model.named_parameters() if id(p) not in ebc]
@@ -518,22 +443,15 @@ def _dense(model: C2ALModel, schema: DatasetSchema, cfg: Config, opts: Options, 
         for b in (4096, 2048, 1024, 512, 256)
     ]
     return {
-        "params": params,
-        "compute_vs_allreduce_by_batch": by_batch,
-        "crossover_batch_size": (bw_ms + lat_ms) / per_sample_ms,
-        "params_by_part": dict(by_part),
-        "fwd_flops_per_sample": flops["fwd_flops_per_sample"],
-        "fwd_flops_by_part": flops["by_part"],
-        "fm_flops_per_sample": flops["fm_modules"],
-        "fm_bmm_flops_per_sample": flops["fm_bmm"],
-        "train_flops_per_sample": train_flops,
-        "train_ms_per_step": compute_ms,
+        "params": params, "compute_vs_allreduce_by_batch": by_batch,
+        "crossover_batch_size": (bw_ms + lat_ms) / per_sample_ms, "params_by_part": dict(by_part),
+        "fwd_flops_per_sample": flops["fwd_flops_per_sample"], "fwd_flops_by_part": flops["by_part"],
+        "fm_flops_per_sample": flops["fm_modules"], "fm_bmm_flops_per_sample": flops["fm_bmm"],
+        "train_flops_per_sample": train_flops, "train_ms_per_step": compute_ms,
         "state_bytes_per_rank": params * 16,  # fp32 weights + grads + AdamW exp_avg, exp_avg_sq
-        "grad_bytes": grad_bytes,
-        "allreduce_ms": bw_ms + lat_ms,
-        "allreduce_bandwidth_ms": bw_ms,
+        "grad_bytes": grad_bytes, "allreduce_ms": bw_ms + lat_ms, "allreduce_bandwidth_ms": bw_ms,
         "allreduce_latency_ms": lat_ms,
-    }
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------- markdown
@@ -542,21 +460,60 @@ def _gib(b: float) -> str:
 
 
 def _ranks_text(ranks: list[int]) -> str:
-    if not ranks:
-        return "-"
-    spans, start, prev = [], ranks[0], ranks[0]
-    for r in ranks[1:] + [None]:
-        if r is not None and r == prev + 1:
-            prev = r
-            continue
-        spans.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if r is not None:
-            start = prev = r
-    return ",".join(spans)
+    """Sorted ranks as runs: ``0-3,8``."""
+    spans: list[list[int]] = []
+    for r in ranks:
+        if spans and r == spans[-1][1] + 1:
+            spans[-1][1] = r
+        else:
+            spans.append([r, r])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans) or "-"
+
+
+def _shards_text(shards: list[dict[str, Any]]) -> str:
+    """Shard sizes, alike ones counted: ``4 x [1,000x64]``."""
+    sizes = Counter(f"{s['size'][0]:,}x{s['size'][1]}" for s in shards)
+    return ", ".join(f"{n} x [{k}]" if n > 1 else f"[{k}]" for k, n in sizes.items())
+
+
+def _listing(parts: dict[str, float], fmt: str) -> str:
+    return ", ".join(f"{k} {fmt.format(v)}" for k, v in parts.items())
 
 
 def markdown(out: dict[str, Any], command: str) -> str:
+    """The results markdown, from the JSON record alone."""
     c, m, p, d, s, a = out["config"], out["memory"], out["perf"], out["dense"], out["step_estimate"], out["all_to_all"]
+    hbm, cp = m["hbm_per_rank_bytes"], p["critical_path"]
+    plan_rows = [
+        [t["table"], f"{t['rows']:,}", t["dim"], "yes" if t["multi_hot"] else "", t["sharding_type"],
+         t["compute_kernel"], _ranks_text(t["ranks"]), _shards_text(t["shards"]), _gib(t["storage_hbm_bytes"]),
+         f"{t['perf_ms'].get('total', 0):.3f}"]
+        for t in out["tables"]
+    ]  # fmt: skip
+    plan_table = md_table(
+        ["table", "rows", "dim", "multi-hot", "sharding", "kernel", "ranks", "shards (rows x cols)", "HBM GiB",
+         "perf ms"], plan_rows, "lrrlllllrr",
+    )  # fmt: skip
+    hbm_rows = [["min", hbm["min"]], ["mean", hbm["mean"]], [f"max (rank {m['largest_rank']})", hbm["max"]]]
+    hbm_table = md_table(
+        ["HBM per rank", "GiB"], [[k, _gib(v)] for k, v in hbm_rows + [["cap", m["hbm_cap_bytes"]]]], "lr"
+    )
+    perf = [
+        [k, *(f"{p[f'per_rank_{k}_ms'][x]:.3f}" for x in ("min", "mean", "max"))] for k in ("total", "comms", "compute")
+    ]
+    perf_table = md_table(["per rank", "min", "mean", "max"], perf, "lrrr")
+    batch_rows = [
+        [r["batch_size"], f"{r['dense_compute_ms']:.3f}", f"{r['allreduce_ms']:.3f}"]
+        for r in d["compute_vs_allreduce_by_batch"]
+    ]
+    batch_table = md_table(["per-rank batch", "dense fwd+bwd ms", "all-reduce ms"], batch_rows, "rrr")
+    step_parts = {
+        "embedding all-to-all (planner critical path, comms)": "critical_path_comms_ms",
+        "embedding lookups (planner critical path, compute)": "critical_path_compute_ms",
+        f"dense over-arch fwd+bwd (FLOPs at {c['mfu']:.0%} of peak)": "dense_compute_ms",
+        "dense gradient all-reduce": "dense_allreduce_ms",
+    }
+    step_table = md_table(["part", "ms"], [[part, f"{s[key]:.3f}"] for part, key in step_parts.items()], "lr")
     lines = [
         f"# Sharding plan: {Path(c['config']).stem}, {c['world_size']} GPUs ({c['hosts']} hosts x "
         f"{min(c['local_world_size'], c['world_size'])})",
@@ -580,19 +537,7 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "",
         f"Sharding types: {out['sharding_type_counts']}.",
         "",
-        "| table | rows | dim | multi-hot | sharding | kernel | ranks | shards (rows x cols) | HBM GiB | perf ms |",
-        "| --- | ---: | ---: | --- | --- | --- | --- | --- | ---: | ---: |",
-    ]
-    for t in out["tables"]:
-        sizes = Counter(f"{s['size'][0]:,}x{s['size'][1]}" for s in t["shards"])
-        shard_text = ", ".join(f"{n} x [{k}]" if n > 1 else f"[{k}]" for k, n in sizes.items())
-        lines.append(
-            f"| {t['table']} | {t['rows']:,} | {t['dim']} | {'yes' if t['multi_hot'] else ''} | "
-            f"{t['sharding_type']} | {t['compute_kernel']} | {_ranks_text(t['ranks'])} | {shard_text} | "
-            f"{_gib(t['storage_hbm_bytes'])} | {t['perf_ms'].get('total', 0):.3f} |"
-        )
-    hbm = m["hbm_per_rank_bytes"]
-    lines += [
+        *plan_table,
         "",
         "## Memory per rank",
         "",
@@ -602,39 +547,20 @@ def markdown(out: dict[str, Any], command: str) -> str:
         f"AdamW state ({_gib(m['dense_state_bytes_per_rank'])} GiB, replicated). Activations are not counted: "
         f"they live in the {c['reservation']:.0%} reservation.",
         "",
-        "| HBM per rank | GiB |",
-        "| --- | ---: |",
-        f"| min | {_gib(hbm['min'])} |",
-        f"| mean | {_gib(hbm['mean'])} |",
-        f"| max (rank {m['largest_rank']}) | {_gib(hbm['max'])} |",
-        f"| cap | {_gib(m['hbm_cap_bytes'])} |",
+        *hbm_table,
         "",
         f"Host memory (DDR) used by the plan per rank: max {_gib(m['ddr_per_rank_bytes']['max'])} GiB.",
         "",
         "## Planner perf estimates (embeddings; ms per step)",
         "",
-        "| per rank | min | mean | max |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for label, key in (
-        ("total", "per_rank_total_ms"),
-        ("comms", "per_rank_comms_ms"),
-        ("compute", "per_rank_compute_ms"),
-    ):
-        v = p[key]
-        lines.append(f"| {label} | {v['min']:.3f} | {v['mean']:.3f} | {v['max']:.3f} |")
-    cp = p["critical_path"]
-    lines += [
+        *perf_table,
         "",
         f"Slowest rank: {p['slowest_rank']}. Critical path (torchrec's definition: slowest rank per "
         f"sharding type and direction for comms, per direction for compute): comms {cp['comms_ms']:.3f} ms, "
         f"compute {cp['compute_ms']:.3f} ms, total {cp['total_ms']:.3f} ms. Comms by type: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in cp["comms_by_type"].items())
-        + ".",
+        f"{_listing(cp['comms_by_type'], '{:.3f}')}.",
         "",
-        "Slowest rank's breakdown (ms): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in out["ranks"][p["slowest_rank"]]["perf_ms"].items())
-        + ".",
+        f"Slowest rank's breakdown (ms): {_listing(out['ranks'][p['slowest_rank']]['perf_ms'], '{:.3f}')}.",
         "",
         "Embedding traffic per step (own count; fp32 pooled outputs, forward and again backward): every rank "
         f"receives {a['recv_output_bytes_per_rank'] / 1e6:.1f} MB for its {c['batch_size']} rows; the busiest sender "
@@ -649,9 +575,8 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "",
         "## Dense arch (replicated, data-parallel)",
         "",
-        f"Parameters: {d['params']:,} ("
-        + ", ".join(f"{k} {v:,}" for k, v in d["params_by_part"].items())
-        + f"). Forward FLOPs per sample: {d['fwd_flops_per_sample'] / 1e6:.1f} M ("
+        f"Parameters: {d['params']:,} ({_listing(d['params_by_part'], '{:,}')}). Forward FLOPs per sample: "
+        f"{d['fwd_flops_per_sample'] / 1e6:.1f} M ("
         + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in d["fwd_flops_by_part"].items())
         + f"; of which the FM modules {d['fm_flops_per_sample'] / 1e6:.1f} M, their X^T Y and X T bmm "
         f"{d['fm_bmm_flops_per_sample'] / 1e6:.2f} M). Training ~3x forward: "
@@ -664,21 +589,11 @@ def markdown(out: dict[str, Any], command: str) -> str:
         f"Dense compute vs gradient all-reduce at {c['world_size']} GPUs by per-rank batch (the all-reduce does not "
         f"shrink with the batch; it exceeds the compute below a per-rank batch of {d['crossover_batch_size']:,.0f}):",
         "",
-        "| per-rank batch | dense fwd+bwd ms | all-reduce ms |",
-        "| ---: | ---: | ---: |",
-        *(
-            f"| {r['batch_size']} | {r['dense_compute_ms']:.3f} | {r['allreduce_ms']:.3f} |"
-            for r in d["compute_vs_allreduce_by_batch"]
-        ),
+        *batch_table,
         "",
         "## Step estimate",
         "",
-        "| part | ms |",
-        "| --- | ---: |",
-        f"| embedding all-to-all (planner critical path, comms) | {s['critical_path_comms_ms']:.3f} |",
-        f"| embedding lookups (planner critical path, compute) | {s['critical_path_compute_ms']:.3f} |",
-        f"| dense over-arch fwd+bwd (FLOPs at {c['mfu']:.0%} of peak) | {s['dense_compute_ms']:.3f} |",
-        f"| dense gradient all-reduce | {s['dense_allreduce_ms']:.3f} |",
+        *step_table,
         "",
         f"Largest part: **{s['bottleneck']}**. TrainPipelineSparseDist overlaps the next batch's id all-to-all "
         "with this batch's dense compute; the pooled-embedding all-to-all and the dense all-reduce (DDP overlaps "
@@ -686,58 +601,32 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "",
     ]
     if out["planner_summary"]:
-        lines += [
-            "## The planner's own log",
-            "",
-            "<details><summary>torchrec EmbeddingStats output</summary>",
-            "",
-            "```",
-            *out["planner_summary"],
-            "```",
-            "",
-            "</details>",
-            "",
-        ]
+        lines += ["## The planner's own log", "", "<details><summary>torchrec EmbeddingStats output</summary>", "",
+                  "```", *out["planner_summary"], "```", "", "</details>", ""]  # fmt: skip
     return "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------------------- CLI
-def parse_options(argv: Optional[list[str]]) -> Options:
-    """``--world-size 64`` style flags, one per Options field, its docstring as help."""
-    docs = field_docs(Options)
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    for f in dataclasses.fields(Options):
-        kind = type(f.default)
-        if kind is bool:
-            parser.add_argument("--" + f.name.replace("_", "-"), action="store_true", help=docs.get(f.name, ""))
-            continue
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=kind,
-            default=f.default,
-            help=f"{docs.get(f.name, '')} (default: {f.default})",
-        )
-    args = parser.parse_args(argv)
+    add_option_flags(parser, Options)
     try:
-        return Options(**vars(args))
+        opts = options_from_args(Options, parser.parse_args(argv))
     except ValueError as e:
         parser.error(str(e))
-        raise
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    opts = parse_options(argv)
     out = plan(opts)
     text = markdown(out, command_line("plan", argv).strip())
-    stem = f"plan_{Path(opts.config).stem}_{opts.world_size}"
-    targets = [(Path(opts.md), text) if opts.md else None, (Path(opts.json), out) if opts.json else None]
+    targets: dict[str, Any] = {opts.md: text, opts.json: out}
     if opts.record:
-        targets += [(RESULTS_DIR / f"{stem}.md", text), (RESULTS_DIR / f"{stem}.json", out)]
-    written = []
-    for path, content in filter(None, targets):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content) if isinstance(content, str) else write_json(path, content)
-        written.append(str(path))
+        stem = RESULTS_DIR / f"plan_{Path(opts.config).stem}_{opts.world_size}"
+        targets.update({f"{stem}.md": text, f"{stem}.json": out})
+    written = [path for path in targets if path]
+    for path in written:
+        if isinstance(targets[path], str):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(targets[path])
+        else:
+            write_json(path, targets[path])
     if not written:
         print(text)
     s, m = out["step_estimate"], out["memory"]

@@ -1,13 +1,10 @@
-"""The README's result tables, generated from the recorded results in benchmarks/results/*.json.
+"""The README's result tables and demo block, generated from the records in benchmarks/results/*.json.
 
-python -m benchmarks.readme_tables            # print the tables
-python -m benchmarks.readme_tables --write    # rewrite them in README.md (between the markers)
+python -m benchmarks.readme_tables            # print them
+python -m benchmarks.readme_tables --write    # rewrite them in README.md (and docs/demo_ne_diff.png)
 
-Each table sits in README.md between ``<!-- results:<name> -->`` and ``<!-- /results:<name> -->``;
-the demo block between ``<!-- demo -->`` and ``<!-- /demo -->`` (with ``docs/demo_ne_diff.png``) is
-written from ``benchmarks/results/demo.json`` (``scripts/record_demo.py``), its prose included.
-tests/test_readme.py fails when the README and the recorded results disagree, so every number in
-those tables comes from a results file and the command recorded beside it.
+Each sits in README.md between ``<!-- <name> -->`` and ``<!-- /<name> -->`` (``results:benchmarks``,
+``results:experiments``, ``demo``); tests/test_readme.py fails when the README and the records disagree.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from benchmarks.common import md_table
 from c2al_rec.workflows.experiment_report import fmt_diff
 
 RESULTS = Path(__file__).parent / "results"
@@ -76,37 +74,31 @@ def _load(name: str) -> Optional[dict[str, Any]]:
 
 
 def benchmark_table() -> str:
-    lines = [
-        "| benchmark | ratio | recorded | goal |",
-        "|---|---|---|---|",
-    ]
+    rows = []
     for name, key, what, goal in BENCHMARK_ROWS:
-        data = _load(name)
-        ratios = (data or {}).get("ratios", {})
+        ratios = (_load(name) or {}).get("ratios", {})
         value = next((ratios[k] for k in key.split("|") if ratios.get(k) is not None), None)
-        if value is None:
-            shown = "not measured yet"
-        else:
-            shown = f"{value:.2f}" + ("" if meets(goal, value) else " (goal not met)")
-        lines.append(f"| `{name}` | {what} | {shown} | {goal or 'report'} |")
-    return "\n".join(lines)
+        shown = (
+            "not measured yet" if value is None else f"{value:.2f}" + ("" if meets(goal, value) else " (goal not met)")
+        )
+        rows.append([f"`{name}`", what, shown, goal or "report"])
+    return "\n".join(md_table(["benchmark", "ratio", "recorded", "goal"], rows))
 
 
 def experiment_table() -> str:
-    lines = [
-        "| data | variant | seeds (interval over) | overall NE_diff | head NE_diff | tail NE_diff |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for path in sorted(RESULTS.glob("experiment_*.json")):
-        results = json.loads(path.read_text())["results"]
-        name = path.stem.removeprefix("experiment_")
-        for i, (variant, groups) in enumerate(results.items()):
+        for i, (variant, groups) in enumerate(json.loads(path.read_text())["results"].items()):
             overall = groups.get("overall", {})
             seeds = len(overall.get("ne_diff_seeds") or []) or 1
-            first = f"{name} ([md](benchmarks/results/{path.stem}.md))" if i == 0 else ""
-            cells = " | ".join(fmt_diff(groups.get(g)) for g in GROUPS)
-            lines.append(f"| {first} | {variant} | {seeds} ({overall.get('ci_kind', '?')}) | {cells} |")
-    return "\n".join(lines)
+            first = (
+                f"{path.stem.removeprefix('experiment_')} ([md](benchmarks/results/{path.stem}.md))" if i == 0 else ""
+            )
+            rows.append(
+                [first, variant, f"{seeds} ({overall.get('ci_kind', '?')})", *(fmt_diff(groups.get(g)) for g in GROUPS)]
+            )
+    header = ["data", "variant", "seeds (interval over)", *(f"{g} NE_diff" for g in GROUPS)]
+    return "\n".join(md_table(header, rows))
 
 
 def _pct(x: float) -> str:
@@ -117,13 +109,13 @@ def _interval(ci: list[float]) -> str:
     return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
 
 
-def _excludes_zero(g: dict[str, Any]) -> bool:
-    ci = g.get("ci95")
+def _excludes_zero(ci: Optional[list[float]]) -> bool:
     return ci is not None and (ci[0] > 0 or ci[1] < 0)
 
 
 def _selection_lines(sel: Optional[dict[str, Any]]) -> list[str]:
-    """The demo's selection on the valid split: each candidate's valid NE_diff and the choice."""
+    """The demo's selection on the valid split: each candidate's valid NE_diff (the baseline's is 0 by
+    definition) and the choice."""
     if not sel:
         return []
     figures = "; ".join(
@@ -134,13 +126,35 @@ def _selection_lines(sel: Optional[dict[str, Any]]) -> list[str]:
             if f.get("ne_diff") is not None
         )
         for name, groups in sel["valid"].items()
-        if name != "baseline"  # its NE_diff against itself is 0 by definition
+        if name != "baseline"
     )
     how = "forced with --select.force" if sel.get("forced") else "by the rule"
     return [
         f"Selection on the valid split (rows interval): {figures}. Exported: **`{sel['chosen']}`** ({how}: "
         f"{sel['rule']}). The table below is that model on the test split.",
         "",
+    ]
+
+
+def _attention_lines(att: dict[str, Any]) -> list[str]:
+    """Near-zero FM attention weights and their Gini, baseline vs C2AL: denser means both went down."""
+    if "baseline" not in att or "c2al" not in att:
+        return []
+    b, m = att["baseline"], att["c2al"]
+    fewer, lower = m["near_zero_fraction"] < b["near_zero_fraction"], m["gini"] < b["gini"]
+    if fewer != lower:
+        reading = "the two statistics disagree, so this run shows no clear change in attention density"
+    elif fewer:
+        reading = (
+            "C2AL's attention is denser here (fewer near-zero weights, lower Gini), the mechanism the paper analyses"
+        )
+    else:
+        reading = "C2AL's attention is not denser here"
+    return [
+        "",
+        f"Near-zero FM attention weights in the first DHEN layer: {100 * b['near_zero_fraction']:.2f}% (baseline) "
+        f"vs {100 * m['near_zero_fraction']:.2f}% (C2AL), Gini {b['gini']:.3f} vs {m['gini']:.3f}: {reading} "
+        "(`runs/demo/eval/attention.png`).",
     ]
 
 
@@ -154,6 +168,15 @@ def demo_block() -> str:
     label = {"overall": "overall", "head": f"head ({c['head']})", "tail": f"tail ({c['tail']})"}
     nxt = c.get("next_axes") or []
     runner_up = f"; next axis `{nxt[0]['axis']}` {nxt[0]['score']:.3f}" if nxt else ""
+    rows = []
+    for name, g in ((n, groups[n]) for n in GROUPS):
+        if g.get("ne") is None:
+            rows.append([label[name], f"n/a ({g.get('reason', 'undefined')})", "", "", ""])
+        else:
+            bayes = f"{g['bayes_ne']:.5f}" if g.get("bayes_ne") is not None else ""
+            rows.append([label[name], f"{g['ne']:.5f}", bayes, _pct(g["ne_diff"]), _interval(g["ci95"])])
+    excl = [n for n in GROUPS if groups[n].get("ne_diff") is not None and _excludes_zero(groups[n].get("ci95"))]
+    said = ", ".join(f"{n} ({'lower' if groups[n]['ne_diff'] < 0 else 'higher'} NE)" for n in excl)
     lines = [
         f"`make demo` at commit {rec['commit'][:7]}{' (uncommitted changes)' if 'dirty' in rec['commit'] else ''} "
         f"({rec['wall_s']:.0f} s of stage time on the 2-core development machine) discovered "
@@ -161,45 +184,10 @@ def demo_block() -> str:
         f"and reported, on the `{rec.get('split') or 'test'}` split:",
         "",
         *_selection_lines(rec.get("selection")),
-        "| group | NE | Bayes NE | NE_diff vs baseline | 95% CI (test rows of one seed) |",
-        "|---|---|---|---|---|",
-    ]
-    for name in GROUPS:
-        g = groups[name]
-        if g.get("ne") is None:
-            lines.append(f"| {label[name]} | n/a ({g.get('reason', 'undefined')}) |  |  |  |")
-            continue
-        bayes = f"{g['bayes_ne']:.5f}" if g.get("bayes_ne") is not None else ""
-        lines.append(f"| {label[name]} | {g['ne']:.5f} | {bayes} | {_pct(g['ne_diff'])} | {_interval(g['ci95'])} |")
-    judged = [n for n in GROUPS if groups[n].get("ne_diff") is not None]
-    excl = [n for n in judged if _excludes_zero(groups[n])]
-    if not excl:
-        verdict = "No interval excludes 0."
-    else:
-        said = ", ".join(f"{n} ({'lower' if groups[n]['ne_diff'] < 0 else 'higher'} NE)" for n in excl)
-        verdict = f"The row interval excludes 0 for: {said}; the others cross 0."
-    lines += ["", verdict]
-    att = rec.get("attention") or {}
-    if "baseline" in att and "c2al" in att:
-        b, m = att["baseline"], att["c2al"]
-        fewer = m["near_zero_fraction"] < b["near_zero_fraction"]
-        lower_gini = m["gini"] < b["gini"]
-        if fewer and lower_gini:
-            reading = (
-                "C2AL's attention is denser here (fewer near-zero weights, lower Gini)"
-                ", the mechanism the paper analyses"
-            )
-        elif not fewer and not lower_gini:
-            reading = "C2AL's attention is not denser here"
-        else:
-            reading = "the two statistics disagree, so this run shows no clear change in attention density"
-        lines += [
-            "",
-            f"Near-zero FM attention weights in the first DHEN layer: {100 * b['near_zero_fraction']:.2f}% (baseline) "
-            f"vs {100 * m['near_zero_fraction']:.2f}% (C2AL), Gini {b['gini']:.3f} vs {m['gini']:.3f}: {reading} "
-            "(`runs/demo/eval/attention.png`).",
-        ]
-    lines += [
+        *md_table(["group", "NE", "Bayes NE", "NE_diff vs baseline", "95% CI (test rows of one seed)"], rows),
+        "",
+        f"The row interval excludes 0 for: {said}; the others cross 0." if excl else "No interval excludes 0.",
+        *_attention_lines(rec.get("attention") or {}),
         "![NE_diff per group, demo](docs/demo_ne_diff.png)",
         "",
         "The demo trains one seed of each model: its interval resamples test rows only and says nothing about "
@@ -221,9 +209,9 @@ def write_demo_plot(path: Path = DEMO_PNG) -> Optional[Path]:
     return plot_ne_diff(result, path, f"make demo ({rec['commit'][:7]}): C2AL vs baseline by {result['axis']}")
 
 
-TABLES: dict[str, Callable[[], str]] = {"benchmarks": benchmark_table, "experiments": experiment_table}
 BLOCKS: dict[str, Callable[[], str]] = {
-    **{f"results:{name}": make for name, make in TABLES.items()},
+    "results:benchmarks": benchmark_table,
+    "results:experiments": experiment_table,
     "demo": demo_block,
 }
 

@@ -1,9 +1,12 @@
-"""benchmarks.scaling: --quick end to end into a temp dir (fresh processes per point), and its bend finder."""
+"""benchmarks.scaling: --quick end to end into a temp dir (fresh processes per point), its bend finder and
+curve lines, and that a point's peak RSS is its own."""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 from benchmarks import scaling
@@ -55,5 +58,16 @@ def test_find_bend() -> None:
     bend = scaling.find_bend(xs, straight, 0.3)
     assert bend["bend_x"] is None and math.isclose(bend["before"], -1.0)
     assert scaling.find_bend([1, 2], [5, 10], 0.3)["bend_x"] is None  # one segment never bends
-    line = scaling.describe("batch", "samples_per_s", xs, rising_then_flat, 0.3, [1.0] * len(xs))
-    assert "bends at 1,024" in line and "spread over more samples" in line
+    step_ms = [10 + 0.5 * x / 1000 for x in xs]  # a step: 10 ms fixed + 0.5 ms per 1,000 samples
+    line = scaling.describe("batch", "samples/s", xs, rising_then_flat, 0.3, ("step", "ms", step_ms))
+    assert "x2.00 from 256 to 8,192" in line and "bends at 1,024" in line
+    assert "least squares: step 10 ms + 0.5 ms per 1,000 samples" in line
+
+
+def test_a_points_peak_rss_is_its_own() -> None:
+    """A point runs in a child of the benchmark's process: its peak must not be the parent's (Linux keeps
+    ru_maxrss across fork + exec; VmHWM starts afresh)."""
+    ballast = b"x" * (512 * scaling.MIB)  # written, so resident: the parent's peak is above 512 MiB
+    code = "from benchmarks.scaling import peak_rss_mib; print(peak_rss_mib())"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=scaling.ROOT, capture_output=True, text=True, check=True)
+    assert scaling.peak_rss_mib() > 512 and float(proc.stdout) < 128, (len(ballast), proc.stdout)
