@@ -256,12 +256,12 @@ def finish_device_run(
     merge: Callable[[Optional[dict], dict, str], dict],
     markdown: Callable[[dict[str, Any]], str],
     argv: Optional[list[str]],
-    record: bool,
-    json_path: Optional[str],
+    args: argparse.Namespace,
 ) -> int:
-    """The end of a benchmark recorded per device (cpu, gpu): with ``record``, ``merge`` this run's device
-    entries into ``results/<name>.json`` (the other device's are kept) and rewrite ``results/<name>.md``
-    from it; print the markdown; ``json_path``: this run's own output."""
+    """The end of a benchmark recorded per device (cpu, gpu): with ``--record`` (not ``--quick``), ``merge``
+    this run's device entries into ``results/<name>.json`` (the other device's are kept) and rewrite
+    ``results/<name>.md`` from it; print the markdown; ``--json``: this run's own output."""
+    record, json_path = args.record and not args.quick, args.json
     command = command_line(name, argv).strip()
     record_json = RESULTS_DIR / f"{name}.json"
     previous = json.loads(record_json.read_text()) if record and record_json.exists() else None

@@ -31,21 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import (
-    DEVICE_PREFIX,
-    accelerator_machine,
-    add_option_flags,
-    base_parser,
-    finish_device_run,
-    interleaved_seconds,
-    md_table,
-    merge_device_ratios,
-    model_config,
-    options_from_args,
-    ratio_lines,
-    resolve_device,
-    sync,
-)
+from benchmarks import common
 from c2al_rec.config import ModelConfig
 from c2al_rec.modules.dhen import DHEN
 from c2al_rec.modules.interactions import FMInteraction
@@ -126,7 +112,7 @@ class OverArchStep(nn.Module):
 def make_step(variant: str, opts: Options, device: torch.device, batch: int) -> tuple[Callable[[], torch.Tensor], str]:
     """A closure running one training step of ``variant`` (returns the loss); and the FM kernel it uses."""
     torch.manual_seed(opts.seed)
-    cfg = model_config(opts.model)
+    cfg = common.model_config(opts.model)
     model = OverArchStep(opts.num_tokens, cfg, device)
     reference = variant.endswith("reference")
     for m in model.modules():
@@ -175,9 +161,10 @@ def time_variants(opts: Options, device: torch.device, batch: int) -> dict[str, 
         first[v] = float(steps[v]())
         for _ in range(opts.warmup - 1):
             steps[v]()
-        sync(device)
+        common.sync(device)
         warm[v] = time.perf_counter() - t0
-    times = interleaved_seconds({v: lambda v=v: last.__setitem__(v, steps[v]()) for v in VARIANTS}, opts.steps, device)
+    stepped = {v: lambda v=v: last.__setitem__(v, steps[v]()) for v in VARIANTS}  # keeps each variant's last loss
+    times = common.interleaved_seconds(stepped, opts.steps, device)
     results = {}
     for v in VARIANTS:
         med = statistics.median(times[v])
@@ -193,17 +180,17 @@ def run(opts: Options) -> dict[str, Any]:
     """Time the four variants on one device; return ``{"benchmark", "device", "config", "results", "ratios"}``."""
     if opts.warmup < 1 or opts.steps < 1:
         raise ValueError("--warmup and --steps must be at least 1")
-    device = torch.device(resolve_device(opts.device))
+    device = torch.device(common.resolve_device(opts.device))
     torch.set_num_threads(opts.threads)
     batch = opts.batch_size or (16384 if device.type == "cuda" else 256)
     load_before = os.getloadavg()[0]
     results = time_variants(opts, device, batch)
-    prefix = DEVICE_PREFIX[device.type]
+    prefix = common.DEVICE_PREFIX[device.type]
     ratios = {f"{prefix}_{a}_vs_{b}": results[a]["samples_per_s"] / results[b]["samples_per_s"] for a, b in RATIO_PAIRS}
     config = {**dataclasses.asdict(opts), "batch_size": batch, "bf16": _bf16(opts, device), "device": device.type}
     return {
-        "benchmark": NAME, "device": prefix, "machine": accelerator_machine(), "config": config, "results": results,
-        "ratios": ratios, "load_average_1min": [load_before, os.getloadavg()[0]],
+        "benchmark": NAME, "device": prefix, "machine": common.accelerator_machine(), "config": config,
+        "results": results, "ratios": ratios, "load_average_1min": [load_before, os.getloadavg()[0]],
     }  # fmt: skip
 
 
@@ -212,8 +199,8 @@ def merge(previous: Optional[dict[str, Any]], out: dict[str, Any], command: str)
     ratios of a device never measured stay ``None``, so the file always names the gpu_ and cpu_ ratios."""
     entry = {**{k: out[k] for k in ("machine", "config", "results", "load_average_1min")}, "command": command}
     devices = {**(previous or {}).get("devices", {}), out["device"]: entry}
-    always = [f"{p}_{a}_vs_{b}" for p in DEVICE_PREFIX.values() for a, b in RATIO_PAIRS]
-    ratios = merge_device_ratios((previous or {}).get("ratios", {}), out["ratios"], out["device"] + "_", always)
+    always = [f"{p}_{a}_vs_{b}" for p in common.DEVICE_PREFIX.values() for a, b in RATIO_PAIRS]
+    ratios = common.merge_device_ratios((previous or {}).get("ratios", {}), out["ratios"], out["device"] + "_", always)
     return {"benchmark": NAME, "devices": devices, "ratios": ratios}
 
 
@@ -255,16 +242,16 @@ def _markdown(merged: dict[str, Any]) -> str:
              f"{r['warmup_s']:.1f}", f"{r['first_loss']:.4f} / {r['last_loss']:.4f}"]
             for v, r in entry["results"].items()
         ]  # fmt: skip
-        lines += ["", *md_table(header, rows), "", *ratio_lines(merged["ratios"], prefix), ""]
+        lines += ["", *common.md_table(header, rows), "", *common.ratio_lines(merged["ratios"], prefix), ""]
     return "\n".join(lines)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = base_parser(__doc__, "smoke run: small model, B=64, 1 + 2 steps", data=False)
-    add_option_flags(parser, Options)
+    parser = common.base_parser(__doc__, "smoke run: small model, B=64, 1 + 2 steps", data=False)
+    common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
-    opts = options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    return finish_device_run(NAME, run(opts), merge, _markdown, argv, args.record and not args.quick, args.json)
+    opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
+    return common.finish_device_run(NAME, run(opts), merge, _markdown, argv, args)
 
 
 if __name__ == "__main__":

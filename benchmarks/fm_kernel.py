@@ -22,19 +22,7 @@ from typing import Callable, Optional
 
 import torch
 
-from benchmarks.common import (
-    accelerator_machine,
-    add_option_flags,
-    base_parser,
-    finish_device_run,
-    interleaved_seconds,
-    md_table,
-    median,
-    merge_device_ratios,
-    options_from_args,
-    ratio_lines,
-    resolve_device,
-)
+from benchmarks import common
 from c2al_rec.ops import fm_interaction, select_kernel
 
 
@@ -66,7 +54,7 @@ def _medians(fns: list[Callable[[], object]], device: torch.device, opts: Option
     for _ in range(opts.warmup):
         for fn in fns:
             fn()
-    return [median(t) for t in interleaved_seconds(dict(enumerate(fns)), opts.repeats, device).values()]
+    return [common.median(t) for t in common.interleaved_seconds(dict(enumerate(fns)), opts.repeats, device).values()]
 
 
 def eager(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -150,15 +138,15 @@ def _ratios(results: dict) -> dict:
 
 def _cases(opts: Options) -> dict:
     """One measurement of this run's device: {"cpu_t<N>"..., "cpu"} or {"gpu"}."""
-    if resolve_device(opts.device) == "cuda":
+    if common.resolve_device(opts.device) == "cuda":
         res = run_case("gpu", opts.gpu_shape, torch.bfloat16, torch.device("cuda"), opts)
-        return {"gpu": {**res, "threads": torch.get_num_threads(), "machine": accelerator_machine()}}
+        return {"gpu": {**res, "threads": torch.get_num_threads(), "machine": common.accelerator_machine()}}
     results, threads_before = {}, torch.get_num_threads()
     for i, threads in enumerate(opts.cpu_threads):
         torch.set_num_threads(threads)
         res = run_case(f"cpu t{threads}", opts.cpu_shape, torch.float32, torch.device("cpu"), opts)
         case = "cpu" if i == len(opts.cpu_threads) - 1 else f"cpu_t{threads}"
-        results[case] = {**res, "threads": threads, "machine": accelerator_machine()}
+        results[case] = {**res, "threads": threads, "machine": common.accelerator_machine()}
     torch.set_num_threads(threads_before)
     return results
 
@@ -168,7 +156,7 @@ def run(opts: Options) -> dict:
     load_before = os.getloadavg()[0]
     runs = [(results, _ratios(results)) for results in (_cases(opts) for _ in range(opts.runs))]
     per_run = [ratios for _, ratios in runs]
-    ratios = {k: median([r[k] for r in per_run]) for k in per_run[0]}
+    ratios = {k: common.median([r[k] for r in per_run]) for k in per_run[0]}
     key = "gpu_fwdbwd_speedup" if "gpu_fwdbwd_speedup" in ratios else "cpu_fwdbwd_speedup"
     results = sorted(runs, key=lambda run: run[1][key])[len(runs) // 2][0]
     results[f"{key[:3]}_ratios_per_run"] = per_run
@@ -195,7 +183,7 @@ def merge(previous: Optional[dict], out: dict, command: str) -> dict:
     merged["commands"][prefix] = command
     merged["results"].update(out["results"])
     always = ["gpu_fwd_speedup", "gpu_fwdbwd_speedup", "gpu_fwd_hbm_fraction"]
-    merged["ratios"] = merge_device_ratios((previous or {}).get("ratios", {}), out["ratios"], prefix, always)
+    merged["ratios"] = common.merge_device_ratios((previous or {}).get("ratios", {}), out["ratios"], prefix, always)
     return merged
 
 
@@ -244,11 +232,11 @@ def markdown(merged: dict) -> str:
             f"- Config: `{json.dumps(merged['config'].get(prefix, {}))}`",
             f"- 1-min load average before / after: {load[0]:.2f} / {load[1]:.2f}" + (CPU_LOAD_NOTE * (prefix == "cpu")),
             "",
-            *md_table(header, rows),
+            *common.md_table(header, rows),
             "",
             f"Ratios (median of {len(per_run)} runs; per run in brackets):",
             "",
-            *ratio_lines(merged["ratios"], prefix, per_run),
+            *common.ratio_lines(merged["ratios"], prefix, per_run),
             "",
         ]
     missing = [f"`{k}`" for k, v in merged["ratios"].items() if v is None]
@@ -258,11 +246,11 @@ def markdown(merged: dict) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = base_parser(__doc__, "smoke run: batch / 8, 3 repeats, 1 run", data=False)
-    add_option_flags(parser, Options)
+    parser = common.base_parser(__doc__, "smoke run: batch / 8, 3 repeats, 1 run", data=False)
+    common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
-    opts = options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    return finish_device_run("fm_kernel", run(opts), merge, markdown, argv, args.record and not args.quick, args.json)
+    opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
+    return common.finish_device_run("fm_kernel", run(opts), merge, markdown, argv, args)
 
 
 if __name__ == "__main__":

@@ -28,18 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.common import (
-    REPO,
-    RESULTS_DIR,
-    add_option_flags,
-    base_parser,
-    finish,
-    machine,
-    model_overrides,
-    options_from_args,
-    production_model,
-    write_json,
-)
+from benchmarks import common
 from benchmarks.loadgen import encode_posts, run_load
 
 
@@ -53,7 +42,7 @@ class Options:
     """Sparse features (one table each)."""
     max_table_size: int = 100_000
     """Largest table."""
-    model: dict = field(default_factory=production_model)
+    model: dict = field(default_factory=common.production_model)
     """ModelConfig fields (the other benchmarks' production shape)."""
     clients: int = 32
     """Concurrent HTTP clients (keep-alive connections)."""
@@ -86,9 +75,10 @@ def build_export(opts: Options, root: Path) -> Path:
     overrides = [f"--data.path={root / 'data'}", *(f"--data.synthetic.{k}={v}" for k, v in synthetic.items())]
     overrides += [
         "--data.batch_size=512", "--cohorts.enabled=false", "--train.max_steps=5", "--train.log_every=0",
-        "--train.eval_every=0", "--train.eval_batches=1", "--checkpoint.every_steps=0", *model_overrides(opts.model),
+        "--train.eval_every=0", "--train.eval_batches=1", "--checkpoint.every_steps=0",
+        *common.model_overrides(opts.model),
     ]  # fmt: skip
-    launch(load_config(REPO / "launch/configs/smoke.toml", overrides), root / "run", nproc_per_node=1)
+    launch(load_config(common.REPO / "launch/configs/smoke.toml", overrides), root / "run", nproc_per_node=1)
     export_checkpoint(ExportConfig(parity_rows=1024, pt2=opts.pt2), root / "run", root / "export", data=root / "data")
     return root / "export"
 
@@ -202,7 +192,7 @@ def run(opts: Options) -> dict[str, Any]:
     }  # fmt: skip
     for m in ("single", "batched") if opts.pt2 else ():
         ratios[f"qps_pt2_vs_torchscript_{m}"] = results[f"{m}_pt2"]["qps"] / results[m]["qps"]
-    out = {"benchmark": "serving_http", "config": asdict(opts), "machine": machine()}
+    out = {"benchmark": "serving_http", "config": asdict(opts), "machine": common.machine()}
     return {**out, "results": results, "ratios": ratios}
 
 
@@ -251,13 +241,13 @@ def markdown(out: dict[str, Any], command: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = base_parser(__doc__, data=False)
-    add_option_flags(parser, Options, only=["clients", "seconds", "load_processes"])
+    parser = common.base_parser(__doc__, data=False)
+    common.add_option_flags(parser, Options, only=["clients", "seconds", "load_processes"])
     args = parser.parse_args(argv)
-    out = run(options_from_args(Options, args, Options(**QUICK) if args.quick else None))
+    out = run(common.options_from_args(Options, args, Options(**QUICK) if args.quick else None))
     if args.record and not args.quick:  # the committed record: the JSON beside the markdown
-        write_json(RESULTS_DIR / "serving_http.json", out)
-    return finish("serving_http", out, markdown, argv, args.quick, args.json, args.record)
+        common.write_json(common.RESULTS_DIR / "serving_http.json", out)
+    return common.finish("serving_http", out, markdown, argv, args.quick, args.json, args.record)
 
 
 if __name__ == "__main__":
