@@ -3,18 +3,14 @@
 python -m benchmarks.dhen_step [--quick] [--json PATH] [--record] [--device auto|cpu|cuda] [--threads N]
     [--batch-size B] [--steps N] [--warmup N] [--bf16|--no-bf16]
 
-The dense part of a training step, without torchrec (runs where only torch and triton exist): tokens
-X [B, n, d] (a leaf that needs grad, as the embeddings do) -> 2 DHEN layers [fm, linear] -> flatten ->
-linear head -> BCE with logits -> backward -> Adam (fused on CUDA). Shapes of the issue: n=64, d=128,
-k=32, fm.compressed_tokens=16, fm.out_tokens=16, fm.mlp=[512], linear.out_tokens=16; CUDA runs bf16
-autocast at B=16384, CPU fp32 at B=256. Variants, each a fresh model and optimizer from one seed:
-``reference`` (the FM modules' plain-PyTorch math, ``use_reference``), ``fused`` (``c2al::fm_interaction``,
-kernel ``auto``), ``compiled_reference`` / ``compiled_fused`` (the loss under ``torch.compile(fullgraph=True)``;
-the optimizer step stays eager). After ``warmup`` steps per variant (compilation, autotuning), ``steps``
-rounds time one step of each variant in turn; the median step time is reported. Ratios
-``<device>_<a>_vs_<b>`` (device ``cpu`` or ``gpu``) = samples/s of a / samples/s of b; the GPU goal is
-``gpu_compiled_fused_vs_compiled_reference`` >= 1.2. ``--record`` merges this device's entries into
-``benchmarks/results/dhen_step.json`` (the other device's are kept) and rewrites ``dhen_step.md`` from it.
+The dense part of a training step without torchrec: tokens X [B, n, d] (a leaf that needs grad) -> 2 DHEN layers
+[fm, linear] -> flatten -> linear head -> BCE -> backward -> Adam, at the issue's shapes (n=64, d=128, k=32; CUDA:
+bf16 autocast, B=16384; CPU: fp32, B=256). Variants, each a fresh model from one seed: ``reference`` (the FM
+modules' plain-PyTorch math), ``fused`` (``c2al::fm_interaction``), ``compiled_*`` (the loss under
+``torch.compile(fullgraph=True)``). After ``warmup`` steps each, ``steps`` rounds time one step of every variant
+in turn (median reported). Ratios ``<device>_<a>_vs_<b>`` = samples/s of a / of b (GPU goal:
+``gpu_compiled_fused_vs_compiled_reference`` >= 1.2). ``--record`` merges this device's entries into
+``results/dhen_step.json`` (the other device's are kept) and rewrites ``dhen_step.md`` from it.
 """
 
 from __future__ import annotations
@@ -32,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks import common
-from c2al_rec.config import ModelConfig
 from c2al_rec.modules.dhen import DHEN
 from c2al_rec.modules.interactions import FMInteraction
 from c2al_rec.ops import select_kernel
@@ -40,13 +35,8 @@ from c2al_rec.ops import select_kernel
 NAME = "dhen_step"
 VARIANTS = ("reference", "fused", "compiled_reference", "compiled_fused")
 # (a, b) pairs reported as <device>_<a>_vs_<b>: samples/s of a over samples/s of b
-RATIO_PAIRS = (
-    ("fused", "reference"),
-    ("fused", "compiled_reference"),
-    ("compiled_fused", "compiled_reference"),
-    ("compiled_reference", "reference"),
-    ("compiled_fused", "fused"),
-)
+RATIO_PAIRS = (("fused", "reference"), ("fused", "compiled_reference"), ("compiled_fused", "compiled_reference"),
+               ("compiled_reference", "reference"), ("compiled_fused", "fused"))  # fmt: skip
 NOISY_LOAD = 1.5  # 1-min load average above which a CPU entry is flagged as noisy (2 cores)
 
 
@@ -97,23 +87,12 @@ class Options:
 QUICK = dict(num_tokens=16, model=quick_model(), batch_size=64, warmup=1, steps=2)  # smoke run: mostly compilation
 
 
-class OverArchStep(nn.Module):
-    """DHEN over tokens -> flatten -> linear head: [B, n, d] -> logits [B]."""
-
-    def __init__(self, num_tokens: int, cfg: ModelConfig, device: torch.device) -> None:
-        super().__init__()
-        self.dhen = DHEN(num_tokens, cfg, device)
-        self.head = nn.Linear(self.dhen.num_out_tokens * cfg.embedding_dim, 1, device=device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dhen(x).flatten(1)).squeeze(-1)
-
-
 def make_step(variant: str, opts: Options, device: torch.device, batch: int) -> tuple[Callable[[], torch.Tensor], str]:
     """A closure running one training step of ``variant`` (returns the loss); and the FM kernel it uses."""
     torch.manual_seed(opts.seed)
     cfg = common.model_config(opts.model)
-    model = OverArchStep(opts.num_tokens, cfg, device)
+    dhen = DHEN(opts.num_tokens, cfg, device)  # then flatten, then a linear head: [B, n, d] -> logits [B, 1]
+    model = nn.Sequential(dhen, nn.Flatten(1), nn.Linear(dhen.num_out_tokens * cfg.embedding_dim, 1, device=device))
     reference = variant.endswith("reference")
     for m in model.modules():
         if isinstance(m, FMInteraction):
@@ -126,7 +105,7 @@ def make_step(variant: str, opts: Options, device: torch.device, batch: int) -> 
 
     def loss_fn(x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x)
+            logits = model(x).squeeze(-1)
         return F.binary_cross_entropy_with_logits(logits.float(), label)
 
     compiled = variant.startswith("compiled")

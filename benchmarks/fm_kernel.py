@@ -3,15 +3,14 @@
 python -m benchmarks.fm_kernel [--quick] [--json PATH] [--record] [--device auto|cpu|cuda] [--runs N]
     [--repeats N] [--cpu-threads N ...]
 
-Measured, fused and eager timed alternately (median of ``repeats``): forward and forward+backward time, the
-bytes autograd saves for backward, and the forward's bytes/s (read X, Y; write G) against a measured copy
-bandwidth (roofline). One device per run: on CPU an fp32 shape at each of ``cpu_threads`` thread counts, on
-CUDA a bf16 shape. ``runs`` whole measurements: the ratios are their medians, the results those of the run
-with the median fwd+bwd ratio. Ratios: ``<device>_fwd_speedup`` and ``<device>_fwdbwd_speedup`` (eager /
-fused time; goals CPU >= 1.3, H100 >= 2.5), ``<device>_saved_memory_ratio`` (fused / eager bytes; CPU goal
-<= 0.75), ``cpu_fwd_bandwidth_fraction`` / ``gpu_fwd_hbm_fraction``, ``cpu_fwdbwd_speedup_t<N>`` per thread
-count (the other ``cpu_*`` ratios are at the last count). ``--record`` merges this device's entries into
-``benchmarks/results/fm_kernel.json`` (the other device's are kept) and rewrites ``fm_kernel.md`` from it.
+Fused and eager timed alternately (medians of ``repeats``): forward and forward+backward time, bytes saved for
+backward, and the forward's bytes/s (read X, Y; write G) against a measured copy bandwidth. One device per run:
+CPU, fp32 at each of ``cpu_threads`` thread counts; CUDA, bf16. Of ``runs`` measurements the ratios are the
+medians, the results those of the median fwd+bwd run. Ratios: ``<device>_fwd_speedup``, ``<device>_fwdbwd_speedup``
+(eager / fused time; goals CPU >= 1.3, H100 >= 2.5), ``<device>_saved_memory_ratio`` (fused / eager; CPU goal
+<= 0.75), ``cpu_fwd_bandwidth_fraction`` / ``gpu_fwd_hbm_fraction``, ``cpu_fwdbwd_speedup_t<N>`` per thread count
+(the other ``cpu_*`` at the last). ``--record`` merges this device's entries into ``results/fm_kernel.json`` (the
+other device's are kept) and rewrites ``fm_kernel.md`` from it.
 """
 
 import dataclasses

@@ -1,13 +1,11 @@
 """A closed-loop HTTP/1.1 load generator that costs the machine little: the client side of serving_http.
 
-An httpx client spent most of a 2-core machine itself, so it measured itself more than the server. Here every
-request is encoded once up front; each worker process drives many non-blocking keep-alive connections from one
-``selectors`` loop, each with exactly one request in flight (send, wait for the whole response, send the next).
-Of a response only the status line and ``Content-Length`` are parsed in the loop; bodies are kept as bytes
-(``Answer.body``). Latency runs from the request's ``send`` to the response's last byte. Connection ``c`` of
-``connections`` sends requests ``c, c + connections, ...`` (cycling over the list), so every answer's index
-names the request it answers. Every request sent is counted: one the server answers by closing the connection,
-or not within ``timeout_s``, is recorded with status 0 (never dropped) and the connection is reopened.
+(An httpx client spent most of a 2-core machine itself.) Requests are encoded once up front; each worker process
+drives its non-blocking keep-alive connections from one ``selectors`` loop, one request in flight per connection
+(send, read the whole response, send the next), parsing only the status line and ``Content-Length``. Latency runs
+from ``send`` to the response's last byte. Connection ``c`` of ``connections`` sends requests ``c, c + connections,
+...`` (cycling), so every answer's index names its request. Every request sent is counted once: one answered by a
+closed connection, or not within ``timeout_s``, is recorded with status 0 and the connection reopened.
 ``client_cpu_us``: the generator's own CPU per request (all worker processes), what it adds to a shared machine.
 
     from benchmarks.loadgen import encode_posts, run_load
@@ -25,8 +23,11 @@ import selectors
 import socket
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
 
 
 def encode_posts(host: str, port: int, path: str, bodies: Iterable[object]) -> list[bytes]:
@@ -72,19 +73,12 @@ class LoadResult:
         return self.client_cpu_s / max(self.sent, 1) * 1e6
 
     def status_counts(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for a in self.answers:
-            out[a.status] = out.get(a.status, 0) + 1
-        return out
+        return dict(Counter(a.status for a in self.answers))
 
     def percentile_ms(self, q: float, status: Optional[int] = None) -> float:
-        """Latency percentile (ms, nearest-rank with linear interpolation) of all answers or of one status."""
-        lat = sorted(a.latency_s for a in self.answers if status is None or a.status == status)
-        if not lat:
-            return float("nan")
-        pos = (len(lat) - 1) * q / 100
-        lo, hi = int(pos), min(int(pos) + 1, len(lat) - 1)
-        return (lat[lo] + (lat[hi] - lat[lo]) * (pos - lo)) * 1000
+        """Latency percentile (ms, linear interpolation between ranks) of all answers or of one status."""
+        latency = [a.latency_s for a in self.answers if status is None or a.status == status]
+        return float(np.percentile(latency, q) * 1000) if latency else float("nan")
 
 
 class _Conn:

@@ -2,19 +2,16 @@
 
 python -m benchmarks.serving [--quick] [--json PATH] [--record] [--data DIR]
 
-Models, randomly initialised (enough for latency; one seed gives the C2AL and the baseline model the same
-primary weights) for the production-shaped schema (synthetic data unless ``--data``): ``eager`` (the C2AL
-model's primary-only form behind the id transform + sigmoid, ``ServingModel``, in eager PyTorch),
-``ts_fp32_baseline`` / ``ts_fp32_c2al`` (``build_serving`` of a model without / with aux heads, dropped at
-export) and ``ts_int8_c2al`` (int8 embeddings), each saved and re-loaded with ``torch.jit.load``. Latency of
-``forward(dense, kjt)`` on test rows at batch 1, 64 and 512, calls alternating between the models in a
-rotating order: p50 / p99, rows/s = batch / mean latency. Sizes: ``model.pt`` and the embedding storage
-(fp32 rows vs int8 rows with their per-row scale / bias). pt2: the C2AL export's ``model.pt2`` (AOTInductor,
-host id checks included) vs its ``model.pt`` frozen and optimised as ``serve`` runs it, both through
-``predict(Dict[str, Tensor])`` at batch 1, 64 and 4096, calls alternating; export time, sizes, load times.
-Ratios (goals): ``torchscript_vs_eager_p50`` (<= 1.0) and ``c2al_vs_baseline_export_p50`` (0.95-1.05),
-geometric means over the batch sizes; ``int8_vs_fp32_size`` (<= 0.3); ``pt2_vs_torchscript_p50_b1`` /
-``_b64`` / ``_b4096`` (<= 0.67, 0.67, 1.0).
+Randomly initialised models (one seed gives the C2AL and the baseline model the same primary weights) for the
+production-shaped schema: ``eager`` (the C2AL model's primary-only form behind the id transform + sigmoid),
+``ts_fp32_baseline`` / ``ts_fp32_c2al`` (``build_serving`` without / with aux heads, dropped at export),
+``ts_int8_c2al`` (int8 embeddings), each re-loaded with ``torch.jit.load``; latency of ``forward(dense, kjt)``
+at batch 1, 64 and 512, calls alternating in a rotating order (p50, p99, rows/s); sizes of ``model.pt`` and of
+the embeddings. pt2: the C2AL export's ``model.pt2`` vs its ``model.pt`` frozen and optimised as ``serve`` runs
+it, both through ``predict(Dict[str, Tensor])`` at batch 1, 64 and 4096; export time, sizes, load times.
+Ratios (goals): ``torchscript_vs_eager_p50`` (<= 1.0) and ``c2al_vs_baseline_export_p50`` (0.95-1.05), geometric
+means over batch sizes; ``int8_vs_fp32_size`` (<= 0.3); ``pt2_vs_torchscript_p50_b1`` / ``_b64`` / ``_b4096``
+(<= 0.67, 0.67, 1.0).
 """
 
 from __future__ import annotations
@@ -73,8 +70,7 @@ class Options:
     warmup: int = 5
     """Untimed calls per model per batch size."""
     threads: int = 1
-    """torch intra-op threads (1: the usual serving setting, one request per core; also robust to other
-    processes on a shared machine, where OpenMP barriers with 2 threads stall for whole scheduler quanta)."""
+    """torch intra-op threads (1: one request per core, as served; 2 stall in OpenMP barriers on a shared machine)."""
     data: str = ""
     """Existing dataset root instead of generating one."""
     pt2: bool = True

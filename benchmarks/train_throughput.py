@@ -2,27 +2,18 @@
 
 python -m benchmarks.train_throughput [--quick] [--json PATH] [--record] [--data DIR] [--threads N] [--only mfu]
 
-On planted-cohort synthetic data (or ``--data``: a dataset of the synthetic schema), with the same data, batch
-size per rank, precision and threads on both sides of every ratio:
-- ``trainer``: the real Trainer (DMP, RowWiseAdagrad fused into backward, TrainPipelineSparseDist), C2AL off;
-- ``plain``: what a competent PyTorch user writes: ``nn.EmbeddingBag(sparse=True)`` per table and
-  ``torch.optim.Adagrad``, the same dense modules and dense optimizer (DDP when launched with 2 processes);
-- ``*_bf16``: both under bf16 autocast of the dense part; ``*_compiled``: the dense part under torch.compile;
-- the C2AL cost group ``c2al/``, built afresh ``cost_repeats`` times: a baseline trainer, ``trainer_again``
-  (the A/A control: the noise floor), ``trainer_c2al`` (default aux heads), ``trainer_c2al_aux128``
-  (``large_aux_head`` on a ``large_aux_projection``-wide projection of h) and ``trainer_c2al_aux128_on_h``;
-- the levers ``levers/``: compiled dense part, the heads' first layers as one GEMM vs separate GEMMs, training
-  metrics every ``metrics_every`` steps.
-In-process cases (1 rank) run interleaved after ``warmup`` steps: each round times ``steps_per_round`` steps
-of every case, in an order rotated each round. Rates are medians over rounds; ratios medians of per-round
-ratios (paired by round: drift cancels) with 95% bootstrap intervals (the C2AL group's resample its builds,
-then rounds). With ``two_procs``, trainer and plain (fp32, bf16) are also launched with 1 and 2 local
-processes (threads split), alternated, best of ``proc_rounds``. MFU: a 1-thread step's model FLOPs
-(FlopCounterMode) per second over the 1-thread rate of a 2048 GEMM at the same precision.
-Ratios: ``trainer_vs_plain_pytorch`` (the smaller of ``trainer_vs_plain_fp32`` / ``_bf16``, each the minimum
-over 1 and 2 processes; a report row), ``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128`` (goal >= 0.97),
-``mfu_fp32`` / ``mfu_bf16``, ``aa_control``, ``two_procs_vs_one`` and the ``lever_*`` ratios.
-``--only mfu --record`` measures the MFU alone and merges it into the record.
+The same synthetic data (or ``--data``), batch size per rank, precision and threads on both sides of every
+ratio. Cases: ``trainer`` (the real Trainer: DMP, RowWiseAdagrad fused into backward, the sparse pipeline; C2AL
+off); ``plain`` (what a competent PyTorch user writes: ``nn.EmbeddingBag(sparse=True)`` per table + Adagrad, the
+same dense modules and Adam; DDP when launched); ``*_bf16`` / ``*_compiled`` (the dense part under bf16 autocast
+/ torch.compile); the C2AL cost group ``c2al/`` (baseline, the A/A control ``trainer_again``, C2AL with default
+aux heads, with ``large_aux_head`` on a projection of h and on h itself), built afresh ``cost_repeats`` times;
+the levers ``levers/``. In-process cases run interleaved: a round times ``steps_per_round`` steps of each case
+in a rotating order; rates are medians over rounds, ratios medians of per-round ratios with 95% bootstrap
+intervals. ``two_procs``: trainer and plain also launched with 1 and 2 processes, best of ``proc_rounds``. MFU:
+a 1-thread step's model FLOP/s (FlopCounterMode) over the 1-thread 2048 GEMM rate at the same precision.
+Ratios: ``trainer_vs_plain_pytorch`` (a report row), ``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128``
+(goal >= 0.97), ``mfu_*``, ``aa_control``, ``two_procs_vs_one``, ``lever_*``; ``--only mfu`` measures MFU alone.
 """
 
 from __future__ import annotations
@@ -44,27 +35,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from benchmarks.common import (
-    COHORT_SPEC,
-    REPO,
-    RESULTS_DIR,
-    add_option_flags,
-    base_parser,
-    command_line,
-    cpu_bf16_isa,
-    finish,
-    interleaved_seconds,
-    machine,
-    md_table,
-    model_config,
-    options_from_args,
-    production_model,
-    results_header,
-    synthetic_root,
-    timed,
-    trainer_config,
-    write_json,
-)
+from benchmarks import common
 from c2al_rec.config import Config, ModelConfig, config_to_dict, load_config_dict
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.modules.mlp import mlp
@@ -86,7 +57,7 @@ class Options:
     """Largest table (user_id); the others are smaller (synthetic generator's sizes)."""
     batch_size: int = 2048
     """Batch size per rank, for every case."""
-    model: dict = field(default_factory=lambda: dict(production_model(), aux_head=list(ModelConfig().aux_head)))
+    model: dict = field(default_factory=lambda: dict(common.production_model(), aux_head=list(ModelConfig().aux_head)))
     """ModelConfig fields (production-shaped, sized for a 2-core machine; default aux heads)."""
     large_aux_head: list = field(default_factory=lambda: [128])
     """Aux head hidden sizes of the ``trainer_c2al_aux128`` cases."""
@@ -139,7 +110,7 @@ def make_config(
     model = dict(opts.model, aux_projection=aux_projection)
     if aux_head is not None:
         model["aux_head"] = list(aux_head)
-    return trainer_config(
+    return common.trainer_config(
         str(root), opts.batch_size, model, c2al, opts.sparse_lr, opts.dense_lr, eval_batches=opts.eval_batches,
         bf16=bf16, compile_dense="on" if compiled else "off", metrics_every=metrics_every,
         num_threads=opts.threads if threads is None else threads,
@@ -185,7 +156,7 @@ class PlainTrainer:
     ) -> None:
         torch.manual_seed(0)
         schema = load_schema(root)
-        model: nn.Module = PlainModel(schema, model_config(opts.model), bf16=bf16, compiled=compiled)
+        model: nn.Module = PlainModel(schema, common.model_config(opts.model), bf16=bf16, compiled=compiled)
         sparse = {id(p) for p in model.bags.parameters()}
         self.sparse_opt = torch.optim.Adagrad(model.bags.parameters(), lr=opts.sparse_lr)
         self.dense_opt = torch.optim.Adam([p for p in model.parameters() if id(p) not in sparse], lr=opts.dense_lr)
@@ -226,8 +197,9 @@ def trainer_rate(cfg: Config, run_dir: Path, warmup: int, steps: int, rounds: in
     """Median samples/s of the real training step (1 rank, in this process) after ``warmup`` steps."""
     trainer, batches = build_trainer(cfg, run_dir)
     try:
-        timed(lambda: trainer.train_step(batches), warmup)
-        rates = [steps * cfg.data.batch_size / timed(lambda: trainer.train_step(batches), steps) for _ in range(rounds)]
+        step = lambda: trainer.train_step(batches)  # noqa: E731
+        common.timed(step, warmup)
+        rates = [steps * cfg.data.batch_size / common.timed(step, steps) for _ in range(rounds)]
     finally:
         trainer.close()
     return statistics.median(rates)
@@ -259,10 +231,10 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
             dist.barrier()
 
     try:
-        timed(step, warmup)
+        common.timed(step, warmup)
         dist.barrier()
         t0 = time.perf_counter()
-        timed(step, steps)
+        common.timed(step, steps)
         dist.barrier()
         return steps * batch_size * dist.get_world_size() / (time.perf_counter() - t0)
     finally:
@@ -322,7 +294,7 @@ def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
         g = torch.Generator().manual_seed(0)
         a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
         a @ b  # warm-up: packing buffers, kernel selection
-        best = min(timed(lambda: a @ b) for _ in range(repeats))
+        best = min(common.timed(lambda: a @ b) for _ in range(repeats))
     finally:
         torch.set_num_threads(threads)
     return 2 * n**3 / best / 1e9
@@ -345,14 +317,14 @@ def step_gflops(trainer: Any, batches: Iterator[Any]) -> float:
 def measure_mfu(opts: Options, root: Path, work: Path) -> dict[str, Any]:
     """Model FLOP/s of the 1-process, 1-thread baseline training step over the 1-thread GEMM rate at the same
     precision: ``fp32`` and, where the CPU has bf16 matrix instructions, ``bf16``."""
-    out: dict[str, Any] = {"gemm_n": 2048, "threads": 1, "bf16_isa": cpu_bf16_isa()}
+    out: dict[str, Any] = {"gemm_n": 2048, "threads": 1, "bf16_isa": common.cpu_bf16_isa()}
     for name in ("fp32", "bf16") if out["bf16_isa"] not in ("none", "unknown") else ("fp32",):
         cfg = make_config(opts, root, c2al=False, bf16=name == "bf16", threads=1)
         trainer, batches = build_trainer(cfg, work / f"mfu-{name}")
         try:
-            timed(lambda: trainer.train_step(batches), opts.warmup)
+            common.timed(lambda: trainer.train_step(batches), opts.warmup)
             steps = opts.rounds * opts.steps_per_round
-            step_s = timed(lambda: trainer.train_step(batches), steps) / steps
+            step_s = common.timed(lambda: trainer.train_step(batches), steps) / steps
             gflops = step_gflops(trainer, batches)
         finally:
             trainer.close()
@@ -380,9 +352,9 @@ def _group(
             trainers[name] = build_trainer(case[0], work / f"run-{name}", separate_heads=case[1])
             steppers[name] = lambda t=trainers[name]: t[0].train_step(t[1])
     for step in steppers.values():
-        timed(step, opts.warmup)  # untimed: warm caches, compile
-    per_round = {name: lambda s=step: timed(s, opts.steps_per_round) for name, step in steppers.items()}
-    seconds = interleaved_seconds(per_round, opts.rounds, rotate=True)
+        common.timed(step, opts.warmup)  # untimed: warm caches, compile
+    per_round = {name: lambda s=step: common.timed(s, opts.steps_per_round) for name, step in steppers.items()}
+    seconds = common.interleaved_seconds(per_round, opts.rounds, rotate=True)
     rates = {k: [opts.steps_per_round * opts.batch_size / s for s in v] for k, v in seconds.items()}
     print("[train_throughput] samples/s: " + ", ".join(f"{k} {statistics.median(v):,.0f}" for k, v in rates.items()))
     ne = {name: t.evaluate()["primary"]["ne"] for name, (t, _) in trainers.items()}
@@ -445,7 +417,7 @@ def run(opts: Options) -> dict:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="c2al-bench-train-") as tmp:
         work = Path(tmp)
-        root = synthetic_root(opts, work, seed=1)
+        root = common.synthetic_root(opts, work, seed=1)
         cfg = lambda separate=False, **kw: (make_config(opts, root, **kw), separate)  # noqa: E731
         headline = {"trainer": cfg(c2al=False), "plain": PlainTrainer(opts, root)}
         headline.update(trainer_bf16=cfg(c2al=False, bf16=True), plain_bf16=PlainTrainer(opts, root, bf16=True))
@@ -513,7 +485,8 @@ def run(opts: Options) -> dict:
         ratios[f"trainer_vs_plain_{precision}"] = min(v for v in values if v is not None)
     ratios["trainer_vs_plain_pytorch"] = min(ratios["trainer_vs_plain_fp32"], ratios["trainer_vs_plain_bf16"])  # type: ignore[type-var]
     results["load_average_1min"] = [load_before, os.getloadavg()[0]]
-    config = {**dataclasses.asdict(opts), "machine": machine(), "spec": str(COHORT_SPEC.relative_to(REPO))}
+    spec = str(common.COHORT_SPEC.relative_to(common.REPO))
+    config = {**dataclasses.asdict(opts), "machine": common.machine(), "spec": spec}
     return {"benchmark": "train_throughput", "config": config, "results": results, "ratios": ratios}
 
 
@@ -550,7 +523,7 @@ def _markdown(out: dict, command: str) -> str:
     r, q, c = out["results"], out["ratios"], out["config"]
     rounds, intervals = r["rounds_samples_per_s"], r.get("ratio_intervals", {})
     lines = [
-        *results_header("Training throughput", c, command),
+        *common.results_header("Training throughput", c, command),
         "",
         f"Torch threads in-process: {r['threads']}. Every in-process case did {r['steps_per_case']} steps on the same "
         f"data ({c['rounds']} rounds of {c['steps_per_round']} step(s) per case, order rotated each round); the "
@@ -566,7 +539,7 @@ def _markdown(out: dict, command: str) -> str:
         for name, v in rounds.items()
     ]  # fmt: skip
     header = ["case", "samples/s (median)", "per round (min .. max)", "validation NE vs fp32 trainer"]
-    lines += md_table(header, rows, "lrlr")
+    lines += common.md_table(header, rows, "lrlr")
     for name, v in r.get("launched_rounds_samples_per_s", {}).items():
         best, launches = r["launched_best_samples_per_s"][name], ", ".join(f"{x:,.0f}" for x in v)
         lines.append(f"| launched {name} (best) | {best:,.0f} | launches: {launches} | |")
@@ -583,7 +556,8 @@ def _markdown(out: dict, command: str) -> str:
                 f"`{key}`", "n/a" if q[key] is None else f"{q[key]:.3f}", f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
                 f"{min(per):.3f} .. {max(per):.3f}" if per else "", goal, what,
             ])  # fmt: skip
-    lines += ["", *md_table(["ratio", "value", "95% interval", "per-round range", "goal", "what"], rows, "lrllll")]
+    header = ["ratio", "value", "95% interval", "per-round range", "goal", "what"]
+    lines += ["", *common.md_table(header, rows, "lrllll")]
     return "\n".join([*lines, "", *_notes(out), ""])
 
 
@@ -622,38 +596,38 @@ def _notes(out: dict) -> list[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = base_parser(__doc__, "small sizes (about a minute)")
-    add_option_flags(parser, Options, only=["threads"])
+    parser = common.base_parser(__doc__, "small sizes (about a minute)")
+    common.add_option_flags(parser, Options, only=["threads"])
     parser.add_argument(
         "--only", choices=["mfu"], default=None,
         help="mfu: measure only the GEMM limit and the 1-thread step (a few minutes); with --record it is merged "
         "into benchmarks/results/train_throughput.{json,md} under its own command",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    opts = options_from_args(Options, args, Options(**QUICK) if args.quick else None)
+    opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
     if args.only == "mfu":
         return _main_mfu_only(opts, args, argv)
     out = run(opts)
     if args.record and not args.quick:  # the committed record: the JSON beside the markdown
-        write_json(RESULTS_DIR / "train_throughput.json", out)
-    return finish("train_throughput", out, _markdown, argv, args.quick, args.json, args.record)
+        common.write_json(common.RESULTS_DIR / "train_throughput.json", out)
+    return common.finish("train_throughput", out, _markdown, argv, args.quick, args.json, args.record)
 
 
 def _main_mfu_only(opts: Options, args: Any, argv: Optional[list[str]]) -> int:
     """``--only mfu``: the GEMM rates and the 1-thread step's model FLOP/s; ``--record`` merges them into the record."""
     with tempfile.TemporaryDirectory(prefix="c2al-bench-mfu-") as tmp:
-        mfu = measure_mfu(opts, synthetic_root(opts, Path(tmp), seed=1), Path(tmp))
-    mfu["command"] = command_line("train_throughput", argv).strip()
+        mfu = measure_mfu(opts, common.synthetic_root(opts, Path(tmp), seed=1), Path(tmp))
+    mfu["command"] = common.command_line("train_throughput", argv).strip()
     if args.json:
-        write_json(args.json, mfu)
+        common.write_json(args.json, mfu)
     if not args.record or args.quick:
         print(json.dumps(mfu, indent=2))
         return 0
-    path, md = RESULTS_DIR / "train_throughput.json", RESULTS_DIR / "train_throughput.md"
+    path, md = common.RESULTS_DIR / "train_throughput.json", common.RESULTS_DIR / "train_throughput.md"
     out = json.loads(path.read_text())
     out["results"]["mfu"] = mfu
     out["ratios"].update(mfu_fp32=mfu["fp32"]["mfu"], mfu_bf16=mfu.get("bf16", {}).get("mfu"))
-    write_json(path, out)
+    common.write_json(path, out)
     md.write_text(_markdown(out, md.read_text().split("Command: `", 1)[1].split("`", 1)[0]))
     print(f"merged the mfu measurement into {path.name} and {md.name}")
     return 0
