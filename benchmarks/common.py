@@ -52,9 +52,7 @@ def accelerator_machine() -> str:
     import torch
 
     try:
-        import triton
-
-        triton_version = triton.__version__
+        from triton import __version__ as triton_version
     except ImportError:
         triton_version = "not installed"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
@@ -230,14 +228,9 @@ def median(values: list[float]) -> float:
 
 
 def finish(
-    name: str,
-    out: dict[str, Any],
-    markdown: Callable[[dict[str, Any], str], str],
-    argv: Optional[list[str]],
-    quick: bool,
-    json_path: Optional[str],
-    record: Optional[bool] = None,
-) -> int:
+    name: str, out: dict[str, Any], markdown: Callable[[dict[str, Any], str], str], argv: Optional[list[str]],
+    quick: bool, json_path: Optional[str], record: Optional[bool] = None,
+) -> int:  # fmt: skip
     """Print the markdown, write ``results/<name>.md`` when ``record`` (``--record``; None: on full runs,
     for benchmarks not yet passing it) and the JSON (if asked)."""
     text = markdown(out, command_line(name, argv).strip())
@@ -251,26 +244,20 @@ def finish(
 
 
 def finish_device_run(
-    name: str,
-    out: dict[str, Any],
-    merge: Callable[[Optional[dict], dict, str], dict],
-    markdown: Callable[[dict[str, Any]], str],
-    argv: Optional[list[str]],
-    args: argparse.Namespace,
-) -> int:
+    name: str, out: dict[str, Any], merge: Callable[[Optional[dict], dict, str], dict],
+    markdown: Callable[[dict[str, Any]], str], argv: Optional[list[str]], args: argparse.Namespace,
+) -> int:  # fmt: skip
     """The end of a benchmark recorded per device (cpu, gpu): with ``--record`` (not ``--quick``), ``merge``
     this run's device entries into ``results/<name>.json`` (the other device's are kept) and rewrite
     ``results/<name>.md`` from it; print the markdown; ``--json``: this run's own output."""
-    record, json_path = args.record and not args.quick, args.json
-    command = command_line(name, argv).strip()
-    record_json = RESULTS_DIR / f"{name}.json"
+    record, record_json = args.record and not args.quick, RESULTS_DIR / f"{name}.json"
     previous = json.loads(record_json.read_text()) if record and record_json.exists() else None
-    merged = merge(previous, out, command)
+    merged = merge(previous, out, command_line(name, argv).strip())
     text = markdown(merged)
     if record:
         write_json(record_json, merged)
         (RESULTS_DIR / f"{name}.md").write_text(text)
-    if json_path and Path(json_path).resolve() != record_json.resolve():
-        write_json(json_path, out)
+    if args.json and Path(args.json).resolve() != record_json.resolve():  # never over the merged record
+        write_json(args.json, out)
     print(text)
     return 0

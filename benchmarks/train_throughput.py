@@ -562,37 +562,34 @@ def _markdown(out: dict, command: str) -> str:
 
 
 def _notes(out: dict) -> list[str]:
-    """What the measured numbers add to the tables: MFU, FLOPs, bf16 speed-ups, the NE check."""
-    r = out["results"]
+    """What the measured numbers add to the tables: MFU, model FLOPs, bf16 speed, the NE check."""
+    r, m, extra = out["results"], out["results"].get("mfu") or {}, out["results"].get("c2al_extra_flops") or {}
     lines = ["## Notes", ""]
-    m = r.get("mfu") or {}
     if m:
-        parts = [f"{p}: {m[p]['step_gflop_per_s']:.1f} of {m[p]['gemm_gflop_per_s']:.1f} GFLOP/s = {m[p]['mfu']:.3f}"
-                 for p in ("fp32", "bf16") if p in m]  # fmt: skip
+        mfu = [f"{p}: {m[p]['step_gflop_per_s']:.1f} of {m[p]['gemm_gflop_per_s']:.1f} GFLOP/s = {m[p]['mfu']:.3f}"
+               for p in ("fp32", "bf16") if p in m]  # fmt: skip
         lines.append(
             f"- MFU of the 1-process, 1-thread training step (FlopCounterMode's model FLOPs per step / step time, over "
-            f"the 1-thread rate of a square {m['gemm_n']} GEMM at the same precision): " + "; ".join(parts)
+            f"the 1-thread rate of a square {m['gemm_n']} GEMM at the same precision): " + "; ".join(mfu)
             + (f" (measured by `{m['command']}`)." if m.get("command") else ".")
         )  # fmt: skip
-    if r.get("c2al_extra_flops"):
-        extra = r["c2al_extra_flops"].items()
+    if extra:
         lines.append(
             f"- Model FLOPs of a training step: baseline {r['step_gflops']['trainer']:.1f} GFLOP; C2AL adds "
-            + ", ".join(f"`{case}` +{100 * v:.1f}%" for case, v in extra)
+            + ", ".join(f"`{case}` +{100 * v:.1f}%" for case, v in extra.items())
             + "; a step whose time followed its FLOPs would give C2AL on / off "
-            + ", ".join(f"{1 / (1 + v):.3f}" for _, v in extra) + "."
+            + ", ".join(f"{1 / (1 + v):.3f}" for v in extra.values()) + "."
         )  # fmt: skip
-    speedups = [f"{s} {r[f'{s}_bf16_samples_per_s'] / r[f'{s}_samples_per_s']:.3f}" for s in ("trainer", "plain")]
-    lines.append(f"- bf16 / fp32 samples/s, in process: {', '.join(speedups)} (the machine line names the bf16 ISA).")
+    bf16 = [f"{s} {r[f'{s}_bf16_samples_per_s'] / r[f'{s}_samples_per_s']:.3f}" for s in ("trainer", "plain")]
     checked = {k: v for k, v in r["ne_rel_change_vs_fp32"].items() if k in ("trainer_bf16", "trainer_compiled")}
     within = all(abs(v) <= NE_TOLERANCE for v in checked.values())
-    lines.append(
+    return lines + [
+        f"- bf16 / fp32 samples/s, in process: {', '.join(bf16)} (the machine line names the bf16 ISA).",
         f"- NE check (validation NE after equal steps vs the fp32 eager trainer, allowed +-{100 * NE_TOLERANCE:.1f}%): "
         + ", ".join(f"`{k}` {100 * v:+.4f}%" for k, v in checked.items())
         + (": within." if within else ": OUTSIDE the tolerance.")
-        + " The `trainer_c2al*` rows show what the aux losses do to the primary NE after the same steps."
-    )
-    return lines
+        + " The `trainer_c2al*` rows show what the aux losses do to the primary NE after the same steps.",
+    ]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
