@@ -87,8 +87,9 @@ class Options:
 QUICK = dict(num_tokens=16, model=quick_model(), batch_size=64, warmup=1, steps=2)  # smoke run: mostly compilation
 
 
-def make_step(variant: str, opts: Options, device: torch.device, batch: int) -> tuple[Callable[[], torch.Tensor], str]:
-    """A closure running one training step of ``variant`` (returns the loss); and the FM kernel it uses."""
+def make_step(variant: str, opts: Options, device: torch.device) -> tuple[Callable[[], torch.Tensor], str]:
+    """A closure running one training step of ``variant`` (returns the loss); and the FM kernel it uses.
+    ``opts``: resolved for the device (``batch_size`` and ``bf16`` set)."""
     torch.manual_seed(opts.seed)
     cfg = common.model_config(opts.model)
     dhen = DHEN(opts.num_tokens, cfg, device)  # then flatten, then a linear head: [B, n, d] -> logits [B, 1]
@@ -98,10 +99,10 @@ def make_step(variant: str, opts: Options, device: torch.device, batch: int) -> 
         if isinstance(m, FMInteraction):
             m.use_reference = reference
     g = torch.Generator(device=device).manual_seed(opts.seed)
-    x = torch.randn(batch, opts.num_tokens, cfg.embedding_dim, device=device, generator=g).requires_grad_()
-    label = (torch.rand(batch, device=device, generator=g) < 0.3).float()
+    x = torch.randn(opts.batch_size, opts.num_tokens, cfg.embedding_dim, device=device, generator=g).requires_grad_()
+    label = (torch.rand(opts.batch_size, device=device, generator=g) < 0.3).float()
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr, **(dict(fused=True) if device.type == "cuda" else {}))
-    bf16 = _bf16(opts, device)
+    bf16 = bool(opts.bf16)
 
     def loss_fn(x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -126,17 +127,13 @@ def make_step(variant: str, opts: Options, device: torch.device, batch: int) -> 
     return step, kernel
 
 
-def _bf16(opts: Options, device: torch.device) -> bool:
-    return device.type == "cuda" if opts.bf16 is None else opts.bf16
-
-
-def time_variants(opts: Options, device: torch.device, batch: int) -> dict[str, dict[str, Any]]:
+def time_variants(opts: Options, device: torch.device) -> dict[str, dict[str, Any]]:
     """Warm every variant up, then time ``opts.steps`` rounds of one step per variant, interleaved
     (load from other processes on a shared machine then hits all variants alike); medians."""
     steps, kernels, warm, first, last = {}, {}, {}, {}, {}
     for v in VARIANTS:
         t0 = time.perf_counter()
-        steps[v], kernels[v] = make_step(v, opts, device, batch)
+        steps[v], kernels[v] = make_step(v, opts, device)
         first[v] = float(steps[v]())
         for _ in range(opts.warmup - 1):
             steps[v]()
@@ -149,7 +146,8 @@ def time_variants(opts: Options, device: torch.device, batch: int) -> dict[str, 
         med = statistics.median(times[v])
         results[v] = {
             "device": device.type, "fm_kernel": kernels[v], "step_ms": 1e3 * med, "step_ms_min": 1e3 * min(times[v]),
-            "samples_per_s": batch / med, "warmup_s": warm[v], "first_loss": first[v], "last_loss": float(last[v]),
+            "samples_per_s": opts.batch_size / med, "warmup_s": warm[v], "first_loss": first[v],
+            "last_loss": float(last[v]),
         }  # fmt: skip
         print(f"[{v}] " + json.dumps({k: round(x, 4) if isinstance(x, float) else x for k, x in results[v].items()}))
     return results
@@ -161,12 +159,14 @@ def run(opts: Options) -> dict[str, Any]:
         raise ValueError("--warmup and --steps must be at least 1")
     device = torch.device(common.resolve_device(opts.device))
     torch.set_num_threads(opts.threads)
-    batch = opts.batch_size or (16384 if device.type == "cuda" else 256)
+    cuda = device.type == "cuda"  # the device's defaults: B=16384 under bf16 on CUDA, B=256 in fp32 on CPU
+    bf16 = cuda if opts.bf16 is None else opts.bf16
+    opts = dataclasses.replace(opts, batch_size=opts.batch_size or (16384 if cuda else 256), bf16=bf16)
     load_before = os.getloadavg()[0]
-    results = time_variants(opts, device, batch)
+    results = time_variants(opts, device)
     prefix = common.DEVICE_PREFIX[device.type]
     ratios = {f"{prefix}_{a}_vs_{b}": results[a]["samples_per_s"] / results[b]["samples_per_s"] for a, b in RATIO_PAIRS}
-    config = {**dataclasses.asdict(opts), "batch_size": batch, "bf16": _bf16(opts, device), "device": device.type}
+    config = {**dataclasses.asdict(opts), "device": device.type}
     return {
         "benchmark": NAME, "device": prefix, "machine": common.accelerator_machine(), "config": config,
         "results": results, "ratios": ratios, "load_average_1min": [load_before, os.getloadavg()[0]],

@@ -74,14 +74,6 @@ def saved_bytes(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x, y) 
     return sum(storages.values())
 
 
-def memory_bandwidth(device: torch.device, opts: Options) -> float:
-    """Measured copy bandwidth in bytes/s (read + write of a 256 MiB buffer)."""
-    src = torch.empty(64 * 1024 * 1024, dtype=torch.float32, device=device).normal_()
-    dst = torch.empty_like(src)
-    (seconds,) = _medians([lambda: dst.copy_(src)], device, opts)
-    return 2 * src.nbytes / seconds
-
-
 def run_case(name: str, shape, dtype: torch.dtype, device: torch.device, opts: Options) -> dict:
     """Times, saved bytes, bandwidth and error of the op and of ``eager`` at ``shape`` = (B, n, d, k)."""
     b, n, d, k = shape
@@ -105,7 +97,9 @@ def run_case(name: str, shape, dtype: torch.dtype, device: torch.device, opts: O
         fused_fwd, eager_fwd = _medians([forward(fm_interaction), forward(eager)], device, opts)
     fused_fb, eager_fb = _medians([fwdbwd(fm_interaction), fwdbwd(eager)], device, opts)
     fwd_bytes = b * (n * d + 2 * n * k) * x.element_size()  # read X, Y; write G
-    bandwidth = memory_bandwidth(device, opts)
+    src = torch.empty(64 * 1024 * 1024, dtype=torch.float32, device=device).normal_()  # 256 MiB
+    dst = torch.empty_like(src)
+    bandwidth = 2 * src.nbytes / _medians([lambda: dst.copy_(src)], device, opts)[0]  # a copy: read + write, bytes/s
     res = {
         "shape": {"B": b, "n": n, "d": d, "k": k}, "dtype": str(dtype).replace("torch.", ""), "device": device.type,
         "kernel": select_kernel(x, y, "auto"), "fused_fwd_ms": 1e3 * fused_fwd, "eager_fwd_ms": 1e3 * eager_fwd,
