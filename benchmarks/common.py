@@ -1,4 +1,4 @@
-"""What every benchmark shares: the machine description, the production-shaped model, the CLI tail."""
+"""What every benchmark shares: the machine line, the production-shaped model, timing, the CLI and the record."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from c2al_rec.cli.options import add_dataclass_flags as add_option_flags  # noqa
 from c2al_rec.cli.options import dataclass_from_args as options_from_args  # noqa: F401
 
 RESULTS_DIR = Path(__file__).parent / "results"
-COHORT_SPEC = Path(__file__).resolve().parent.parent / "launch" / "cohorts" / "user_value_p5_p95.json"
+REPO = Path(__file__).resolve().parent.parent
+COHORT_SPEC = REPO / "launch" / "cohorts" / "user_value_p5_p95.json"
 RECORD_HELP = "write the results into benchmarks/results/ (the committed record: the only flag that writes there)"
+DEVICE_PREFIX = {"cpu": "cpu", "cuda": "gpu"}  # torch device type -> prefix of the per-device results and ratios
 
 
 def cpu_bf16_isa() -> str:
@@ -27,8 +29,7 @@ def cpu_bf16_isa() -> str:
         flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         return "unknown"
-    found = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    return "+".join(found) or "none"
+    return "+".join(f for f in ("amx_bf16", "avx512_bf16") if f in flags) or "none"
 
 
 def machine() -> str:
@@ -51,9 +52,7 @@ def accelerator_machine() -> str:
     import torch
 
     try:
-        import triton
-
-        triton_version = triton.__version__
+        from triton import __version__ as triton_version
     except ImportError:
         triton_version = "not installed"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
@@ -63,27 +62,19 @@ def accelerator_machine() -> str:
 def production_model() -> dict[str, Any]:
     """ModelConfig fields of the production-shaped model the throughput and serving benchmarks share."""
     return dict(
-        embedding_dim=64,
-        dense_arch=[256],
-        dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-        fm={"rank": 16, "compressed_tokens": 16, "out_tokens": 8, "mlp": [512]},
-        linear={"out_tokens": 8},
-        primary_head=[256],
-        aux_head=[128],
-    )
+        embedding_dim=64, dense_arch=[256], dhen_layers=[["fm", "linear"], ["fm", "linear"]],
+        fm={"rank": 16, "compressed_tokens": 16, "out_tokens": 8, "mlp": [512]}, linear={"out_tokens": 8},
+        primary_head=[256], aux_head=[128],
+    )  # fmt: skip
 
 
 def tiny_model() -> dict[str, Any]:
     """ModelConfig fields of the smallest model that still has every part (quick runs and tests)."""
     return dict(
-        embedding_dim=8,
-        dense_arch=[16],
-        dhen_layers=[["fm", "linear"]],
-        fm={"rank": 4, "compressed_tokens": 4, "out_tokens": 4, "mlp": [16]},
-        linear={"out_tokens": 4},
-        primary_head=[16],
-        aux_head=[8],
-    )
+        embedding_dim=8, dense_arch=[16], dhen_layers=[["fm", "linear"]],
+        fm={"rank": 4, "compressed_tokens": 4, "out_tokens": 4, "mlp": [16]}, linear={"out_tokens": 4},
+        primary_head=[16], aux_head=[8],
+    )  # fmt: skip
 
 
 def model_config(fields: dict[str, Any]) -> Any:
@@ -105,39 +96,38 @@ def trainer_config(
         model=model_config(model),
         cohorts=CohortsConfig(enabled=c2al, spec=str(COHORT_SPEC) if c2al else ""),
         train=TrainConfig(
-            sparse_optimizer="rowwise_adagrad",
-            sparse_lr=sparse_lr,
-            dense_optimizer="adam",
-            dense_lr=dense_lr,
-            log_every=0,
-            **train,
+            sparse_optimizer="rowwise_adagrad", sparse_lr=sparse_lr, dense_optimizer="adam", dense_lr=dense_lr,
+            log_every=0, **train,
         ),
         checkpoint=CheckpointConfig(resume="never"),
-    )
+    )  # fmt: skip
 
 
 def model_overrides(fields: dict[str, Any], prefix: str = "--model.") -> list[str]:
     """``--model.<field>=<value>`` overrides of a ``[model]`` table (nested tables as dotted keys)."""
     out = []
     for k, v in fields.items():
-        if isinstance(v, dict):
-            out += model_overrides(v, f"{prefix}{k}.")
-        else:
-            out.append(f"{prefix}{k}={json.dumps(v)}")
+        out += model_overrides(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={json.dumps(v)}"]
     return out
+
+
+def synthetic_root(opts: Any, work: Path, seed: int = 0) -> Path:
+    """``opts.data``, or a synthetic dataset generated into ``work/data``: ``opts.rows`` rows (all splits),
+    ``opts.num_sparse`` tables of at most ``opts.max_table_size`` rows."""
+    if opts.data:
+        return Path(opts.data)
+    from c2al_rec.config import SyntheticConfig
+    from c2al_rec.data.synthetic import generate_synthetic
+
+    sizes = dict(rows=opts.rows, num_sparse=opts.num_sparse, max_table_size=opts.max_table_size)
+    generate_synthetic(work / "data", SyntheticConfig(**sizes, seed=seed))
+    return work / "data"
 
 
 def results_header(title: str, config: dict[str, Any], command: str) -> list[str]:
     """The first lines of every results markdown: title, machine, exact command, config."""
-    return [
-        f"# {title}",
-        "",
-        f"Machine: {config['machine']}",
-        "",
-        f"Command: `{command}`",
-        "",
-        "Config: " + ", ".join(f"{k}={v!r}" for k, v in config.items() if k != "machine"),
-    ]
+    config_line = "Config: " + ", ".join(f"{k}={v!r}" for k, v in config.items() if k != "machine")
+    return [f"# {title}", "", f"Machine: {config['machine']}", "", f"Command: `{command}`", "", config_line]
 
 
 def md_table(header: list[str], rows: list[list[Any]], align: str = "") -> list[str]:
@@ -147,13 +137,32 @@ def md_table(header: list[str], rows: list[list[Any]], align: str = "") -> list[
     return ["| " + " | ".join(map(str, line)) + " |" for line in [header, rule, *rows]]
 
 
-def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)") -> argparse.ArgumentParser:
-    """--quick / --json / --data, the flags every Parquet-based benchmark takes."""
+def ratio_lines(ratios: dict[str, Optional[float]], prefix: str, per_run: Optional[list[dict]] = None) -> list[str]:
+    """``- `key`: value`` per measured ratio of one device (keys ``<prefix>_*``); with ``per_run``, each
+    run's value in brackets."""
+    lines = []
+    for key, value in ratios.items():
+        if key.startswith(prefix + "_") and value is not None:
+            each = "" if per_run is None else " [" + ", ".join(f"{r[key]:.3f}" for r in per_run if key in r) + "]"
+            lines.append(f"- `{key}`: {value:.3f}{each}")
+    return lines
+
+
+def merge_device_ratios(previous: dict, ratios: dict, prefix: str, always: list[str]) -> dict[str, Optional[float]]:
+    """``previous`` with its ratios of this device (``<prefix>*``) replaced by ``ratios``, every ``always`` key
+    present (null: unmeasured), sorted: the ratios of a results file recorded per device."""
+    merged = {**{k: v for k, v in previous.items() if not k.startswith(prefix)}, **ratios}
+    return dict(sorted({**dict.fromkeys(always), **merged}.items()))
+
+
+def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)", data: bool = True) -> Any:
+    """--quick / --json / --record, and --data (``data``): the flags every benchmark takes."""
     parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=quick_help + "; no results file is written")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     parser.add_argument("--record", action="store_true", help=RECORD_HELP)
-    parser.add_argument("--data", default="", help="read this dataset instead of generating one")
+    if data:
+        parser.add_argument("--data", default="", help="read this dataset instead of generating one")
     return parser
 
 
@@ -187,6 +196,14 @@ def sync(device: Any) -> None:
         torch.cuda.synchronize()
 
 
+def timed(fn: Callable[[], object], calls: int = 1) -> float:
+    """Seconds of ``calls`` calls of ``fn`` (CPU work; on a GPU use ``interleaved_seconds``, which syncs)."""
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return time.perf_counter() - t0
+
+
 def interleaved_seconds(
     fns: dict[str, Callable[[], object]], rounds: int, device: Any = "cpu", rotate: bool = False
 ) -> dict[str, list[float]]:
@@ -211,14 +228,9 @@ def median(values: list[float]) -> float:
 
 
 def finish(
-    name: str,
-    out: dict[str, Any],
-    markdown: Callable[[dict[str, Any], str], str],
-    argv: Optional[list[str]],
-    quick: bool,
-    json_path: Optional[str],
-    record: Optional[bool] = None,
-) -> int:
+    name: str, out: dict[str, Any], markdown: Callable[[dict[str, Any], str], str], argv: Optional[list[str]],
+    quick: bool, json_path: Optional[str], record: Optional[bool] = None,
+) -> int:  # fmt: skip
     """Print the markdown, write ``results/<name>.md`` when ``record`` (``--record``; None: on full runs,
     for benchmarks not yet passing it) and the JSON (if asked)."""
     text = markdown(out, command_line(name, argv).strip())
@@ -228,4 +240,24 @@ def finish(
         (RESULTS_DIR / f"{name}.md").write_text(text)
     if json_path:
         write_json(json_path, out)
+    return 0
+
+
+def finish_device_run(
+    name: str, out: dict[str, Any], merge: Callable[[Optional[dict], dict, str], dict],
+    markdown: Callable[[dict[str, Any]], str], argv: Optional[list[str]], args: argparse.Namespace,
+) -> int:  # fmt: skip
+    """The end of a benchmark recorded per device (cpu, gpu): with ``--record`` (not ``--quick``), ``merge``
+    this run's device entries into ``results/<name>.json`` (the other device's are kept) and rewrite
+    ``results/<name>.md`` from it; print the markdown; ``--json``: this run's own output."""
+    record, record_json = args.record and not args.quick, RESULTS_DIR / f"{name}.json"
+    previous = json.loads(record_json.read_text()) if record and record_json.exists() else None
+    merged = merge(previous, out, command_line(name, argv).strip())
+    text = markdown(merged)
+    if record:
+        write_json(record_json, merged)
+        (RESULTS_DIR / f"{name}.md").write_text(text)
+    if args.json and Path(args.json).resolve() != record_json.resolve():  # never over the merged record
+        write_json(args.json, out)
+    print(text)
     return 0

@@ -1,33 +1,20 @@
 """DHEN over-arch training step: the fused FM op vs plain-PyTorch FM math, eager and torch.compile.
 
-python -m benchmarks.dhen_step [--quick] [--json PATH] [--device auto|cpu|cuda] [--threads N] [--bf16|--no-bf16]
+python -m benchmarks.dhen_step [--quick] [--json PATH] [--record] [--device auto|cpu|cuda] [--threads N]
+    [--batch-size B] [--steps N] [--warmup N] [--bf16|--no-bf16]
 
-The dense part of a training step, without torchrec (runs where only torch and triton exist):
-tokens X [B, n, d] (a leaf that needs grad, as the embeddings do) -> 2 DHEN layers [fm, linear]
--> flatten -> a linear head -> BCE with logits -> backward -> Adam (fused on CUDA, plain on CPU).
-Shapes of the issue: n=64, d=128, k=32, fm.compressed_tokens=16, fm.out_tokens=16, fm.mlp=[512],
-linear.out_tokens=16. CUDA runs under bf16 autocast at B=16384; CPU runs fp32 by default at a
-smaller B. Four variants, each a fresh model and optimizer from the same seed:
-
-- ``reference``: the FM modules use plain-PyTorch math (two matmuls; ``use_reference``), eager;
-- ``fused``: the FM modules call ``c2al::fm_interaction`` (kernel ``auto``: triton on CUDA, the
-  blocked CPU kernel on CPU), eager;
-- ``compiled_reference`` / ``compiled_fused``: the same loss function under
-  ``torch.compile(fullgraph=True)`` (forward and, through AOTAutograd, backward; the optimizer
-  step stays eager).
-
-Reported: median step time over ``steps`` rounds after ``warmup`` steps per variant (compilation
-and Triton autotuning happen in the warm-up); a round runs one step of each variant in turn, so
-load from other processes hits all four alike; samples/s, and ratios ``<device>_<a>_vs_<b>`` = samples/s of a
-over samples/s of b (``device`` is ``cpu`` or ``gpu``). A full run with ``--record`` merges its device's entries into
-``benchmarks/results/dhen_step.json`` (other devices' entries are kept) and rewrites
-``benchmarks/results/dhen_step.md``; ``--quick`` writes no results file, ``--json PATH`` writes this
-run's output.
+The dense part of a training step without torchrec: tokens X [B, n, d] (a leaf that needs grad) -> 2 DHEN layers
+[fm, linear] -> flatten -> linear head -> BCE -> backward -> Adam, at the issue's shapes (n=64, d=128, k=32; CUDA:
+bf16 autocast, B=16384; CPU: fp32, B=256). Variants, each a fresh model from one seed: ``reference`` (the FM
+modules' plain-PyTorch math), ``fused`` (``c2al::fm_interaction``), ``compiled_*`` (the loss under
+``torch.compile(fullgraph=True)``). After ``warmup`` steps each, ``steps`` rounds time one step of every variant
+in turn (median reported). Ratios ``<device>_<a>_vs_<b>`` = samples/s of a / of b (GPU goal:
+``gpu_compiled_fused_vs_compiled_reference`` >= 1.2). ``--record`` merges this device's entries into
+``results/dhen_step.json`` (the other device's are kept) and rewrites ``dhen_step.md`` from it.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -40,18 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import (
-    RECORD_HELP,
-    RESULTS_DIR,
-    accelerator_machine,
-    command_line,
-    interleaved_seconds,
-    model_config,
-    resolve_device,
-    sync,
-    write_json,
-)
-from c2al_rec.config import ModelConfig
+from benchmarks import common
 from c2al_rec.modules.dhen import DHEN
 from c2al_rec.modules.interactions import FMInteraction
 from c2al_rec.ops import select_kernel
@@ -59,37 +35,25 @@ from c2al_rec.ops import select_kernel
 NAME = "dhen_step"
 VARIANTS = ("reference", "fused", "compiled_reference", "compiled_fused")
 # (a, b) pairs reported as <device>_<a>_vs_<b>: samples/s of a over samples/s of b
-RATIO_PAIRS = (
-    ("fused", "reference"),
-    ("fused", "compiled_reference"),
-    ("compiled_fused", "compiled_reference"),
-    ("compiled_reference", "reference"),
-    ("compiled_fused", "fused"),
-)
-DEVICE_PREFIX = {"cpu": "cpu", "cuda": "gpu"}
-
-
+RATIO_PAIRS = (("fused", "reference"), ("fused", "compiled_reference"), ("compiled_fused", "compiled_reference"),
+               ("compiled_reference", "reference"), ("compiled_fused", "fused"))  # fmt: skip
 NOISY_LOAD = 1.5  # 1-min load average above which a CPU entry is flagged as noisy (2 cores)
 
 
 def quick_model() -> dict[str, Any]:
     """A small over-arch of the same structure for --quick (the run is then mostly compilation)."""
     return dict(
-        embedding_dim=32,
-        dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-        fm={"rank": 8, "compressed_tokens": 4, "out_tokens": 8, "mlp": [64]},
-        linear={"out_tokens": 8},
-    )
+        embedding_dim=32, dhen_layers=[["fm", "linear"], ["fm", "linear"]],
+        fm={"rank": 8, "compressed_tokens": 4, "out_tokens": 8, "mlp": [64]}, linear={"out_tokens": 8},
+    )  # fmt: skip
 
 
 def issue_model() -> dict[str, Any]:
     """ModelConfig fields of the over-arch measured in the issue (2 DHEN layers [fm, linear])."""
     return dict(
-        embedding_dim=128,
-        dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-        fm={"rank": 32, "compressed_tokens": 16, "out_tokens": 16, "mlp": [512]},
-        linear={"out_tokens": 16},
-    )
+        embedding_dim=128, dhen_layers=[["fm", "linear"], ["fm", "linear"]],
+        fm={"rank": 32, "compressed_tokens": 16, "out_tokens": 16, "mlp": [512]}, linear={"out_tokens": 16},
+    )  # fmt: skip
 
 
 @dataclass
@@ -103,7 +67,7 @@ class Options:
     model: dict[str, Any] = field(default_factory=issue_model)
     """ModelConfig fields of the over-arch."""
     batch_size: Optional[int] = None
-    """B; default 16384 on CUDA, 256 on CPU (64 with --quick on either)."""
+    """B; default 16384 on CUDA, 256 on CPU."""
     bf16: Optional[bool] = None
     """bf16 autocast of the forward; default on for CUDA, off for CPU."""
     warmup: int = 5
@@ -118,41 +82,31 @@ class Options:
     """Seed of the model and the data (the same for every variant)."""
     compile_backend: str = "inductor"
     """torch.compile backend of the compiled variants (tests use aot_eager: no C++ compile)."""
-    quick: bool = False
-    """Smoke run: n=16 and ``quick_model()``, B=64, 1 warm-up and 2 timed steps, no results file."""
 
 
-class OverArchStep(nn.Module):
-    """DHEN over tokens -> flatten -> linear head: [B, n, d] -> logits [B]."""
-
-    def __init__(self, num_tokens: int, cfg: ModelConfig, device: torch.device) -> None:
-        super().__init__()
-        self.dhen = DHEN(num_tokens, cfg, device)
-        self.head = nn.Linear(self.dhen.num_out_tokens * cfg.embedding_dim, 1, device=device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dhen(x).flatten(1)).squeeze(-1)
+QUICK = dict(num_tokens=16, model=quick_model(), batch_size=64, warmup=1, steps=2)  # smoke run: mostly compilation
 
 
-def make_step(variant: str, opts: Options, device: torch.device, batch: int) -> tuple[Callable[[], float], str]:
-    """A closure running one training step of ``variant``; and the FM kernel it uses."""
+def make_step(variant: str, opts: Options, device: torch.device) -> tuple[Callable[[], torch.Tensor], str]:
+    """A closure running one training step of ``variant`` (returns the loss); and the FM kernel it uses.
+    ``opts``: resolved for the device (``batch_size`` and ``bf16`` set)."""
     torch.manual_seed(opts.seed)
-    cfg = model_config(opts.model)
-    model = OverArchStep(opts.num_tokens, cfg, device)
+    cfg = common.model_config(opts.model)
+    dhen = DHEN(opts.num_tokens, cfg, device)  # then flatten, then a linear head: [B, n, d] -> logits [B, 1]
+    model = nn.Sequential(dhen, nn.Flatten(1), nn.Linear(dhen.num_out_tokens * cfg.embedding_dim, 1, device=device))
     reference = variant.endswith("reference")
     for m in model.modules():
         if isinstance(m, FMInteraction):
             m.use_reference = reference
     g = torch.Generator(device=device).manual_seed(opts.seed)
-    x = torch.randn(batch, opts.num_tokens, cfg.embedding_dim, device=device, generator=g).requires_grad_()
-    label = (torch.rand(batch, device=device, generator=g) < 0.3).float()
-    adam = dict(fused=True) if device.type == "cuda" else {}
-    opt = torch.optim.Adam(model.parameters(), lr=opts.lr, **adam)
-    bf16 = _bf16(opts, device)
+    x = torch.randn(opts.batch_size, opts.num_tokens, cfg.embedding_dim, device=device, generator=g).requires_grad_()
+    label = (torch.rand(opts.batch_size, device=device, generator=g) < 0.3).float()
+    opt = torch.optim.Adam(model.parameters(), lr=opts.lr, **(dict(fused=True) if device.type == "cuda" else {}))
+    bf16 = bool(opts.bf16)
 
     def loss_fn(x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x)
+            logits = model(x).squeeze(-1)
         return F.binary_cross_entropy_with_logits(logits.float(), label)
 
     compiled = variant.startswith("compiled")
@@ -166,59 +120,35 @@ def make_step(variant: str, opts: Options, device: torch.device, batch: int) -> 
         opt.step()
         return loss.detach()
 
-    if reference:
-        kernel = "plain PyTorch"
-    else:
-        # what the op picks for the dtype it sees (bf16 under autocast, by its precision policy)
-        dtype = torch.bfloat16 if bf16 else torch.float32
-        probe = torch.empty(1, opts.num_tokens, cfg.embedding_dim, device=device, dtype=dtype)
-        kernel = select_kernel(probe, torch.empty(1, opts.num_tokens, cfg.fm.rank, device=device, dtype=dtype))
+    # the kernel the op picks for the dtype it sees (bf16 under autocast, by its precision policy)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    probe = [torch.empty(1, opts.num_tokens, w, device=device, dtype=dtype) for w in (cfg.embedding_dim, cfg.fm.rank)]
+    kernel = "plain PyTorch" if reference else select_kernel(*probe)
     return step, kernel
 
 
-def _bf16(opts: Options, device: torch.device) -> bool:
-    return device.type == "cuda" if opts.bf16 is None else opts.bf16
-
-
-def _batch(opts: Options, device: torch.device) -> int:
-    if opts.batch_size is not None:
-        return opts.batch_size
-    if opts.quick:
-        return 64
-    return 16384 if device.type == "cuda" else 256
-
-
-def time_variants(opts: Options, device: torch.device, batch: int) -> dict[str, dict[str, Any]]:
+def time_variants(opts: Options, device: torch.device) -> dict[str, dict[str, Any]]:
     """Warm every variant up, then time ``opts.steps`` rounds of one step per variant, interleaved
     (load from other processes on a shared machine then hits all variants alike); medians."""
-    steps, kernels, warm, first = {}, {}, {}, {}
+    steps, kernels, warm, first, last = {}, {}, {}, {}, {}
     for v in VARIANTS:
         t0 = time.perf_counter()
-        steps[v], kernels[v] = make_step(v, opts, device, batch)
+        steps[v], kernels[v] = make_step(v, opts, device)
         first[v] = float(steps[v]())
         for _ in range(opts.warmup - 1):
             steps[v]()
-        sync(device)
+        common.sync(device)
         warm[v] = time.perf_counter() - t0
-    last = {}
-
-    def stepper(v: str) -> Callable[[], None]:
-        return lambda: last.__setitem__(v, steps[v]())
-
-    times = interleaved_seconds({v: stepper(v) for v in VARIANTS}, opts.steps, device)
+    stepped = {v: lambda v=v: last.__setitem__(v, steps[v]()) for v in VARIANTS}  # keeps each variant's last loss
+    times = common.interleaved_seconds(stepped, opts.steps, device)
     results = {}
     for v in VARIANTS:
         med = statistics.median(times[v])
         results[v] = {
-            "device": device.type,
-            "fm_kernel": kernels[v],
-            "step_ms": 1e3 * med,
-            "step_ms_min": 1e3 * min(times[v]),
-            "samples_per_s": batch / med,
-            "warmup_s": warm[v],
-            "first_loss": first[v],
+            "device": device.type, "fm_kernel": kernels[v], "step_ms": 1e3 * med, "step_ms_min": 1e3 * min(times[v]),
+            "samples_per_s": opts.batch_size / med, "warmup_s": warm[v], "first_loss": first[v],
             "last_loss": float(last[v]),
-        }
+        }  # fmt: skip
         print(f"[{v}] " + json.dumps({k: round(x, 4) if isinstance(x, float) else x for k, x in results[v].items()}))
     return results
 
@@ -227,51 +157,34 @@ def run(opts: Options) -> dict[str, Any]:
     """Time the four variants on one device; return ``{"benchmark", "device", "config", "results", "ratios"}``."""
     if opts.warmup < 1 or opts.steps < 1:
         raise ValueError("--warmup and --steps must be at least 1")
-    device = torch.device(resolve_device(opts.device))
+    device = torch.device(common.resolve_device(opts.device))
     torch.set_num_threads(opts.threads)
-    batch = _batch(opts, device)
+    cuda = device.type == "cuda"  # the device's defaults: B=16384 under bf16 on CUDA, B=256 in fp32 on CPU
+    bf16 = cuda if opts.bf16 is None else opts.bf16
+    opts = dataclasses.replace(opts, batch_size=opts.batch_size or (16384 if cuda else 256), bf16=bf16)
     load_before = os.getloadavg()[0]
-    results = time_variants(opts, device, batch)
-    prefix = DEVICE_PREFIX[device.type]
+    results = time_variants(opts, device)
+    prefix = common.DEVICE_PREFIX[device.type]
     ratios = {f"{prefix}_{a}_vs_{b}": results[a]["samples_per_s"] / results[b]["samples_per_s"] for a, b in RATIO_PAIRS}
-    print("ratios " + json.dumps({k: round(v, 3) for k, v in ratios.items()}))
-    config = dataclasses.asdict(opts)
-    config.update(batch_size=batch, bf16=_bf16(opts, device), device=device.type)
+    config = {**dataclasses.asdict(opts), "device": device.type}
     return {
-        "benchmark": NAME,
-        "device": prefix,
-        "machine": accelerator_machine(),
-        "config": config,
-        "results": results,
-        "ratios": ratios,
-        "load_average_1min": [load_before, os.getloadavg()[0]],
-    }
+        "benchmark": NAME, "device": prefix, "machine": common.accelerator_machine(), "config": config,
+        "results": results, "ratios": ratios, "load_average_1min": [load_before, os.getloadavg()[0]],
+    }  # fmt: skip
 
 
 def merge(previous: Optional[dict[str, Any]], out: dict[str, Any], command: str) -> dict[str, Any]:
-    """The results file after this run: this run's device entries replace that device's old ones only.
-
-    Ratios of a device never measured stay ``None`` (unmeasured), so the file always names the
-    gpu_ and cpu_ ratios.
-    """
-    merged: dict[str, Any] = {"benchmark": NAME, "devices": {}, "ratios": {}}
-    if previous:
-        merged["devices"].update(previous.get("devices", {}))
-        merged["ratios"].update(previous.get("ratios", {}))
-    prefix = out["device"]
-    merged["ratios"] = {k: v for k, v in merged["ratios"].items() if not k.startswith(prefix + "_")}
-    merged["ratios"].update(out["ratios"])
-    for p in DEVICE_PREFIX.values():
-        for a, b in RATIO_PAIRS:
-            merged["ratios"].setdefault(f"{p}_{a}_vs_{b}", None)
-    entry = {k: out[k] for k in ("machine", "config", "results", "load_average_1min")}
-    entry["command"] = command
-    merged["devices"][prefix] = entry
-    merged["ratios"] = dict(sorted(merged["ratios"].items()))
-    return merged
+    """The results file after this run: this run's device entries replace that device's old ones only;
+    ratios of a device never measured stay ``None``, so the file always names the gpu_ and cpu_ ratios."""
+    entry = {**{k: out[k] for k in ("machine", "config", "results", "load_average_1min")}, "command": command}
+    devices = {**(previous or {}).get("devices", {}), out["device"]: entry}
+    always = [f"{p}_{a}_vs_{b}" for p in common.DEVICE_PREFIX.values() for a, b in RATIO_PAIRS]
+    ratios = common.merge_device_ratios((previous or {}).get("ratios", {}), out["ratios"], out["device"] + "_", always)
+    return {"benchmark": NAME, "devices": devices, "ratios": ratios}
 
 
 def _markdown(merged: dict[str, Any]) -> str:
+    """``dhen_step.md`` from the merged results file (every device recorded so far)."""
     lines = [
         "# dhen_step: DHEN over-arch training step, fused FM op vs plain-PyTorch FM math",
         "",
@@ -283,85 +196,41 @@ def _markdown(merged: dict[str, Any]) -> str:
         "Ratio `<device>_<a>_vs_<b>` = samples/s of a / samples/s of b (> 1: a is faster).",
         "",
     ]
+    header = ["variant", "FM math", "step ms (median)", "step ms (min)", "samples/s", "warm-up s", "first / last loss"]
     for prefix in ("gpu", "cpu"):
         entry = merged["devices"].get(prefix)
-        lines.append(f"## {prefix}")
-        lines.append("")
+        lines += [f"## {prefix}", ""]
         if entry is None:
-            lines += [
-                f"Unmeasured: no {prefix.upper()} run has been recorded (`{prefix}_*` ratios are null). "
-                + ("Run `scripts/gpu_check.sh` on a GPU machine." if prefix == "gpu" else ""),
-                "",
-            ]
+            how = " Run `scripts/gpu_check.sh` on a GPU machine." if prefix == "gpu" else " "
+            lines += [f"Unmeasured: no {prefix.upper()} run has been recorded (`{prefix}_*` ratios are null).{how}", ""]
             continue
-        cfg = entry["config"]
+        load = entry["load_average_1min"]
         lines += [
-            f"- Device: {cfg['device']}; machine: {entry['machine']}",
+            f"- Device: {entry['config']['device']}; machine: {entry['machine']}",
             f"- Command: `{entry['command']}`",
-            f"- Config: `{json.dumps(cfg)}`",
-            f"- 1-min load average before / after: {entry['load_average_1min'][0]:.2f} / "
-            f"{entry['load_average_1min'][1]:.2f}",
+            f"- Config: `{json.dumps(entry['config'])}`",
+            f"- 1-min load average before / after: {load[0]:.2f} / {load[1]:.2f}",
         ]
-        if prefix == "cpu" and max(entry["load_average_1min"]) > NOISY_LOAD:
+        if prefix == "cpu" and max(load) > NOISY_LOAD:
             lines.append(
                 "- Noisy: other processes were using this 2-core machine's cores during the run (load average above "
                 f"{NOISY_LOAD}); re-record on a quiet machine."
             )
-        lines += [
-            "",
-            "| variant | FM math | step ms (median) | step ms (min) | samples/s | warm-up s | first / last loss |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for v, r in entry["results"].items():
-            lines.append(
-                f"| {v} | {r['fm_kernel']} | {r['step_ms']:.2f} | {r['step_ms_min']:.2f} | {r['samples_per_s']:,.0f} | "
-                f"{r['warmup_s']:.1f} | {r['first_loss']:.4f} / {r['last_loss']:.4f} |"
-            )
-        lines += [""]
-        for k, v in merged["ratios"].items():
-            if k.startswith(prefix + "_"):
-                lines.append(f"- `{k}`: {v:.3f}")
-        lines.append("")
+        rows = [
+            [v, r["fm_kernel"], f"{r['step_ms']:.2f}", f"{r['step_ms_min']:.2f}", f"{r['samples_per_s']:,.0f}",
+             f"{r['warmup_s']:.1f}", f"{r['first_loss']:.4f} / {r['last_loss']:.4f}"]
+            for v, r in entry["results"].items()
+        ]  # fmt: skip
+        lines += ["", *common.md_table(header, rows), "", *common.ratio_lines(merged["ratios"], prefix), ""]
     return "\n".join(lines)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: small model, B=64, 1+2 steps, no results file")
-    parser.add_argument("--json", default="", help="also write this run's results as JSON here")
-    parser.add_argument("--record", action="store_true", help=RECORD_HELP)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--batch-size", type=int, default=None, help="B (default: 16384 CUDA, 256 CPU)")
-    parser.add_argument("--steps", type=int, default=Options.steps, help="timed steps per variant")
-    parser.add_argument("--warmup", type=int, default=Options.warmup, help="untimed steps per variant")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    parser = common.base_parser(__doc__, "smoke run: small model, B=64, 1 + 2 steps", data=False)
+    common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
-    opts = Options(
-        device=args.device,
-        num_tokens=16 if args.quick else Options.num_tokens,
-        model=quick_model() if args.quick else issue_model(),
-        batch_size=args.batch_size,
-        bf16=args.bf16,
-        warmup=1 if args.quick else args.warmup,
-        steps=2 if args.quick else args.steps,
-        threads=args.threads,
-        quick=args.quick,
-    )
-    out = run(opts)
-    command = command_line(NAME, argv)
-    if args.json:
-        write_json(args.json, out)
-    if args.record and not opts.quick:
-        path = RESULTS_DIR / f"{NAME}.json"
-        previous = json.loads(path.read_text()) if path.exists() else None
-        merged = merge(previous, out, command.strip())
-        write_json(path, merged)
-        (RESULTS_DIR / f"{NAME}.md").write_text(_markdown(merged))
-        print(_markdown(merged))
-    elif not opts.quick:
-        print(_markdown(merge(None, out, command.strip())))
-    return 0
+    opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
+    return common.finish_device_run(NAME, run(opts), merge, _markdown, argv, args)
 
 
 if __name__ == "__main__":

@@ -1,29 +1,15 @@
-"""A lean closed-loop HTTP/1.1 load generator: pre-encoded requests over raw keep-alive sockets.
+"""A closed-loop HTTP/1.1 load generator that costs the machine little: the client side of serving_http.
+
+(An httpx client spent most of a 2-core machine itself.) Requests are encoded once up front; each worker process
+drives its non-blocking keep-alive connections from one ``selectors`` loop, one request in flight per connection
+(send, read the whole response, send the next), parsing only the status line and ``Content-Length``. Latency runs
+from ``send`` to the response's last byte. Connection ``c`` of ``connections`` sends requests ``c, c + connections,
+...`` (cycling), so every answer's index names its request. Every request sent is counted once: one answered by a
+closed connection, or not within ``timeout_s``, is recorded with status 0 and the connection reopened.
+``client_cpu_us``: the generator's own CPU per request (all worker processes), what it adds to a shared machine.
 
     from benchmarks.loadgen import encode_posts, run_load
-    reqs = encode_posts("127.0.0.1", 8080, "/v1/score", [{"rows": [r]} for r in rows])
-    res = run_load("127.0.0.1", 8080, reqs, connections=32, seconds=10, processes=1)
-    res.qps, res.percentile_ms(99), res.status_counts(), res.answers  # (request index, status, body)
-
-Why not httpx: a Python HTTP client spends ~0.5-1 ms of CPU per request building, encoding and
-parsing messages, and on the 2-core benchmark machine it shares the cores with the server, so it
-measured itself more than the server. Here every request's bytes are encoded once up front; each
-worker process drives many non-blocking keep-alive connections with one ``selectors`` loop, each
-connection with exactly one request in flight (closed loop: send, wait for the full response, send
-the next). Of a response only the status line and ``Content-Length`` are parsed in the loop; bodies
-are kept as bytes and decoded after the run (``Answer.body``). Latency is from the ``send`` of the
-request to the arrival of the response's last byte.
-
-Connection ``c`` of ``connections`` sends requests ``c, c + connections, c + 2 * connections, ...``
-(cycling over the list), so the index of every answer names the request it answers and a caller can
-check each answer against its own request. Every request sent is counted: one that the server
-answers with a closed connection (or a timeout) is recorded with status 0, never dropped, and the
-connection is reopened.
-
-``client_cpu_us`` is the CPU the load generator itself used per request (user + system, all worker
-processes): the cost it adds to a machine it shares with the server.
-
-Run it on its own against any server: ``python -m benchmarks.loadgen --port 8080 --body '{"rows": [...]}'``.
+    python -m benchmarks.loadgen --port 8080 --body '{"rows": [...]}' [--connections N] [--processes N] [--seconds S]
 """
 
 from __future__ import annotations
@@ -37,8 +23,11 @@ import selectors
 import socket
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
 
 
 def encode_posts(host: str, port: int, path: str, bodies: Iterable[object]) -> list[bytes]:
@@ -46,11 +35,8 @@ def encode_posts(host: str, port: int, path: str, bodies: Iterable[object]) -> l
     out = []
     for body in bodies:
         data = body if isinstance(body, (bytes, bytearray)) else json.dumps(body, separators=(",", ":")).encode()
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n"
-        ).encode()
-        out.append(head + data)
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        out.append(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
     return out
 
 
@@ -87,65 +73,42 @@ class LoadResult:
         return self.client_cpu_s / max(self.sent, 1) * 1e6
 
     def status_counts(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for a in self.answers:
-            out[a.status] = out.get(a.status, 0) + 1
-        return out
+        return dict(Counter(a.status for a in self.answers))
 
     def percentile_ms(self, q: float, status: Optional[int] = None) -> float:
-        """Latency percentile (ms, nearest-rank with linear interpolation) of all answers or of one status."""
-        lat = sorted(a.latency_s for a in self.answers if status is None or a.status == status)
-        if not lat:
-            return float("nan")
-        pos = (len(lat) - 1) * q / 100
-        lo = int(pos)
-        hi = min(lo + 1, len(lat) - 1)
-        return (lat[lo] + (lat[hi] - lat[lo]) * (pos - lo)) * 1000
+        """Latency percentile (ms, linear interpolation between ranks) of all answers or of one status."""
+        latency = [a.latency_s for a in self.answers if status is None or a.status == status]
+        return float(np.percentile(latency, q) * 1000) if latency else float("nan")
 
 
 class _Conn:
-    __slots__ = ("sock", "slot", "next_req", "buf", "t0", "index", "need", "status", "body_at")
+    """One connection's state: its next request, the request in flight (``index``, -1: none) and its response."""
 
-    def __init__(self, sock: socket.socket, slot: int) -> None:
-        self.sock, self.slot, self.next_req = sock, slot, slot
-        self.buf, self.t0, self.index, self.need, self.status, self.body_at = b"", 0.0, -1, -1, 0, 0
+    __slots__ = ("sock", "next_req", "buf", "t0", "index", "need", "status", "body_at")
 
-
-def _connect(host: str, port: int) -> socket.socket:
-    sock = socket.create_connection((host, port), timeout=30)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setblocking(False)
-    return sock
+    def __init__(self, slot: int) -> None:
+        self.next_req, self.index = slot, -1
 
 
 def _drive(
-    host: str,
-    port: int,
-    requests: Sequence[bytes],
-    slots: Sequence[int],
-    stride: int,
-    start_at: float,
-    seconds: float,
-    timeout_s: float,
-) -> tuple[list[tuple[int, int, float, bytes]], int, float]:
+    host: str, port: int, requests: Sequence[bytes], slots: Sequence[int], stride: int, start_at: float,
+    seconds: float, timeout_s: float,
+) -> tuple[list[tuple[int, int, float, bytes]], int, float]:  # fmt: skip
     """One process's event loop over connections ``slots``: (answers, sent, time of the last answer)."""
     sel = selectors.DefaultSelector()
-    conns = []
-    for s in slots:
-        c = _Conn(_connect(host, port), s)
-        sel.register(c.sock, selectors.EVENT_READ, c)
-        conns.append(c)
-    n = len(requests)
     answers: list[tuple[int, int, float, bytes]] = []
-    append = answers.append
-    perf = time.perf_counter
-    sent = 0
-    last = start_at
+    perf, stop, n = time.perf_counter, start_at + seconds, len(requests)
+    sent, last = 0, start_at
+
+    def connect(c: _Conn) -> None:
+        c.sock = socket.create_connection((host, port), timeout=30)
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.sock.setblocking(False)
+        sel.register(c.sock, selectors.EVENT_READ, c)
 
     def send(c: _Conn) -> None:
         nonlocal sent
-        c.index = c.next_req % n
-        c.next_req += stride
+        c.index, c.next_req = c.next_req % n, c.next_req + stride
         c.buf, c.need, c.status = b"", -1, 0
         data = requests[c.index]
         c.t0 = perf()
@@ -156,33 +119,36 @@ def _drive(
             c.sock.setblocking(False)
         sent += 1
 
-    def reopen(c: _Conn) -> None:
-        sel.unregister(c.sock)
-        c.sock.close()
-        c.sock = _connect(host, port)
-        sel.register(c.sock, selectors.EVENT_READ, c)
+    def answered(c: _Conn, status: int = 0, body: bytes = b"") -> bool:
+        """Record the answer to ``c``'s request (status 0: none; the connection is reopened); send the next
+        request, or retire ``c`` (False) past the deadline."""
+        nonlocal last
+        now = perf()
+        answers.append((c.index, status, now - c.t0, body))
+        c.index = -1
+        if status:
+            last = now
+        else:
+            sel.unregister(c.sock)
+            c.sock.close()
+            connect(c)
+        if now < stop:
+            send(c)
+        return now < stop
 
+    conns = [_Conn(s) for s in slots]
+    for c in conns:
+        connect(c)
     while perf() < start_at:
         time.sleep(min(0.001, max(start_at - perf(), 0)))
-    stop = start_at + seconds
     for c in conns:
         send(c)
-    active = len(conns)
-    next_scan = start_at + 1.0
+    active, next_scan = len(conns), start_at + 1.0
     while active:
         events = sel.select(timeout=1.0)
-        now = perf()
-        if now >= next_scan:  # once a second: a request without any answer for timeout_s is status 0
-            next_scan = now + 1.0
-            for c in conns:
-                if c.index >= 0 and now - c.t0 > timeout_s:
-                    append((c.index, 0, now - c.t0, b""))
-                    reopen(c)
-                    c.index = -1
-                    if now < stop:
-                        send(c)
-                    else:
-                        active -= 1
+        if perf() >= next_scan:  # once a second: a request without any answer for timeout_s is status 0
+            next_scan = perf() + 1.0
+            active -= sum(not answered(c) for c in conns if c.index >= 0 and perf() - c.t0 > timeout_s)
         for key, _ in events:
             c = key.data
             try:
@@ -191,15 +157,9 @@ def _drive(
                 continue
             except OSError:
                 chunk = b""
-            if not chunk:  # the server closed the connection before answering: no answer (status 0)
+            if not chunk:  # the server closed the connection: no answer to the request in flight
                 if c.index >= 0:
-                    append((c.index, 0, perf() - c.t0, b""))
-                    c.index = -1
-                    reopen(c)
-                    if perf() < stop:
-                        send(c)
-                    else:
-                        active -= 1
+                    active -= not answered(c)
                 else:
                     sel.unregister(c.sock)
                 continue
@@ -220,14 +180,7 @@ def _drive(
             if len(buf) < c.need:
                 c.buf = buf
                 continue
-            now = perf()
-            append((c.index, c.status, now - c.t0, buf[c.body_at : c.need]))
-            last = now
-            c.index = -1
-            if now < stop:
-                send(c)
-            else:
-                active -= 1
+            active -= not answered(c, c.status, buf[c.body_at : c.need])
     for c in conns:
         try:
             sel.unregister(c.sock)
@@ -237,13 +190,17 @@ def _drive(
     return answers, sent, last
 
 
-def _worker(conn, host, port, requests, slots, stride, start_at, seconds, timeout_s) -> None:  # type: ignore[no-untyped-def]
+def _measured_drive(*args: Any) -> tuple:
+    """``_drive(*args)`` and the CPU seconds (user + system) this process spent in it."""
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    answers, sent, last = _drive(*args)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return answers, sent, last, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+
+def _worker(conn: Any, *args: Any) -> None:
     try:
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        answers, sent, last = _drive(host, port, requests, slots, stride, start_at, seconds, timeout_s)
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        conn.send(("ok", answers, sent, last, cpu))
+        conn.send(("ok", *_measured_drive(*args)))
     except BaseException as e:  # report to the parent rather than hang it
         conn.send(("error", repr(e)))
     finally:
@@ -251,57 +208,40 @@ def _worker(conn, host, port, requests, slots, stride, start_at, seconds, timeou
 
 
 def run_load(
-    host: str,
-    port: int,
-    requests: Sequence[bytes],
-    connections: int,
-    seconds: float,
-    processes: int = 1,
+    host: str, port: int, requests: Sequence[bytes], connections: int, seconds: float, processes: int = 1,
     timeout_s: float = 60.0,
-) -> LoadResult:
+) -> LoadResult:  # fmt: skip
     """Drive ``connections`` closed-loop keep-alive connections for ``seconds`` from ``processes`` processes.
-
-    Each connection stops sending at the deadline and waits for its request in flight, so every
-    request sent is in ``answers`` exactly once (status 0 where no answer came within ``timeout_s``
-    or the connection closed first).
-    """
+    Each connection stops sending at the deadline and waits for its request in flight, so every request sent
+    is in ``answers`` exactly once (status 0 where no answer came within ``timeout_s`` or the connection closed)."""
     if connections < 1 or processes < 1:
         raise ValueError("connections and processes must be >= 1")
     processes = min(processes, connections)
-    groups = [list(range(p, connections, processes)) for p in range(processes)]
     start_at = time.perf_counter() + 0.2 + 0.02 * connections  # connect everything first, then start together
+    args = [(host, port, requests, range(p, connections, processes), connections, start_at, seconds, timeout_s)
+            for p in range(processes)]  # fmt: skip
     if processes == 1:
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        answers, sent, last = _drive(host, port, requests, groups[0], connections, start_at, seconds, timeout_s)
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        parts = [(answers, sent, last, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))]
+        parts = [_measured_drive(*args[0])]
     else:
         ctx = mp.get_context("fork")  # the children only use sockets; forking skips re-importing the caller
-        pipes, procs = [], []
-        for g in groups:
-            recv, send = ctx.Pipe(duplex=False)
-            p = ctx.Process(
-                target=_worker, args=(send, host, port, requests, g, connections, start_at, seconds, timeout_s)
-            )
+        pipes = [ctx.Pipe(duplex=False) for _ in args]
+        procs = [ctx.Process(target=_worker, args=(send, *a)) for (_, send), a in zip(pipes, args)]
+        for p, (_, send) in zip(procs, pipes):
             p.start()
             send.close()
-            pipes.append(recv)
-            procs.append(p)
         parts = []
-        for recv, p in zip(pipes, procs):
+        for p, (recv, _) in zip(procs, pipes):
             msg = recv.recv()
             p.join()
             if msg[0] != "ok":
                 raise RuntimeError(f"load generator worker failed: {msg[1]}")
             parts.append(msg[1:])
     res = LoadResult()
-    last = start_at
-    for answers, sent, t_last, cpu in parts:
+    for answers, sent, _, cpu in parts:
         res.answers.extend(Answer(*a) for a in answers)
         res.sent += sent
         res.client_cpu_s += cpu
-        last = max(last, t_last)
-    res.wall_s = last - start_at
+    res.wall_s = max(part[2] for part in parts) - start_at
     return res
 
 
@@ -322,19 +262,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         bodies = [args.body.encode()]
     reqs = encode_posts(args.host, args.port, args.path, bodies)
     res = run_load(args.host, args.port, reqs, args.connections, args.seconds, args.processes)
-    print(
-        json.dumps(
-            {
-                "sent": res.sent,
-                "status": {str(k): v for k, v in sorted(res.status_counts().items())},
-                "qps": round(res.qps, 1),
-                "p50_ms": round(res.percentile_ms(50), 3),
-                "p99_ms": round(res.percentile_ms(99), 3),
-                "client_cpu_us_per_request": round(res.client_cpu_us, 1),
-                "load_average": os.getloadavg()[0],
-            }
-        )
-    )
+    print(json.dumps({
+        "sent": res.sent, "status": {str(k): v for k, v in sorted(res.status_counts().items())},
+        "qps": round(res.qps, 1), "p50_ms": round(res.percentile_ms(50), 3), "p99_ms": round(res.percentile_ms(99), 3),
+        "client_cpu_us_per_request": round(res.client_cpu_us, 1), "load_average": os.getloadavg()[0],
+    }))  # fmt: skip
     return 0
 
 

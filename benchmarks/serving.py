@@ -1,29 +1,17 @@
-"""Serving latency and size: exported TorchScript (fp32, int8) vs the eager model, C2AL vs baseline export.
+"""Serving latency and size: exported TorchScript (fp32, int8) vs the eager model, C2AL vs baseline export, pt2.
 
-python -m benchmarks.serving [--quick] [--json PATH] [--data DIR]
+python -m benchmarks.serving [--quick] [--json PATH] [--record] [--data DIR]
 
-Models (random init is enough for latency; the same seed gives the C2AL and the baseline model
-identical primary weights), all built for the same production-shaped schema (synthetic data,
-generated into a temporary directory unless ``--data`` names a dataset):
-- ``eager``: the C2AL model's primary-only form (``without_aux_heads``), training FM kernel,
-  behind the same id transform + sigmoid (``ServingModel``), in eager PyTorch;
-- ``ts_fp32_baseline``: ``build_serving`` of a model trained without C2AL (no aux heads);
-- ``ts_fp32_c2al``: ``build_serving`` of the C2AL model (aux heads dropped at export);
-- ``ts_int8_c2al``: the same with int8 embeddings (``quantize="int8"``).
-Each TorchScript model is saved and re-loaded with ``torch.jit.load`` (as ``predict`` does).
-Latency of ``forward(dense, kjt)`` on test rows at batch 1, 64 and 512: calls alternate between
-the models in a rotating order (so load from other processes hits all alike); p50 / p99 over the calls; rows/s =
-batch / mean latency. Sizes: ``model.pt`` on disk and the embedding storage (tensors of the
-sparse arch: fp32 rows vs int8 rows with their per-row scale / bias).
-``pt2`` vs TorchScript as served: the C2AL export's ``model.pt2`` (AOTInductor, host id checks
-included) against its ``model.pt`` frozen and optimised as ``serve`` runs it, both through
-``predict(Dict[str, Tensor])`` on the same pre-built input dicts at batch 1, 64 and 4096, calls
-alternating; plus the pt2 export (compile) time, file sizes and load times.
-With ``--record`` writes ``benchmarks/results/serving.md``; ``--json PATH`` writes
-``{"benchmark", "config", "results", "ratios"}`` with ratios ``torchscript_vs_eager_p50``
-(goal <= 1.0), ``c2al_vs_baseline_export_p50`` (goal within 0.95-1.05), ``int8_vs_fp32_size``
-(goal <= 0.3), and ``pt2_vs_torchscript_p50_b1`` / ``_b64`` / ``_b4096`` (goal <= 0.67, 0.67, 1.0);
-the first two are geometric means over the batch sizes (per batch in results).
+Randomly initialised models (one seed gives the C2AL and the baseline model the same primary weights) for the
+production-shaped schema: ``eager`` (the C2AL model's primary-only form behind the id transform + sigmoid),
+``ts_fp32_baseline`` / ``ts_fp32_c2al`` (``build_serving`` without / with aux heads, dropped at export),
+``ts_int8_c2al`` (int8 embeddings), each re-loaded with ``torch.jit.load``; latency of ``forward(dense, kjt)``
+at batch 1, 64 and 512, calls alternating in a rotating order (p50, p99, rows/s); sizes of ``model.pt`` and of
+the embeddings. pt2: the C2AL export's ``model.pt2`` vs its ``model.pt`` frozen and optimised as ``serve`` runs
+it, both through ``predict(Dict[str, Tensor])`` at batch 1, 64 and 4096; export time, sizes, load times.
+Ratios (goals): ``torchscript_vs_eager_p50`` (<= 1.0) and ``c2al_vs_baseline_export_p50`` (0.95-1.05), geometric
+means over batch sizes; ``int8_vs_fp32_size`` (<= 0.3); ``pt2_vs_torchscript_p50_b1`` / ``_b64`` / ``_b4096``
+(<= 0.67, 0.67, 1.0).
 """
 
 from __future__ import annotations
@@ -31,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import statistics
 import sys
@@ -46,18 +33,9 @@ import torch
 from torch import nn
 from torchrec.inference.modules import quantize_embeddings
 
-from benchmarks.common import (
-    base_parser,
-    finish,
-    interleaved_seconds,
-    machine,
-    model_config,
-    production_model,
-    results_header,
-)
-from c2al_rec.config import Config, SyntheticConfig
+from benchmarks import common
+from c2al_rec.config import Config
 from c2al_rec.data import ParquetReader, load_schema
-from c2al_rec.data.synthetic import generate_synthetic
 from c2al_rec.data.transforms import SparseIdTransform
 from c2al_rec.export.exporter import build_serving, kjt_to_inputs, quantize_for_serving
 from c2al_rec.export.pt2 import compile_serving_pt2
@@ -69,11 +47,13 @@ from c2al_rec.serve.artifact import METADATA_FILE, MODEL_FILE, load_exported, op
 from c2al_rec.serve.pt2_model import PT2_FILE, load_pt2
 
 MODELS = ("eager", "ts_fp32_baseline", "ts_fp32_c2al", "ts_int8_c2al")
+PT2_GOALS = {1: 0.67, 64: 0.67, 4096: 1.0}  # pt2 / TorchScript p50 by batch size (1.0 at other sizes)
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "mkldnn::_linear_pointwise")
 
 
 @dataclass
 class Options:
-    """Benchmark options (``--quick`` shrinks them)."""
+    """Benchmark options (``--quick``: ``QUICK``)."""
 
     rows: int = 30_000
     """Synthetic rows generated (the test split, ~10%, feeds the latency calls)."""
@@ -81,7 +61,7 @@ class Options:
     """Sparse features (one table each)."""
     max_table_size: int = 1_000_000
     """Largest table (user_id)."""
-    model: dict = field(default_factory=production_model)
+    model: dict = field(default_factory=common.production_model)
     """ModelConfig fields (the train_throughput benchmark's shape)."""
     batch_sizes: tuple[int, ...] = (1, 64, 512)
     """Serving batch sizes."""
@@ -90,9 +70,7 @@ class Options:
     warmup: int = 5
     """Untimed calls per model per batch size."""
     threads: int = 1
-    """torch intra-op threads (1: the usual serving setting, one request per core; also robust to
-    other processes on a shared machine, where OpenMP barriers with 2 threads stall for whole
-    scheduler quanta)."""
+    """torch intra-op threads (1: one request per core, as served; 2 stall in OpenMP barriers on a shared machine)."""
     data: str = ""
     """Existing dataset root instead of generating one."""
     pt2: bool = True
@@ -103,58 +81,52 @@ class Options:
     """Timed calls per format per batch size."""
 
 
+QUICK = dict(
+    rows=6_000, max_table_size=20_000, warmup=2, calls={1: 30, 64: 20, 512: 5}, pt2_calls={1: 30, 64: 20, 4096: 5}
+)
+
+
 def random_run(opts: Options, schema: Any, work: Path, aux_heads: bool) -> TrainedRun:
     """A randomly initialised model as a loaded run (seed 0: aux heads are built last, so the baseline
     and the C2AL model get the same primary weights)."""
-    cfg = model_config(opts.model)
+    cfg = common.model_config(opts.model)
     torch.manual_seed(0)
-    model = C2ALModel(
-        tables_from_features(schema.sparse, cfg.embedding_dim), len(schema.dense), cfg, aux_heads=aux_heads
-    )
+    tables = tables_from_features(schema.sparse, cfg.embedding_dim)
+    model = C2ALModel(tables, len(schema.dense), cfg, aux_heads=aux_heads)
     return TrainedRun(schema, model.eval(), Config(model=cfg), None, work, {})
 
 
 def build_models(opts: Options, schema: Any, work: Path) -> tuple[dict[str, Callable], dict[str, Any]]:
     """The four serving models (callables ``(dense, kjt) -> probs``) and their sizes."""
     loaded = {"baseline": random_run(opts, schema, work, False), "c2al": random_run(opts, schema, work, True)}
-    models: dict[str, Callable] = {}
-    eager = ServingModel(SparseIdTransform(schema.sparse), loaded["c2al"].model.without_aux_heads()).eval()
-    models["eager"] = eager
+    fp32 = loaded["c2al"].model.without_aux_heads()
+    models: dict[str, Callable] = {"eager": ServingModel(SparseIdTransform(schema.sparse), fp32).eval()}
     sizes: dict[str, Any] = {}
     for name, source, quantize in (
-        ("ts_fp32_baseline", "baseline", "none"),
-        ("ts_fp32_c2al", "c2al", "none"),
-        ("ts_int8_c2al", "c2al", "int8"),
-    ):
-        scripted, _ = build_serving(loaded[source], quantize)
-        path = work / f"{name}.pt"
-        scripted.save(str(path))
-        del scripted
-        models[name] = torch.jit.load(str(path), map_location="cpu").eval()
-        sizes[f"{name}_model_pt_bytes"] = path.stat().st_size
-    fp32 = loaded["c2al"].model.without_aux_heads()
+        ("ts_fp32_baseline", "baseline", "none"), ("ts_fp32_c2al", "c2al", "none"), ("ts_int8_c2al", "c2al", "int8")
+    ):  # fmt: skip
+        build_serving(loaded[source], quantize)[0].save(str(work / f"{name}.pt"))
+        models[name] = torch.jit.load(str(work / f"{name}.pt"), map_location="cpu").eval()
+        sizes[f"{name}_model_pt_bytes"] = (work / f"{name}.pt").stat().st_size
     int8 = quantize_for_serving(copy.deepcopy(fp32), "int8")  # what `export --quantize int8` ships
+    padded = quantize_embeddings(copy.deepcopy(fp32), dtype=torch.qint8, inplace=True)  # torchrec's 16-byte rows
     sizes["fp32_embedding_bytes"] = _tensor_bytes(fp32.sparse_arch)
     sizes["int8_embedding_bytes"] = _tensor_bytes(int8.sparse_arch)
-    # reference: torchrec's default 16-byte row alignment (same values, padded rows)
-    padded = quantize_embeddings(copy.deepcopy(fp32), dtype=torch.qint8, inplace=True)
     sizes["int8_align16_embedding_bytes"] = _tensor_bytes(padded.sparse_arch)
-    sizes["int8_vs_align16_max_abs_diff"] = _max_diff(int8, padded, schema, len(schema.dense))
-    del padded, int8
+    sizes["int8_vs_align16_max_abs_diff"] = _max_diff(int8, padded, schema)
     sizes["embedding_rows"] = sum(f.num_embeddings for f in schema.sparse)
     return models, sizes
 
 
-def _max_diff(a: nn.Module, b: nn.Module, schema: Any, dense_dim: int, rows: int = 64) -> float:
+def _max_diff(a: nn.Module, b: nn.Module, schema: Any, rows: int = 64) -> float:
     """Max |logit difference| of two primary-only models on random in-range inputs."""
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
     g = torch.Generator().manual_seed(0)
     values = torch.cat([torch.randint(0, f.num_embeddings, (rows,), generator=g) for f in schema.sparse])
-    kjt = KeyedJaggedTensor.from_lengths_sync(
-        [f.name for f in schema.sparse], values, torch.ones(rows * len(schema.sparse), dtype=torch.int64)
-    )
-    dense = torch.randn(rows, dense_dim, generator=g)
+    lengths = torch.ones(rows * len(schema.sparse), dtype=torch.int64)
+    kjt = KeyedJaggedTensor.from_lengths_sync([f.name for f in schema.sparse], values, lengths)
+    dense = torch.randn(rows, len(schema.dense), generator=g)
     with torch.no_grad():
         return float((a(dense, kjt)["primary"] - b(dense, kjt)["primary"]).abs().max())
 
@@ -165,24 +137,24 @@ def _tensor_bytes(module: nn.Module) -> int:
 
 
 def measure(models: dict[str, Callable], args: tuple, calls: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call ``model(*args)`` of each model, calls alternating between the models in a rotating order."""
+    """Seconds per call ``model(*args)`` of each model after ``warmup`` calls, calls alternating in a rotating order."""
     with torch.inference_mode():
         for fn in models.values():
             for _ in range(warmup):
                 fn(*args)
-        fns = {name: (lambda fn=fn: fn(*args)) for name, fn in models.items()}
-        return interleaved_seconds(fns, calls, rotate=True)
+        return common.interleaved_seconds({k: lambda fn=fn: fn(*args) for k, fn in models.items()}, calls, rotate=True)
+
+
+def p50_p99_ms(seconds: list[float]) -> tuple[float, float]:
+    return float(np.percentile(seconds, 50) * 1e3), float(np.percentile(seconds, 99) * 1e3)
 
 
 def pt2_vs_torchscript(opts: Options, run_c2al: TrainedRun, root: Path, work: Path) -> dict[str, Any]:
     """The C2AL export's model.pt2 against its model.pt frozen and optimised (as ``serve`` loads each),
     both through ``predict(Dict[str, Tensor])``; latency per batch size, export time, sizes, load times."""
-    schema = run_c2al.schema
-    export = work / "export"
+    schema, export = run_c2al.schema, work / "export"
     export.mkdir()
-    scripted, _ = build_serving(run_c2al)
-    scripted.save(str(export / MODEL_FILE))
-    del scripted
+    build_serving(run_c2al)[0].save(str(export / MODEL_FILE))
     r: dict[str, Any] = {"pt2_export_s": compile_serving_pt2(run_c2al, export / PT2_FILE)}
     meta = {"dense": list(schema.dense), "sparse": [dataclasses.asdict(f) for f in schema.sparse]}
     meta["artifacts"] = {name: file_digest(export / name) for name in (MODEL_FILE, PT2_FILE)}  # as export lists
@@ -193,28 +165,21 @@ def pt2_vs_torchscript(opts: Options, run_c2al: TrainedRun, root: Path, work: Pa
     t0 = time.perf_counter()
     pt2 = load_pt2(export)
     r["pt2_load_s"] = time.perf_counter() - t0  # sha256 of model.pt2 + aoti_load_package
-    r["pt2_sha256_s"] = _seconds(lambda: file_digest(export / PT2_FILE))
+    r["pt2_sha256_s"] = common.timed(lambda: file_digest(export / PT2_FILE))
     r["model_pt2_bytes"], r["model_pt_bytes"] = (export / PT2_FILE).stat().st_size, (export / MODEL_FILE).stat().st_size
-    models = {"torchscript": ts.module.predict, "pt2": pt2.module.predict}
     for b in opts.pt2_batch_sizes:
         batch = next(iter(ParquetReader(root, schema, "train", b, shuffle=False)))  # the largest split
         inputs = kjt_to_inputs(batch.dense_features, batch.sparse_features)
         with torch.inference_mode():
             r[f"pt2_vs_torchscript_max_abs_diff_b{b}"] = float((pt2.predict(inputs) - ts.predict(inputs)).abs().max())
-        times = measure(models, (inputs,), opts.pt2_calls.get(b, 30), opts.warmup)
-        for name, ts_ in times.items():
-            r[f"{name}_predict_b{b}_p50_ms"] = float(np.percentile(ts_, 50) * 1e3)
-            r[f"{name}_predict_b{b}_p99_ms"] = float(np.percentile(ts_, 99) * 1e3)
+        models = {"torchscript": ts.module.predict, "pt2": pt2.module.predict}
+        for name, seconds in measure(models, (inputs,), opts.pt2_calls.get(b, 30), opts.warmup).items():
+            r[f"{name}_predict_b{b}_p50_ms"], r[f"{name}_predict_b{b}_p99_ms"] = p50_p99_ms(seconds)
         r[f"pt2_vs_torchscript_p50_b{b}"] = r[f"pt2_predict_b{b}_p50_ms"] / r[f"torchscript_predict_b{b}_p50_ms"]
         r[f"torchscript_gemm_b{b}_ms"] = _gemm_ms(ts.module.predict, inputs, max(3, opts.pt2_calls.get(b, 30) // 20))
         # the host-side checks alone (Pt2Program.check): the part of pt2's time outside the compiled call
-        r[f"pt2_host_checks_b{b}_p50_ms"] = float(
-            np.percentile(measure({"c": pt2.module.check}, (inputs,), 200, 5)["c"], 50) * 1e3
-        )
+        r[f"pt2_host_checks_b{b}_p50_ms"] = p50_p99_ms(measure({"c": pt2.module.check}, (inputs,), 200, 5)["c"])[0]
     return r
-
-
-GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "mkldnn::_linear_pointwise")
 
 
 def _gemm_ms(fn: Callable, inputs: dict, calls: int) -> float:
@@ -226,103 +191,73 @@ def _gemm_ms(fn: Callable, inputs: dict, calls: int) -> float:
     return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in GEMM_OPS) / calls / 1e3
 
 
-def _seconds(fn: Callable) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def run(opts: Options) -> dict:
-    """Build, export, time; returns ``{"benchmark", "config", "results", "ratios"}``."""
+    """Build, export, time; returns ``{"benchmark", "config", "results", "ratios"}`` in its JSON form."""
     torch.set_num_threads(opts.threads)
     load_before = os.getloadavg()[0]
-    tmp = tempfile.TemporaryDirectory(prefix="c2al-bench-serve-")
-    work = Path(tmp.name)
-    try:
-        if opts.data:
-            root = Path(opts.data)
-        else:
-            root = work / "data"
-            generate_synthetic(
-                root, SyntheticConfig(rows=opts.rows, num_sparse=opts.num_sparse, max_table_size=opts.max_table_size)
-            )
+    with tempfile.TemporaryDirectory(prefix="c2al-bench-serve-") as tmp:
+        work = Path(tmp)
+        root = common.synthetic_root(opts, work)
         schema = load_schema(root)
-        models, sizes = build_models(opts, schema, work)
-        results: dict[str, Any] = dict(sizes)
+        models, results = build_models(opts, schema, work)
         split = "test" if "test" in schema.splits else None
-        p50_ratios: dict[str, list[float]] = {"ts_vs_eager": [], "c2al_vs_base": []}
         for b in opts.batch_sizes:
             batch = next(iter(ParquetReader(root, schema, split, b, shuffle=False)))
+            args = (batch.dense_features, batch.sparse_features)
             with torch.no_grad():  # same inputs, same primary weights: all four agree (int8 approximately)
-                ref = models["eager"](batch.dense_features, batch.sparse_features)
+                ref = models["eager"](*args)
                 for name in ("ts_fp32_baseline", "ts_fp32_c2al"):
-                    out = models[name](batch.dense_features, batch.sparse_features)
-                    results[f"{name}_max_abs_diff_vs_eager"] = float((out - ref).abs().max())
-            times = measure(models, (batch.dense_features, batch.sparse_features), opts.calls.get(b, 50), opts.warmup)
-            for name, ts in times.items():
-                arr = np.array(ts)
-                results[f"{name}_b{b}_p50_ms"] = float(np.percentile(arr, 50) * 1e3)
-                results[f"{name}_b{b}_p99_ms"] = float(np.percentile(arr, 99) * 1e3)
-                results[f"{name}_b{b}_rows_per_s"] = float(b / arr.mean())
-            ts_eager = results[f"ts_fp32_c2al_b{b}_p50_ms"] / results[f"eager_b{b}_p50_ms"]
-            c2al_base = results[f"ts_fp32_c2al_b{b}_p50_ms"] / results[f"ts_fp32_baseline_b{b}_p50_ms"]
-            results[f"torchscript_vs_eager_p50_b{b}"] = ts_eager
-            results[f"c2al_vs_baseline_export_p50_b{b}"] = c2al_base
-            p50_ratios["ts_vs_eager"].append(ts_eager)
-            p50_ratios["c2al_vs_base"].append(c2al_base)
+                    results[f"{name}_max_abs_diff_vs_eager"] = float((models[name](*args) - ref).abs().max())
+            for name, seconds in measure(models, args, opts.calls.get(b, 50), opts.warmup).items():
+                results[f"{name}_b{b}_p50_ms"], results[f"{name}_b{b}_p99_ms"] = p50_p99_ms(seconds)
+                results[f"{name}_b{b}_rows_per_s"] = float(b / np.mean(seconds))
+            p50 = {name: results[f"{name}_b{b}_p50_ms"] for name in models}
+            results[f"torchscript_vs_eager_p50_b{b}"] = p50["ts_fp32_c2al"] / p50["eager"]
+            results[f"c2al_vs_baseline_export_p50_b{b}"] = p50["ts_fp32_c2al"] / p50["ts_fp32_baseline"]
         if opts.pt2:
             del models  # the four TorchScript models: memory for the compile
             results.update(pt2_vs_torchscript(opts, random_run(opts, schema, work, True), root, work))
         results["load_average_1min"] = [load_before, os.getloadavg()[0]]
-    finally:
-        tmp.cleanup()
-    gmean = lambda xs: math.exp(statistics.mean(math.log(x) for x in xs))  # noqa: E731
+    gmean = lambda key: statistics.geometric_mean(results[f"{key}_b{b}"] for b in opts.batch_sizes)  # noqa: E731
+    fp32_bytes = results["fp32_embedding_bytes"]
     ratios = {
-        "torchscript_vs_eager_p50": gmean(p50_ratios["ts_vs_eager"]),
-        "c2al_vs_baseline_export_p50": gmean(p50_ratios["c2al_vs_base"]),
-        "int8_vs_fp32_size": sizes["int8_embedding_bytes"] / sizes["fp32_embedding_bytes"],
-        "int8_vs_fp32_model_pt_size": sizes["ts_int8_c2al_model_pt_bytes"] / sizes["ts_fp32_c2al_model_pt_bytes"],
-        "int8_align16_vs_fp32_size": sizes["int8_align16_embedding_bytes"] / sizes["fp32_embedding_bytes"],
-        **{
-            f"pt2_vs_torchscript_p50_b{b}": results[f"pt2_vs_torchscript_p50_b{b}"]
-            for b in opts.pt2_batch_sizes
-            if opts.pt2
-        },
+        "torchscript_vs_eager_p50": gmean("torchscript_vs_eager_p50"),
+        "c2al_vs_baseline_export_p50": gmean("c2al_vs_baseline_export_p50"),
+        "int8_vs_fp32_size": results["int8_embedding_bytes"] / fp32_bytes,
+        "int8_vs_fp32_model_pt_size": results["ts_int8_c2al_model_pt_bytes"] / results["ts_fp32_c2al_model_pt_bytes"],
+        "int8_align16_vs_fp32_size": results["int8_align16_embedding_bytes"] / fp32_bytes,
     }
-    config = {**dataclasses.asdict(opts), "machine": machine(), "threads": torch.get_num_threads()}
-    return {"benchmark": "serving", "config": config, "results": results, "ratios": ratios}
+    for b in opts.pt2_batch_sizes if opts.pt2 else ():
+        ratios[f"pt2_vs_torchscript_p50_b{b}"] = results[f"pt2_vs_torchscript_p50_b{b}"]
+    config = {**dataclasses.asdict(opts), "machine": common.machine(), "threads": torch.get_num_threads()}
+    # the record's form (tuples as lists, int keys as strings): the markdown printed now is the one its JSON renders
+    return json.loads(json.dumps({"benchmark": "serving", "config": config, "results": results, "ratios": ratios}))
 
 
 def _markdown(out: dict, command: str) -> str:
     r, q, c = out["results"], out["ratios"], out["config"]
+    per_b = lambda key: ", ".join(f"b{b} {r[f'{key}_b{b}']:.3f}" for b in c["batch_sizes"])  # noqa: E731
+    latency = [
+        [name, b, *(f"{r[f'{name}_b{b}_{k}_ms']:.3f}" for k in ("p50", "p99")), f"{r[f'{name}_b{b}_rows_per_s']:,.0f}"]
+        for b in c["batch_sizes"]
+        for name in MODELS
+    ]
+    sizes = [
+        [f"fp32 embeddings ({r['embedding_rows']:,} rows)", f"{r['fp32_embedding_bytes']:,}"],
+        ["int8 embeddings as exported (rows + scale/bias, 4-byte row alignment)", f"{r['int8_embedding_bytes']:,}"],
+        ["int8 embeddings, torchrec's default 16-byte alignment", f"{r['int8_align16_embedding_bytes']:,}"],
+        *([f"{name} model.pt", f"{r[f'{name}_model_pt_bytes']:,}"] for name in MODELS[1:]),
+    ]
     lines = [
-        *results_header("Serving latency and size", c, command),
+        *common.results_header("Serving latency and size", c, command),
         "",
         f"Latency of `forward(dense, kjt)`, {c['threads']} torch thread(s), calls alternating between the models; "
         f"ms. Load average (1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f} "
         "(the machine is shared).",
         "",
-        "| model | batch | p50 ms | p99 ms | rows/s |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for b in c["batch_sizes"]:
-        for name in MODELS:
-            lines.append(
-                f"| {name} | {b} | {r[f'{name}_b{b}_p50_ms']:.3f} | {r[f'{name}_b{b}_p99_ms']:.3f} "
-                f"| {r[f'{name}_b{b}_rows_per_s']:,.0f} |"
-            )
-    per_b = lambda key: ", ".join(f"b{b} {r[f'{key}_b{b}']:.3f}" for b in c["batch_sizes"])  # noqa: E731
-    lines += [
+        *common.md_table(["model", "batch", "p50 ms", "p99 ms", "rows/s"], latency, "lrrrr"),
         "",
-        "| size | bytes |",
-        "| --- | ---: |",
-        f"| fp32 embeddings ({r['embedding_rows']:,} rows) | {r['fp32_embedding_bytes']:,} |",
-        f"| int8 embeddings as exported (rows + scale/bias, 4-byte row alignment) | {r['int8_embedding_bytes']:,} |",
-        f"| int8 embeddings, torchrec's default 16-byte alignment | {r['int8_align16_embedding_bytes']:,} |",
-    ]
-    for name in MODELS[1:]:
-        lines.append(f"| {name} model.pt | {r[f'{name}_model_pt_bytes']:,} |")
-    lines += [
+        *common.md_table(["size", "bytes"], sizes, "lr"),
         "",
         f"- torchscript_vs_eager_p50 (fp32 export / eager, geometric mean over batches, goal <= 1.0): "
         f"{q['torchscript_vs_eager_p50']:.3f} ({per_b('torchscript_vs_eager_p50')})",
@@ -330,47 +265,36 @@ def _markdown(out: dict, command: str) -> str:
         f"({per_b('c2al_vs_baseline_export_p50')})",
         f"- int8_vs_fp32_size (embedding storage, goal <= 0.3): {q['int8_vs_fp32_size']:.3f}; "
         f"model.pt: {q['int8_vs_fp32_model_pt_size']:.3f}; with torchrec's default 16-byte row alignment "
-        f"{q['int8_align16_vs_fp32_size']:.3f} (logits vs 4-byte: max |diff| "
-        f"{r['int8_vs_align16_max_abs_diff']:.1e})",
+        f"{q['int8_align16_vs_fp32_size']:.3f} (logits vs 4-byte: max |diff| {r['int8_vs_align16_max_abs_diff']:.1e})",
         f"- max |p| difference vs eager: baseline export {r['ts_fp32_baseline_max_abs_diff_vs_eager']:.2e}, "
         f"C2AL export {r['ts_fp32_c2al_max_abs_diff_vs_eager']:.2e} (same primary weights)",
         "",
     ]
-    if c["pt2"]:
-        lines += _pt2_markdown(r, c)
-    return "\n".join(lines)
+    return "\n".join(lines + (_pt2_markdown(r, c) if c["pt2"] else []))
 
 
 def _pt2_markdown(r: dict, c: dict) -> list[str]:
-    goal = {1: 0.67, 64: 0.67, 4096: 1.0}
-    bs = c["pt2_batch_sizes"]
-    gemm_share = lambda b: r[f"torchscript_gemm_b{b}_ms"] / r[f"torchscript_predict_b{b}_p50_ms"]  # noqa: E731
-    lines = [
+    rows = [
+        [b, *(f"{r[f'{fmt}_predict_b{b}_{k}_ms']:.3f}" for fmt in ("torchscript", "pt2") for k in ("p50", "p99")),
+         f"**{r[f'pt2_vs_torchscript_p50_b{b}']:.3f}** (<= {PT2_GOALS.get(b, 1.0)})",
+         f"{r[f'pt2_host_checks_b{b}_p50_ms']:.3f}", f"{r[f'pt2_vs_torchscript_max_abs_diff_b{b}']:.1e}"]
+        for b in c["pt2_batch_sizes"]
+    ]  # fmt: skip
+    header = ["batch", "TorchScript p50", "TorchScript p99", "pt2 p50", "pt2 p99", "pt2 / TorchScript p50 (goal)",
+              "pt2 host checks p50", "max abs diff"]  # fmt: skip
+    gemm = [f"b{b} {r[f'torchscript_gemm_b{b}_ms']:.3f} ms = "
+            f"{r[f'torchscript_gemm_b{b}_ms'] / r[f'torchscript_predict_b{b}_p50_ms']:.2f} of its p50"
+            for b in c["pt2_batch_sizes"]]  # fmt: skip
+    return [
         "## model.pt2 (AOTInductor) vs model.pt (TorchScript, frozen and optimised as `serve` runs it)",
         "",
         f"Latency of `predict(Dict[str, Tensor])` (pt2: host id checks + compiled call), {c['threads']} thread, "
         "calls alternating between the two, inputs built before timing; ms.",
         "",
-        "| batch | TorchScript p50 | TorchScript p99 | pt2 p50 | pt2 p99 | pt2 / TorchScript p50 (goal) | "
-        "pt2 host checks p50 | max abs diff |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for b in c["pt2_batch_sizes"]:
-        lines.append(
-            f"| {b} | {r[f'torchscript_predict_b{b}_p50_ms']:.3f} | {r[f'torchscript_predict_b{b}_p99_ms']:.3f} "
-            f"| {r[f'pt2_predict_b{b}_p50_ms']:.3f} | {r[f'pt2_predict_b{b}_p99_ms']:.3f} "
-            f"| **{r[f'pt2_vs_torchscript_p50_b{b}']:.3f}** (<= {goal.get(b, 1.0)}) "
-            f"| {r[f'pt2_host_checks_b{b}_p50_ms']:.3f} "
-            f"| {r[f'pt2_vs_torchscript_max_abs_diff_b{b}']:.1e} |"
-        )
-    lines += [
+        *common.md_table(header, rows, "r" * len(header)),
         "",
-        "Where the time goes: both formats run the same MKL GEMMs (12 matrix products per call plus the FM's "
-        "batched ones); the TorchScript model's GEMM time (self time of "
-        f"{', '.join(GEMM_OPS[:3])} under torch.profiler) per batch: "
-        + ", ".join(f"b{b} {r[f'torchscript_gemm_b{b}_ms']:.3f} ms = {gemm_share(b):.2f} of its p50" for b in bs)
-        + ". What AOTInductor removes is the rest (interpreter, per-op dispatch, unfused elementwise and "
-        "embedding work); the GEMM share is the floor of pt2 / TorchScript at this precision.",
+        f"TorchScript's GEMM time per call (self time of {', '.join(GEMM_OPS[:3])} under torch.profiler), which pt2 "
+        "runs too, so the floor of pt2 / TorchScript at this precision: " + ", ".join(gemm) + ".",
         "",
         f"- pt2 export (torch.export + AOTInductor compile): {r['pt2_export_s']:.1f} s",
         f"- size: model.pt2 {r['model_pt2_bytes']:,} bytes, model.pt {r['model_pt_bytes']:,} bytes",
@@ -378,23 +302,12 @@ def _pt2_markdown(r: dict, c: dict) -> list[str]:
         f"{r['torchscript_load_s']:.2f} s (torch.jit.load + freeze + optimize_for_inference)",
         "",
     ]
-    return lines
-
-
-# --quick: the work a smoke run does (tests/test_benchmarks_quick.py keeps it small)
-QUICK = dict(
-    rows=6_000, max_table_size=20_000, calls={1: 30, 64: 20, 512: 5}, warmup=2, pt2_calls={1: 30, 64: 20, 4096: 5}
-)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = base_parser(__doc__, "small sizes (seconds)")
-    args = parser.parse_args(argv)
-    opts = Options(data=args.data)
-    if args.quick:
-        opts = dataclasses.replace(opts, **QUICK)
-    out = run(opts)
-    return finish("serving", out, _markdown, argv, args.quick, args.json, args.record)
+    args = common.base_parser(__doc__, "small sizes (seconds)").parse_args(argv)
+    opts = dataclasses.replace(Options(**QUICK) if args.quick else Options(), data=args.data)
+    return common.finish("serving", run(opts), _markdown, argv, args.quick, args.json, args.record)
 
 
 if __name__ == "__main__":

@@ -1,40 +1,19 @@
 """Training throughput, like with like: this trainer vs plain PyTorch, C2AL on vs off, and the levers.
 
-python -m benchmarks.train_throughput [--quick] [--json PATH] [--data DIR] [--threads N]
+python -m benchmarks.train_throughput [--quick] [--json PATH] [--record] [--data DIR] [--threads N] [--only mfu]
 
-On planted-cohort synthetic data (generated into a temporary directory unless ``--data`` names a
-dataset with the synthetic schema), same data, batch size per rank, precision and threads on both
-sides of every ratio:
-- ``trainer``: the real :class:`c2al_rec.train.trainer.Trainer` (DMP + fused RowWiseAdagrad inside
-  backward + ``TrainPipelineSparseDist``), C2AL off (the baseline model);
-- ``plain``: what a competent PyTorch user writes: one ``nn.EmbeddingBag(mode="sum"|"mean",
-  sparse=True)`` per table, ``torch.optim.Adagrad`` on the sparse gradients, the same DenseArch /
-  OverArch / primary head modules and the same dense optimizer (DDP with 2 processes);
-- ``*_bf16``: the same under bf16 autocast of the dense part, on both sides (one line for a user);
-- ``*_compiled``: ``train.compile_dense = "on"`` vs the plain model's dense part under ``torch.compile``;
-- C2AL cost group (``c2al/``), against a baseline trainer in the same group: ``trainer_c2al``: C2AL on
-  (cohort spec, aux heads of the default ``aux_head``, aux loss, per-cohort metrics);
-  ``trainer_c2al_aux128``: aux heads of ``large_aux_head`` units on a ``large_aux_projection``-wide
-  projection of h (``model.aux_projection``), ``trainer_c2al_aux128_on_h`` the same heads reading h itself;
-  ``trainer_again``: a second baseline trainer, the A/A control (its ratio shows the noise floor);
-- levers, each against ``trainer_c2al``: ``trainer_c2al_separate_heads`` (the three heads' first layers
-  as separate GEMMs, as before they shared one) and ``trainer_c2al_sampled_metrics``
-  (``train.metrics_every = metrics_every``).
-In-process cases (1 rank) run interleaved after ``warmup`` untimed steps: each round times
-``steps_per_round`` steps of every case, in an order rotated each round. Rates are medians over rounds;
-ratios are medians of the per-round ratios (paired by round, so drift of the machine cancels), each with
-a 95% bootstrap interval. The C2AL cost group is built and measured ``cost_repeats`` times with fresh
-trainers (two instances of one config can differ by ~1%: see the A/A control); its ratios pool the
-rounds of all repeats, their intervals resample repeats and then rounds within them, and each repeat's
-median is listed too. With ``two_procs`` the trainer and plain cases (fp32 and bf16) are also launched
-with 1 and 2 local processes (``elastic_launch``, threads split between them), alternated, best of
-``proc_rounds``.
-With ``--record`` writes ``benchmarks/results/train_throughput.md``; ``--json PATH`` writes ``{"benchmark", "config",
-"results", "ratios"}``. Ratios: ``trainer_vs_plain_fp32`` and ``trainer_vs_plain_bf16`` (each the
-minimum over 1 and 2 processes), ``trainer_vs_plain_pytorch`` (the smaller; goal >= 1.5),
-``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128`` (goal >= 0.97), ``c2al_vs_baseline_aux128_on_h``,
-``aa_control``, ``two_procs_vs_one`` and the ``lever_*`` ratios; ``results["ratio_intervals"]`` holds the
-in-process ratios' intervals.
+The same synthetic data (or ``--data``), batch size per rank, precision and threads on both sides of every
+ratio. Cases: ``trainer`` (the real Trainer: DMP, RowWiseAdagrad fused into backward, the sparse pipeline; C2AL
+off); ``plain`` (what a competent PyTorch user writes: ``nn.EmbeddingBag(sparse=True)`` per table + Adagrad, the
+same dense modules and Adam; DDP when launched); ``*_bf16`` / ``*_compiled`` (the dense part under bf16 autocast
+/ torch.compile); the C2AL cost group ``c2al/`` (baseline, the A/A control ``trainer_again``, C2AL with default
+aux heads, with ``large_aux_head`` on a projection of h and on h itself), built afresh ``cost_repeats`` times;
+the levers ``levers/``. In-process cases run interleaved: a round times ``steps_per_round`` steps of each case
+in a rotating order; rates are medians over rounds, ratios medians of per-round ratios with 95% bootstrap
+intervals. ``two_procs``: trainer and plain also launched with 1 and 2 processes, best of ``proc_rounds``. MFU:
+a 1-thread step's model FLOP/s (FlopCounterMode) over the 1-thread 2048 GEMM rate at the same precision.
+Ratios: ``trainer_vs_plain_pytorch`` (a report row), ``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128``
+(goal >= 0.97), ``mfu_*``, ``aa_control``, ``two_procs_vs_one``, ``lever_*``; ``--only mfu`` measures MFU alone.
 """
 
 from __future__ import annotations
@@ -56,46 +35,19 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from benchmarks.common import (
-    COHORT_SPEC,
-    RESULTS_DIR,
-    base_parser,
-    command_line,
-    cpu_bf16_isa,
-    finish,
-    machine,
-    model_config,
-    production_model,
-    results_header,
-    trainer_config,
-    write_json,
-)
-from c2al_rec.config import (
-    Config,
-    ModelConfig,
-    SyntheticConfig,
-    config_to_dict,
-    load_config_dict,
-)
+from benchmarks import common
+from c2al_rec.config import Config, ModelConfig, config_to_dict, load_config_dict
 from c2al_rec.data import ParquetReader, load_schema
-from c2al_rec.data.synthetic import generate_synthetic
-from c2al_rec.io import relative_paths
 from c2al_rec.modules.mlp import mlp
 from c2al_rec.modules.model import AUX_HEADS, C2ALModel, DenseArch, OverArch
 from c2al_rec.train.loss import c2al_loss
 
-REPO = Path(__file__).resolve().parent.parent
-NE_TOLERANCE = 0.001
-
-
-def _benchmark_model() -> dict:
-    """The production-shaped model with the default aux heads (``ModelConfig.aux_head``)."""
-    return dict(production_model(), aux_head=list(ModelConfig().aux_head))
+NE_TOLERANCE = 0.001  # bf16 and compiled may move validation NE by this share of the fp32 eager trainer's
 
 
 @dataclass
 class Options:
-    """Benchmark options (``--quick`` shrinks them)."""
+    """Benchmark options (``--quick``: ``QUICK``)."""
 
     rows: int = 400_000
     """Synthetic rows generated (all splits; ~80% train)."""
@@ -105,7 +57,7 @@ class Options:
     """Largest table (user_id); the others are smaller (synthetic generator's sizes)."""
     batch_size: int = 2048
     """Batch size per rank, for every case."""
-    model: dict = field(default_factory=_benchmark_model)
+    model: dict = field(default_factory=lambda: dict(common.production_model(), aux_head=list(ModelConfig().aux_head)))
     """ModelConfig fields (production-shaped, sized for a 2-core machine; default aux heads)."""
     large_aux_head: list = field(default_factory=lambda: [128])
     """Aux head hidden sizes of the ``trainer_c2al_aux128`` cases."""
@@ -143,48 +95,22 @@ class Options:
     """Existing dataset root (synthetic schema, with a user_value axis) instead of generating one."""
 
 
-# --quick: the work a smoke run does (tests/test_benchmarks_quick.py keeps it small): no launches, no
-# compile levers, one C2AL cost build, a handful of steps on a small table
+# --quick, a smoke run (tests/test_benchmarks_quick.py keeps it small): no launches, no compile, one C2AL build
 QUICK = dict(
-    rows=20_000,
-    max_table_size=20_000,
-    batch_size=256,
-    warmup=1,
-    steps_per_round=2,
-    rounds=2,
-    cost_repeats=1,
-    eval_batches=2,
-    levers=False,
-    two_procs=False,
-    proc_steps=3,
-    proc_rounds=1,
-)
-
-
-def make_dataset(opts: Options, root: Path) -> Path:
-    """Generate the benchmark's synthetic dataset into ``root``."""
-    generate_synthetic(
-        root, SyntheticConfig(rows=opts.rows, num_sparse=opts.num_sparse, max_table_size=opts.max_table_size, seed=1)
-    )
-    return root
+    rows=20_000, max_table_size=20_000, batch_size=256, warmup=1, steps_per_round=2, rounds=2, cost_repeats=1,
+    eval_batches=2, levers=False, two_procs=False, proc_steps=3, proc_rounds=1,
+)  # fmt: skip
 
 
 def make_config(
-    opts: Options,
-    root: Path,
-    *,
-    c2al: bool,
-    bf16: bool = False,
-    compiled: bool = False,
-    aux_head: Optional[list] = None,
-    aux_projection: int = 0,
-    metrics_every: int = 1,
-    threads: Optional[int] = None,
-) -> Config:
+    opts: Options, root: Path, *, c2al: bool, bf16: bool = False, compiled: bool = False,
+    aux_head: Optional[list] = None, aux_projection: int = 0, metrics_every: int = 1, threads: Optional[int] = None,
+) -> Config:  # fmt: skip
     """The trainer config of a case (C2AL on: the p5/p95 user-value spec with aux heads)."""
-    model = dict(opts.model, **({"aux_head": list(aux_head)} if aux_head is not None else {}))
-    model["aux_projection"] = aux_projection
-    return trainer_config(
+    model = dict(opts.model, aux_projection=aux_projection)
+    if aux_head is not None:
+        model["aux_head"] = list(aux_head)
+    return common.trainer_config(
         str(root), opts.batch_size, model, c2al, opts.sparse_lr, opts.dense_lr, eval_batches=opts.eval_batches,
         bf16=bf16, compile_dense="on" if compiled else "off", metrics_every=metrics_every,
         num_threads=opts.threads if threads is None else threads,
@@ -192,14 +118,8 @@ def make_config(
 
 
 class PlainModel(nn.Module):
-    """The plain-PyTorch baseline: ``nn.EmbeddingBag(sparse=True)`` per table + the same dense modules.
-
-    Args:
-        schema: the dataset schema (one table per sparse feature, in schema order).
-        cfg: the model config (embedding_dim, dense arch, DHEN, primary head).
-        bf16: run the dense part under bf16 autocast (as the trainer's ``train.bf16``).
-        compiled: ``torch.compile`` the dense part (as the trainer's ``train.compile_dense``).
-    """
+    """The plain-PyTorch baseline: ``nn.EmbeddingBag(sparse=True)`` per table (schema order) + the trainer's
+    dense modules; ``bf16`` / ``compiled``: the dense part under bf16 autocast / ``torch.compile``."""
 
     def __init__(self, schema: Any, cfg: ModelConfig, bf16: bool = False, compiled: bool = False) -> None:
         super().__init__()
@@ -228,44 +148,27 @@ class PlainModel(nn.Module):
 
 
 class PlainTrainer:
-    """The competent default training loop: Adagrad (sparse grads) for embeddings, Adam for the rest.
-
-    Args:
-        opts: benchmark options (model, learning rates, batch size).
-        root: dataset root.
-        bf16: bf16 autocast of the dense part.
-        compiled: torch.compile of the dense part.
-        rank: this process's rank (with ``world_size`` > 1 the model is wrapped in DDP; gloo
-            all-reduces the sparse embedding gradients too).
-        world_size: processes in the job.
-    """
+    """The competent default training loop: Adagrad (sparse grads) for embeddings, Adam for the rest; with
+    ``world_size`` > 1 the model is wrapped in DDP (gloo all-reduces the sparse embedding gradients too)."""
 
     def __init__(
         self, opts: Options, root: Path, bf16: bool = False, compiled: bool = False, rank: int = 0, world_size: int = 1
     ) -> None:
         torch.manual_seed(0)
-        self.schema = load_schema(root)
-        model: nn.Module = PlainModel(self.schema, model_config(opts.model), bf16=bf16, compiled=compiled)
-        sparse = list(model.bags.parameters())
-        ids = {id(p) for p in sparse}
-        dense = [p for p in model.parameters() if id(p) not in ids]
-        self.sparse_opt = torch.optim.Adagrad(sparse, lr=opts.sparse_lr)
-        self.dense_opt = torch.optim.Adam(dense, lr=opts.dense_lr)
-        if world_size > 1:
-            model = nn.parallel.DistributedDataParallel(model)
-        self.model = model
-        reader = ParquetReader(
-            root, self.schema, "train", opts.batch_size, rank=rank, world_size=world_size, seed=0, shuffle=True
-        )
-        self.batches = iter(reader)
+        schema = load_schema(root)
+        model: nn.Module = PlainModel(schema, common.model_config(opts.model), bf16=bf16, compiled=compiled)
+        sparse = {id(p) for p in model.bags.parameters()}
+        self.sparse_opt = torch.optim.Adagrad(model.bags.parameters(), lr=opts.sparse_lr)
+        self.dense_opt = torch.optim.Adam([p for p in model.parameters() if id(p) not in sparse], lr=opts.dense_lr)
+        self.model = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+        split = (root, schema, "train", opts.batch_size)
+        self.batches = iter(ParquetReader(*split, rank=rank, world_size=world_size, seed=0, shuffle=True))
 
     def train_step(self) -> None:
         batch = next(self.batches)
         self.sparse_opt.zero_grad(set_to_none=True)
         self.dense_opt.zero_grad(set_to_none=True)
-        logits = self.model(batch.dense_features, batch.sparse_features)
-        loss, _ = c2al_loss(logits, batch.labels, batch.weights)
-        loss.backward()
+        c2al_loss(self.model(batch.dense_features, batch.sparse_features), batch.labels, batch.weights)[0].backward()
         self.sparse_opt.step()
         self.dense_opt.step()
 
@@ -273,11 +176,8 @@ class PlainTrainer:
 def _separate_heads_forward(self: C2ALModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """``C2ALModel.forward_from_tokens`` with each head's first layer as its own GEMM (the lever's 'before')."""
     h = self.over_arch(x)
-    out = {"primary": self.primary_head(h).squeeze(-1)}
-    if self.has_aux_heads:
-        for name in AUX_HEADS:
-            out[name] = self.aux_heads[name](h).squeeze(-1)
-    return out
+    aux = {name: self.aux_heads[name](h).squeeze(-1) for name in (AUX_HEADS if self.has_aux_heads else ())}
+    return {"primary": self.primary_head(h).squeeze(-1), **aux}
 
 
 def build_trainer(cfg: Config, run_dir: Path, separate_heads: bool = False) -> tuple[Any, Iterator[Any]]:
@@ -293,21 +193,13 @@ def build_trainer(cfg: Config, run_dir: Path, separate_heads: bool = False) -> t
     return trainer, iter(trainer._reader(cfg.data.train_split, train=True))
 
 
-def _timed(step: Callable[[], object], steps: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return time.perf_counter() - t0
-
-
 def trainer_rate(cfg: Config, run_dir: Path, warmup: int, steps: int, rounds: int = 1) -> float:
     """Median samples/s of the real training step (1 rank, in this process) after ``warmup`` steps."""
     trainer, batches = build_trainer(cfg, run_dir)
     try:
-        _timed(lambda: trainer.train_step(batches), warmup)
-        rates = [
-            steps * cfg.data.batch_size / _timed(lambda: trainer.train_step(batches), steps) for _ in range(rounds)
-        ]
+        step = lambda: trainer.train_step(batches)  # noqa: E731
+        common.timed(step, warmup)
+        rates = [steps * cfg.data.batch_size / common.timed(step, steps) for _ in range(rounds)]
     finally:
         trainer.close()
     return statistics.median(rates)
@@ -315,19 +207,15 @@ def trainer_rate(cfg: Config, run_dir: Path, warmup: int, steps: int, rounds: in
 
 def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int) -> float:
     """One rank of a launched case: global samples/s over ``steps`` steady-state steps.
-
-    ``kind`` "trainer": ``payload`` is the run config; "plain": ``{"opts", "root", "bf16"}``.
-    """
+    ``kind`` "trainer": ``payload`` is the run config; "plain": ``{"opts", "root", "bf16"}``."""
     import torch.distributed as dist
 
     from c2al_rec.distributed.backend import destroy_distributed, init_distributed, set_cpu_threads
 
-    closer: Callable[[], object] = lambda: None  # noqa: E731
     if kind == "trainer":
         cfg = load_config_dict(payload)
         trainer, batches = build_trainer(cfg, Path(run_dir))
-        step: Callable[[], object] = lambda: trainer.train_step(batches)  # noqa: E731
-        closer, batch_size = trainer.close, cfg.data.batch_size
+        step, batch_size, close = (lambda: trainer.train_step(batches)), cfg.data.batch_size, trainer.close
     else:
         ctx = init_distributed()
         set_cpu_threads(ctx)
@@ -335,7 +223,7 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
         plain = PlainTrainer(opts, Path(payload["root"]), payload["bf16"], rank=ctx.rank, world_size=ctx.world_size)
         step, batch_size = plain.train_step, opts.batch_size
 
-        def closer() -> None:
+        def close() -> None:  # noqa: F811
             # DDP's reducer holds the process group: freed only after destroy_process_group, its gloo
             # threads were seen to hang in the join of ~ProcessGroupGloo; free it while the group is up
             plain.model = None
@@ -343,14 +231,14 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
             dist.barrier()
 
     try:
-        _timed(step, warmup)
+        common.timed(step, warmup)
         dist.barrier()
         t0 = time.perf_counter()
-        _timed(step, steps)
+        common.timed(step, steps)
         dist.barrier()
         return steps * batch_size * dist.get_world_size() / (time.perf_counter() - t0)
     finally:
-        closer()
+        close()
         destroy_distributed()
 
 
@@ -358,21 +246,16 @@ def launched_rate(kind: str, payload: dict, run_dir: Path, nproc: int, warmup: i
     """Samples/s (all ranks) of a trainer or plain case with ``nproc`` local processes (elastic_launch)."""
     from c2al_rec.distributed.launch import launch_local
 
-    out = launch_local(
-        _rank_worker, (kind, payload, str(run_dir), warmup, steps), nproc, f"bench-{os.getpid()}-{kind}-{nproc}"
-    )
-    return float(out[0])
+    args = (kind, payload, str(run_dir), warmup, steps)
+    return float(launch_local(_rank_worker, args, nproc, f"bench-{os.getpid()}-{kind}-{nproc}")[0])
 
 
 def _launched_with_retry(
     kind: str, payload: Callable[[], dict], run_dir: Path, nproc: int, opts: Options, label: str, failures: list[str]
 ) -> float:
     """``launched_rate``, launched once more (in a fresh directory) if a rank dies; the failure is recorded.
-
-    A rank of the plain baseline (2 processes, bf16) died 3 times in 2 runs of 16 launches with glibc's
-    "malloc(): unaligned tcache chunk detected" inside backward (torch's sparse-gradient DDP path): one such
-    crash should not cost the run.
-    """
+    (A rank of the plain baseline, 2 processes, bf16, died 3 times in 2 runs of 16 launches with glibc's
+    "malloc(): unaligned tcache chunk detected" inside torch's sparse-gradient DDP backward.)"""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     try:
@@ -381,25 +264,25 @@ def _launched_with_retry(
         rank, failure = e.get_first_failure()
         failures.append(f"{label}: rank {rank} exited with {failure.exitcode} ({failure.signal_name()})")
         print(f"[train_throughput] launched {label} failed ({failures[-1]}); launching it once more", flush=True)
-        return launched_rate(
-            kind, payload(), run_dir.with_name(run_dir.name + "-retry"), nproc, opts.proc_warmup, opts.proc_steps
-        )
+        retry_dir = run_dir.with_name(run_dir.name + "-retry")
+        return launched_rate(kind, payload(), retry_dir, nproc, opts.proc_warmup, opts.proc_steps)
 
 
-def _interleaved(opts: Options, steppers: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
-    """Samples/s per case per round, cases rotated each round so none always follows another."""
-    every = max(1, opts.rounds // 10)
-    for step in steppers.values():
-        _timed(step, opts.warmup)
-    rates: dict[str, list[float]] = {k: [] for k in steppers}
-    names = list(steppers)
-    for r in range(opts.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            rates[name].append(opts.steps_per_round * opts.batch_size / _timed(steppers[name], opts.steps_per_round))
-        if (r + 1) % every == 0 or r + 1 == opts.rounds:
-            line = ", ".join(f"{name} {statistics.median(rates[name]):,.0f}" for name in names)
-            print(f"[train_throughput] round {r + 1}/{opts.rounds}, median samples/s so far: {line}", flush=True)
-    return rates
+def _launched(opts: Options, root: Path, work: Path) -> tuple[dict[str, list[float]], list[str]]:
+    """Samples/s of trainer and plain, fp32 and bf16, launched with 1 and 2 processes, per round; the failures."""
+    trainer = lambda bf16: lambda: config_to_dict(make_config(opts, root, c2al=False, bf16=bf16, threads=0))  # noqa: E731
+    plain = lambda bf16: lambda: {"opts": dataclasses.asdict(opts), "root": str(root), "bf16": bf16}  # noqa: E731
+    cases = {"trainer": trainer(False), "plain": plain(False), "trainer_bf16": trainer(True), "plain_bf16": plain(True)}
+    launched: dict[str, list[float]] = {}
+    failures: list[str] = []
+    for r in range(opts.proc_rounds):
+        for nproc in (1, 2):
+            for name, payload in cases.items():
+                label, kind = f"{name} x{nproc} round {r}", name.removesuffix("_bf16")
+                rate = _launched_with_retry(kind, payload, work / f"{name}-{nproc}-{r}", nproc, opts, label, failures)
+                launched.setdefault(f"{name}_{nproc}proc", []).append(rate)
+                print(f"[train_throughput] launched {label}: {rate:,.0f} samples/s", flush=True)
+    return launched, failures
 
 
 def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -411,224 +294,74 @@ def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
         g = torch.Generator().manual_seed(0)
         a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
         a @ b  # warm-up: packing buffers, kernel selection
-        best = min(_timed(lambda: a @ b, 1) for _ in range(repeats))
+        best = min(common.timed(lambda: a @ b) for _ in range(repeats))
     finally:
         torch.set_num_threads(threads)
     return 2 * n**3 / best / 1e9
 
 
-def measure_mfu(opts: Options, root: Path, work: Path) -> dict[str, Any]:
-    """Model FLOP/s of the 1-process, 1-thread training step (baseline trainer) over the 1-thread GEMM
-    rate at the same precision: ``mfu_fp32`` and, where the CPU has bf16 matrix instructions, ``mfu_bf16``."""
-    out: dict[str, Any] = {"gemm_n": 2048, "threads": 1, "bf16_isa": cpu_bf16_isa()}
-    precisions = {"fp32": (torch.float32, False)}
-    if out["bf16_isa"] not in ("none", "unknown"):
-        precisions["bf16"] = (torch.bfloat16, True)
-    for name, (dtype, bf16) in precisions.items():
-        cfg = make_config(opts, root, c2al=False, bf16=bf16, threads=1)
-        trainer, batches = build_trainer(cfg, work / f"mfu-{name}")
-        try:
-            _timed(lambda: trainer.train_step(batches), opts.warmup)
-            steps = opts.rounds * opts.steps_per_round
-            step_s = _timed(lambda: trainer.train_step(batches), steps) / steps
-            gflops = step_gflops(trainer, batches)
-        finally:
-            trainer.close()
-        gemm = gemm_gflops(dtype)
-        out[name] = {
-            "step_gflop": gflops,
-            "step_s": step_s,
-            "step_gflop_per_s": gflops / step_s,
-            "gemm_gflop_per_s": gemm,
-            "mfu": gflops / step_s / gemm,
-        }
-        print(f"[train_throughput] mfu {name}: {gflops / step_s:.1f} of {gemm:.1f} GFLOP/s", flush=True)
-    return out
-
-
 def step_gflops(trainer: Any, batches: Iterator[Any]) -> float:
-    """Model GFLOPs of one training forward + backward of ``trainer``'s task on its next batch.
-
-    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, and the FM op by its registered
-    formula); embedding lookups, elementwise and copy work count 0. Outside the pipeline (detached
-    first), so the task runs its plain forward. The fused sparse optimizer updates embedding rows in
-    this backward and dense ``.grad`` is left filled: call it after the measurements.
-    """
+    """Model GFLOPs of one training forward + backward of ``trainer``'s task on its next batch, counted by
+    FlopCounterMode (matmuls, and the FM op by its registered formula; lookups and elementwise work count 0).
+    Outside the pipeline (detached first); the fused sparse optimizer updates rows in this backward and dense
+    ``.grad`` is left filled: call it after the measurements."""
     from torch.utils.flop_counter import FlopCounterMode
 
     trainer.pipeline.detach()
     batch = next(batches).to(trainer.ctx.device)
     with FlopCounterMode(display=False) as counter:
-        loss, _ = trainer.task(batch)
-        loss.backward()
+        trainer.task(batch)[0].backward()
     return counter.get_total_flops() / 1e9
 
 
+def measure_mfu(opts: Options, root: Path, work: Path) -> dict[str, Any]:
+    """Model FLOP/s of the 1-process, 1-thread baseline training step over the 1-thread GEMM rate at the same
+    precision: ``fp32`` and, where the CPU has bf16 matrix instructions, ``bf16``."""
+    out: dict[str, Any] = {"gemm_n": 2048, "threads": 1, "bf16_isa": common.cpu_bf16_isa()}
+    for name in ("fp32", "bf16") if out["bf16_isa"] not in ("none", "unknown") else ("fp32",):
+        cfg = make_config(opts, root, c2al=False, bf16=name == "bf16", threads=1)
+        trainer, batches = build_trainer(cfg, work / f"mfu-{name}")
+        try:
+            common.timed(lambda: trainer.train_step(batches), opts.warmup)
+            steps = opts.rounds * opts.steps_per_round
+            step_s = common.timed(lambda: trainer.train_step(batches), steps) / steps
+            gflops = step_gflops(trainer, batches)
+        finally:
+            trainer.close()
+        gemm = gemm_gflops(torch.bfloat16 if name == "bf16" else torch.float32)
+        out[name] = {
+            "step_gflop": gflops, "step_s": step_s, "step_gflop_per_s": gflops / step_s, "gemm_gflop_per_s": gemm,
+            "mfu": gflops / step_s / gemm,
+        }  # fmt: skip
+        print(f"[train_throughput] mfu {name}: {gflops / step_s:.1f} of {gemm:.1f} GFLOP/s", flush=True)
+    return out
+
+
 def _group(
-    opts: Options, root: Path, work: Path, cases: dict[str, Any], count_flops: bool = False
+    opts: Options, work: Path, cases: dict[str, Any], count_flops: bool = False
 ) -> tuple[dict[str, list[float]], dict[str, float], dict[str, float]]:
-    """Build every case of a group, run them interleaved, validate the trainers (and with ``count_flops``
-    count one step's FLOPs); free them all. Returns (samples/s per round, validation NE, GFLOPs per step)
-    by case."""
+    """Build every case of a group (a PlainTrainer, or (trainer config, separate heads)), run them interleaved,
+    validate the trainers (with ``count_flops`` count one step's FLOPs) and free them. Returns samples/s per
+    round, validation NE and GFLOPs per step, by case."""
     steppers: dict[str, Callable[[], object]] = {}
-    trainers, batches_of = {}, {}
+    trainers = {}
     for name, case in cases.items():
         if isinstance(case, PlainTrainer):
             steppers[name] = case.train_step
         else:
-            cfg, separate = case
-            trainer, batches = build_trainer(cfg, work / f"run-{name}", separate_heads=separate)
-            trainers[name], batches_of[name] = trainer, batches
-            steppers[name] = lambda t=trainer, b=batches: t.train_step(b)
-    rates = _interleaved(opts, steppers)
-    ne = {name: t.evaluate()["primary"]["ne"] for name, t in trainers.items()}
-    gflops = {name: step_gflops(t, batches_of[name]) for name, t in trainers.items()} if count_flops else {}
-    for t in trainers.values():
+            trainers[name] = build_trainer(case[0], work / f"run-{name}", separate_heads=case[1])
+            steppers[name] = lambda t=trainers[name]: t[0].train_step(t[1])
+    for step in steppers.values():
+        common.timed(step, opts.warmup)  # untimed: warm caches, compile
+    per_round = {name: lambda s=step: common.timed(s, opts.steps_per_round) for name, step in steppers.items()}
+    seconds = common.interleaved_seconds(per_round, opts.rounds, rotate=True)
+    rates = {k: [opts.steps_per_round * opts.batch_size / s for s in v] for k, v in seconds.items()}
+    print("[train_throughput] samples/s: " + ", ".join(f"{k} {statistics.median(v):,.0f}" for k, v in rates.items()))
+    ne = {name: t.evaluate()["primary"]["ne"] for name, (t, _) in trainers.items()}
+    gflops = {name: step_gflops(t, b) for name, (t, b) in trainers.items()} if count_flops else {}
+    for t, _ in trainers.values():
         t.close()
     return rates, ne, gflops
-
-
-def run(opts: Options) -> dict:
-    """Run every case; returns ``{"benchmark", "config", "results", "ratios"}``."""
-    if opts.cost_repeats < 1:
-        raise ValueError(f"train_throughput: cost_repeats must be >= 1, got {opts.cost_repeats}")
-    load_before = os.getloadavg()[0]
-    tmp = tempfile.TemporaryDirectory(prefix="c2al-bench-train-")
-    work = Path(tmp.name)
-    try:
-        root = Path(opts.data) if opts.data else make_dataset(opts, work / "data")
-        cfg = lambda **kw: (make_config(opts, root, **kw), False)  # noqa: E731
-        headline = {
-            "trainer": cfg(c2al=False),
-            "plain": PlainTrainer(opts, root),
-            "trainer_bf16": cfg(c2al=False, bf16=True),
-            "plain_bf16": PlainTrainer(opts, root, bf16=True),
-        }
-        rates, ne, _ = _group(opts, root, work, headline)
-        del headline
-        c2al_cost = {
-            "trainer": cfg(c2al=False),
-            "trainer_again": cfg(c2al=False),
-            "trainer_c2al": cfg(c2al=True),
-            "trainer_c2al_aux128": cfg(
-                c2al=True, aux_head=opts.large_aux_head, aux_projection=opts.large_aux_projection
-            ),
-            "trainer_c2al_aux128_on_h": cfg(c2al=True, aux_head=opts.large_aux_head),
-        }
-        repeat_ratios: dict[str, list[float]] = {}
-        for repeat in range(opts.cost_repeats):  # fresh trainers each time: instances can differ by ~1% (A/A)
-            print(f"[train_throughput] C2AL cost group, repeat {repeat + 1}/{opts.cost_repeats}", flush=True)
-            got, got_ne, got_gflops = _group(opts, root, work / f"c2al-{repeat}", c2al_cost, count_flops=repeat == 0)
-            if repeat == 0:
-                cost_ne, cost_gflops = got_ne, got_gflops
-            got = {f"c2al/{k}": v for k, v in got.items()}
-            for k, v in got.items():
-                rates.setdefault(k, []).extend(v)
-            for key in C2AL_RATIOS:
-                repeat_ratios.setdefault(key, []).append(statistics.median(per_round_ratios(got, key)))
-        del c2al_cost
-        # what C2AL adds to a step's model FLOPs: noise-free, unlike the timed ratios
-        c2al_flops = {k: v / cost_gflops["trainer"] - 1 for k, v in cost_gflops.items() if k.startswith("trainer_c2al")}
-        ne.update({k: v for k, v in cost_ne.items() if k.startswith("trainer_c2al")})
-        if opts.levers:
-            levers = {
-                "trainer": cfg(c2al=False),
-                "trainer_compiled": cfg(c2al=False, compiled=True),
-                "plain_compiled": PlainTrainer(opts, root, compiled=True),
-                "trainer_c2al": cfg(c2al=True),
-                "trainer_c2al_separate_heads": (make_config(opts, root, c2al=True), True),
-                "trainer_c2al_sampled_metrics": cfg(c2al=True, metrics_every=opts.metrics_every),
-            }
-            lever_rates, lever_ne, _ = _group(opts, root, work, levers)
-            del levers
-            rates.update({f"levers/{k}": v for k, v in lever_rates.items()})
-            ne["trainer_compiled"] = lever_ne["trainer_compiled"]
-        threads = opts.threads or (os.cpu_count() or 1)
-        mfu = measure_mfu(opts, root, work)
-
-        results: dict[str, Any] = {f"{k}_samples_per_s": statistics.median(v) for k, v in rates.items()}
-        results["mfu"] = mfu
-        results["rounds_samples_per_s"] = rates
-        results["threads"] = threads
-        results["steps_per_case"] = opts.warmup + opts.rounds * opts.steps_per_round
-        results["valid_ne"] = ne
-        results["c2al_repeat_ratios"] = repeat_ratios
-        results["step_gflops"] = cost_gflops
-        results["c2al_extra_flops"] = c2al_flops
-        results["ne_rel_change_vs_fp32"] = {k: (v - ne["trainer"]) / ne["trainer"] for k, v in ne.items()}
-        ratios: dict[str, Optional[float]] = {
-            "mfu_fp32": mfu["fp32"]["mfu"],
-            "mfu_bf16": mfu["bf16"]["mfu"] if "bf16" in mfu else None,
-            "trainer_vs_plain_fp32_2procs": None,
-            "trainer_vs_plain_bf16_2procs": None,
-            "two_procs_vs_one": None,
-        }
-        results["ratio_intervals"] = {}
-        for key in PAIRED:
-            per_round = per_round_ratios(rates, key)
-            if per_round is not None:
-                ratios[key] = statistics.median(per_round)
-                repeats = opts.cost_repeats if key in C2AL_RATIOS else 1
-                results["ratio_intervals"][key] = median_interval(per_round, repeats)
-        if opts.two_procs:
-            launched: dict[str, list[float]] = {}
-            plain_payload = lambda bf16: {"opts": dataclasses.asdict(opts), "root": str(root), "bf16": bf16}  # noqa: E731
-            cases = {
-                "trainer": ("trainer", lambda: config_to_dict(make_config(opts, root, c2al=False, threads=0))),
-                "plain": ("plain", lambda: plain_payload(False)),
-                "trainer_bf16": (
-                    "trainer",
-                    lambda: config_to_dict(make_config(opts, root, c2al=False, bf16=True, threads=0)),
-                ),
-                "plain_bf16": ("plain", lambda: plain_payload(True)),
-            }
-            failures: list[str] = []
-            for r in range(opts.proc_rounds):
-                for nproc in (1, 2):
-                    for name, (kind, payload) in cases.items():
-                        rate = _launched_with_retry(
-                            kind,
-                            payload,
-                            work / f"{name}-{nproc}-{r}",
-                            nproc,
-                            opts,
-                            f"{name} x{nproc} round {r}",
-                            failures,
-                        )
-                        launched.setdefault(f"{name}_{nproc}proc", []).append(rate)
-                        print(
-                            f"[train_throughput] launched {name} x{nproc} round {r}: {rate:,.0f} samples/s", flush=True
-                        )
-            # best of rounds: a launch is long, and a burst of other load can slow one launch by 10x
-            best = {k: max(v) for k, v in launched.items()}
-            results["launched_rounds_samples_per_s"] = launched
-            results["launched_failures"] = failures
-            results["launched_best_samples_per_s"] = best
-            ratios["trainer_vs_plain_fp32_2procs"] = best["trainer_2proc"] / best["plain_2proc"]
-            ratios["trainer_vs_plain_bf16_2procs"] = best["trainer_bf16_2proc"] / best["plain_bf16_2proc"]
-            ratios["two_procs_vs_one"] = best["trainer_2proc"] / best["trainer_1proc"]
-        for precision in ("fp32", "bf16"):
-            values = [ratios[f"trainer_vs_plain_{precision}_{n}"] for n in ("1proc", "2procs")]
-            ratios[f"trainer_vs_plain_{precision}"] = min(v for v in values if v is not None)
-        ratios["trainer_vs_plain_pytorch"] = min(ratios["trainer_vs_plain_fp32"], ratios["trainer_vs_plain_bf16"])  # type: ignore[type-var]
-        results["load_average_1min"] = [load_before, os.getloadavg()[0]]
-    finally:
-        tmp.cleanup()
-    config = {**dataclasses.asdict(opts), "machine": machine(), "spec": _repo_relative(COHORT_SPEC)}
-    return {"benchmark": "train_throughput", "config": config, "results": results, "ratios": ratios}
-
-
-def _repo_relative(path: Path) -> str:
-    """``path`` relative to the repository (recorded results never carry this machine's absolute paths)."""
-    return str(relative_paths(str(Path(path).resolve()), REPO))
-
-
-def run_mfu_only(opts: Options) -> dict[str, Any]:
-    """``--only mfu``: the GEMM rates and the 1-thread step's model FLOP/s, nothing else."""
-    with tempfile.TemporaryDirectory(prefix="c2al-bench-mfu-") as tmp:
-        work = Path(tmp)
-        root = Path(opts.data) if opts.data else make_dataset(opts, work / "data")
-        return measure_mfu(opts, root, work)
 
 
 # in-process ratios: median over rounds of case a / case b in the same round
@@ -645,45 +378,29 @@ PAIRED = {
     "lever_heads_one_gemm": ("levers/trainer_c2al", "levers/trainer_c2al_separate_heads"),
     "lever_sampled_metrics": ("levers/trainer_c2al_sampled_metrics", "levers/trainer_c2al"),
 }
-
-
-# the ratios measured in the C2AL cost group (pooled over its repeats)
-C2AL_RATIOS = (
-    "c2al_vs_baseline",
-    "c2al_vs_baseline_aux128",
-    "c2al_vs_baseline_aux128_on_h",
-    "aa_control",
-    "lever_aux_projection",
-)
+C2AL_RATIOS = [k for k, (a, _) in PAIRED.items() if a.startswith("c2al/")]  # pooled over the group's repeats
 
 
 def per_round_ratios(rounds: dict[str, list[float]], key: str) -> Optional[list[float]]:
     """The per-round ratios behind a ``PAIRED`` ratio (None when its cases did not run)."""
     a, b = PAIRED[key]
-    if a not in rounds or b not in rounds:
-        return None
-    return [x / y for x, y in zip(rounds[a], rounds[b])]
+    return [x / y for x, y in zip(rounds[a], rounds[b])] if a in rounds and b in rounds else None
 
 
 def median_interval(
     values: list[float], repeats: int = 1, confidence: float = 0.95, resamples: int = 4000
 ) -> Optional[list[float]]:
-    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values).
-
-    With ``repeats`` > 1, ``values`` are that many equal runs of rounds, one after the other (one per
-    fresh build of a group): the bootstrap resamples runs, then rounds within each, so the interval
-    carries the differences between builds as well as between rounds.
-    """
+    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values). With
+    ``repeats`` > 1, ``values`` are that many equal runs of rounds (one per fresh build of a group): the
+    bootstrap resamples runs, then rounds within each, so the interval carries the differences between builds."""
     import numpy as np
     from scipy.stats import bootstrap
 
     if len(values) < 3 or min(values) == max(values):
         return None
     if repeats <= 1:
-        ci = bootstrap(
-            (np.asarray(values),), np.median, confidence_level=confidence, method="percentile", rng=0
-        ).confidence_interval
-        return [float(ci.low), float(ci.high)]
+        ci = bootstrap((np.asarray(values),), np.median, confidence_level=confidence, method="percentile", rng=0)
+        return [float(ci.confidence_interval.low), float(ci.confidence_interval.high)]
     runs = np.asarray(values).reshape(repeats, -1)  # [repeats, rounds]
     rng = np.random.default_rng(0)
     picked = runs[rng.integers(0, repeats, (resamples, repeats))]  # [resamples, repeats, rounds]
@@ -693,7 +410,87 @@ def median_interval(
     return [float(np.quantile(medians, alpha)), float(np.quantile(medians, 1 - alpha))]
 
 
-RATIO_LINES = [
+def run(opts: Options) -> dict:
+    """Run every case; returns ``{"benchmark", "config", "results", "ratios"}``."""
+    if opts.cost_repeats < 1:
+        raise ValueError(f"train_throughput: cost_repeats must be >= 1, got {opts.cost_repeats}")
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="c2al-bench-train-") as tmp:
+        work = Path(tmp)
+        root = common.synthetic_root(opts, work, seed=1)
+        cfg = lambda separate=False, **kw: (make_config(opts, root, **kw), separate)  # noqa: E731
+        headline = {"trainer": cfg(c2al=False), "plain": PlainTrainer(opts, root)}
+        headline.update(trainer_bf16=cfg(c2al=False, bf16=True), plain_bf16=PlainTrainer(opts, root, bf16=True))
+        rates, ne, _ = _group(opts, work, headline)
+        del headline
+        large = opts.large_aux_head
+        c2al_cost = {
+            "trainer": cfg(c2al=False), "trainer_again": cfg(c2al=False), "trainer_c2al": cfg(c2al=True),
+            "trainer_c2al_aux128": cfg(c2al=True, aux_head=large, aux_projection=opts.large_aux_projection),
+            "trainer_c2al_aux128_on_h": cfg(c2al=True, aux_head=large),
+        }  # fmt: skip
+        repeat_ratios: dict[str, list[float]] = {k: [] for k in C2AL_RATIOS}
+        for repeat in range(opts.cost_repeats):  # fresh trainers each time: instances can differ by ~1% (A/A)
+            print(f"[train_throughput] C2AL cost group, repeat {repeat + 1}/{opts.cost_repeats}", flush=True)
+            got, got_ne, got_gflops = _group(opts, work / f"c2al-{repeat}", c2al_cost, count_flops=repeat == 0)
+            if repeat == 0:
+                cost_ne, cost_gflops = got_ne, got_gflops
+            got = {f"c2al/{k}": v for k, v in got.items()}
+            for k, v in got.items():
+                rates.setdefault(k, []).extend(v)
+            for key in C2AL_RATIOS:
+                repeat_ratios[key].append(statistics.median(per_round_ratios(got, key)))
+        del c2al_cost
+        ne.update({k: v for k, v in cost_ne.items() if k.startswith("trainer_c2al")})
+        if opts.levers:
+            levers = {
+                "trainer": cfg(c2al=False), "trainer_compiled": cfg(c2al=False, compiled=True),
+                "plain_compiled": PlainTrainer(opts, root, compiled=True), "trainer_c2al": cfg(c2al=True),
+                "trainer_c2al_separate_heads": cfg(True, c2al=True),
+                "trainer_c2al_sampled_metrics": cfg(c2al=True, metrics_every=opts.metrics_every),
+            }  # fmt: skip
+            lever_rates, lever_ne, _ = _group(opts, work, levers)
+            del levers
+            rates.update({f"levers/{k}": v for k, v in lever_rates.items()})
+            ne["trainer_compiled"] = lever_ne["trainer_compiled"]
+        mfu = measure_mfu(opts, root, work)
+        launched, failures = _launched(opts, root, work) if opts.two_procs else ({}, [])
+    results: dict[str, Any] = {f"{k}_samples_per_s": statistics.median(v) for k, v in rates.items()}
+    results.update(
+        mfu=mfu, rounds_samples_per_s=rates, threads=opts.threads or (os.cpu_count() or 1),
+        steps_per_case=opts.warmup + opts.rounds * opts.steps_per_round, valid_ne=ne, c2al_repeat_ratios=repeat_ratios,
+        step_gflops=cost_gflops, ne_rel_change_vs_fp32={k: (v - ne["trainer"]) / ne["trainer"] for k, v in ne.items()},
+        # what C2AL adds to a step's model FLOPs: noise-free, unlike the timed ratios
+        c2al_extra_flops={k: v / cost_gflops["trainer"] - 1 for k, v in cost_gflops.items() if "_c2al" in k},
+    )  # fmt: skip
+    ratios: dict[str, Optional[float]] = {"mfu_fp32": mfu["fp32"]["mfu"], "mfu_bf16": mfu.get("bf16", {}).get("mfu")}
+    ratios.update(trainer_vs_plain_fp32_2procs=None, trainer_vs_plain_bf16_2procs=None, two_procs_vs_one=None)
+    results["ratio_intervals"] = {}
+    for key in PAIRED:
+        per_round = per_round_ratios(rates, key)
+        if per_round is not None:
+            ratios[key] = statistics.median(per_round)
+            repeats = opts.cost_repeats if key in C2AL_RATIOS else 1
+            results["ratio_intervals"][key] = median_interval(per_round, repeats)
+    if launched:
+        # best of rounds: a launch is long, and a burst of other load can slow one launch by 10x
+        best = {k: max(v) for k, v in launched.items()}
+        results.update(launched_rounds_samples_per_s=launched, launched_failures=failures)
+        results["launched_best_samples_per_s"] = best
+        ratios["trainer_vs_plain_fp32_2procs"] = best["trainer_2proc"] / best["plain_2proc"]
+        ratios["trainer_vs_plain_bf16_2procs"] = best["trainer_bf16_2proc"] / best["plain_bf16_2proc"]
+        ratios["two_procs_vs_one"] = best["trainer_2proc"] / best["trainer_1proc"]
+    for precision in ("fp32", "bf16"):
+        values = [ratios[f"trainer_vs_plain_{precision}_{n}"] for n in ("1proc", "2procs")]
+        ratios[f"trainer_vs_plain_{precision}"] = min(v for v in values if v is not None)
+    ratios["trainer_vs_plain_pytorch"] = min(ratios["trainer_vs_plain_fp32"], ratios["trainer_vs_plain_bf16"])  # type: ignore[type-var]
+    results["load_average_1min"] = [load_before, os.getloadavg()[0]]
+    spec = str(common.COHORT_SPEC.relative_to(common.REPO))
+    config = {**dataclasses.asdict(opts), "machine": common.machine(), "spec": spec}
+    return {"benchmark": "train_throughput", "config": config, "results": results, "ratios": ratios}
+
+
+RATIO_LINES = [  # (ratio, goal, what) rows of the ratio table
     ("mfu_fp32", "report", "1-process 1-thread training step's model FLOP/s / 1-thread fp32 2048 GEMM FLOP/s"),
     ("mfu_bf16", "report", "the same under bf16 autocast / 1-thread bf16 2048 GEMM"),
     ("trainer_vs_plain_pytorch", "report", "the smaller of fp32 and bf16 below"),
@@ -716,11 +513,17 @@ RATIO_LINES = [
 ]
 
 
+def _shows_ne(name: str) -> bool:
+    """Whether a case row is the one whose validation NE ``valid_ne`` kept (not a repeat of another group's case)."""
+    group, _, case = name.rpartition("/")
+    return not group or (group == "c2al" and "_c2al" in case) or (group, case) == ("levers", "trainer_compiled")
+
+
 def _markdown(out: dict, command: str) -> str:
     r, q, c = out["results"], out["ratios"], out["config"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    rounds, intervals = r["rounds_samples_per_s"], r.get("ratio_intervals", {})
     lines = [
-        *results_header("Training throughput", c, command),
+        *common.results_header("Training throughput", c, command),
         "",
         f"Torch threads in-process: {r['threads']}. Every in-process case did {r['steps_per_case']} steps on the same "
         f"data ({c['rounds']} rounds of {c['steps_per_round']} step(s) per case, order rotated each round); the "
@@ -728,183 +531,102 @@ def _markdown(out: dict, command: str) -> str:
         "Rates are medians over rounds, ratios medians of per-round ratios with 95% bootstrap intervals. Load average "
         f"(1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f}.",
         "",
-        "| case | samples/s (median) | per round (min .. max) | validation NE vs fp32 trainer |",
-        "| --- | ---: | --- | ---: |",
     ]
-    for name, per_round in r["rounds_samples_per_s"].items():
-        per = f"{min(per_round):,.0f} .. {max(per_round):,.0f}"
-        key = _ne_key(name)
-        ne = r["ne_rel_change_vs_fp32"].get(key) if key else None
-        lines.append(
-            f"| {name} | {r[f'{name}_samples_per_s']:,.0f} | {per} | {'' if ne is None else f'{100 * ne:+.4f}%'} |"
-        )
-    for name, per_round in r.get("launched_rounds_samples_per_s", {}).items():
-        per = "launches: " + ", ".join(f"{x:,.0f}" for x in per_round)
-        lines.append(f"| launched {name} (best) | {r['launched_best_samples_per_s'][name]:,.0f} | {per} | |")
-    for failure in r.get("launched_failures", []):
-        lines.append(f"\nA launch failed and was launched once more: {failure}")
-    lines += [
-        "",
-        "| ratio | value | 95% interval | per-round range | goal | what |",
-        "| --- | ---: | --- | --- | --- | --- |",
-    ]
-    intervals = r.get("ratio_intervals", {})
+    ne = {k: f"{100 * v:+.4f}%" for k, v in r["ne_rel_change_vs_fp32"].items()}
+    rows = [
+        [name, f"{r[f'{name}_samples_per_s']:,.0f}", f"{min(v):,.0f} .. {max(v):,.0f}",
+         ne.get(name.rpartition("/")[2], "") if _shows_ne(name) else ""]
+        for name, v in rounds.items()
+    ]  # fmt: skip
+    header = ["case", "samples/s (median)", "per round (min .. max)", "validation NE vs fp32 trainer"]
+    lines += common.md_table(header, rows, "lrlr")
+    for name, v in r.get("launched_rounds_samples_per_s", {}).items():
+        best, launches = r["launched_best_samples_per_s"][name], ", ".join(f"{x:,.0f}" for x in v)
+        lines.append(f"| launched {name} (best) | {best:,.0f} | launches: {launches} | |")
+    lines += [f"\nA launch failed and was launched once more: {failure}" for failure in r.get("launched_failures", [])]
+    rows = []
     for key, goal, what in RATIO_LINES:
         if key in q:
-            per = per_round_ratios(r["rounds_samples_per_s"], key) if key in PAIRED else None
-            spread = f"{min(per):.3f} .. {max(per):.3f}" if per else ""
-            interval = _interval(intervals.get(key))
-            repeats = r.get("c2al_repeat_ratios", {}).get(key)
-            if repeats and len(repeats) > 1:
-                what += f"{'; ' if what else ''}repeats: " + ", ".join(f"{v:.3f}" for v in repeats)
-            lines.append(f"| `{key}` | {fmt(q[key])} | {interval} | {spread} | {goal} | {what} |")
-    lines += ["", *_notes(out)]
-    return "\n".join(lines)
-
-
-def _flops_text(out: dict) -> str:
-    extra = out["results"].get("c2al_extra_flops")
-    if not extra:
-        return ""
-    gflops = out["results"]["step_gflops"]["trainer"]
-    parts = ", ".join(f"`{case}` +{100 * v:.1f}%" for case, v in extra.items())
-    return (
-        f"In model FLOPs of a training step (FlopCounterMode; baseline {gflops:.1f} GFLOP) that is {parts}: a step "
-        "whose time followed its FLOPs would give C2AL on / off = 1 / (1 + that share)."
-    )
-
-
-def _interval(ci: Optional[list[float]], missing: str = "") -> str:
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else missing
-
-
-def _interval_text(out: dict, key: str) -> str:
-    return _interval(out["results"].get("ratio_intervals", {}).get(key), "(no interval)")
-
-
-def _ne_key(name: str) -> Optional[str]:
-    """The ``valid_ne`` key of a case row (None: its group's NE is not kept: a repeat of a headline case)."""
-    group, _, case = name.rpartition("/")
-    if not group:
-        return case
-    if (group == "c2al" and case.startswith("trainer_c2al")) or (group == "levers" and case == "trainer_compiled"):
-        return case
-    return None
-
-
-def _mfu_note(out: dict) -> list[str]:
-    """How close the 1-thread step runs to this machine's GEMM limit, and the command that measured it."""
-    m = out["results"].get("mfu")
-    if not m:
-        return []
-    parts = [
-        f"{p}: {m[p]['step_gflop_per_s']:.1f} of {m[p]['gemm_gflop_per_s']:.1f} GFLOP/s = {m[p]['mfu']:.3f}"
-        for p in ("fp32", "bf16")
-        if p in m
-    ]
-    cmd = f" (measured by `{m['command']}`)" if m.get("command") else ""
-    return [
-        f"- Model FLOP utilisation of the 1-process, 1-thread training step (FlopCounterMode's model FLOPs per step / "
-        f"step time, over the 1-thread rate of a square {m['gemm_n']} GEMM at the same precision): "
-        + "; ".join(parts)
-        + f"{cmd}. The step's GEMMs are small and its embedding lookups, optimizer and elementwise work add time "
-        "but no counted FLOPs, so this is the share of the machine's matmul limit the step reaches.",
-    ]
+            per = per_round_ratios(rounds, key) if key in PAIRED else None
+            repeats = r.get("c2al_repeat_ratios", {}).get(key) or []
+            if len(repeats) > 1:
+                what += ("; " if what else "") + "repeats: " + ", ".join(f"{v:.3f}" for v in repeats)
+            ci = intervals.get(key)
+            rows.append([
+                f"`{key}`", "n/a" if q[key] is None else f"{q[key]:.3f}", f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "",
+                f"{min(per):.3f} .. {max(per):.3f}" if per else "", goal, what,
+            ])  # fmt: skip
+    header = ["ratio", "value", "95% interval", "per-round range", "goal", "what"]
+    lines += ["", *common.md_table(header, rows, "lrllll")]
+    return "\n".join([*lines, "", *_notes(out), ""])
 
 
 def _notes(out: dict) -> list[str]:
-    """What the ratios say, written from this run's numbers."""
-    q = out["ratios"]
-    fmt = lambda key: "n/a" if q.get(key) is None else f"{q[key]:.3f}"  # noqa: E731
-    best = max((v for k, v in q.items() if k.startswith("trainer_vs_plain_") and v is not None), default=None)
-    isa = out["config"]["machine"]
-    known = "bf16 ISA: " in isa  # machine lines recorded before the ISA was named do not say
-    native = known and "bf16 ISA: none" not in isa
-    return [
-        "## Notes",
-        "",
-        "- Like with like: every trainer/plain ratio has the same precision, threads, data and dense modules on "
-        f"both sides. The smaller of the fp32 and bf16 ratios is {fmt('trainer_vs_plain_pytorch')}, the best "
-        f"equal-precision figure {'n/a' if best is None else f'{best:.3f}'}: on a CPU host both sides spend their "
-        "time in the same dense GEMMs, so the ratio stays near 1; what the trainer adds (sharded tables, an "
-        "optimizer fused into backward with no sparse gradient tensors, a pipeline that overlaps input copies and "
-        "all-to-all with compute) pays across GPUs, not on 2 cores. It is a report row, not a goal.",
-        *_mfu_note(out),
-        "- bf16: "
-        + (
-            "this CPU has native bf16 dot products, so bf16 autocast is faster than fp32 on both sides."
-            if native
-            else "the recorded machine line does not name the CPU's bf16 ISA, so whether bf16 ran natively is unknown."
-            if not known
-            else "this CPU has no bf16 dot-product instructions (avx2 only): bf16 runs emulated, far slower than "
-            "fp32 on both sides, and its ratio says little about a bf16-capable host."
-        ),
-        f"- Levers (each measured alone in the same run): compiling the dense part {fmt('lever_compile_trainer')}, "
-        f"one GEMM for the heads' first layers {fmt('lever_heads_one_gemm')}, training metrics every "
-        f"{out['config']['metrics_every']}th step {fmt('lever_sampled_metrics')}; 2 processes x 1 thread vs 1 "
-        f"process x 2 threads {fmt('two_procs_vs_one')}.",
-        "- C2AL on / off, measured in one group with its baseline and the A/A control: default aux heads "
-        f"{fmt('c2al_vs_baseline')} {_interval_text(out, 'c2al_vs_baseline')}, aux_head "
-        f"{out['config']['large_aux_head']} on the projection {fmt('c2al_vs_baseline_aux128')} "
-        f"{_interval_text(out, 'c2al_vs_baseline_aux128')}. What C2AL adds to a step: the aux heads' columns of "
-        "the heads' shared first GEMM (forward, both backward GEMMs) and their small layers, two weighted BCE "
-        "terms, and the aux and per-cohort NE states. " + _flops_text(out),
-        f"- Wide aux heads: aux_head {out['config']['large_aux_head']} reading h (the flattened DHEN output) costs "
-        f"C2AL on / off {fmt('c2al_vs_baseline_aux128_on_h')}; the same heads on a "
-        f"{out['config'].get('large_aux_projection', 0)}-wide linear projection of h (`model.aux_projection`, "
-        f"dropped at export with the heads) {fmt('c2al_vs_baseline_aux128')} (lever {fmt('lever_aux_projection')}). "
-        "Whether the projection keeps C2AL's NE effect is measured over seeds in `aux_projection_ne.md`.",
-        "- Noise: per-round ratios of one pair of cases spread widely on this shared 2-core VM (see the per-round "
-        "range column); the medians are the recorded figures, and the 95% interval says how well the run pins "
-        f"each down. The A/A control (two identical baseline trainers in the C2AL group) is {fmt('aa_control')} "
-        f"{_interval_text(out, 'aa_control')}: two instances of one config can differ, which an interval over "
-        "the rounds of one build does not cover; hence the C2AL group is built afresh several times and its "
-        "intervals resample builds as well as rounds.",
-        "- The validation-NE column of the `trainer_c2al*` rows compares C2AL with the fp32 baseline after the same "
-        "few steps (the aux losses change training); for `trainer_bf16` and `*_compiled` it is the precision / "
-        "compilation check (allowed +-0.1%).",
+    """What the measured numbers add to the tables: MFU, model FLOPs, bf16 speed, the NE check."""
+    r, m, extra = out["results"], out["results"].get("mfu") or {}, out["results"].get("c2al_extra_flops") or {}
+    lines = ["## Notes", ""]
+    if m:
+        mfu = [f"{p}: {m[p]['step_gflop_per_s']:.1f} of {m[p]['gemm_gflop_per_s']:.1f} GFLOP/s = {m[p]['mfu']:.3f}"
+               for p in ("fp32", "bf16") if p in m]  # fmt: skip
+        lines.append(
+            f"- MFU of the 1-process, 1-thread training step (FlopCounterMode's model FLOPs per step / step time, over "
+            f"the 1-thread rate of a square {m['gemm_n']} GEMM at the same precision): " + "; ".join(mfu)
+            + (f" (measured by `{m['command']}`)." if m.get("command") else ".")
+        )  # fmt: skip
+    if extra:
+        lines.append(
+            f"- Model FLOPs of a training step: baseline {r['step_gflops']['trainer']:.1f} GFLOP; C2AL adds "
+            + ", ".join(f"`{case}` +{100 * v:.1f}%" for case, v in extra.items())
+            + "; a step whose time followed its FLOPs would give C2AL on / off "
+            + ", ".join(f"{1 / (1 + v):.3f}" for v in extra.values()) + "."
+        )  # fmt: skip
+    bf16 = [f"{s} {r[f'{s}_bf16_samples_per_s'] / r[f'{s}_samples_per_s']:.3f}" for s in ("trainer", "plain")]
+    checked = {k: v for k, v in r["ne_rel_change_vs_fp32"].items() if k in ("trainer_bf16", "trainer_compiled")}
+    within = all(abs(v) <= NE_TOLERANCE for v in checked.values())
+    return lines + [
+        f"- bf16 / fp32 samples/s, in process: {', '.join(bf16)} (the machine line names the bf16 ISA).",
+        f"- NE check (validation NE after equal steps vs the fp32 eager trainer, allowed +-{100 * NE_TOLERANCE:.1f}%): "
+        + ", ".join(f"`{k}` {100 * v:+.4f}%" for k, v in checked.items())
+        + (": within." if within else ": OUTSIDE the tolerance.")
+        + " The `trainer_c2al*` rows show what the aux losses do to the primary NE after the same steps.",
     ]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = base_parser(__doc__, "small sizes (about a minute)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per in-process case (0: all cores)")
+    parser = common.base_parser(__doc__, "small sizes (about a minute)")
+    common.add_option_flags(parser, Options, only=["threads"])
     parser.add_argument(
-        "--only",
-        choices=["mfu"],
-        default=None,
+        "--only", choices=["mfu"], default=None,
         help="mfu: measure only the GEMM limit and the 1-thread step (a few minutes); with --record it is merged "
         "into benchmarks/results/train_throughput.{json,md} under its own command",
-    )
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    opts = Options(data=args.data, threads=args.threads)
-    if args.quick:
-        opts = dataclasses.replace(opts, **QUICK)
+    opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
     if args.only == "mfu":
         return _main_mfu_only(opts, args, argv)
     out = run(opts)
     if args.record and not args.quick:  # the committed record: the JSON beside the markdown
-        write_json(RESULTS_DIR / "train_throughput.json", out)
-    return finish("train_throughput", out, _markdown, argv, args.quick, args.json, args.record)
+        common.write_json(common.RESULTS_DIR / "train_throughput.json", out)
+    return common.finish("train_throughput", out, _markdown, argv, args.quick, args.json, args.record)
 
 
 def _main_mfu_only(opts: Options, args: Any, argv: Optional[list[str]]) -> int:
-    mfu = {**run_mfu_only(opts), "command": command_line("train_throughput", argv).strip()}
+    """``--only mfu``: the GEMM rates and the 1-thread step's model FLOP/s; ``--record`` merges them into the record."""
+    with tempfile.TemporaryDirectory(prefix="c2al-bench-mfu-") as tmp:
+        mfu = measure_mfu(opts, common.synthetic_root(opts, Path(tmp), seed=1), Path(tmp))
+    mfu["command"] = common.command_line("train_throughput", argv).strip()
     if args.json:
-        write_json(args.json, mfu)
+        common.write_json(args.json, mfu)
     if not args.record or args.quick:
         print(json.dumps(mfu, indent=2))
         return 0
-    path = RESULTS_DIR / "train_throughput.json"
+    path, md = common.RESULTS_DIR / "train_throughput.json", common.RESULTS_DIR / "train_throughput.md"
     out = json.loads(path.read_text())
     out["results"]["mfu"] = mfu
-    out["ratios"]["mfu_fp32"] = mfu["fp32"]["mfu"]
-    out["ratios"]["mfu_bf16"] = mfu["bf16"]["mfu"] if "bf16" in mfu else None
-    write_json(path, out)
-    md = (RESULTS_DIR / "train_throughput.md").read_text()
-    full_command = md.split("Command: `", 1)[1].split("`", 1)[0]
-    (RESULTS_DIR / "train_throughput.md").write_text(_markdown(out, full_command) + "\n")
-    print(f"merged the mfu measurement into {path.name} and train_throughput.md")
+    out["ratios"].update(mfu_fp32=mfu["fp32"]["mfu"], mfu_bf16=mfu.get("bf16", {}).get("mfu"))
+    common.write_json(path, out)
+    md.write_text(_markdown(out, md.read_text().split("Command: `", 1)[1].split("`", 1)[0]))
+    print(f"merged the mfu measurement into {path.name} and {md.name}")
     return 0
 
 

@@ -129,7 +129,7 @@ def test_dhen_step_contract_and_per_device_merge() -> None:
 
     opts = dhen_step.Options(
         device="cpu", num_tokens=8, model=dhen_step.quick_model(), batch_size=16, warmup=1, steps=1, threads=1,
-        compile_backend="aot_eager", quick=True,
+        compile_backend="aot_eager",
     )  # fmt: skip
     out = dhen_step.run(opts)
     names = {f"cpu_{a}_vs_{b}" for a, b in dhen_step.RATIO_PAIRS}
