@@ -2,26 +2,18 @@
 
 python -m benchmarks.plan --config launch/configs/production.toml --world-size 64 [--record] [--<option> ...]
 
-Builds the run's model on the meta device with the trainer's own code (``build_run_model``, the fused
-sparse optimizer, the trainer's sharding types: never data-parallel) and runs
-``EmbeddingShardingPlanner.plan`` in one process for ``world_size / local_world_size`` hosts of
-``local_world_size`` GPUs (H100 defaults: 80 GB HBM, NVLink within a host, one 400 Gb/s NIC per GPU
-across hosts). Table sizes: ``<data.path>/schema.json``, else ``launch/configs/production_schema.json``.
-
-Reported: the plan per table, memory per rank (the planner's embedding + KJT estimate, plus dense
-parameters, gradients and AdamW state), the planner's perf estimates (embedding compute and comms,
-critical path), the dense arch's parameters and forward FLOPs per sample (``FlopCounterMode`` on the
-meta device) with a step-time estimate at a stated fraction of bf16 peak, and the planner's own log.
-Prints the markdown; ``--record`` writes ``benchmarks/results/plan_<config>_<world_size>.{json,md}``.
+The run's model is built on the meta device as the trainer builds it (fused sparse optimizer, its sharding
+types) and ``EmbeddingShardingPlanner.plan`` runs in one process for ``world_size / local_world_size`` hosts
+(H100 defaults). Reported: the plan per table, memory and perf estimates per rank, the dense arch's FLOPs
+(``FlopCounterMode``) with a step-time estimate, and the planner's own log. Prints the markdown; ``--record``
+writes ``benchmarks/results/plan_<config>_<world_size>.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import logging
 import math
 import statistics
 import sys
@@ -30,7 +22,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -64,7 +56,6 @@ from c2al_rec.modules.model import C2ALModel, build_run_model
 
 GB = 1e9  # decimal GB: what hardware datasheets quote (80 GB HBM, 50 GB/s)
 GIB = 1024**3
-TRAINER_CONSTRAINT = "the trainer's constraint"
 DEFAULT_SCHEMA = Path("launch/configs/production_schema.json")
 PLANNER_LOG_LINES = 120  # lines of the planner's log recorded
 
@@ -112,18 +103,17 @@ class Options:
     record: bool = False
     """Record the result as benchmarks/results/plan_<config stem>_<world_size>.{json,md} (overwrites)."""
 
+    @property
+    def gpus_per_host(self) -> int:
+        """GPUs the job uses per host (a job smaller than a host uses part of one)."""
+        return min(self.local_world_size, self.world_size)
+
     def __post_init__(self) -> None:
-        if self.world_size <= 0 or self.local_world_size <= 0:
-            raise ValueError("world_size and local_world_size must be positive")
-        if self.world_size % self.local_world_size and self.world_size > self.local_world_size:
-            raise ValueError(
-                f"world_size {self.world_size} is not a whole number of hosts of local_world_size "
-                f"{self.local_world_size}"
-            )
-        if not 0.0 < self.mfu <= 1.0:
-            raise ValueError(f"mfu must be in (0, 1], got {self.mfu}")
-        if not 0.0 <= self.reservation < 1.0:
-            raise ValueError(f"reservation must be in [0, 1), got {self.reservation}")
+        if min(self.world_size, self.local_world_size) <= 0 or self.world_size % self.gpus_per_host:
+            hosts = f"hosts of local_world_size {self.local_world_size}"
+            raise ValueError(f"world_size {self.world_size} is not a positive whole number of {hosts}")
+        if not (0.0 < self.mfu <= 1.0 and 0.0 <= self.reservation < 1.0):
+            raise ValueError(f"mfu must be in (0, 1] and reservation in [0, 1), got {self.mfu}, {self.reservation}")
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -134,13 +124,6 @@ def run_schema(cfg: Config, opts: Options) -> tuple[DatasetSchema, str]:
         return load_schema(root), str(root / SCHEMA_FILE)
     path = Path(opts.schema)
     return schema_from_dict(json.loads(path.read_text()), path.parent), str(path)
-
-
-def build_model(cfg: Config, schema: DatasetSchema) -> C2ALModel:
-    """The training model on the meta device with the fused sparse optimizer, as the trainer builds it."""
-    model = build_run_model(cfg, schema, torch.device("meta"))
-    apply_sparse_optimizer(model, cfg.train.sparse_optimizer, cfg.train.sparse_lr, torch.device("cuda"))
-    return model
 
 
 class _DenseParts(torch.nn.Module):
@@ -161,38 +144,36 @@ def dense_flops(model: C2ALModel, num_dense: int) -> dict[str, Any]:
     ``FlopCounterMode`` counts every matmul (Linear, the FM bmm pair, attention); element-wise ops
     (LayerNorm, activations) are left out. The FM op runs in its reference form so its bmm are seen.
     """
-    batch = 64
+    batch, counter = 64, FlopCounterMode(display=False)
     model.use_reference_fm(True)
-    try:
-        x_BND = torch.empty(batch, model.num_tokens, model.sparse_arch.dim, device="meta")
-        dense_BD = torch.empty(batch, num_dense, device="meta")
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            _DenseParts(model)(dense_BD, x_BND)
-        per_module = {
-            name.removeprefix("_DenseParts.model."): counts for name, counts in counter.get_flop_counts().items()
-        }
-    finally:
-        model.use_reference_fm(False)
-    parts = {
-        part: sum(per_module[part].values()) / batch
-        for part in ("dense_arch", "over_arch", "primary_head")
-        if part in per_module
-    }
-    aux = [counts for name, counts in per_module.items() if name.count(".") == 1 and name.startswith("aux_heads.")]
+    with counter, torch.no_grad():
+        _DenseParts(model)(
+            torch.empty(batch, num_dense, device="meta"),
+            torch.empty(batch, model.num_tokens, model.sparse_arch.dim, device="meta"),
+        )
+    model.use_reference_fm(False)
+    per_module = {name.removeprefix("_DenseParts.model."): c for name, c in counter.get_flop_counts().items()}
+
+    def per_sample(names: Iterable[str], op: Any = None) -> float:
+        """FLOPs per sample of the named modules (``op``: of that aten op alone)."""
+        counts = [per_module[n] for n in names if n in per_module]
+        return sum(sum(c.values()) if op is None else c.get(op, 0) for c in counts) / batch
+
+    parts = {part: per_sample([part]) for part in ("dense_arch", "over_arch", "primary_head") if part in per_module}
+    aux = [name for name in per_module if name.count(".") == 1 and name.startswith("aux_heads.")]
     if aux:
-        parts["aux_heads"] = sum(sum(c.values()) for c in aux) / batch
+        parts["aux_heads"] = per_sample(aux)
     # Heads that read the same input run their first layers as one GEMM outside their modules
     # (``mlps_on_shared_input``): the counter books it on the model itself. Named here so the parts
     # add up to the total.
     total = counter.get_total_flops() / batch
-    rest = total - sum(parts.values())
-    if rest > 0:
-        parts["heads_shared_gemm"] = rest
-    fm_names = set(model.fm_modules())
-    fm = sum(sum(per_module[n].values()) for n in fm_names if n in per_module) / batch
-    fm_bmm = sum(per_module[n].get(torch.ops.aten.bmm, 0) for n in fm_names if n in per_module) / batch
-    return {"fwd_flops_per_sample": total, "by_part": parts, "fm_modules": fm, "fm_bmm": fm_bmm}
+    if total > sum(parts.values()):
+        parts["heads_shared_gemm"] = total - sum(parts.values())
+    fm = model.fm_modules()
+    return {
+        "fwd_flops_per_sample": total, "by_part": parts, "fm_modules": per_sample(fm),
+        "fm_bmm": per_sample(fm, torch.ops.aten.bmm),
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------- planner
@@ -200,7 +181,7 @@ def make_topology(opts: Options) -> Topology:
     """A CUDA topology of world_size / local_world_size hosts (torchrec bandwidths are bytes per ms)."""
     per_ms = GB / 1000.0
     trainer = TrainerConfig(
-        world_size=opts.world_size, local_world_size=min(opts.local_world_size, opts.world_size),
+        world_size=opts.world_size, local_world_size=opts.gpus_per_host,
         hbm_cap_bytes=int(opts.hbm_gb * GB), ddr_cap_bytes=int(opts.ddr_gb * GB / opts.local_world_size),
     )  # fmt: skip
     hardware = HardwareConfig(
@@ -216,32 +197,14 @@ def allowed_types(opts: Options) -> list[str]:
     return [t.strip() for t in opts.sharding_types.split(",") if t.strip()] or list(SHARDED_TYPES)
 
 
-@contextlib.contextmanager
-def planner_log() -> Iterator[list[str]]:
-    """The lines torchrec's ``EmbeddingStats`` logs while the block runs, kept off the console."""
-    lines: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: lines.extend(record.getMessage().splitlines())  # type: ignore[method-assign]
-    log = logging.getLogger("torchrec.distributed.planner.stats")
-    level, propagate = log.level, log.propagate
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    try:
-        yield lines
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
-        log.propagate = propagate
-
-
 def plan(opts: Options) -> dict[str, Any]:
     """Run the planner and the dense estimates; the JSON-able result."""
     cfg = load_config(opts.config)
     schema, schema_path = run_schema(cfg, opts)
     batch_size = opts.batch_size or cfg.data.batch_size
-    model = build_model(cfg, schema)
-    reservation = FixedPercentageStorageReservation(opts.reservation)
+    model = build_run_model(cfg, schema, torch.device("meta"))  # the trainer's model, fused sparse optimizer
+    apply_sparse_optimizer(model, cfg.train.sparse_optimizer, cfg.train.sparse_lr, torch.device("cuda"))
+    reservation, stats = FixedPercentageStorageReservation(opts.reservation), EmbeddingStats()
     constraints = {  # the trainer's sharding types and each feature's mean ids per row
         f"t_{f.name}": ParameterConstraints(
             sharding_types=allowed_types(opts), pooling_factors=[opts.multi_hot_ids if f.multi_hot else 1.0]
@@ -250,21 +213,20 @@ def plan(opts: Options) -> dict[str, Any]:
     }
     planner = EmbeddingShardingPlanner(
         topology=make_topology(opts), batch_size=batch_size, storage_reservation=reservation, constraints=constraints,
-        stats=EmbeddingStats(), debug=True,
+        stats=stats, debug=True,
     )  # fmt: skip
     start = time.perf_counter()
-    with planner_log() as log_lines:
-        planner.plan(model, get_default_sharders())
+    planner.plan(model, get_default_sharders())
     plan_seconds = time.perf_counter() - start
+    log_lines = stats._stats_table  # the lines EmbeddingStats logs (at INFO, which is off by default)
     if len(log_lines) > PLANNER_LOG_LINES:  # a row per rank: at 512 GPUs the log alone is ~200 KB
-        log_lines = log_lines[:PLANNER_LOG_LINES] + [
-            f"... {len(log_lines) - PLANNER_LOG_LINES} more lines (rerun the command)"
-        ]
+        more = f"... {len(log_lines) - PLANNER_LOG_LINES} more lines (rerun the command)"
+        log_lines = log_lines[:PLANNER_LOG_LINES] + [more]
     best: list[ShardingOption] = planner._best_plan or []  # the planner keeps its chosen options here
     assert best, "the planner returned no plan"
-    kjt = reservation._kjt_storage
+    kjt_hbm = reservation._kjt_storage.hbm if reservation._kjt_storage is not None else 0
     tables = _tables(best, schema)
-    ranks = _ranks(best, opts.world_size, kjt.hbm if kjt is not None else 0)
+    ranks = _ranks(best, opts.world_size, kjt_hbm)
     dense = _dense(model, schema, opts, batch_size)
     per_rank_hbm = [r["hbm_bytes"] + dense["state_bytes_per_rank"] for r in ranks]
     sparse_perf = [r["perf_ms"]["total"] for r in ranks]
@@ -283,7 +245,7 @@ def plan(opts: Options) -> dict[str, Any]:
     step["bottleneck"] = max(parts, key=lambda part: step[parts[part]])
     config = {
         **dataclasses.asdict(opts), "batch_size": batch_size, "global_batch_size": batch_size * opts.world_size,
-        "hosts": max(1, opts.world_size // opts.local_world_size), "schema_path": schema_path,
+        "hosts": opts.world_size // opts.gpus_per_host, "schema_path": schema_path,
         "embedding_dim": cfg.model.embedding_dim, "sparse_optimizer": cfg.train.sparse_optimizer,
         "sharding_types_allowed": allowed_types(opts), "num_tables": len(schema.sparse),
         "num_dense_features": len(schema.dense),
@@ -291,7 +253,7 @@ def plan(opts: Options) -> dict[str, Any]:
     memory = {
         "hbm_cap_bytes": int(opts.hbm_gb * GB), "embedding_bytes_total": sum(t["storage_hbm_bytes"] for t in tables),
         "embedding_weight_bytes_total": sum(t["rows"] * t["dim"] * 4 for t in tables),
-        "kjt_bytes_per_rank": kjt.hbm if kjt is not None else 0,
+        "kjt_bytes_per_rank": kjt_hbm,
         "dense_state_bytes_per_rank": dense["state_bytes_per_rank"], "hbm_per_rank_bytes": _summary(per_rank_hbm),
         "largest_rank": max(range(len(per_rank_hbm)), key=per_rank_hbm.__getitem__),
         "ddr_per_rank_bytes": _summary([r["ddr_bytes"] for r in ranks]),
@@ -388,8 +350,7 @@ def _all_to_all_bytes(best: list[ShardingOption], schema: DatasetSchema, opts: O
     reduces inside its host first, so the host's ranks share the sending. Backward moves the same
     bytes the other way. The cross-host share is the fraction of peer ranks on other hosts.
     """
-    world = opts.world_size
-    local = min(opts.local_world_size, world)
+    world, local = opts.world_size, opts.gpus_per_host
     global_batch = batch * world
     recv = batch * sum(int(so.tensor.shape[1]) for so in best) * 4
     send = [0.0] * world
@@ -428,9 +389,8 @@ def _dense(model: C2ALModel, schema: DatasetSchema, opts: Options, batch_size: i
     # over NVLink inside the host, all-reduce of each GPU's 1/L share across hosts on its own NIC (so a
     # host's L NICs work together: torchrec's planner also takes all-reduce bandwidth = inter_host_bw x L),
     # all-gather inside the host; plus a latency per hop (~2 log2 W hops for NCCL's tree at scale).
-    world = opts.world_size
-    local = min(opts.local_world_size, world)
-    hosts = max(1, world // local)
+    world, local = opts.world_size, opts.gpus_per_host
+    hosts = world // local
     grad_bytes = params * 4
     intra_ms = 2 * (local - 1) / local * grad_bytes / (opts.intra_host_gbps * GB) * 1000
     inter_ms = 2 * (hosts - 1) / hosts * grad_bytes / local / (opts.inter_host_gbps * GB) * 1000
@@ -490,30 +450,23 @@ def markdown(out: dict[str, Any], command: str) -> str:
          f"{t['perf_ms'].get('total', 0):.3f}"]
         for t in out["tables"]
     ]  # fmt: skip
-    plan_table = md_table(
-        ["table", "rows", "dim", "multi-hot", "sharding", "kernel", "ranks", "shards (rows x cols)", "HBM GiB",
-         "perf ms"], plan_rows, "lrrlllllrr",
-    )  # fmt: skip
+    plan_head = ["table", "rows", "dim", "multi-hot", "sharding", "kernel", "ranks", "shards (rows x cols)"]
     hbm_rows = [["min", hbm["min"]], ["mean", hbm["mean"]], [f"max (rank {m['largest_rank']})", hbm["max"]]]
-    hbm_table = md_table(
-        ["HBM per rank", "GiB"], [[k, _gib(v)] for k, v in hbm_rows + [["cap", m["hbm_cap_bytes"]]]], "lr"
-    )
-    perf = [
+    hbm_rows = [[k, _gib(v)] for k, v in hbm_rows + [["cap", m["hbm_cap_bytes"]]]]
+    perf_rows = [
         [k, *(f"{p[f'per_rank_{k}_ms'][x]:.3f}" for x in ("min", "mean", "max"))] for k in ("total", "comms", "compute")
     ]
-    perf_table = md_table(["per rank", "min", "mean", "max"], perf, "lrrr")
     batch_rows = [
         [r["batch_size"], f"{r['dense_compute_ms']:.3f}", f"{r['allreduce_ms']:.3f}"]
         for r in d["compute_vs_allreduce_by_batch"]
     ]
-    batch_table = md_table(["per-rank batch", "dense fwd+bwd ms", "all-reduce ms"], batch_rows, "rrr")
     step_parts = {
         "embedding all-to-all (planner critical path, comms)": "critical_path_comms_ms",
         "embedding lookups (planner critical path, compute)": "critical_path_compute_ms",
         f"dense over-arch fwd+bwd (FLOPs at {c['mfu']:.0%} of peak)": "dense_compute_ms",
         "dense gradient all-reduce": "dense_allreduce_ms",
     }
-    step_table = md_table(["part", "ms"], [[part, f"{s[key]:.3f}"] for part, key in step_parts.items()], "lr")
+    step_rows = [[part, f"{s[key]:.3f}"] for part, key in step_parts.items()]
     lines = [
         f"# Sharding plan: {Path(c['config']).stem}, {c['world_size']} GPUs ({c['hosts']} hosts x "
         f"{min(c['local_world_size'], c['world_size'])})",
@@ -525,19 +478,11 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "",
         "Config: " + ", ".join(f"{k}={v}" for k, v in c.items()),
         "",
-        "Simulated cluster: CUDA, "
-        f"{c['hbm_gb']:g} GB HBM per GPU ({c['reservation']:.0%} reserved for the dense arch and activations), "
-        f"{c['ddr_gb']:g} GB host memory per host, {c['intra_host_gbps']:g} GB/s per GPU within a host, "
-        f"{c['inter_host_gbps']:g} GB/s per GPU across hosts, HBM {c['hbm_bw_gbps']:g} GB/s. "
-        f"Per-rank batch {c['batch_size']}, global batch {c['global_batch_size']:,}. "
-        f"Sharding types allowed ({'--sharding-types' if c['sharding_types'] else TRAINER_CONSTRAINT}): "
-        f"{', '.join(c['sharding_types_allowed'])}.",
-        "",
         "## Plan per table",
         "",
         f"Sharding types: {out['sharding_type_counts']}.",
         "",
-        *plan_table,
+        *md_table([*plan_head, "HBM GiB", "perf ms"], plan_rows, "lrrlllllrr"),
         "",
         "## Memory per rank",
         "",
@@ -547,13 +492,13 @@ def markdown(out: dict[str, Any], command: str) -> str:
         f"AdamW state ({_gib(m['dense_state_bytes_per_rank'])} GiB, replicated). Activations are not counted: "
         f"they live in the {c['reservation']:.0%} reservation.",
         "",
-        *hbm_table,
+        *md_table(["HBM per rank", "GiB"], hbm_rows, "lr"),
         "",
         f"Host memory (DDR) used by the plan per rank: max {_gib(m['ddr_per_rank_bytes']['max'])} GiB.",
         "",
         "## Planner perf estimates (embeddings; ms per step)",
         "",
-        *perf_table,
+        *md_table(["per rank", "min", "mean", "max"], perf_rows, "lrrr"),
         "",
         f"Slowest rank: {p['slowest_rank']}. Critical path (torchrec's definition: slowest rank per "
         f"sharding type and direction for comms, per direction for compute): comms {cp['comms_ms']:.3f} ms, "
@@ -589,11 +534,11 @@ def markdown(out: dict[str, Any], command: str) -> str:
         f"Dense compute vs gradient all-reduce at {c['world_size']} GPUs by per-rank batch (the all-reduce does not "
         f"shrink with the batch; it exceeds the compute below a per-rank batch of {d['crossover_batch_size']:,.0f}):",
         "",
-        *batch_table,
+        *md_table(["per-rank batch", "dense fwd+bwd ms", "all-reduce ms"], batch_rows, "rrr"),
         "",
         "## Step estimate",
         "",
-        *step_table,
+        *md_table(["part", "ms"], step_rows, "lr"),
         "",
         f"Largest part: **{s['bottleneck']}**. TrainPipelineSparseDist overlaps the next batch's id all-to-all "
         "with this batch's dense compute; the pooled-embedding all-to-all and the dense all-reduce (DDP overlaps "
