@@ -2,26 +2,15 @@
 
 python -m benchmarks.scaling [--quick] [--record] [--json PATH] [--png PATH] [--threads N] [--<option> ...]
 
-Around a base point (26 sparse features, embedding dim 64, batch 2048 per rank, 1 process, largest
-table 1e5 rows, the production-shaped model of ``benchmarks.common``) one axis varies at a time:
-sparse features (the generator makes >= 10; fewer is its 10-feature dataset with a trimmed schema),
-embedding dim, batch per rank, processes (``elastic_launch``, batch per rank fixed; ``--threads`` is
-the total, each process gets ``max(1, threads // processes)``) and largest table rows (at dim
-``rows_dim``; each of these points also exports its checkpoint, fp32 with the parity gate on).
-
-Every point is a fresh subprocess running the real Trainer (fp32, C2AL off unless ``--c2al``) on
-planted-cohort synthetic data: ``warmup`` untimed steps, then ``steps`` timed ones. Samples/s = one
-step's samples (all ranks) / the median timed step (robust to bursts of load); peak memory = the
-process's own VmHWM from the trainer's build to the last timed step (2 processes: the sum over ranks).
-Each curve gets one line written from its numbers: the ratio last / first, the log-log slopes and
-where they change by >= ``bend``, and a least-squares straight line of its cost against the axis.
-``--record`` writes ``benchmarks/results/scaling.{md,json,png}``; ``--quick`` runs tiny sizes, 2 points
-per axis, and writes only ``--json`` / ``--png``.
+One axis varies at a time around a base point: sparse features, embedding dim, batch per rank, processes
+(``elastic_launch``) and largest table rows (whose points also export their checkpoint, parity gate on).
+Every point is a fresh subprocess running the real Trainer: samples/s from the median timed step, peak
+memory from the process's own VmHWM. Each curve gets a line written from its numbers (ratio last / first,
+log-log slopes and bend, a least-squares cost line). ``--record`` writes ``benchmarks/results/scaling.{md,json,png}``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import json
@@ -38,9 +27,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from benchmarks.common import (
-    RECORD_HELP,
     RESULTS_DIR,
     add_option_flags,
+    base_parser,
     finish,
     machine,
     md_table,
@@ -155,29 +144,27 @@ def prepare_data(opts: Options, points: dict[str, dict], cache: Path) -> dict[st
     from c2al_rec.config import SyntheticConfig
     from c2al_rec.data.synthetic import generate_synthetic
 
+    source = {key: (max(MIN_GENERATED_FEATURES, p["features"]), p["table_rows"]) for key, p in points.items()}
     need: dict[tuple[int, int], int] = {}
-    for p in points.values():
-        key = (max(MIN_GENERATED_FEATURES, p["features"]), p["table_rows"])
+    for key, p in points.items():
         # + 3 batches: the pipeline reads ahead, and ranks split the row groups unevenly
         train_rows = (opts.warmup + opts.steps + 3) * p["batch"] * p["procs"]
         rows = max(opts.min_rows, math.ceil(train_rows / TRAIN_FRACTION * 1.1), 10 * opts.parity_rows + 1000)
-        need[key] = max(need.get(key, 0), rows)
+        need[source[key]] = max(need.get(source[key], 0), rows)
     generated: dict[tuple[int, int], Path] = {}
     for (gen_features, table_rows), rows in sorted(need.items()):
-        root = cache / f"f{gen_features}_t{table_rows}_r{rows}"
+        root = generated[gen_features, table_rows] = cache / f"f{gen_features}_t{table_rows}_r{rows}"
         if not (root / "schema.json").is_file():
             t0 = time.perf_counter()
             shutil.rmtree(root, ignore_errors=True)
-            generate_synthetic(
-                root, SyntheticConfig(rows=rows, num_sparse=gen_features, max_table_size=table_rows, seed=1)
-            )
+            sizes = dict(rows=rows, num_sparse=gen_features, max_table_size=table_rows)
+            generate_synthetic(root, SyntheticConfig(**sizes, seed=1))
             _log(f"generated {root.name}: {rows:,} rows in {time.perf_counter() - t0:.1f} s")
-        generated[(gen_features, table_rows)] = root
-    roots: dict[str, str] = {}
+    roots = {key: generated[src] for key, src in source.items()}
     for key, p in points.items():
-        src = generated[(max(MIN_GENERATED_FEATURES, p["features"]), p["table_rows"])]
-        roots[key] = str(src if p["features"] >= MIN_GENERATED_FEATURES else subset_features(src, p["features"]))
-    return roots
+        if p["features"] < MIN_GENERATED_FEATURES:  # fewer than the generator makes: a trimmed schema
+            roots[key] = subset_features(roots[key], p["features"])
+    return {key: str(root) for key, root in roots.items()}
 
 
 def subset_features(src: Path, n: int) -> Path:
@@ -196,15 +183,9 @@ def subset_features(src: Path, n: int) -> Path:
     return dst
 
 
-def embedding_rows(data_root: str) -> int:
-    """Rows over all embedding tables of a dataset."""
-    schema = json.loads((Path(data_root) / "schema.json").read_text())
-    return sum(int(f["num_embeddings"]) for f in schema["sparse"])
-
-
 # ------------------------------------------------------------------------------------------ child side
 def peak_rss_mib() -> float:
-    """This process's own peak RSS (VmHWM: since exec, or since ``reset_peak_rss``), MiB.
+    """This process's own peak RSS (VmHWM: since exec, or since it was last reset through clear_refs), MiB.
 
     Not ``ru_maxrss``: Linux keeps it across fork + exec, so a point started by a large parent would
     report the parent's peak."""
@@ -212,61 +193,51 @@ def peak_rss_mib() -> float:
     return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
 
 
-def reset_peak_rss() -> None:
-    """Restart this process's VmHWM at its current RSS (Linux >= 4.0), so the peak measures what follows."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def _train_and_time(cfg: Any, run_dir: Path, warmup: int, steps: int, save: bool) -> dict[str, Any]:
-    """Build the trainer in this process (this process group's rank), time ``steps`` steps after ``warmup``."""
+def _rank_worker(cfg_dict: dict, run_dir: str, warmup: int, steps: int, save: bool = False) -> dict[str, Any]:
+    """One rank (of a launched point, or the single process of the others): build the trainer, time ``steps``
+    steps after ``warmup``, save a checkpoint if asked, then leave the process group."""
     import torch.distributed as dist
 
-    from c2al_rec.distributed.backend import init_distributed
+    from c2al_rec.config import load_config_dict
+    from c2al_rec.distributed.backend import destroy_distributed, init_distributed
     from c2al_rec.train.trainer import Trainer
 
+    cfg = load_config_dict(cfg_dict)
     process_peak_before = peak_rss_mib()  # imports and whatever ran before the trainer
-    reset_peak_rss()
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM restarts at the current RSS: the peak is what follows
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, run_dir, init_distributed())
-    trainer.build()
-    batches = iter(trainer._reader(cfg.data.train_split, train=True))
-    build_s = time.perf_counter() - t0
     try:
-        for _ in range(warmup):
-            trainer.train_step(batches)
-        dist.barrier()
-        step_s = []
-        start = time.perf_counter()
-        for _ in range(steps):
-            t = time.perf_counter()
-            trainer.train_step(batches)
-            step_s.append(time.perf_counter() - t)
-        dist.barrier()
-        seconds = time.perf_counter() - start
-        world = dist.get_world_size()
-        out = {
-            "samples_per_s": cfg.data.batch_size * world / statistics.median(step_s),
-            "mean_samples_per_s": steps * cfg.data.batch_size * world / seconds,
-            "peak_rss_mib": peak_rss_mib(),  # from the trainer's build to the last timed step
-            "process_peak_rss_before_mib": process_peak_before, "step_seconds": step_s, "build_seconds": build_s,
-            "world_size": world,
-        }  # fmt: skip
-        if save:
-            trainer.save_checkpoint()
-    finally:
-        trainer.close()
-    return out
-
-
-def _rank_worker(cfg_dict: dict, run_dir: str, warmup: int, steps: int, save: bool = False) -> dict[str, Any]:
-    """One rank (of a launched point, or the single process of the others): train and time, then leave the group."""
-    from c2al_rec.config import load_config_dict
-    from c2al_rec.distributed.backend import destroy_distributed
-
-    try:
-        return _train_and_time(load_config_dict(cfg_dict), Path(run_dir), warmup, steps, save)
+        trainer = Trainer(cfg, Path(run_dir), init_distributed())
+        trainer.build()
+        batches = iter(trainer._reader(cfg.data.train_split, train=True))
+        build_s = time.perf_counter() - t0
+        try:
+            for _ in range(warmup):
+                trainer.train_step(batches)
+            dist.barrier()
+            step_s = []
+            start = time.perf_counter()
+            for _ in range(steps):
+                t = time.perf_counter()
+                trainer.train_step(batches)
+                step_s.append(time.perf_counter() - t)
+            dist.barrier()
+            seconds = time.perf_counter() - start
+            world = dist.get_world_size()
+            out = {
+                "samples_per_s": cfg.data.batch_size * world / statistics.median(step_s),
+                "mean_samples_per_s": steps * cfg.data.batch_size * world / seconds,
+                "peak_rss_mib": peak_rss_mib(),  # from the trainer's build to the last timed step
+                "process_peak_rss_before_mib": process_peak_before, "step_seconds": step_s,
+                "build_seconds": build_s, "world_size": world,
+            }  # fmt: skip
+            if save:
+                trainer.save_checkpoint()
+        finally:
+            trainer.close()
     finally:
         destroy_distributed()
+    return out
 
 
 def _export(run_dir: Path, out_dir: Path, parity_rows: int) -> dict[str, Any]:
@@ -279,11 +250,9 @@ def _export(run_dir: Path, out_dir: Path, parity_rows: int) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     files = {p.name: p.stat().st_size for p in out_dir.rglob("*") if p.is_file()}
     return {
-        "export_seconds": seconds,
-        "export_artifact_bytes": sum(files.values()),
-        "export_files_bytes": files,
+        "export_seconds": seconds, "export_artifact_bytes": sum(files.values()), "export_files_bytes": files,
         "export_peak_rss_mib": peak_rss_mib(),  # training + export in this process
-    }
+    }  # fmt: skip
 
 
 def run_job(job: dict) -> dict[str, Any]:
@@ -362,12 +331,13 @@ def run(opts: Options) -> dict[str, Any]:
         for i, (key, point) in enumerate(points.items(), 1):
             load = os.getloadavg()[0]
             result = {**run_point(opts, point, roots[key], Path(tmp) / "points" / key), **point}
-            rows = embedding_rows(roots[key])
-            result["embedding_rows"] = rows
-            result["embedding_table_bytes"] = rows * point["dim"] * 4  # fp32 tables
-            result["embedding_state_bytes"] = rows * (point["dim"] + 1) * 4  # + RowWiseAdagrad: one fp32 per row
-            result["load_average_1min"] = load
-            measured[key] = result
+            schema = json.loads((Path(roots[key]) / "schema.json").read_text())
+            rows = sum(int(f["num_embeddings"]) for f in schema["sparse"])  # over all embedding tables
+            measured[key] = result = {
+                **result, "embedding_rows": rows, "embedding_table_bytes": rows * point["dim"] * 4,  # fp32 tables
+                "embedding_state_bytes": rows * (point["dim"] + 1) * 4,  # + RowWiseAdagrad: one fp32 per row
+                "load_average_1min": load,
+            }  # fmt: skip
             _log(
                 f"[{i}/{len(points)}] {key}: FAILED {result['error'][-300:]}" if "error" in result else
                 f"[{i}/{len(points)}] {key}: {result['samples_per_s']:,.0f} samples/s, peak RSS "
@@ -406,23 +376,14 @@ def curve(results: dict, axis: str, metric: Metric) -> tuple[list[float], list[f
 
 def ratios(results: dict) -> dict[str, Optional[float]]:
     """Per axis: the metric at the largest value over the metric at the smallest (None when not measured)."""
-
-    def last_vs_first(axis: str, metric: str) -> Optional[float]:
-        _, ys = curve(results, axis, metric)
-        return ys[-1] / ys[0] if len(ys) >= 2 and ys[0] > 0 else None
-
+    per_axis = {"samples_per_s": "samples_per_s", "peak_rss": "peak_rss_mib"}  # ratio name -> point key
+    metrics = {f"{axis}_{name}": (axis, metric) for axis in AXES for name, metric in per_axis.items()}
+    metrics.update({m: ("table_rows", m) for m in ("export_seconds", "export_artifact_bytes")})
     out = {}
-    for axis in AXES:
-        for name, metric in (("samples_per_s", "samples_per_s"), ("peak_rss", "peak_rss_mib")):
-            out[f"{axis}_{name}_last_vs_first"] = last_vs_first(axis, metric)
-    for metric in ("export_seconds", "export_artifact_bytes"):
-        out[f"{metric}_last_vs_first"] = last_vs_first("table_rows", metric)
+    for name, (axis, metric) in metrics.items():
+        _, ys = curve(results, axis, metric)
+        out[f"{name}_last_vs_first"] = ys[-1] / ys[0] if len(ys) >= 2 and ys[0] > 0 else None
     return out
-
-
-def loglog_slopes(xs: list[float], ys: list[float]) -> list[float]:
-    """d log y / d log x between consecutive points."""
-    return [math.log(ys[i + 1] / ys[i]) / math.log(xs[i + 1] / xs[i]) for i in range(len(xs) - 1)]
 
 
 def find_bend(xs: list[float], ys: list[float], threshold: float) -> dict[str, Any]:
@@ -431,7 +392,7 @@ def find_bend(xs: list[float], ys: list[float], threshold: float) -> dict[str, A
     Returns ``{"slopes", "bend_x" (None: no bend), "before", "after"}``; a bend needs the means to
     differ by >= ``threshold`` (with 2 points there is one segment and never a bend).
     """
-    s = loglog_slopes(xs, ys)
+    s = [math.log(ys[i + 1] / ys[i]) / math.log(xs[i + 1] / xs[i]) for i in range(len(xs) - 1)]  # d log y / d log x
     best: dict[str, Any] = {"slopes": s, "bend_x": None, "before": sum(s) / len(s) if s else None, "after": None}
     best_gap = threshold
     for k in range(1, len(s)):
@@ -485,7 +446,7 @@ def summaries(out: dict) -> dict[str, list[str]]:
         if len(mx) > 1:
             memory += f"; of its {mem[-1] - mem[0]:+,.0f} MiB, {state[-1] - state[0]:+,.0f} MiB is embedding state"
         loads = [results["points"][e["key"]].get("load_average_1min", 0.0) for e in results["curves"][axis]]
-        cores = results.get("cores") or 1
+        cores = results["cores"]
         if max(loads, default=0.0) > cores:
             samples += f" [load average up to {max(loads):.1f} on {cores} cores while these points ran]"
         if axis == "procs":
@@ -551,12 +512,10 @@ def markdown(out: dict, command: str) -> str:
     lines = [
         *results_header("Cost-growth curves", c, command),
         "",
-        f"Base point: {c['base_features']} sparse features, embedding dim {c['base_dim']}, batch {c['base_batch']} "
-        f"per rank, 1 process, largest table {c['base_table_rows']:,} rows; one axis varied at a time (the "
-        f"table-rows sweep at dim {c['rows_dim']}). Every point: a fresh process running the real Trainer "
-        f"({'C2AL on' if c['c2al'] else 'C2AL off'}, fp32), {c['warmup']} untimed + {c['steps']} timed steps, "
-        f"{c['threads']} thread(s) in all. Samples/s: one step's samples (all ranks) / the median timed step's "
-        "seconds (the curves; robust to bursts of load), and timed samples / timed seconds. "
+        "One axis varied at a time around the base point (1 process and the Config line's base_*; the table-rows "
+        "sweep at rows_dim); every point a fresh process running the real Trainer (fp32). Samples/s: one step's "
+        "samples (all ranks) / the median timed step's seconds (the curves; robust to bursts of load), and timed "
+        "samples / timed seconds. "
         "Peak memory: the process's peak RSS from the trainer's build to the last timed step (its high-water "
         "mark restarted just before the build, so imports and set-up do not hide the curve; 2 processes: the sum "
         f"over ranks). Embedding state: rows x (d + 1) x 4 B (fp32 tables + RowWiseAdagrad). "
@@ -589,12 +548,7 @@ def markdown(out: dict, command: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny sizes, 2 points per axis (about 1.5 min); no results file"
-    )
-    parser.add_argument("--json", default=None, help="also write the results as JSON here")
-    parser.add_argument("--record", action="store_true", help=RECORD_HELP)
+    parser = base_parser(__doc__, "tiny sizes, 2 points per axis (about 1.5 min)", data=False)
     parser.add_argument("--png", default=None, help="write the figure here (--record: benchmarks/results/scaling.png)")
     add_option_flags(parser, Options)
     args = parser.parse_args(argv)
