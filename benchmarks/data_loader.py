@@ -2,15 +2,10 @@
 
 python -m benchmarks.data_loader [--quick] [--record] [--json PATH] [--data DIR] [--<option> ...]
 
-On planted-cohort synthetic data (generated into a temporary directory unless ``--data`` names a
-dataset), measures rows/s in the same run, interleaved, best of ``repeats``: ``pyarrow`` (record
-batches of the same columns and batch size, no tensors), the loader in file order and shuffled (the
-training settings), each rank of 2 read alone (a rank reads only its lanes of every round, see
-``c2al_rec/data/order.py``) and both ranks at once in two threads. Ratios: ``loader_vs_pyarrow``
-(shuffled loader / pyarrow, goal >= 0.5), ``loader_rank_vs_1_rank`` (the slower rank of 2 / 1 rank:
-about 1 when a rank reads only its share) and ``loader_vs_train_step`` (shuffled loader / the faster of
-the real training step's fp32 and bf16 samples/s, Trainer 1 rank, C2AL off, the train_throughput
-benchmark's model; goal >= 5). Also the synthetic generator's rows per minute (goal >= 1M on 2 cores).
+Rows/s on synthetic data (or ``--data``), the cases interleaved, best of ``repeats``: pyarrow record batches
+of the same columns, the loader in file order and shuffled, each rank of 2 alone and both at once; and the
+real training step's samples/s (Trainer, 1 rank, fp32 and bf16). Goals: shuffled loader / pyarrow >= 0.5,
+shuffled loader / the faster training step >= 5, the synthetic generator >= 1M rows/min on 2 cores.
 """
 
 from __future__ import annotations
@@ -27,15 +22,7 @@ from typing import Optional
 
 import pyarrow.dataset as ds
 
-from benchmarks.common import (
-    add_option_flags,
-    base_parser,
-    finish,
-    machine,
-    md_table,
-    options_from_args,
-    results_header,
-)
+from benchmarks import common
 from c2al_rec.config import SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
@@ -108,15 +95,11 @@ def _train_step_rates(opts: Options, root: Path, runs: Path) -> dict[str, float]
     """Samples/s of the real training step (Trainer, 1 rank, in this process) on ``root``, fp32 and bf16."""
     from benchmarks import train_throughput as tt
 
-    topts = tt.Options(batch_size=opts.batch_size)
+    topts, timing = tt.Options(batch_size=opts.batch_size), (opts.train_warmup, opts.train_steps, opts.train_rounds)
     return {
         f"train_step_{name}_samples_per_s": tt.trainer_rate(
-            tt.make_config(topts, root, c2al=False, bf16=bf16),
-            runs / name,
-            opts.train_warmup,
-            opts.train_steps,
-            opts.train_rounds,
-        )  # fmt: skip
+            tt.make_config(topts, root, c2al=False, bf16=bf16), runs / name, *timing
+        )
         for name, bf16 in (("fp32", False), ("bf16", True))
     }
 
@@ -138,13 +121,13 @@ def run(opts: Options) -> dict:
         "loader_vs_pyarrow": shuffled / r["pyarrow_rows_per_s"],
         "loader_file_order_vs_pyarrow": r["loader_file_order_rows_per_s"] / r["pyarrow_rows_per_s"],
         "loader_rank_vs_1_rank": min(r["loader_rank0_of_2_rows_per_s"], r["loader_rank1_of_2_rows_per_s"]) / shuffled,
-        "loader_vs_train_step": None,
-    }
-    if opts.train_steps:  # the faster (stricter) precision
-        fastest = max(r["train_step_fp32_samples_per_s"], r["train_step_bf16_samples_per_s"])
-        ratios["loader_vs_train_step"] = shuffled / fastest
+        "loader_vs_train_step": (  # against the faster (stricter) precision
+            shuffled / max(r["train_step_fp32_samples_per_s"], r["train_step_bf16_samples_per_s"])
+            if opts.train_steps else None
+        ),
+    }  # fmt: skip
     results["load_average_1min"] = [load_before, os.getloadavg()[0]]
-    config = {**dataclasses.asdict(opts), "machine": machine()}
+    config = {**dataclasses.asdict(opts), "machine": common.machine()}
     return {"benchmark": "data_loader", "config": config, "results": results, "ratios": ratios}
 
 
@@ -152,7 +135,9 @@ def markdown(out: dict, command: str) -> str:
     """The results markdown, from the JSON record alone."""
     r, q = out["results"], out["ratios"]
     cases = [k.removesuffix("_rows_per_s") for k in r if k.endswith("_rows_per_s")]
-    load = " / ".join(f"{x:.1f}" for x in r["load_average_1min"]) if "load_average_1min" in r else "not recorded"
+    rows = [[c, r[f"{c}_rows"], f"{r[f'{c}_rows_per_s']:,.0f}"] for c in cases]
+    load = " / ".join(f"{x:.1f}" for x in r["load_average_1min"])
+    gen = r.get("synthetic_rows_per_min")  # None: --data named a dataset, nothing was generated
     if q["loader_vs_train_step"] is None:
         train = "- loader_vs_train_step (goal >= 5): not measured"
     else:
@@ -163,28 +148,19 @@ def markdown(out: dict, command: str) -> str:
             "samples/s)"
         )
     lines = [
-        *results_header("Data loader throughput", out["config"], command),
+        *common.results_header("Data loader throughput", out["config"], command),
         "",
         f"1-min load average before / after: {load} (other processes on the 2 cores slow both sides of a ratio, "
         "not always alike).",
         "",
-        *md_table(
-            ["case", "rows", "rows/s (best of repeats)"],
-            [[c, r[f"{c}_rows"], f"{r[f'{c}_rows_per_s']:,.0f}"] for c in cases],
-            "lrr",
-        ),
+        *common.md_table(["case", "rows", "rows/s (best of repeats)"], rows, "lrr"),
         "",
         f"- loader_vs_pyarrow (shuffled loader / raw pyarrow read, goal >= 0.5): {q['loader_vs_pyarrow']:.2f}",
         f"- loader_file_order_vs_pyarrow: {q['loader_file_order_vs_pyarrow']:.2f}",
         f"- loader_rank_vs_1_rank (slower rank of 2 / 1 rank, rows yielded per second; 1 = each rank reads "
         f"only its share): {q['loader_rank_vs_1_rank']:.2f}",
         train,
-    ]
-    if "synthetic_rows_per_min" in r:
-        lines.append(
-            f"- synthetic generator: {r['synthetic_rows_per_min']:,.0f} rows/min (goal >= 1,000,000 on 2 cores)"
-        )
-    lines += [
+        *([f"- synthetic generator: {gen:,.0f} rows/min (goal >= 1,000,000 on 2 cores)"] if gen else []),
         "",
         "The pyarrow baseline yields Arrow record batches (no copy to tensors, no shuffle, no validation);",
         "the loader also validates every row it reads, shuffles within windows, builds dense/KJT/label tensors",
@@ -196,11 +172,11 @@ def markdown(out: dict, command: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = base_parser(__doc__)  # --quick, --json, --record and --data (the Options field)
-    add_option_flags(parser, Options, only=[f.name for f in dataclasses.fields(Options) if f.name != "data"])
+    parser = common.base_parser(__doc__)  # --quick, --json, --record and --data (the Options field)
+    common.add_option_flags(parser, Options, only=[f.name for f in dataclasses.fields(Options) if f.name != "data"])
     args = parser.parse_args(argv)
-    opts = options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    return finish("data_loader", run(opts), markdown, argv, args.quick, args.json, args.record)
+    opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
+    return common.finish("data_loader", run(opts), markdown, argv, args.quick, args.json, args.record)
 
 
 if __name__ == "__main__":
