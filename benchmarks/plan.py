@@ -40,15 +40,8 @@ from torchrec.distributed.planner.types import (
 )
 from torchrec.distributed.sharding_plan import get_default_sharders
 
-from benchmarks.common import (
-    RESULTS_DIR,
-    add_option_flags,
-    command_line,
-    machine,
-    md_table,
-    options_from_args,
-    write_json,
-)
+from benchmarks import common
+from benchmarks.common import RESULTS_DIR
 from c2al_rec.config import Config, load_config
 from c2al_rec.data.schema import SCHEMA_FILE, DatasetSchema, load_schema, schema_from_dict
 from c2al_rec.distributed.sharding import SHARDED_TYPES, apply_sparse_optimizer
@@ -264,7 +257,7 @@ def plan(opts: Options) -> dict[str, Any]:
         "slowest_rank": max(range(len(sparse_perf)), key=sparse_perf.__getitem__),
     }  # fmt: skip
     return {
-        "benchmark": "plan", "config": config, "machine": machine(), "torch": torch.__version__,
+        "benchmark": "plan", "config": config, "machine": common.machine(), "torch": torch.__version__,
         "torchrec": version("torchrec"), "plan_seconds": plan_seconds, "tables": tables,
         "sharding_type_counts": dict(Counter(t["sharding_type"] for t in tables)), "ranks": ranks, "memory": memory,
         "perf": perf, "all_to_all": _all_to_all_bytes(best, schema, opts, batch_size), "dense": dense,
@@ -482,7 +475,7 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "",
         f"Sharding types: {out['sharding_type_counts']}.",
         "",
-        *md_table([*plan_head, "HBM GiB", "perf ms"], plan_rows, "lrrlllllrr"),
+        *common.md_table([*plan_head, "HBM GiB", "perf ms"], plan_rows, "lrrlllllrr"),
         "",
         "## Memory per rank",
         "",
@@ -492,13 +485,13 @@ def markdown(out: dict[str, Any], command: str) -> str:
         f"AdamW state ({_gib(m['dense_state_bytes_per_rank'])} GiB, replicated). Activations are not counted: "
         f"they live in the {c['reservation']:.0%} reservation.",
         "",
-        *md_table(["HBM per rank", "GiB"], hbm_rows, "lr"),
+        *common.md_table(["HBM per rank", "GiB"], hbm_rows, "lr"),
         "",
         f"Host memory (DDR) used by the plan per rank: max {_gib(m['ddr_per_rank_bytes']['max'])} GiB.",
         "",
         "## Planner perf estimates (embeddings; ms per step)",
         "",
-        *md_table(["per rank", "min", "mean", "max"], perf_rows, "lrrr"),
+        *common.md_table(["per rank", "min", "mean", "max"], perf_rows, "lrrr"),
         "",
         f"Slowest rank: {p['slowest_rank']}. Critical path (torchrec's definition: slowest rank per "
         f"sharding type and direction for comms, per direction for compute): comms {cp['comms_ms']:.3f} ms, "
@@ -534,11 +527,11 @@ def markdown(out: dict[str, Any], command: str) -> str:
         f"Dense compute vs gradient all-reduce at {c['world_size']} GPUs by per-rank batch (the all-reduce does not "
         f"shrink with the batch; it exceeds the compute below a per-rank batch of {d['crossover_batch_size']:,.0f}):",
         "",
-        *md_table(["per-rank batch", "dense fwd+bwd ms", "all-reduce ms"], batch_rows, "rrr"),
+        *common.md_table(["per-rank batch", "dense fwd+bwd ms", "all-reduce ms"], batch_rows, "rrr"),
         "",
         "## Step estimate",
         "",
-        *md_table(["part", "ms"], step_rows, "lr"),
+        *common.md_table(["part", "ms"], step_rows, "lr"),
         "",
         f"Largest part: **{s['bottleneck']}**. TrainPipelineSparseDist overlaps the next batch's id all-to-all "
         "with this batch's dense compute; the pooled-embedding all-to-all and the dense all-reduce (DDP overlaps "
@@ -554,13 +547,13 @@ def markdown(out: dict[str, Any], command: str) -> str:
 # -------------------------------------------------------------------------------------------- CLI
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    add_option_flags(parser, Options)
+    common.add_option_flags(parser, Options)
     try:
-        opts = options_from_args(Options, parser.parse_args(argv))
+        opts = common.options_from_args(Options, parser.parse_args(argv))
     except ValueError as e:
         parser.error(str(e))
     out = plan(opts)
-    text = markdown(out, command_line("plan", argv).strip())
+    text = markdown(out, common.command_line("plan", argv).strip())
     targets: dict[str, Any] = {opts.md: text, opts.json: out}
     if opts.record:
         stem = RESULTS_DIR / f"plan_{Path(opts.config).stem}_{opts.world_size}"
@@ -571,7 +564,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(targets[path])
         else:
-            write_json(path, targets[path])
+            common.write_json(path, targets[path])
     if not written:
         print(text)
     s, m = out["step_estimate"], out["memory"]

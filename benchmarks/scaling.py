@@ -26,20 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from benchmarks.common import (
-    RESULTS_DIR,
-    add_option_flags,
-    base_parser,
-    finish,
-    machine,
-    md_table,
-    options_from_args,
-    production_model,
-    results_header,
-    tiny_model,
-    trainer_config,
-    write_json,
-)
+from benchmarks import common
+from benchmarks.common import RESULTS_DIR
 
 NAME = "scaling"
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +69,7 @@ class Options:
     """Largest table rows at the base point."""
     rows_dim: int = 16
     """Embedding dim of the table-rows sweep (1e7 rows x d=64 fp32 would be 4.4 GB of tables)."""
-    model: dict = field(default_factory=production_model)
+    model: dict = field(default_factory=common.production_model)
     """ModelConfig fields (production-shaped); embedding_dim is set per point."""
     c2al: bool = False
     """C2AL on (cohort spec, aux heads, aux loss) at every point; off: the plain baseline model."""
@@ -113,7 +101,7 @@ def quick_options(opts: Options) -> Options:
     """Tiny sizes, 2 points per axis (about 1.5 minutes on a quiet 2-core machine)."""
     return dataclasses.replace(
         opts, features=(8, 10), dims=(8, 16), batch_sizes=(128, 256), procs=(1, 2), table_rows=(1_000, 10_000),
-        base_features=10, base_dim=8, base_batch=128, base_table_rows=1_000, rows_dim=8, model=tiny_model(),
+        base_features=10, base_dim=8, base_batch=128, base_table_rows=1_000, rows_dim=8, model=common.tiny_model(),
         warmup=1, steps=2, launch_single=False, parity_rows=256, min_rows=4_000,
     )  # fmt: skip
 
@@ -263,7 +251,7 @@ def run_job(job: dict) -> dict[str, Any]:
 
     work, procs = Path(job["work"]), job["procs"]
     threads = max(1, job["threads"] // procs)
-    cfg = trainer_config(
+    cfg = common.trainer_config(
         job["data"], job["batch"], dict(job["model"], embedding_dim=job["dim"]), job["c2al"], job["sparse_lr"],
         job["dense_lr"], eval_batches=2, num_threads=threads,
     )  # fmt: skip
@@ -350,7 +338,7 @@ def run(opts: Options) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "wall_seconds": time.perf_counter() - t_start,
     }
-    out = {"benchmark": NAME, "config": {**dataclasses.asdict(opts), "machine": machine()}, "results": results}
+    out = {"benchmark": NAME, "config": {**dataclasses.asdict(opts), "machine": common.machine()}, "results": results}
     out["ratios"] = ratios(results)
     results["summary"] = summaries(out)
     return out
@@ -510,7 +498,7 @@ def markdown(out: dict, command: str) -> str:
     r, c = out["results"], {k: tuple(v) if isinstance(v, list) else v for k, v in out["config"].items()}
     load, summary = r["load_average_1min"], summaries(out)
     lines = [
-        *results_header("Cost-growth curves", c, command),
+        *common.results_header("Cost-growth curves", c, command),
         "",
         "One axis varied at a time around the base point (1 process and the Config line's base_*; the table-rows "
         "sweep at rows_dim); every point a fresh process running the real Trainer (fp32). Samples/s: one step's "
@@ -541,18 +529,18 @@ def markdown(out: dict, command: str) -> str:
                  f"{p['embedding_state_bytes'] / MIB:,.1f}", f"{p['load_average_1min']:.1f}"]
                 + ([f"{p['export_seconds']:.1f}", f"{p['export_artifact_bytes'] / MIB:,.1f}"] if export else [])
             )  # fmt: skip
-        lines += [f"## {AXES[axis][0]}", "", *md_table(head, rows, "r" * len(head)), ""]
+        lines += [f"## {AXES[axis][0]}", "", *common.md_table(head, rows, "r" * len(head)), ""]
         lines += [f"- {line}" for line in summary[axis] + (summary["export"] if export else [])] + [""]
     ratio_text = ", ".join(f"{k}={'n/a' if v is None else f'{v:.3f}'}" for k, v in out["ratios"].items())
     return "\n".join(lines + ["Ratios (largest / smallest axis value): " + ratio_text, ""])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = base_parser(__doc__, "tiny sizes, 2 points per axis (about 1.5 min)", data=False)
+    parser = common.base_parser(__doc__, "tiny sizes, 2 points per axis (about 1.5 min)", data=False)
     parser.add_argument("--png", default=None, help="write the figure here (--record: benchmarks/results/scaling.png)")
-    add_option_flags(parser, Options)
+    common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
-    opts = options_from_args(Options, args, quick_options(Options()) if args.quick else None)
+    opts = common.options_from_args(Options, args, quick_options(Options()) if args.quick else None)
     out = run(opts)
     record = args.record and not args.quick
     # the figure: --png, else next to the record, else next to --json; never in results/ for --quick
@@ -560,8 +548,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if png:
         plot(out, Path(png))
     if record:
-        write_json(RESULTS_DIR / f"{NAME}.json", out)
-    finish(NAME, out, markdown, argv, args.quick, args.json, args.record)
+        common.write_json(RESULTS_DIR / f"{NAME}.json", out)
+    common.finish(NAME, out, markdown, argv, args.quick, args.json, args.record)
     return 1 if any("error" in p for p in out["results"]["points"].values()) else 0
 
 
