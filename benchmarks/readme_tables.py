@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ RESULTS = Path(__file__).parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
 DEMO_PNG = Path(__file__).resolve().parents[1] / "docs" / "demo_ne_diff.png"
 
-# (results file, ratio key ("a|b": the first one present), what it compares, goal: ">= x", "<= x", "a-b" or "")
+# (results file, ratio key, what it compares, goal: ">= x", "<= x", "a-b" or "" (report only))
 BENCHMARK_ROWS: list[tuple[str, str, str, str]] = [
     ("fm_kernel", "cpu_fwdbwd_speedup", "fused FM op vs eager, forward+backward (CPU)", ">= 1.3"),
     ("fm_kernel", "cpu_saved_memory_ratio", "bytes saved for backward, fused / eager", "<= 0.75"),
@@ -36,12 +37,8 @@ BENCHMARK_ROWS: list[tuple[str, str, str, str]] = [
     ("train_throughput", "mfu_bf16", "1-thread training step FLOP/s / 1-thread bf16 GEMM FLOP/s (MFU)", ""),
     ("train_throughput", "trainer_vs_plain_pytorch", "trainer vs plain PyTorch, equal precision (min fp32, bf16)", ""),
     ("train_throughput", "c2al_vs_baseline", "throughput C2AL on / off (default aux heads)", ">= 0.97"),
-    (
-        "train_throughput",
-        "c2al_vs_baseline_aux128",
-        "throughput C2AL on / off (aux_head [128] on a 32-wide projection)",
-        ">= 0.97",
-    ),
+    ("train_throughput", "c2al_vs_baseline_aux128",
+     "throughput C2AL on / off (aux_head [128] on a 32-wide projection)", ">= 0.97"),
     ("serving", "torchscript_vs_eager_p50", "TorchScript export vs eager, p50 latency", "<= 1.0"),
     ("serving", "c2al_vs_baseline_export_p50", "C2AL export vs baseline export, p50 latency", "0.95-1.05"),
     ("serving", "int8_vs_fp32_size", "int8 / fp32 embedding storage", "<= 0.3"),
@@ -50,37 +47,30 @@ BENCHMARK_ROWS: list[tuple[str, str, str, str]] = [
     ("serving", "pt2_vs_torchscript_p50_b4096", "model.pt2 vs frozen TorchScript, predict p50, batch 4096", "<= 1.0"),
     ("serving_http", "qps_batched_vs_single", "HTTP QPS, micro-batched vs one request at a time", ">= 5"),
     ("serving_http", "qps_pt2_vs_torchscript_batched", "HTTP QPS, model.pt2 vs model.pt, micro-batched", ""),
-]
+]  # fmt: skip
 
 
 def meets(goal: str, value: float) -> bool:
     """Whether ``value`` meets ``goal`` (">= x", "<= x", "a-b"; an empty goal is report-only)."""
-    if not goal:
-        return True
-    if goal.startswith(">="):
-        return value >= float(goal[2:])
-    if goal.startswith("<="):
-        return value <= float(goal[2:])
-    lo, hi = (float(x) for x in goal.split("-"))
+    if goal.startswith((">=", "<=")):
+        return value >= float(goal[2:]) if goal[0] == ">" else value <= float(goal[2:])
+    lo, hi = (float(x) for x in goal.split("-")) if goal else (-math.inf, math.inf)
     return lo <= value <= hi
 
 
 GROUPS = ("overall", "head", "tail")
 
 
-def _load(name: str) -> Optional[dict[str, Any]]:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / f"{name}.json").read_text())
 
 
 def benchmark_table() -> str:
     rows = []
     for name, key, what, goal in BENCHMARK_ROWS:
-        ratios = (_load(name) or {}).get("ratios", {})
-        value = next((ratios[k] for k in key.split("|") if ratios.get(k) is not None), None)
-        shown = (
-            "not measured yet" if value is None else f"{value:.2f}" + ("" if meets(goal, value) else " (goal not met)")
-        )
+        value = _load(name)["ratios"].get(key)
+        met = value is None or meets(goal, value)
+        shown = "not measured yet" if value is None else f"{value:.2f}" + ("" if met else " (goal not met)")
         rows.append([f"`{name}`", what, shown, goal or "report"])
     return "\n".join(md_table(["benchmark", "ratio", "recorded", "goal"], rows))
 
@@ -88,15 +78,11 @@ def benchmark_table() -> str:
 def experiment_table() -> str:
     rows = []
     for path in sorted(RESULTS.glob("experiment_*.json")):
+        link = f"{path.stem.removeprefix('experiment_')} ([md](benchmarks/results/{path.stem}.md))"
         for i, (variant, groups) in enumerate(json.loads(path.read_text())["results"].items()):
             overall = groups.get("overall", {})
-            seeds = len(overall.get("ne_diff_seeds") or []) or 1
-            first = (
-                f"{path.stem.removeprefix('experiment_')} ([md](benchmarks/results/{path.stem}.md))" if i == 0 else ""
-            )
-            rows.append(
-                [first, variant, f"{seeds} ({overall.get('ci_kind', '?')})", *(fmt_diff(groups.get(g)) for g in GROUPS)]
-            )
+            seeds = f"{len(overall.get('ne_diff_seeds') or []) or 1} ({overall.get('ci_kind', '?')})"
+            rows.append(["" if i else link, variant, seeds, *(fmt_diff(groups.get(g)) for g in GROUPS)])
     header = ["data", "variant", "seeds (interval over)", *(f"{g} NE_diff" for g in GROUPS)]
     return "\n".join(md_table(header, rows))
 
@@ -113,11 +99,9 @@ def _excludes_zero(ci: Optional[list[float]]) -> bool:
     return ci is not None and (ci[0] > 0 or ci[1] < 0)
 
 
-def _selection_lines(sel: Optional[dict[str, Any]]) -> list[str]:
+def _selection_lines(sel: dict[str, Any]) -> list[str]:
     """The demo's selection on the valid split: each candidate's valid NE_diff (the baseline's is 0 by
     definition) and the choice."""
-    if not sel:
-        return []
     figures = "; ".join(
         f"`{name}` "
         + ", ".join(
@@ -138,8 +122,6 @@ def _selection_lines(sel: Optional[dict[str, Any]]) -> list[str]:
 
 def _attention_lines(att: dict[str, Any]) -> list[str]:
     """Near-zero FM attention weights and their Gini, baseline vs C2AL: denser means both went down."""
-    if "baseline" not in att or "c2al" not in att:
-        return []
     b, m = att["baseline"], att["c2al"]
     fewer, lower = m["near_zero_fraction"] < b["near_zero_fraction"], m["gini"] < b["gini"]
     if fewer != lower:
@@ -162,11 +144,9 @@ def demo_block() -> str:
     """The README's demo paragraph, table and prose, from benchmarks/results/demo.json: every number
     and every claim (which intervals exclude 0, whether attention got denser) follows the record."""
     rec = _load("demo")
-    if rec is None:
-        return "`make demo` has not been recorded yet: `make demo && python scripts/record_demo.py`."
     c, groups = rec["cohorts"], rec["groups"]
     label = {"overall": "overall", "head": f"head ({c['head']})", "tail": f"tail ({c['tail']})"}
-    nxt = c.get("next_axes") or []
+    nxt = c["next_axes"]
     runner_up = f"; next axis `{nxt[0]['axis']}` {nxt[0]['score']:.3f}" if nxt else ""
     rows = []
     for name, g in ((n, groups[n]) for n in GROUPS):
@@ -183,28 +163,26 @@ def demo_block() -> str:
         f"`{c['axis']}` {c['head']} (head) vs {c['tail']} (tail) ({c['metric'].upper()} {c['score']:.3f}{runner_up}) "
         f"and reported, on the `{rec.get('split') or 'test'}` split:",
         "",
-        *_selection_lines(rec.get("selection")),
+        *_selection_lines(rec["selection"]),
         *md_table(["group", "NE", "Bayes NE", "NE_diff vs baseline", "95% CI (test rows of one seed)"], rows),
         "",
         f"The row interval excludes 0 for: {said}; the others cross 0." if excl else "No interval excludes 0.",
-        *_attention_lines(rec.get("attention") or {}),
+        *_attention_lines(rec["attention"]),
         "![NE_diff per group, demo](docs/demo_ne_diff.png)",
         "",
         "The demo trains one seed of each model: its interval resamples test rows only and says nothing about "
         "seed-to-seed spread, which at the paper's effect sizes (-0.05% to -0.3%) is usually wider; "
         '`c2al-rec experiment` gives seed-level intervals (see "Research results"). Re-record after a change '
-        f"to what the demo computes: `{rec.get('command', 'make demo && python scripts/record_demo.py')}`.",
+        f"to what the demo computes: `{rec['command']}`.",
     ]
     return "\n".join(lines)
 
 
 def write_demo_plot(path: Path = DEMO_PNG) -> Optional[Path]:
-    """``docs/demo_ne_diff.png`` from the record (None when there is no record)."""
+    """``docs/demo_ne_diff.png`` from the record (None: no group has an NE_diff to plot)."""
     from c2al_rec.analysis.report import plot_ne_diff
 
     rec = _load("demo")
-    if rec is None:
-        return None
     result = {"groups": rec["groups"], "axis": rec["cohorts"]["axis"], "seeds": 1}
     return plot_ne_diff(result, path, f"make demo ({rec['commit'][:7]}): C2AL vs baseline by {result['axis']}")
 
