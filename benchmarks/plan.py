@@ -27,17 +27,10 @@ from typing import Any, Iterable, Optional
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from torchrec.distributed.planner import EmbeddingShardingPlanner
+from torchrec.distributed.planner import types as planner_types
 from torchrec.distributed.planner.stats import EmbeddingStats
 from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
-from torchrec.distributed.planner.types import (
-    HardwareConfig,
-    KernelConfig,
-    ParameterConstraints,
-    ShardingOption,
-    Topology,
-    TopologyFactory,
-    TrainerConfig,
-)
+from torchrec.distributed.planner.types import ParameterConstraints, ShardingOption, Topology
 from torchrec.distributed.sharding_plan import get_default_sharders
 
 from benchmarks import common
@@ -173,16 +166,16 @@ def dense_flops(model: C2ALModel, num_dense: int) -> dict[str, Any]:
 def make_topology(opts: Options) -> Topology:
     """A CUDA topology of world_size / local_world_size hosts (torchrec bandwidths are bytes per ms)."""
     per_ms = GB / 1000.0
-    trainer = TrainerConfig(
+    trainer = planner_types.TrainerConfig(
         world_size=opts.world_size, local_world_size=opts.gpus_per_host,
         hbm_cap_bytes=int(opts.hbm_gb * GB), ddr_cap_bytes=int(opts.ddr_gb * GB / opts.local_world_size),
     )  # fmt: skip
-    hardware = HardwareConfig(
+    hardware = planner_types.HardwareConfig(
         intra_host_bw=opts.intra_host_gbps * per_ms, inter_host_bw=opts.inter_host_gbps * per_ms,
         hbm_mem_bw=opts.hbm_bw_gbps * per_ms,
     )  # fmt: skip
-    kernel = KernelConfig(compute_device="cuda", use_hardware_based_bandwidth=True)
-    return TopologyFactory.create_topology(trainer, hardware, kernel)
+    kernel = planner_types.KernelConfig(compute_device="cuda", use_hardware_based_bandwidth=True)
+    return planner_types.TopologyFactory.create_topology(trainer, hardware, kernel)
 
 
 def allowed_types(opts: Options) -> list[str]:
@@ -198,11 +191,10 @@ def plan(opts: Options) -> dict[str, Any]:
     model = build_run_model(cfg, schema, torch.device("meta"))  # the trainer's model, fused sparse optimizer
     apply_sparse_optimizer(model, cfg.train.sparse_optimizer, cfg.train.sparse_lr, torch.device("cuda"))
     reservation, stats = FixedPercentageStorageReservation(opts.reservation), EmbeddingStats()
+    types = allowed_types(opts)
+    ids_per_row = {f"t_{f.name}": opts.multi_hot_ids if f.multi_hot else 1.0 for f in schema.sparse}
     constraints = {  # the trainer's sharding types and each feature's mean ids per row
-        f"t_{f.name}": ParameterConstraints(
-            sharding_types=allowed_types(opts), pooling_factors=[opts.multi_hot_ids if f.multi_hot else 1.0]
-        )
-        for f in schema.sparse
+        name: ParameterConstraints(sharding_types=types, pooling_factors=[ids]) for name, ids in ids_per_row.items()
     }
     planner = EmbeddingShardingPlanner(
         topology=make_topology(opts), batch_size=batch_size, storage_reservation=reservation, constraints=constraints,
@@ -240,14 +232,14 @@ def plan(opts: Options) -> dict[str, Any]:
         **dataclasses.asdict(opts), "batch_size": batch_size, "global_batch_size": batch_size * opts.world_size,
         "hosts": opts.world_size // opts.gpus_per_host, "schema_path": schema_path,
         "embedding_dim": cfg.model.embedding_dim, "sparse_optimizer": cfg.train.sparse_optimizer,
-        "sharding_types_allowed": allowed_types(opts), "num_tables": len(schema.sparse),
+        "sharding_types_allowed": types, "num_tables": len(schema.sparse),
         "num_dense_features": len(schema.dense),
     }  # fmt: skip
     memory = {
         "hbm_cap_bytes": int(opts.hbm_gb * GB), "embedding_bytes_total": sum(t["storage_hbm_bytes"] for t in tables),
         "embedding_weight_bytes_total": sum(t["rows"] * t["dim"] * 4 for t in tables),
-        "kjt_bytes_per_rank": kjt_hbm,
-        "dense_state_bytes_per_rank": dense["state_bytes_per_rank"], "hbm_per_rank_bytes": _summary(per_rank_hbm),
+        "kjt_bytes_per_rank": kjt_hbm, "dense_state_bytes_per_rank": dense["state_bytes_per_rank"],
+        "hbm_per_rank_bytes": _summary(per_rank_hbm),
         "largest_rank": max(range(len(per_rank_hbm)), key=per_rank_hbm.__getitem__),
         "ddr_per_rank_bytes": _summary([r["ddr_bytes"] for r in ranks]),
     }  # fmt: skip
@@ -260,7 +252,7 @@ def plan(opts: Options) -> dict[str, Any]:
         "benchmark": "plan", "config": config, "machine": common.machine(), "torch": torch.__version__,
         "torchrec": version("torchrec"), "plan_seconds": plan_seconds, "tables": tables,
         "sharding_type_counts": dict(Counter(t["sharding_type"] for t in tables)), "ranks": ranks, "memory": memory,
-        "perf": perf, "all_to_all": _all_to_all_bytes(best, schema, opts, batch_size), "dense": dense,
+        "perf": perf, "all_to_all": _all_to_all_bytes(best, ids_per_row, opts, batch_size), "dense": dense,
         "step_estimate": step, "planner_summary": log_lines,
     }  # fmt: skip
 
@@ -269,12 +261,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "max": max(values), "mean": statistics.mean(values)}
 
 
-PERF_KEYS = ("fwd_compute", "fwd_comms", "bwd_compute", "bwd_comms", "input_dist_comms")
-
-
-def _perf(p: Any) -> dict[str, float]:
-    """torchrec's ``Perf`` as ms per part and in total (``{}`` when there is none)."""
-    return {} if p is None else {**{k: getattr(p, k) for k in PERF_KEYS}, "total": p.total}
+PERF_KEYS = ("fwd_compute", "fwd_comms", "bwd_compute", "bwd_comms", "input_dist_comms")  # torchrec's Perf, ms
 
 
 def _tables(best: list[ShardingOption], schema: DatasetSchema) -> list[dict[str, Any]]:
@@ -283,17 +270,16 @@ def _tables(best: list[ShardingOption], schema: DatasetSchema) -> list[dict[str,
     rows = []
     for so in sorted(best, key=lambda so: -so.tensor.shape[0]):
         shards = [
-            {"rank": s.rank, "size": list(s.size), "offset": list(s.offset),
-             "hbm_bytes": s.storage.hbm if s.storage else 0, "perf_ms": _perf(s.perf)}
+            {"rank": s.rank, "size": list(s.size), "offset": list(s.offset), "hbm_bytes": s.storage.hbm,
+             "perf_ms": {**{k: getattr(s.perf, k) for k in PERF_KEYS}, "total": s.perf.total}}
             for s in so.shards
         ]  # fmt: skip
         rows.append({
             "table": so.name, "rows": int(so.tensor.shape[0]), "dim": int(so.tensor.shape[1]),
-            "multi_hot": multi_hot.get(so.name, False), "sharding_type": so.sharding_type,
+            "multi_hot": multi_hot[so.name], "sharding_type": so.sharding_type,
             "compute_kernel": so.compute_kernel, "ranks": sorted({s.rank for s in so.shards}),
             "num_shards": len(so.shards), "storage_hbm_bytes": sum(s["hbm_bytes"] for s in shards),
-            "perf_ms": _perf(getattr(so, "total_perf_breakdown", None)) or {"total": so.total_perf},
-            "shards": shards,
+            "perf_ms": {"total": so.total_perf}, "shards": shards,
         })  # fmt: skip
     return rows
 
@@ -307,10 +293,10 @@ def _ranks(best: list[ShardingOption], world_size: int, kjt_hbm: int) -> list[di
     for s in (s for so in best for s in so.shards):
         r = ranks[s.rank]
         r["num_shards"] += 1
-        r["hbm_bytes"] += s.storage.hbm if s.storage else 0
-        r["ddr_bytes"] += s.storage.ddr if s.storage else 0
+        r["hbm_bytes"] += s.storage.hbm
+        r["ddr_bytes"] += s.storage.ddr
         for k in PERF_KEYS:
-            r["perf_ms"][k] += getattr(s.perf, k) if s.perf else 0.0
+            r["perf_ms"][k] += getattr(s.perf, k)
     for r in ranks:
         p = r["perf_ms"]
         p["total"] = p["fwd_compute"] + p["fwd_comms"] + p["bwd_compute"] + p["bwd_comms"]
@@ -334,8 +320,9 @@ def _critical_path(best: list[ShardingOption]) -> dict[str, float]:
     return {"comms_ms": comms_ms, "compute_ms": compute_ms, "total_ms": comms_ms + compute_ms, "comms_by_type": by_type}
 
 
-def _all_to_all_bytes(best: list[ShardingOption], schema: DatasetSchema, opts: Options, batch: int) -> dict[str, Any]:
-    """Embedding bytes per rank per step, by a simple count (fp32 pooled outputs, int64 ids + int32 lengths).
+def _all_to_all_bytes(best: list[ShardingOption], ids: dict[str, float], opts: Options, batch: int) -> dict[str, Any]:
+    """Embedding bytes per rank per step, by a simple count (fp32 pooled outputs, int64 ids + int32 lengths;
+    ``ids``: mean ids per row of each table).
 
     Receive side: every rank gets the pooled embedding of every feature for its own batch rows.
     Send side: a table-/column-wise shard sends its columns for the whole global batch; a row-wise
@@ -347,7 +334,6 @@ def _all_to_all_bytes(best: list[ShardingOption], schema: DatasetSchema, opts: O
     global_batch = batch * world
     recv = batch * sum(int(so.tensor.shape[1]) for so in best) * 4
     send = [0.0] * world
-    ids = {f"t_{f.name}": (opts.multi_hot_ids if f.multi_hot else 1.0) for f in schema.sparse}
     recv_ids = 0.0
     for so in best:
         n_ranks = len({s.rank for s in so.shards})
@@ -440,7 +426,7 @@ def markdown(out: dict[str, Any], command: str) -> str:
     plan_rows = [
         [t["table"], f"{t['rows']:,}", t["dim"], "yes" if t["multi_hot"] else "", t["sharding_type"],
          t["compute_kernel"], _ranks_text(t["ranks"]), _shards_text(t["shards"]), _gib(t["storage_hbm_bytes"]),
-         f"{t['perf_ms'].get('total', 0):.3f}"]
+         f"{t['perf_ms']['total']:.3f}"]
         for t in out["tables"]
     ]  # fmt: skip
     plan_head = ["table", "rows", "dim", "multi-hot", "sharding", "kernel", "ranks", "shards (rows x cols)"]
@@ -472,8 +458,6 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "Config: " + ", ".join(f"{k}={v}" for k, v in c.items()),
         "",
         "## Plan per table",
-        "",
-        f"Sharding types: {out['sharding_type_counts']}.",
         "",
         *common.md_table([*plan_head, "HBM GiB", "perf ms"], plan_rows, "lrrlllllrr"),
         "",
