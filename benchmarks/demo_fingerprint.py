@@ -3,12 +3,10 @@
 python -m benchmarks.demo_fingerprint              # print the fingerprint as JSON
 python -m benchmarks.demo_fingerprint --check      # compare with benchmarks/results/demo.json
 
-A mini pipeline (under a minute, 1 process, 1 thread): the demo's own stages (``Pipeline``) on
-``launch/configs/demo.toml`` with ``MINI_OVERRIDES``. Its fingerprint keeps the per-step training losses of
-both runs, the chosen cohorts and the evaluation table, each to ``SIGNIFICANT`` digits: a refactor that
-computes the same leaves it unchanged, a change to the data, model, training, discovery or evaluation moves
-it. ``scripts/record_demo.py`` records it; ``tests/test_readme.py`` fails when a number moved beyond
-``TOLERANCE``.
+A mini pipeline (the demo's own stages on ``launch/configs/demo.toml`` with ``MINI_OVERRIDES``, 1 thread,
+under a minute): both runs' per-step training losses, the chosen cohorts, the selection and the evaluation
+table, to ``SIGNIFICANT`` digits. ``scripts/record_demo.py`` records it; ``tests/test_readme.py`` fails when
+a number moved beyond ``TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -109,8 +107,7 @@ def compute() -> dict[str, Any]:
 def differences(recorded: Any, current: Any, where: str = "") -> list[str]:
     """Every place where ``current`` differs from ``recorded`` beyond ``TOLERANCE`` ("path: a -> b")."""
     if isinstance(recorded, dict) and isinstance(current, dict):
-        out = [f"{where}/{k}: missing" for k in recorded if k not in current]
-        out += [f"{where}/{k}: new" for k in current if k not in recorded]
+        out = [f"{where}/{k}: {'new' if k in current else 'missing'}" for k in sorted(recorded.keys() ^ current.keys())]
         for k in recorded.keys() & current.keys():
             out += differences(recorded[k], current[k], f"{where}/{k}")
         return out
@@ -118,8 +115,7 @@ def differences(recorded: Any, current: Any, where: str = "") -> list[str]:
         if len(recorded) != len(current):
             return [f"{where}: {len(recorded)} values -> {len(current)}"]
         return [d for i, (a, b) in enumerate(zip(recorded, current)) for d in differences(a, b, f"{where}[{i}]")]
-    numbers = (int, float)
-    if isinstance(recorded, numbers) and isinstance(current, numbers) and not isinstance(recorded, bool):
+    if isinstance(recorded, (int, float)) and isinstance(current, (int, float)) and not isinstance(recorded, bool):
         ok = math.isclose(recorded, current, rel_tol=TOLERANCE["rel"], abs_tol=TOLERANCE["abs"])
         return [] if ok else [f"{where}: {recorded} -> {current}"]
     return [] if recorded == current else [f"{where}: {recorded!r} -> {current!r}"]
@@ -133,8 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.inline:
         work = Path(args.work or tempfile.mkdtemp(prefix="demo_fingerprint_"))
-        fp = run_mini_pipeline(work)
-        (work / "fingerprint.json").write_text(json.dumps(fp, indent=1) + "\n")
+        (work / "fingerprint.json").write_text(json.dumps(run_mini_pipeline(work), indent=1) + "\n")
         return 0
     fp = compute()
     if not args.check:
