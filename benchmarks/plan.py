@@ -429,7 +429,8 @@ def markdown(out: dict[str, Any], command: str) -> str:
          f"{t['perf_ms']['total']:.3f}"]
         for t in out["tables"]
     ]  # fmt: skip
-    plan_head = ["table", "rows", "dim", "multi-hot", "sharding", "kernel", "ranks", "shards (rows x cols)"]
+    plan_head = ["table", "rows", "dim", "multi-hot", "sharding", "kernel", "ranks", "shards (rows x cols)", "HBM GiB",
+                 "perf ms"]  # fmt: skip
     hbm_rows = [["min", hbm["min"]], ["mean", hbm["mean"]], [f"max (rank {m['largest_rank']})", hbm["max"]]]
     hbm_rows = [[k, _gib(v)] for k, v in hbm_rows + [["cap", m["hbm_cap_bytes"]]]]
     perf_rows = [
@@ -446,86 +447,62 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "dense gradient all-reduce": "dense_allreduce_ms",
     }
     step_rows = [[part, f"{s[key]:.3f}"] for part, key in step_parts.items()]
-    lines = [
+    blocks = [  # paragraphs and tables (lists of lines), a blank line between each
         f"# Sharding plan: {Path(c['config']).stem}, {c['world_size']} GPUs ({c['hosts']} hosts x "
         f"{min(c['local_world_size'], c['world_size'])})",
-        "",
         f"Machine (where the planner ran; no GPU is needed to plan): {out['machine']}; torch {out['torch']}, "
         f"torchrec {out['torchrec']}. Planning took {out['plan_seconds']:.1f} s.",
-        "",
         f"Command: `{command}`",
-        "",
         "Config: " + ", ".join(f"{k}={v}" for k, v in c.items()),
-        "",
         "## Plan per table",
-        "",
-        *common.md_table([*plan_head, "HBM GiB", "perf ms"], plan_rows, "lrrlllllrr"),
-        "",
+        common.md_table(plan_head, plan_rows, "lrrlllllrr"),
         "## Memory per rank",
-        "",
         f"Embedding tables with row-wise Adagrad state, all ranks: {_gib(m['embedding_bytes_total'])} GiB "
         f"(fp32 weights alone {_gib(m['embedding_weight_bytes_total'])} GiB). Per rank: embedding shards + the "
         f"planner's KJT buffer estimate ({_gib(m['kjt_bytes_per_rank'])} GiB) + dense parameters, gradients and "
         f"AdamW state ({_gib(m['dense_state_bytes_per_rank'])} GiB, replicated). Activations are not counted: "
         f"they live in the {c['reservation']:.0%} reservation.",
-        "",
-        *common.md_table(["HBM per rank", "GiB"], hbm_rows, "lr"),
-        "",
+        common.md_table(["HBM per rank", "GiB"], hbm_rows, "lr"),
         f"Host memory (DDR) used by the plan per rank: max {_gib(m['ddr_per_rank_bytes']['max'])} GiB.",
-        "",
         "## Planner perf estimates (embeddings; ms per step)",
-        "",
-        *common.md_table(["per rank", "min", "mean", "max"], perf_rows, "lrrr"),
-        "",
+        common.md_table(["per rank", "min", "mean", "max"], perf_rows, "lrrr"),
         f"Slowest rank: {p['slowest_rank']}. Critical path (torchrec's definition: slowest rank per "
         f"sharding type and direction for comms, per direction for compute): comms {cp['comms_ms']:.3f} ms, "
         f"compute {cp['compute_ms']:.3f} ms, total {cp['total_ms']:.3f} ms. Comms by type: "
         f"{_listing(cp['comms_by_type'], '{:.3f}')}.",
-        "",
         f"Slowest rank's breakdown (ms): {_listing(out['ranks'][p['slowest_rank']]['perf_ms'], '{:.3f}')}.",
-        "",
         "Embedding traffic per step (own count; fp32 pooled outputs, forward and again backward): every rank "
         f"receives {a['recv_output_bytes_per_rank'] / 1e6:.1f} MB for its {c['batch_size']} rows; the busiest sender "
         f"(rank {a['busiest_sender_rank']}) sends {a['send_output_bytes_max_rank'] / 1e6:.1f} MB (its tables' "
-        f"columns for the global batch of {a['global_batch']:,}), "
-        f"the mean rank {a['send_output_bytes_mean'] / 1e6:.1f} MB. "
-        f"{a['cross_host_fraction']:.0%} of peers are on other hosts: forward + backward across hosts take "
-        f"{a['busiest_sender_ms_at_link_rate']:.2f} ms for the busiest sender and "
-        f"{a['receiver_ms_at_link_rate']:.2f} ms "
-        f"for a receiver at {c['inter_host_gbps']:g} GB/s. Ids to the table owners: "
-        f"{a['ids_bytes_all_owners'] / 1e6:.1f} MB in all.",
-        "",
+        f"columns for the global batch of {a['global_batch']:,}), the mean rank "
+        f"{a['send_output_bytes_mean'] / 1e6:.1f} MB. {a['cross_host_fraction']:.0%} of peers are on other hosts: "
+        f"forward + backward across hosts take {a['busiest_sender_ms_at_link_rate']:.2f} ms for the busiest sender "
+        f"and {a['receiver_ms_at_link_rate']:.2f} ms for a receiver at {c['inter_host_gbps']:g} GB/s. Ids to the "
+        f"table owners: {a['ids_bytes_all_owners'] / 1e6:.1f} MB in all.",
         "## Dense arch (replicated, data-parallel)",
-        "",
         f"Parameters: {d['params']:,} ({_listing(d['params_by_part'], '{:,}')}). Forward FLOPs per sample: "
         f"{d['fwd_flops_per_sample'] / 1e6:.1f} M ("
         + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in d["fwd_flops_by_part"].items())
         + f"; of which the FM modules {d['fm_flops_per_sample'] / 1e6:.1f} M, their X^T Y and X T bmm "
         f"{d['fm_bmm_flops_per_sample'] / 1e6:.2f} M). Training ~3x forward: "
         f"{d['train_flops_per_sample'] / 1e6:.1f} MFLOP per sample.",
-        "",
         f"Dense compute per step at {c['peak_tflops']:g} TFLOP/s x {c['mfu']:.0%}: {d['train_ms_per_step']:.3f} ms. "
         f"Gradient all-reduce ({d['grad_bytes'] / 1e6:.1f} MB fp32): {d['allreduce_ms']:.3f} ms "
         f"(bandwidth {d['allreduce_bandwidth_ms']:.3f} + latency {d['allreduce_latency_ms']:.3f}).",
-        "",
         f"Dense compute vs gradient all-reduce at {c['world_size']} GPUs by per-rank batch (the all-reduce does not "
         f"shrink with the batch; it exceeds the compute below a per-rank batch of {d['crossover_batch_size']:,.0f}):",
-        "",
-        *common.md_table(["per-rank batch", "dense fwd+bwd ms", "all-reduce ms"], batch_rows, "rrr"),
-        "",
+        common.md_table(["per-rank batch", "dense fwd+bwd ms", "all-reduce ms"], batch_rows, "rrr"),
         "## Step estimate",
-        "",
-        *common.md_table(["part", "ms"], step_rows, "lr"),
-        "",
+        common.md_table(["part", "ms"], step_rows, "lr"),
         f"Largest part: **{s['bottleneck']}**. TrainPipelineSparseDist overlaps the next batch's id all-to-all "
         "with this batch's dense compute; the pooled-embedding all-to-all and the dense all-reduce (DDP overlaps "
         "it with backward) are the parts that can stay exposed.",
-        "",
+        "## The planner's own log",
+        "<details><summary>torchrec EmbeddingStats output</summary>",
+        ["```", *out["planner_summary"], "```"],
+        "</details>",
     ]
-    if out["planner_summary"]:
-        lines += ["## The planner's own log", "", "<details><summary>torchrec EmbeddingStats output</summary>", "",
-                  "```", *out["planner_summary"], "```", "", "</details>", ""]  # fmt: skip
-    return "\n".join(lines)
+    return "\n\n".join(b if isinstance(b, str) else "\n".join(b) for b in blocks) + "\n"
 
 
 # -------------------------------------------------------------------------------------------- CLI

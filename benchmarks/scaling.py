@@ -345,10 +345,7 @@ def run(opts: Options) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ analysis
-Metric = Union[str, Callable[[dict], float]]
-
-
-def curve(results: dict, axis: str, metric: Metric) -> tuple[list[float], list[float]]:
+def curve(results: dict, axis: str, metric: Union[str, Callable[[dict], float]]) -> tuple[list[float], list[float]]:
     """(x, y) of ``metric`` (a point's key, or a function of the point) along ``axis``, failed points left out."""
     xs, ys = [], []
     for entry in results["curves"][axis]:
@@ -414,18 +411,14 @@ def describe(axis: str, what: str, xs: list[float], ys: list[float], threshold: 
     )
 
 
-def _step_ms(p: dict) -> float:
-    """The median timed step, ms (samples/s is one step's samples over it)."""
-    return 1000 * p["batch"] * p["world_size"] / p["samples_per_s"]
-
-
 def summaries(out: dict) -> dict[str, list[str]]:
     """Per axis (and ``export``), one line per curve, written from its numbers (also in the markdown)."""
     results, threshold = out["results"], out["config"]["bend"]
     lines: dict[str, list[str]] = {}
     for axis in AXES:
         xs, rate = curve(results, axis, "samples_per_s")
-        samples = describe(axis, "samples/s", xs, rate, threshold, ("step", "ms", curve(results, axis, _step_ms)[1]))
+        _, step_ms = curve(results, axis, lambda p: 1000 * p["batch"] * p["world_size"] / p["samples_per_s"])
+        samples = describe(axis, "samples/s", xs, rate, threshold, ("step", "ms", step_ms))  # the median step
         if axis == "procs" and len(xs) > 1:
             samples += f"; {100 * (rate[-1] / rate[0] - 1) / (xs[-1] / xs[0] - 1):.0f}% of linear scaling"
         mx, mem = curve(results, axis, "peak_rss_mib")
@@ -434,9 +427,8 @@ def summaries(out: dict) -> dict[str, list[str]]:
         if len(mx) > 1:
             memory += f"; of its {mem[-1] - mem[0]:+,.0f} MiB, {state[-1] - state[0]:+,.0f} MiB is embedding state"
         loads = [results["points"][e["key"]].get("load_average_1min", 0.0) for e in results["curves"][axis]]
-        cores = results["cores"]
-        if max(loads, default=0.0) > cores:
-            samples += f" [load average up to {max(loads):.1f} on {cores} cores while these points ran]"
+        if max(loads, default=0.0) > results["cores"]:
+            samples += f" [load average up to {max(loads):.1f} on {results['cores']} cores while these points ran]"
         if axis == "procs":
             _, threads = curve(results, axis, lambda p: p.get("threads_per_process"))
             samples += " (threads per process: " + ", ".join(f"{t:.0f} at {x:.0f}" for x, t in zip(xs, threads)) + ")"
