@@ -37,12 +37,10 @@ TRAIN_FRACTION = 0.8  # generator default: 10% valid, 10% test
 MIB = 2**20
 # axis (also the point field it sets) -> its label, and the unit of x in its straight-line fit (size, name)
 AXES = {
-    "features": ("sparse features", 1, "feature"),
-    "dim": ("embedding dim", 1, "unit of d"),
-    "batch": ("batch size per rank", 1000, "1,000 samples"),
-    "procs": ("processes", 1, "process"),
+    "features": ("sparse features", 1, "feature"), "dim": ("embedding dim", 1, "unit of d"),
+    "batch": ("batch size per rank", 1000, "1,000 samples"), "procs": ("processes", 1, "process"),
     "table_rows": ("largest table rows", 1e6, "1e6 rows"),
-}
+}  # fmt: skip
 
 
 @dataclass
@@ -489,9 +487,8 @@ def markdown(out: dict, command: str) -> str:
     """The results markdown, from the JSON record alone (its prose lines are written from the numbers)."""
     r, c = out["results"], {k: tuple(v) if isinstance(v, list) else v for k, v in out["config"].items()}
     load, summary = r["load_average_1min"], summaries(out)
-    lines = [
-        *common.results_header("Cost-growth curves", c, command),
-        "",
+    blocks = [  # paragraphs, tables and lists (lists of lines), a blank line between each
+        common.results_header("Cost-growth curves", c, command),
         "One axis varied at a time around the base point (1 process and the Config line's base_*; the table-rows "
         "sweep at rows_dim); every point a fresh process running the real Trainer (fp32). Samples/s: one step's "
         "samples (all ranks) / the median timed step's seconds (the curves; robust to bursts of load), and timed "
@@ -501,10 +498,8 @@ def markdown(out: dict, command: str) -> str:
         f"over ranks). Embedding state: rows x (d + 1) x 4 B (fp32 tables + RowWiseAdagrad). "
         f"Load average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f} (the machine is shared); "
         f"wall time {r['wall_seconds'] / 60:.1f} min. Load: the 1-min load average as each point started.",
-        "",
-        *(line for note in out.get("notes", []) for line in (f"Note: {note}", "")),
+        *(f"Note: {note}" for note in out.get("notes", [])),
         "![scaling](scaling.png)",
-        "",
     ]
     for axis in AXES:
         export = axis == "table_rows"
@@ -521,10 +516,11 @@ def markdown(out: dict, command: str) -> str:
                  f"{p['embedding_state_bytes'] / MIB:,.1f}", f"{p['load_average_1min']:.1f}"]
                 + ([f"{p['export_seconds']:.1f}", f"{p['export_artifact_bytes'] / MIB:,.1f}"] if export else [])
             )  # fmt: skip
-        lines += [f"## {AXES[axis][0]}", "", *common.md_table(head, rows, "r" * len(head)), ""]
-        lines += [f"- {line}" for line in summary[axis] + (summary["export"] if export else [])] + [""]
+        blocks += [f"## {AXES[axis][0]}", common.md_table(head, rows, "r" * len(head))]
+        blocks.append([f"- {line}" for line in summary[axis] + (summary["export"] if export else [])])
     ratio_text = ", ".join(f"{k}={'n/a' if v is None else f'{v:.3f}'}" for k, v in out["ratios"].items())
-    return "\n".join(lines + ["Ratios (largest / smallest axis value): " + ratio_text, ""])
+    blocks.append("Ratios (largest / smallest axis value): " + ratio_text)
+    return "\n\n".join(b if isinstance(b, str) else "\n".join(b) for b in blocks) + "\n"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
