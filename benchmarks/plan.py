@@ -21,6 +21,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from importlib.metadata import version
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -178,11 +179,6 @@ def make_topology(opts: Options) -> Topology:
     return planner_types.TopologyFactory.create_topology(trainer, hardware, kernel)
 
 
-def allowed_types(opts: Options) -> list[str]:
-    """The sharding types the planner may choose: the trainer's unless --sharding-types says otherwise."""
-    return [t.strip() for t in opts.sharding_types.split(",") if t.strip()] or list(SHARDED_TYPES)
-
-
 def plan(opts: Options) -> dict[str, Any]:
     """Run the planner and the dense estimates; the JSON-able result."""
     cfg = load_config(opts.config)
@@ -191,7 +187,7 @@ def plan(opts: Options) -> dict[str, Any]:
     model = build_run_model(cfg, schema, torch.device("meta"))  # the trainer's model, fused sparse optimizer
     apply_sparse_optimizer(model, cfg.train.sparse_optimizer, cfg.train.sparse_lr, torch.device("cuda"))
     reservation, stats = FixedPercentageStorageReservation(opts.reservation), EmbeddingStats()
-    types = allowed_types(opts)
+    types = [t.strip() for t in opts.sharding_types.split(",") if t.strip()] or list(SHARDED_TYPES)  # the trainer's
     ids_per_row = {f"t_{f.name}": opts.multi_hot_ids if f.multi_hot else 1.0 for f in schema.sparse}
     constraints = {  # the trainer's sharding types and each feature's mean ids per row
         name: ParameterConstraints(sharding_types=types, pooling_factors=[ids]) for name, ids in ids_per_row.items()
@@ -306,17 +302,16 @@ def _ranks(best: list[ShardingOption], world_size: int, kjt_hbm: int) -> list[di
 def _critical_path(best: list[ShardingOption]) -> dict[str, float]:
     """torchrec's critical-path estimate (stats._calculate_critical_path): per module x sharding type and
     direction, the slowest rank's comms; per direction, the slowest rank's compute; summed."""
-    comms: dict[tuple, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    comms: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     comp: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     for so in best:
         for s in so.shards:
-            comms[(so.sharding_type, "fwd")][s.rank] += s.perf.fwd_comms
-            comms[(so.sharding_type, "bwd")][s.rank] += s.perf.bwd_comms
+            comms[f"{so.sharding_type}_fwd"][s.rank] += s.perf.fwd_comms
+            comms[f"{so.sharding_type}_bwd"][s.rank] += s.perf.bwd_comms
             comp["fwd"][s.rank] += s.perf.fwd_compute
             comp["bwd"][s.rank] += s.perf.bwd_compute
-    comms_ms = sum(max(v.values()) for v in comms.values())
-    compute_ms = sum(max(v.values()) for v in comp.values())
-    by_type = {f"{t}_{d}": max(v.values()) for (t, d), v in comms.items()}
+    by_type = {key: max(per_rank.values()) for key, per_rank in comms.items()}
+    comms_ms, compute_ms = sum(by_type.values()), sum(max(v.values()) for v in comp.values())
     return {"comms_ms": comms_ms, "compute_ms": compute_ms, "total_ms": comms_ms + compute_ms, "comms_by_type": by_type}
 
 
@@ -400,13 +395,8 @@ def _gib(b: float) -> str:
 
 def _ranks_text(ranks: list[int]) -> str:
     """Sorted ranks as runs: ``0-3,8``."""
-    spans: list[list[int]] = []
-    for r in ranks:
-        if spans and r == spans[-1][1] + 1:
-            spans[-1][1] = r
-        else:
-            spans.append([r, r])
-    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans) or "-"
+    runs = [[r for _, r in run] for _, run in groupby(enumerate(ranks), lambda ir: ir[1] - ir[0])]  # r - i: constant
+    return ",".join(f"{run[0]}" if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs) or "-"
 
 
 def _shards_text(shards: list[dict[str, Any]]) -> str:

@@ -171,10 +171,8 @@ def subset_features(src: Path, n: int) -> Path:
 
 # ------------------------------------------------------------------------------------------ child side
 def peak_rss_mib() -> float:
-    """This process's own peak RSS (VmHWM: since exec, or since it was last reset through clear_refs), MiB.
-
-    Not ``ru_maxrss``: Linux keeps it across fork + exec, so a point started by a large parent would
-    report the parent's peak."""
+    """This process's own peak RSS, MiB: VmHWM (since exec or the last clear_refs), not ``ru_maxrss``, which
+    Linux keeps across fork + exec, so a point started by a large parent would report the parent's peak."""
     status = Path("/proc/self/status").read_text()
     return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
 
