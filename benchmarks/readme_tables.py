@@ -99,7 +99,7 @@ def _excludes_zero(ci: Optional[list[float]]) -> bool:
     return ci is not None and (ci[0] > 0 or ci[1] < 0)
 
 
-def _selection_lines(sel: dict[str, Any]) -> list[str]:
+def _selection_line(sel: dict[str, Any]) -> str:
     """The demo's selection on the valid split: each candidate's valid NE_diff (the baseline's is 0 by
     definition) and the choice."""
     figures = "; ".join(
@@ -113,14 +113,13 @@ def _selection_lines(sel: dict[str, Any]) -> list[str]:
         if name != "baseline"
     )
     how = "forced with --select.force" if sel.get("forced") else "by the rule"
-    return [
+    return (
         f"Selection on the valid split (rows interval): {figures}. Exported: **`{sel['chosen']}`** ({how}: "
-        f"{sel['rule']}). The table below is that model on the test split.",
-        "",
-    ]
+        f"{sel['rule']}). The table below is that model on the test split."
+    )
 
 
-def _attention_lines(att: dict[str, Any]) -> list[str]:
+def _attention_line(att: dict[str, Any]) -> str:
     """Near-zero FM attention weights and their Gini, baseline vs C2AL: denser means both went down."""
     b, m = att["baseline"], att["c2al"]
     fewer, lower = m["near_zero_fraction"] < b["near_zero_fraction"], m["gini"] < b["gini"]
@@ -132,12 +131,11 @@ def _attention_lines(att: dict[str, Any]) -> list[str]:
         )
     else:
         reading = "C2AL's attention is not denser here"
-    return [
-        "",
+    return (
         f"Near-zero FM attention weights in the first DHEN layer: {100 * b['near_zero_fraction']:.2f}% (baseline) "
         f"vs {100 * m['near_zero_fraction']:.2f}% (C2AL), Gini {b['gini']:.3f} vs {m['gini']:.3f}: {reading} "
-        "(`runs/demo/eval/attention.png`).",
-    ]
+        "(`runs/demo/eval/attention.png`)."
+    )
 
 
 def demo_block() -> str:
@@ -157,25 +155,21 @@ def demo_block() -> str:
             rows.append([label[name], f"{g['ne']:.5f}", bayes, _pct(g["ne_diff"]), _interval(g["ci95"])])
     excl = [n for n in GROUPS if groups[n].get("ne_diff") is not None and _excludes_zero(groups[n].get("ci95"))]
     said = ", ".join(f"{n} ({'lower' if groups[n]['ne_diff'] < 0 else 'higher'} NE)" for n in excl)
-    lines = [
+    paragraphs = [
         f"`make demo` at commit {rec['commit'][:7]}{' (uncommitted changes)' if 'dirty' in rec['commit'] else ''} "
         f"({rec['wall_s']:.0f} s of stage time on the 2-core development machine) discovered "
         f"`{c['axis']}` {c['head']} (head) vs {c['tail']} (tail) ({c['metric'].upper()} {c['score']:.3f}{runner_up}) "
         f"and reported, on the `{rec.get('split') or 'test'}` split:",
-        "",
-        *_selection_lines(rec["selection"]),
-        *md_table(["group", "NE", "Bayes NE", "NE_diff vs baseline", "95% CI (test rows of one seed)"], rows),
-        "",
+        _selection_line(rec["selection"]),
+        "\n".join(md_table(["group", "NE", "Bayes NE", "NE_diff vs baseline", "95% CI (test rows of one seed)"], rows)),
         f"The row interval excludes 0 for: {said}; the others cross 0." if excl else "No interval excludes 0.",
-        *_attention_lines(rec["attention"]),
-        "![NE_diff per group, demo](docs/demo_ne_diff.png)",
-        "",
+        _attention_line(rec["attention"]) + "\n![NE_diff per group, demo](docs/demo_ne_diff.png)",
         "The demo trains one seed of each model: its interval resamples test rows only and says nothing about "
         "seed-to-seed spread, which at the paper's effect sizes (-0.05% to -0.3%) is usually wider; "
         '`c2al-rec experiment` gives seed-level intervals (see "Research results"). Re-record after a change '
         f"to what the demo computes: `{rec['command']}`.",
     ]
-    return "\n".join(lines)
+    return "\n\n".join(paragraphs)
 
 
 def write_demo_plot(path: Path = DEMO_PNG) -> Optional[Path]:
