@@ -23,6 +23,7 @@ from typing import Optional
 import pyarrow.dataset as ds
 
 from benchmarks import common
+from benchmarks import train_throughput as tt
 from c2al_rec.config import SyntheticConfig
 from c2al_rec.data import ParquetReader, load_schema
 from c2al_rec.data.synthetic import generate_synthetic
@@ -91,19 +92,6 @@ def _read_rates(opts: Options, root: Path) -> dict[str, float]:
     return {k: v for name in cases for k, v in ((f"{name}_rows_per_s", best[name]), (f"{name}_rows", rows[name]))}
 
 
-def _train_step_rates(opts: Options, root: Path, runs: Path) -> dict[str, float]:
-    """Samples/s of the real training step (Trainer, 1 rank, in this process) on ``root``, fp32 and bf16."""
-    from benchmarks import train_throughput as tt
-
-    topts, timing = tt.Options(batch_size=opts.batch_size), (opts.train_warmup, opts.train_steps, opts.train_rounds)
-    return {
-        f"train_step_{name}_samples_per_s": tt.trainer_rate(
-            tt.make_config(topts, root, c2al=False, bf16=bf16), runs / name, *timing
-        )
-        for name, bf16 in (("fp32", False), ("bf16", True))
-    }
-
-
 def run(opts: Options) -> dict:
     load_before = os.getloadavg()[0]
     results: dict = {}
@@ -114,8 +102,11 @@ def run(opts: Options) -> dict:
             generate_synthetic(root, SyntheticConfig(rows=opts.rows, max_table_size=opts.max_table_size))
             results["synthetic_rows_per_min"] = opts.rows / (time.perf_counter() - t) * 60
         results.update(_read_rates(opts, root))
-        if opts.train_steps:
-            results.update(_train_step_rates(opts, root, Path(tmp) / "runs"))
+        precisions = {"fp32": False, "bf16": True} if opts.train_steps else {}
+        for name, bf16 in precisions.items():  # the real training step (Trainer, 1 rank, train_throughput's model)
+            cfg = tt.make_config(tt.Options(batch_size=opts.batch_size), root, c2al=False, bf16=bf16)
+            timing = (opts.train_warmup, opts.train_steps, opts.train_rounds)
+            results[f"train_step_{name}_samples_per_s"] = tt.trainer_rate(cfg, Path(tmp) / "runs" / name, *timing)
     r, shuffled = results, results["loader_shuffled_rows_per_s"]
     ratios = {
         "loader_vs_pyarrow": shuffled / r["pyarrow_rows_per_s"],
