@@ -516,16 +516,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             Path(path).write_text(targets[path])
         else:
             common.write_json(path, targets[path])
-    if not written:
-        print(text)
-    s, m = out["step_estimate"], out["memory"]
-    print(
-        f"{opts.world_size} GPUs: {out['sharding_type_counts']}; HBM per rank max "
-        f"{_gib(m['hbm_per_rank_bytes']['max'])} GiB of {_gib(m['hbm_cap_bytes'])}; "
-        f"a2a {s['critical_path_comms_ms']:.2f} ms, dense {s['dense_compute_ms']:.2f} ms, "
-        f"all-reduce {s['dense_allreduce_ms']:.2f} ms -> {s['bottleneck']}; "
-        + (f"wrote {', '.join(written)}" if written else "wrote nothing (--record writes benchmarks/results/)")
-    )
+    print(f"wrote {', '.join(written)}" if written else text)
     return 0
 
 

@@ -224,26 +224,12 @@ def _rank_worker(cfg_dict: dict, run_dir: str, warmup: int, steps: int, save: bo
     return out
 
 
-def _export(run_dir: Path, out_dir: Path, parity_rows: int) -> dict[str, Any]:
-    """Export the run's latest checkpoint (fp32, parity gate on); seconds and the artifact's bytes."""
-    from c2al_rec.config import ExportConfig
-    from c2al_rec.export.exporter import export_checkpoint
-
-    t0 = time.perf_counter()
-    export_checkpoint(ExportConfig(parity_rows=parity_rows), run_dir, out_dir)
-    seconds = time.perf_counter() - t0
-    files = {p.name: p.stat().st_size for p in out_dir.rglob("*") if p.is_file()}
-    return {
-        "export_seconds": seconds, "export_artifact_bytes": sum(files.values()), "export_files_bytes": files,
-        "export_peak_rss_mib": peak_rss_mib(),  # training + export in this process
-    }  # fmt: skip
-
-
 def run_job(job: dict) -> dict[str, Any]:
     """One point, in this (fresh) process: train and time (launched: in ``procs`` processes started by
-    elastic_launch, whose peaks add up), then export if asked."""
-    from c2al_rec.config import config_to_dict
+    elastic_launch, whose peaks add up), then export the latest checkpoint if asked (fp32, parity gate on)."""
+    from c2al_rec.config import ExportConfig, config_to_dict
     from c2al_rec.distributed.launch import launch_local
+    from c2al_rec.export.exporter import export_checkpoint
 
     work, procs = Path(job["work"]), job["procs"]
     threads = max(1, job["threads"] // procs)
@@ -262,7 +248,14 @@ def run_job(job: dict) -> dict[str, Any]:
     result["threads_per_process"] = threads
     if job["export"]:
         gc.collect()
-        result.update(_export(work / "run", work / "export", job["parity_rows"]))
+        t0 = time.perf_counter()
+        export_checkpoint(ExportConfig(parity_rows=job["parity_rows"]), work / "run", work / "export")
+        seconds = time.perf_counter() - t0
+        files = {p.name: p.stat().st_size for p in (work / "export").rglob("*") if p.is_file()}
+        result.update({
+            "export_seconds": seconds, "export_artifact_bytes": sum(files.values()),
+            "export_files_bytes": files, "export_peak_rss_mib": peak_rss_mib(),  # training + export in this process
+        })  # fmt: skip
     return result
 
 
