@@ -43,7 +43,6 @@ from c2al_rec.modules.model import C2ALModel, build_run_model
 
 GB = 1e9  # decimal GB: what hardware datasheets quote (80 GB HBM, 50 GB/s)
 GIB = 1024**3
-DEFAULT_SCHEMA = Path("launch/configs/production_schema.json")
 PLANNER_LOG_LINES = 120  # lines of the planner's log recorded
 
 
@@ -63,7 +62,7 @@ class Options:
     """Host memory per host in GB, shared by its GPUs (DGX H100: 2048)."""
     batch_size: int = 0
     """Per-rank batch size (0: the config's data.batch_size)."""
-    schema: str = str(DEFAULT_SCHEMA)
+    schema: str = "launch/configs/production_schema.json"
     """Schema JSON used when data.path holds no schema.json."""
     multi_hot_ids: float = 20.0
     """Mean ids per row of a multi-hot feature (the planner's pooling factor; the schema has none)."""
@@ -126,11 +125,8 @@ class _DenseParts(torch.nn.Module):
 
 
 def dense_flops(model: C2ALModel, num_dense: int) -> dict[str, Any]:
-    """Forward FLOPs per sample of the dense part (dense arch, DHEN, heads), counted on the meta device.
-
-    ``FlopCounterMode`` counts every matmul (Linear, the FM bmm pair, attention); element-wise ops
-    (LayerNorm, activations) are left out. The FM op runs in its reference form so its bmm are seen.
-    """
+    """Forward FLOPs per sample of the dense part (dense arch, DHEN, heads) on the meta device: ``FlopCounterMode``
+    counts every matmul (Linear, the FM op's bmm pair in its reference form, attention), not element-wise ops."""
     batch, counter = 64, FlopCounterMode(display=False)
     model.use_reference_fm(True)
     with counter, torch.no_grad():

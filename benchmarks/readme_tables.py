@@ -95,10 +95,6 @@ def _interval(ci: list[float]) -> str:
     return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
 
 
-def _excludes_zero(ci: Optional[list[float]]) -> bool:
-    return ci is not None and (ci[0] > 0 or ci[1] < 0)
-
-
 def _selection_line(sel: dict[str, Any]) -> str:
     """The demo's selection on the valid split: each candidate's valid NE_diff (the baseline's is 0 by
     definition) and the choice."""
@@ -153,7 +149,8 @@ def demo_block() -> str:
         else:
             bayes = f"{g['bayes_ne']:.5f}" if g.get("bayes_ne") is not None else ""
             rows.append([label[name], f"{g['ne']:.5f}", bayes, _pct(g["ne_diff"]), _interval(g["ci95"])])
-    excl = [n for n in GROUPS if groups[n].get("ne_diff") is not None and _excludes_zero(groups[n].get("ci95"))]
+    judged = [n for n in GROUPS if groups[n].get("ne_diff") is not None and groups[n].get("ci95")]
+    excl = [n for n in judged if groups[n]["ci95"][0] > 0 or groups[n]["ci95"][1] < 0]  # intervals that exclude 0
     said = ", ".join(f"{n} ({'lower' if groups[n]['ne_diff'] < 0 else 'higher'} NE)" for n in excl)
     paragraphs = [
         f"`make demo` at commit {rec['commit'][:7]}{' (uncommitted changes)' if 'dirty' in rec['commit'] else ''} "
