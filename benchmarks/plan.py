@@ -42,7 +42,6 @@ from c2al_rec.distributed.sharding import SHARDED_TYPES, apply_sparse_optimizer
 from c2al_rec.modules.model import C2ALModel, build_run_model
 
 GB = 1e9  # decimal GB: what hardware datasheets quote (80 GB HBM, 50 GB/s)
-GIB = 1024**3
 PLANNER_LOG_LINES = 120  # lines of the planner's log recorded
 
 
@@ -105,9 +104,8 @@ class Options:
 # ------------------------------------------------------------------------------------------ model
 def run_schema(cfg: Config, opts: Options) -> tuple[DatasetSchema, str]:
     """The dataset's schema when ``data.path`` has one, else the committed production schema."""
-    root = Path(cfg.data.path) if cfg.data.path else None
-    if root is not None and (root / SCHEMA_FILE).is_file():
-        return load_schema(root), str(root / SCHEMA_FILE)
+    if cfg.data.path and (Path(cfg.data.path) / SCHEMA_FILE).is_file():
+        return load_schema(Path(cfg.data.path)), str(Path(cfg.data.path) / SCHEMA_FILE)
     path = Path(opts.schema)
     return schema_from_dict(json.loads(path.read_text()), path.parent), str(path)
 
@@ -386,7 +384,7 @@ def _dense(model: C2ALModel, schema: DatasetSchema, opts: Options, batch_size: i
 
 # --------------------------------------------------------------------------------------- markdown
 def _gib(b: float) -> str:
-    return f"{b / GIB:.2f}"
+    return f"{b / 2**30:.2f}"  # GiB
 
 
 def _ranks_text(ranks: list[int]) -> str:

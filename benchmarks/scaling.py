@@ -173,8 +173,7 @@ def subset_features(src: Path, n: int) -> Path:
 def peak_rss_mib() -> float:
     """This process's own peak RSS, MiB: VmHWM (since exec or the last clear_refs), not ``ru_maxrss``, which
     Linux keeps across fork + exec, so a point started by a large parent would report the parent's peak."""
-    status = Path("/proc/self/status").read_text()
-    return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
+    return int(Path("/proc/self/status").read_text().split("VmHWM:", 1)[1].split()[0]) / 1024
 
 
 def _rank_worker(cfg_dict: dict, run_dir: str, warmup: int, steps: int, save: bool = False) -> dict[str, Any]:
@@ -199,12 +198,8 @@ def _rank_worker(cfg_dict: dict, run_dir: str, warmup: int, steps: int, save: bo
             for _ in range(warmup):
                 trainer.train_step(batches)
             dist.barrier()
-            step_s = []
             start = time.perf_counter()
-            for _ in range(steps):
-                t = time.perf_counter()
-                trainer.train_step(batches)
-                step_s.append(time.perf_counter() - t)
+            step_s = [common.timed(lambda: trainer.train_step(batches)) for _ in range(steps)]
             dist.barrier()
             seconds = time.perf_counter() - start
             world = dist.get_world_size()
@@ -323,10 +318,9 @@ def run(opts: Options) -> dict[str, Any]:
     results: dict[str, Any] = {
         "points": measured,
         "curves": {axis: [dict(x=measured[k][axis], key=k) for k in keys] for axis, keys in curves.items()},
-        "load_average_1min": [load_before, os.getloadavg()[0]],
-        "cores": os.cpu_count(),
+        "load_average_1min": [load_before, os.getloadavg()[0]], "cores": os.cpu_count(),
         "wall_seconds": time.perf_counter() - t_start,
-    }
+    }  # fmt: skip
     out = {"benchmark": NAME, "config": {**dataclasses.asdict(opts), "machine": common.machine()}, "results": results}
     out["ratios"] = ratios(results)
     results["summary"] = summaries(out)
@@ -361,11 +355,8 @@ def ratios(results: dict) -> dict[str, Optional[float]]:
 
 
 def find_bend(xs: list[float], ys: list[float], threshold: float) -> dict[str, Any]:
-    """The split of the curve into two runs of segments whose mean log-log slopes differ most.
-
-    Returns ``{"slopes", "bend_x" (None: no bend), "before", "after"}``; a bend needs the means to
-    differ by >= ``threshold`` (with 2 points there is one segment and never a bend).
-    """
+    """The split of the curve into two runs of segments whose mean log-log slopes differ most, by >= ``threshold``
+    (2 points: one segment, never a bend): ``{"slopes", "bend_x" (None: no bend), "before", "after"}``."""
     s = [math.log(ys[i + 1] / ys[i]) / math.log(xs[i + 1] / xs[i]) for i in range(len(xs) - 1)]  # d log y / d log x
     best: dict[str, Any] = {"slopes": s, "bend_x": None, "before": sum(s) / len(s) if s else None, "after": None}
     best_gap = threshold
