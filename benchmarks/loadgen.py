@@ -7,23 +7,19 @@ from ``send`` to the response's last byte. Connection ``c`` of ``connections`` s
 ...`` (cycling), so every answer's index names its request. Every request sent is counted once: one answered by a
 closed connection, or not within ``timeout_s``, is recorded with status 0 and the connection reopened.
 ``client_cpu_us``: the generator's own CPU per request (all worker processes), what it adds to a shared machine.
-
-    from benchmarks.loadgen import encode_posts, run_load
-    python -m benchmarks.loadgen --port 8080 --body '{"rows": [...]}' [--connections N] [--processes N] [--seconds S]
+Used as a library: ``from benchmarks.loadgen import encode_posts, run_load``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
-import os
 import resource
 import selectors
 import socket
-import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
@@ -181,11 +177,8 @@ def _drive(
                 c.buf = buf
                 continue
             active -= not answered(c, c.status, buf[c.body_at : c.need])
+    sel.close()
     for c in conns:
-        try:
-            sel.unregister(c.sock)
-        except (KeyError, ValueError):
-            pass
         c.sock.close()
     return answers, sent, last
 
@@ -196,15 +189,6 @@ def _measured_drive(*args: Any) -> tuple:
     answers, sent, last = _drive(*args)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     return answers, sent, last, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-
-
-def _worker(conn: Any, *args: Any) -> None:
-    try:
-        conn.send(("ok", *_measured_drive(*args)))
-    except BaseException as e:  # report to the parent rather than hang it
-        conn.send(("error", repr(e)))
-    finally:
-        conn.close()
 
 
 def run_load(
@@ -222,20 +206,9 @@ def run_load(
             for p in range(processes)]  # fmt: skip
     if processes == 1:
         parts = [_measured_drive(*args[0])]
-    else:
-        ctx = mp.get_context("fork")  # the children only use sockets; forking skips re-importing the caller
-        pipes = [ctx.Pipe(duplex=False) for _ in args]
-        procs = [ctx.Process(target=_worker, args=(send, *a)) for (_, send), a in zip(pipes, args)]
-        for p, (_, send) in zip(procs, pipes):
-            p.start()
-            send.close()
-        parts = []
-        for p, (recv, _) in zip(procs, pipes):
-            msg = recv.recv()
-            p.join()
-            if msg[0] != "ok":
-                raise RuntimeError(f"load generator worker failed: {msg[1]}")
-            parts.append(msg[1:])
+    else:  # forked: the children only use sockets, and skip re-importing the caller
+        with ProcessPoolExecutor(processes, mp_context=mp.get_context("fork")) as pool:
+            parts = list(pool.map(_measured_drive, *zip(*args)))
     res = LoadResult()
     for answers, sent, _, cpu in parts:
         res.answers.extend(Answer(*a) for a in answers)
@@ -243,32 +216,3 @@ def run_load(
         res.client_cpu_s += cpu
     res.wall_s = max(part[2] for part in parts) - start_at
     return res
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--path", default="/v1/score")
-    parser.add_argument("--body", required=True, help="JSON body of every request (or @file with one body per line)")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    args = parser.parse_args(argv)
-    if args.body.startswith("@"):
-        with open(args.body[1:], "rb") as f:
-            bodies = [line.strip() for line in f if line.strip()]
-    else:
-        bodies = [args.body.encode()]
-    reqs = encode_posts(args.host, args.port, args.path, bodies)
-    res = run_load(args.host, args.port, reqs, args.connections, args.seconds, args.processes)
-    print(json.dumps({
-        "sent": res.sent, "status": {str(k): v for k, v in sorted(res.status_counts().items())},
-        "qps": round(res.qps, 1), "p50_ms": round(res.percentile_ms(50), 3), "p99_ms": round(res.percentile_ms(99), 3),
-        "client_cpu_us_per_request": round(res.client_cpu_us, 1), "load_average": os.getloadavg()[0],
-    }))  # fmt: skip
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
