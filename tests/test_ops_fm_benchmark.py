@@ -22,8 +22,9 @@ def test_quick_benchmark_writes_json(tmp_path):
 def test_a_run_replaces_only_its_own_device_entries():
     cpu_file = {
         "benchmark": "fm_kernel",
-        "config": {"cpu_shape": [1, 2, 3, 4]},  # the old single-device layout
-        "results": {"cpu": {"kernel": "cpu"}, "ratios_per_run": [{"cpu_fwdbwd_speedup": 1.4}]},
+        "config": {"cpu": {"cpu_shape": [1, 2, 3, 4]}},
+        "commands": {"cpu": "python -m benchmarks.fm_kernel --device cpu"},
+        "results": {"cpu": {"kernel": "cpu"}, "cpu_ratios_per_run": [{"cpu_fwdbwd_speedup": 1.4}]},
         "ratios": {"cpu_fwdbwd_speedup": 1.4, "cpu_fwdbwd_speedup_t1": 1.5},
     }
     gpu_run = {
@@ -37,6 +38,7 @@ def test_a_run_replaces_only_its_own_device_entries():
     assert merged["results"]["cpu"] == {"kernel": "cpu"} and merged["results"]["gpu"] == {"kernel": "triton"}
     assert merged["results"]["cpu_ratios_per_run"] == [{"cpu_fwdbwd_speedup": 1.4}]
     assert merged["config"] == {"cpu": {"cpu_shape": [1, 2, 3, 4]}, "gpu": {"gpu_shape": [5]}}
+    assert merged["commands"]["gpu"] == "python -m benchmarks.fm_kernel" and "cpu" in merged["commands"]
     cpu_run = {
         "config": {"c": 1},
         "results": {"cpu": {"kernel": "cpu", "new": True}},
@@ -45,3 +47,6 @@ def test_a_run_replaces_only_its_own_device_entries():
     again = fm_kernel.merge(merged, cpu_run, "python -m benchmarks.fm_kernel --device cpu")
     assert again["ratios"]["gpu_fwd_speedup"] == 2.0 and again["ratios"]["cpu_fwdbwd_speedup"] == 1.3
     assert "cpu_fwdbwd_speedup_t1" not in again["ratios"] and again["results"]["gpu"] == {"kernel": "triton"}
+    assert "cpu_ratios_per_run" not in again["results"] and again["config"]["cpu"] == {"c": 1}
+    fresh = fm_kernel.merge(None, gpu_run, "cmd")  # the first record of a device
+    assert fresh["commands"] == {"gpu": "cmd"} and fresh["ratios"]["gpu_fwdbwd_speedup"] is None
