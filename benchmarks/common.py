@@ -181,11 +181,9 @@ def resolve_device(name: str) -> str:
     """``--device``: auto (cuda when present, else cpu), cpu or cuda."""
     import torch
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
+    if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device: expected auto, cpu or cuda, got {name!r}")
-    return name
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def sync(device: Any) -> None:
@@ -222,21 +220,16 @@ def interleaved_seconds(
     return times
 
 
-def median(values: list[float]) -> float:
-    """The upper median (an observed value, as the timing loops always reported)."""
-    return sorted(values)[len(values) // 2]
-
-
 def finish(
     name: str, out: dict[str, Any], markdown: Callable[[dict[str, Any], str], str], argv: Optional[list[str]],
-    quick: bool, json_path: Optional[str], record: Optional[bool] = None,
+    quick: bool, json_path: Optional[str], record: bool = False,
 ) -> int:  # fmt: skip
-    """Print the markdown, write ``results/<name>.md`` when ``record`` (``--record``; None: on full runs,
-    for benchmarks not yet passing it) and the JSON (if asked)."""
+    """Print the markdown; with ``record`` (``--record``, not ``--quick``) write the record,
+    ``results/<name>.json`` and the ``.md`` rendered from it; ``json_path``: the JSON there too."""
     text = markdown(out, command_line(name, argv).strip())
     print(text)
-    if (not quick) if record is None else (record and not quick):
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if record and not quick:
+        write_json(RESULTS_DIR / f"{name}.json", out)
         (RESULTS_DIR / f"{name}.md").write_text(text)
     if json_path:
         write_json(json_path, out)
