@@ -128,7 +128,7 @@ def test_dhen_step_contract_and_per_device_merge() -> None:
     from benchmarks import dhen_step
 
     opts = dhen_step.Options(
-        device="cpu", num_tokens=8, model=dhen_step.quick_model(), batch_size=16, warmup=1, steps=1, threads=1,
+        device="cpu", num_tokens=8, model=dhen_step.QUICK["model"], batch_size=16, warmup=1, steps=1, threads=1,
         compile_backend="aot_eager",
     )  # fmt: skip
     out = dhen_step.run(opts)
