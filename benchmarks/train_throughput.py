@@ -2,18 +2,13 @@
 
 python -m benchmarks.train_throughput [--quick] [--json PATH] [--record] [--data DIR] [--threads N] [--only mfu]
 
-The same synthetic data (or ``--data``), batch size per rank, precision and threads on both sides of every
-ratio. Cases: ``trainer`` (the real Trainer: DMP, RowWiseAdagrad fused into backward, the sparse pipeline; C2AL
-off); ``plain`` (what a competent PyTorch user writes: ``nn.EmbeddingBag(sparse=True)`` per table + Adagrad, the
-same dense modules and Adam; DDP when launched); ``*_bf16`` / ``*_compiled`` (the dense part under bf16 autocast
-/ torch.compile); the C2AL cost group ``c2al/`` (baseline, the A/A control ``trainer_again``, C2AL with default
-aux heads, with ``large_aux_head`` on a projection of h and on h itself), built afresh ``cost_repeats`` times;
-the levers ``levers/``. In-process cases run interleaved: a round times ``steps_per_round`` steps of each case
-in a rotating order; rates are medians over rounds, ratios medians of per-round ratios with 95% bootstrap
-intervals. ``two_procs``: trainer and plain also launched with 1 and 2 processes, best of ``proc_rounds``. MFU:
-a 1-thread step's model FLOP/s (FlopCounterMode) over the 1-thread 2048 GEMM rate at the same precision.
-Ratios: ``trainer_vs_plain_pytorch`` (a report row), ``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128``
-(goal >= 0.97), ``mfu_*``, ``aa_control``, ``two_procs_vs_one``, ``lever_*``; ``--only mfu`` measures MFU alone.
+Same data, batch size per rank, precision and threads on both sides of every ratio. ``trainer``: the real
+Trainer (C2AL off); ``plain``: ``nn.EmbeddingBag(sparse=True)`` per table + Adagrad, the same dense modules and
+Adam (DDP when launched); ``*_bf16`` / ``*_compiled``: the dense part under bf16 autocast / torch.compile; the
+C2AL cost group ``c2al/`` (``cost_repeats`` fresh builds, with an A/A control) and the ``levers/``. In-process
+cases run interleaved in rotating order: rates are medians over rounds, ratios medians of per-round ratios with
+95% bootstrap intervals; launched cases (1 and 2 processes) the best of ``proc_rounds``. MFU: a 1-thread step's
+model FLOP/s over the 1-thread 2048 GEMM rate. Goal: ``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128`` >= 0.97.
 """
 
 from __future__ import annotations
@@ -390,24 +385,19 @@ def per_round_ratios(rounds: dict[str, list[float]], key: str) -> Optional[list[
 def median_interval(
     values: list[float], repeats: int = 1, confidence: float = 0.95, resamples: int = 4000
 ) -> Optional[list[float]]:
-    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values). With
-    ``repeats`` > 1, ``values`` are that many equal runs of rounds (one per fresh build of a group): the
-    bootstrap resamples runs, then rounds within each, so the interval carries the differences between builds."""
+    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values, or all equal).
+    ``values`` are ``repeats`` equal runs of rounds (one per fresh build of a group): the bootstrap resamples
+    runs, then rounds within each, so with ``repeats`` > 1 the interval carries the differences between builds."""
     import numpy as np
-    from scipy.stats import bootstrap
 
     if len(values) < 3 or min(values) == max(values):
         return None
-    if repeats <= 1:
-        ci = bootstrap((np.asarray(values),), np.median, confidence_level=confidence, method="percentile", rng=0)
-        return [float(ci.confidence_interval.low), float(ci.confidence_interval.high)]
     runs = np.asarray(values).reshape(repeats, -1)  # [repeats, rounds]
     rng = np.random.default_rng(0)
     picked = runs[rng.integers(0, repeats, (resamples, repeats))]  # [resamples, repeats, rounds]
     rounds = rng.integers(0, runs.shape[1], picked.shape)
     medians = np.median(np.take_along_axis(picked, rounds, axis=2).reshape(resamples, -1), axis=1)
-    alpha = (1 - confidence) / 2
-    return [float(np.quantile(medians, alpha)), float(np.quantile(medians, 1 - alpha))]
+    return [float(np.quantile(medians, q)) for q in ((1 - confidence) / 2, (1 + confidence) / 2)]
 
 
 def run(opts: Options) -> dict:
@@ -419,38 +409,31 @@ def run(opts: Options) -> dict:
         work = Path(tmp)
         root = common.synthetic_root(opts, work, seed=1)
         cfg = lambda separate=False, **kw: (make_config(opts, root, **kw), separate)  # noqa: E731
-        headline = {"trainer": cfg(c2al=False), "plain": PlainTrainer(opts, root)}
-        headline.update(trainer_bf16=cfg(c2al=False, bf16=True), plain_bf16=PlainTrainer(opts, root, bf16=True))
-        rates, ne, _ = _group(opts, work, headline)
-        del headline
+        rates, ne, _ = _group(opts, work, {
+            "trainer": cfg(c2al=False), "plain": PlainTrainer(opts, root), "trainer_bf16": cfg(c2al=False, bf16=True),
+            "plain_bf16": PlainTrainer(opts, root, bf16=True),
+        })  # fmt: skip
         large = opts.large_aux_head
         c2al_cost = {
             "trainer": cfg(c2al=False), "trainer_again": cfg(c2al=False), "trainer_c2al": cfg(c2al=True),
             "trainer_c2al_aux128": cfg(c2al=True, aux_head=large, aux_projection=opts.large_aux_projection),
             "trainer_c2al_aux128_on_h": cfg(c2al=True, aux_head=large),
         }  # fmt: skip
-        repeat_ratios: dict[str, list[float]] = {k: [] for k in C2AL_RATIOS}
         for repeat in range(opts.cost_repeats):  # fresh trainers each time: instances can differ by ~1% (A/A)
             print(f"[train_throughput] C2AL cost group, repeat {repeat + 1}/{opts.cost_repeats}", flush=True)
             got, got_ne, got_gflops = _group(opts, work / f"c2al-{repeat}", c2al_cost, count_flops=repeat == 0)
             if repeat == 0:
-                cost_ne, cost_gflops = got_ne, got_gflops
-            got = {f"c2al/{k}": v for k, v in got.items()}
-            for k, v in got.items():
-                rates.setdefault(k, []).extend(v)
-            for key in C2AL_RATIOS:
-                repeat_ratios[key].append(statistics.median(per_round_ratios(got, key)))
-        del c2al_cost
-        ne.update({k: v for k, v in cost_ne.items() if k.startswith("trainer_c2al")})
+                cost_gflops = got_gflops
+                ne.update({k: v for k, v in got_ne.items() if k.startswith("trainer_c2al")})
+            for k, v in got.items():  # the rounds of all repeats, in order
+                rates.setdefault(f"c2al/{k}", []).extend(v)
         if opts.levers:
-            levers = {
+            lever_rates, lever_ne, _ = _group(opts, work, {
                 "trainer": cfg(c2al=False), "trainer_compiled": cfg(c2al=False, compiled=True),
                 "plain_compiled": PlainTrainer(opts, root, compiled=True), "trainer_c2al": cfg(c2al=True),
                 "trainer_c2al_separate_heads": cfg(True, c2al=True),
                 "trainer_c2al_sampled_metrics": cfg(c2al=True, metrics_every=opts.metrics_every),
-            }  # fmt: skip
-            lever_rates, lever_ne, _ = _group(opts, work, levers)
-            del levers
+            })  # fmt: skip
             rates.update({f"levers/{k}": v for k, v in lever_rates.items()})
             ne["trainer_compiled"] = lever_ne["trainer_compiled"]
         mfu = measure_mfu(opts, root, work)
@@ -458,20 +441,24 @@ def run(opts: Options) -> dict:
     results: dict[str, Any] = {f"{k}_samples_per_s": statistics.median(v) for k, v in rates.items()}
     results.update(
         mfu=mfu, rounds_samples_per_s=rates, threads=opts.threads or (os.cpu_count() or 1),
-        steps_per_case=opts.warmup + opts.rounds * opts.steps_per_round, valid_ne=ne, c2al_repeat_ratios=repeat_ratios,
+        steps_per_case=opts.warmup + opts.rounds * opts.steps_per_round, valid_ne=ne, c2al_repeat_ratios={},
         step_gflops=cost_gflops, ne_rel_change_vs_fp32={k: (v - ne["trainer"]) / ne["trainer"] for k, v in ne.items()},
         # what C2AL adds to a step's model FLOPs: noise-free, unlike the timed ratios
         c2al_extra_flops={k: v / cost_gflops["trainer"] - 1 for k, v in cost_gflops.items() if "_c2al" in k},
+        ratio_intervals={},
     )  # fmt: skip
     ratios: dict[str, Optional[float]] = {"mfu_fp32": mfu["fp32"]["mfu"], "mfu_bf16": mfu.get("bf16", {}).get("mfu")}
     ratios.update(trainer_vs_plain_fp32_2procs=None, trainer_vs_plain_bf16_2procs=None, two_procs_vs_one=None)
-    results["ratio_intervals"] = {}
     for key in PAIRED:
         per_round = per_round_ratios(rates, key)
-        if per_round is not None:
-            ratios[key] = statistics.median(per_round)
-            repeats = opts.cost_repeats if key in C2AL_RATIOS else 1
-            results["ratio_intervals"][key] = median_interval(per_round, repeats)
+        if per_round is None:
+            continue
+        repeats = opts.cost_repeats if key in C2AL_RATIOS else 1
+        ratios[key] = statistics.median(per_round)
+        results["ratio_intervals"][key] = median_interval(per_round, repeats)
+        if key in C2AL_RATIOS:  # each fresh build's own ratio (the pooled rounds hold the builds in turn)
+            builds = [per_round[i : i + opts.rounds] for i in range(0, len(per_round), opts.rounds)]
+            results["c2al_repeat_ratios"][key] = [statistics.median(b) for b in builds]
     if launched:
         # best of rounds: a launch is long, and a burst of other load can slow one launch by 10x
         best = {k: max(v) for k, v in launched.items()}
@@ -604,10 +591,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
     if args.only == "mfu":
         return _main_mfu_only(opts, args, argv)
-    out = run(opts)
-    if args.record and not args.quick:  # the committed record: the JSON beside the markdown
-        common.write_json(common.RESULTS_DIR / "train_throughput.json", out)
-    return common.finish("train_throughput", out, _markdown, argv, args.quick, args.json, args.record)
+    return common.finish("train_throughput", run(opts), _markdown, argv, args.quick, args.json, args.record)
 
 
 def _main_mfu_only(opts: Options, args: Any, argv: Optional[list[str]]) -> int:
@@ -615,18 +599,16 @@ def _main_mfu_only(opts: Options, args: Any, argv: Optional[list[str]]) -> int:
     with tempfile.TemporaryDirectory(prefix="c2al-bench-mfu-") as tmp:
         mfu = measure_mfu(opts, common.synthetic_root(opts, Path(tmp), seed=1), Path(tmp))
     mfu["command"] = common.command_line("train_throughput", argv).strip()
+    print(json.dumps(mfu, indent=2))
     if args.json:
         common.write_json(args.json, mfu)
-    if not args.record or args.quick:
-        print(json.dumps(mfu, indent=2))
-        return 0
-    path, md = common.RESULTS_DIR / "train_throughput.json", common.RESULTS_DIR / "train_throughput.md"
-    out = json.loads(path.read_text())
-    out["results"]["mfu"] = mfu
-    out["ratios"].update(mfu_fp32=mfu["fp32"]["mfu"], mfu_bf16=mfu.get("bf16", {}).get("mfu"))
-    common.write_json(path, out)
-    md.write_text(_markdown(out, md.read_text().split("Command: `", 1)[1].split("`", 1)[0]))
-    print(f"merged the mfu measurement into {path.name} and {md.name}")
+    if args.record and not args.quick:  # the record keeps its own command; the MFU entry names this one
+        path, md = common.RESULTS_DIR / "train_throughput.json", common.RESULTS_DIR / "train_throughput.md"
+        out = json.loads(path.read_text())
+        out["results"]["mfu"] = mfu
+        out["ratios"].update(mfu_fp32=mfu["fp32"]["mfu"], mfu_bf16=mfu.get("bf16", {}).get("mfu"))
+        common.write_json(path, out)
+        md.write_text(_markdown(out, md.read_text().split("Command: `", 1)[1].split("`", 1)[0]))
     return 0
 
 
