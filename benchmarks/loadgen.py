@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import re
 import resource
 import selectors
 import socket
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
+
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 
 
 def encode_posts(host: str, port: int, path: str, bodies: Iterable[object]) -> list[bytes]:
@@ -135,8 +138,7 @@ def _drive(
     conns = [_Conn(s) for s in slots]
     for c in conns:
         connect(c)
-    while perf() < start_at:
-        time.sleep(min(0.001, max(start_at - perf(), 0)))
+    time.sleep(max(start_at - perf(), 0))
     for c in conns:
         send(c)
     active, next_scan = len(conns), start_at + 1.0
@@ -159,24 +161,14 @@ def _drive(
                 else:
                     sel.unregister(c.sock)
                 continue
-            buf = c.buf + chunk if c.buf else chunk
-            if c.need < 0:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    c.buf = buf
-                    continue
-                c.status = int(buf[9:12])
-                head = buf[:end].lower()
-                i = head.find(b"\r\ncontent-length:")
-                if i < 0:
-                    raise RuntimeError(f"response without Content-Length: {bytes(buf[:end])!r}")
-                j = head.find(b"\r\n", i + 2)
-                c.body_at = end + 4
-                c.need = end + 4 + int(head[i + 17 : j if j >= 0 else len(head)])
-            if len(buf) < c.need:
-                c.buf = buf
-                continue
-            active -= not answered(c, c.status, buf[c.body_at : c.need])
+            c.buf += chunk
+            if c.need < 0 and (end := c.buf.find(b"\r\n\r\n")) >= 0:  # the head is in: status and length
+                length = CONTENT_LENGTH.search(c.buf, 0, end)
+                if length is None:
+                    raise RuntimeError(f"response without Content-Length: {bytes(c.buf[:end])!r}")
+                c.status, c.body_at, c.need = int(c.buf[9:12]), end + 4, end + 4 + int(length[1])
+            if 0 <= c.need <= len(c.buf):
+                active -= not answered(c, c.status, c.buf[c.body_at : c.need])
     sel.close()
     for c in conns:
         c.sock.close()
