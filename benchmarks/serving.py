@@ -2,16 +2,12 @@
 
 python -m benchmarks.serving [--quick] [--json PATH] [--record] [--data DIR]
 
-Randomly initialised models (one seed gives the C2AL and the baseline model the same primary weights) for the
-production-shaped schema: ``eager`` (the C2AL model's primary-only form behind the id transform + sigmoid),
-``ts_fp32_baseline`` / ``ts_fp32_c2al`` (``build_serving`` without / with aux heads, dropped at export),
-``ts_int8_c2al`` (int8 embeddings), each re-loaded with ``torch.jit.load``; latency of ``forward(dense, kjt)``
-at batch 1, 64 and 512, calls alternating in a rotating order (p50, p99, rows/s); sizes of ``model.pt`` and of
-the embeddings. pt2: the C2AL export's ``model.pt2`` vs its ``model.pt`` frozen and optimised as ``serve`` runs
-it, both through ``predict(Dict[str, Tensor])`` at batch 1, 64 and 4096; export time, sizes, load times.
-Ratios (goals): ``torchscript_vs_eager_p50`` (<= 1.0) and ``c2al_vs_baseline_export_p50`` (0.95-1.05), geometric
-means over batch sizes; ``int8_vs_fp32_size`` (<= 0.3); ``pt2_vs_torchscript_p50_b1`` / ``_b64`` / ``_b4096``
-(<= 0.67, 0.67, 1.0).
+Randomly initialised production-shaped models (one seed: C2AL and baseline share the primary weights): the eager
+primary-only model and the TorchScript exports (baseline, C2AL with its aux heads dropped, int8 embeddings);
+latency of ``forward(dense, kjt)`` per batch size, calls alternating (p50, p99, rows/s), and sizes. pt2: model.pt2
+vs model.pt as ``serve`` runs it, through ``predict``. Goals: ``torchscript_vs_eager_p50`` <= 1.0,
+``c2al_vs_baseline_export_p50`` 0.95-1.05 (geometric means over batch sizes), ``int8_vs_fp32_size`` <= 0.3,
+``pt2_vs_torchscript_p50_b1`` / ``_b64`` / ``_b4096`` <= 0.67, 0.67, 1.0.
 """
 
 from __future__ import annotations
@@ -137,12 +133,12 @@ def _tensor_bytes(module: nn.Module) -> int:
 
 
 def measure(models: dict[str, Callable], args: tuple, calls: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call ``model(*args)`` of each model after ``warmup`` calls, calls alternating in a rotating order."""
+    """Seconds per call ``model(*args)`` of each model after ``warmup`` untimed rounds, calls alternating in a
+    rotating order."""
+    fns = {k: lambda fn=fn: fn(*args) for k, fn in models.items()}
     with torch.inference_mode():
-        for fn in models.values():
-            for _ in range(warmup):
-                fn(*args)
-        return common.interleaved_seconds({k: lambda fn=fn: fn(*args) for k, fn in models.items()}, calls, rotate=True)
+        common.interleaved_seconds(fns, warmup)
+        return common.interleaved_seconds(fns, calls, rotate=True)
 
 
 def p50_p99_ms(seconds: list[float]) -> tuple[float, float]:
