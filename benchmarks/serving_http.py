@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -70,9 +70,9 @@ def build_export(opts: Options, root: Path) -> Path:
     overrides += [
         "--data.batch_size=512", "--cohorts.enabled=false", "--train.max_steps=5", "--train.log_every=0",
         "--train.eval_every=0", "--train.eval_batches=1", "--checkpoint.every_steps=0",
-        *common.model_overrides(opts.model),
     ]  # fmt: skip
-    launch(load_config(common.REPO / "launch/configs/smoke.toml", overrides), root / "run", nproc_per_node=1)
+    cfg = load_config(common.REPO / "launch/configs/smoke.toml", overrides)
+    launch(replace(cfg, model=common.model_config(opts.model)), root / "run", nproc_per_node=1)
     export_checkpoint(ExportConfig(parity_rows=1024, pt2=opts.pt2), root / "run", root / "export", data=root / "data")
     return root / "export"
 
