@@ -103,14 +103,6 @@ def trainer_config(
     )  # fmt: skip
 
 
-def model_overrides(fields: dict[str, Any], prefix: str = "--model.") -> list[str]:
-    """``--model.<field>=<value>`` overrides of a ``[model]`` table (nested tables as dotted keys)."""
-    out = []
-    for k, v in fields.items():
-        out += model_overrides(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={json.dumps(v)}"]
-    return out
-
-
 def synthetic_root(opts: Any, work: Path, seed: int = 0) -> Path:
     """``opts.data``, or a synthetic dataset generated into ``work/data``: ``opts.rows`` rows (all splits),
     ``opts.num_sparse`` tables of at most ``opts.max_table_size`` rows."""
