@@ -140,11 +140,16 @@ def ratio_lines(ratios: dict[str, Optional[float]], prefix: str, per_run: Option
     return lines
 
 
-def merge_device_ratios(previous: dict, ratios: dict, prefix: str, always: list[str]) -> dict[str, Optional[float]]:
-    """``previous`` with its ratios of this device (``<prefix>*``) replaced by ``ratios``, every ``always`` key
-    present (null: unmeasured), sorted: the ratios of a results file recorded per device."""
-    merged = {**{k: v for k, v in previous.items() if not k.startswith(prefix)}, **ratios}
-    return dict(sorted({**dict.fromkeys(always), **merged}.items()))
+def merge_device(previous: Optional[dict], out: dict[str, Any], command: str, always: list[str]) -> dict[str, Any]:
+    """A record kept per device (``out["device"]``: cpu or gpu) after this run: this device's entry (``out`` but
+    its ratios, with the command) and ratios (``<device>_*``) replace the recorded ones, the other device's stay;
+    every ``always`` ratio is named (null: unmeasured), sorted."""
+    previous = previous or {"devices": {}, "ratios": {}}
+    device = out["device"]
+    entry = {**{k: v for k, v in out.items() if k not in ("benchmark", "device", "ratios")}, "command": command}
+    kept = {k: v for k, v in previous["ratios"].items() if not k.startswith(device + "_")}
+    ratios = dict(sorted({**dict.fromkeys(always), **kept, **out["ratios"]}.items()))
+    return {"benchmark": out["benchmark"], "devices": {**previous["devices"], device: entry}, "ratios": ratios}
 
 
 def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)", data: bool = True) -> Any:
@@ -229,15 +234,15 @@ def finish(
 
 
 def finish_device_run(
-    name: str, out: dict[str, Any], merge: Callable[[Optional[dict], dict, str], dict],
-    markdown: Callable[[dict[str, Any]], str], argv: Optional[list[str]], args: argparse.Namespace,
+    name: str, out: dict[str, Any], always: list[str], markdown: Callable[[dict[str, Any]], str],
+    argv: Optional[list[str]], args: argparse.Namespace,
 ) -> int:  # fmt: skip
-    """The end of a benchmark recorded per device (cpu, gpu): with ``--record`` (not ``--quick``), ``merge``
-    this run's device entries into ``results/<name>.json`` (the other device's are kept) and rewrite
-    ``results/<name>.md`` from it; print the markdown; ``--json``: this run's own output."""
+    """The end of a benchmark recorded per device: with ``--record`` (not ``--quick``), ``merge_device`` this
+    run into ``results/<name>.json`` (the other device's entries are kept) and rewrite ``results/<name>.md``
+    from it; print the markdown; ``--json``: this run's own output."""
     record, record_json = args.record and not args.quick, RESULTS_DIR / f"{name}.json"
     previous = json.loads(record_json.read_text()) if record and record_json.exists() else None
-    merged = merge(previous, out, command_line(name, argv).strip())
+    merged = merge_device(previous, out, command_line(name, argv).strip(), always)
     text = markdown(merged)
     if record:
         write_json(record_json, merged)

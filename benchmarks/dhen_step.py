@@ -33,6 +33,7 @@ VARIANTS = ("reference", "fused", "compiled_reference", "compiled_fused")
 # (a, b) pairs reported as <device>_<a>_vs_<b>: samples/s of a over samples/s of b
 RATIO_PAIRS = (("fused", "reference"), ("fused", "compiled_reference"), ("compiled_fused", "compiled_reference"),
                ("compiled_reference", "reference"), ("compiled_fused", "fused"))  # fmt: skip
+ALWAYS = [f"{p}_{a}_vs_{b}" for p in ("cpu", "gpu") for a, b in RATIO_PAIRS]  # named in the record, null if unmeasured
 NOISY_LOAD = 1.5  # 1-min load average above which a CPU entry is flagged as noisy (2 cores)
 
 
@@ -164,16 +165,6 @@ def run(opts: Options) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def merge(previous: Optional[dict[str, Any]], out: dict[str, Any], command: str) -> dict[str, Any]:
-    """The results file after this run: this run's device entries replace that device's old ones only;
-    ratios of a device never measured stay ``None``, so the file always names the gpu_ and cpu_ ratios."""
-    entry = {**{k: out[k] for k in ("machine", "config", "results", "load_average_1min")}, "command": command}
-    devices = {**(previous or {}).get("devices", {}), out["device"]: entry}
-    always = [f"{p}_{a}_vs_{b}" for p in common.DEVICE_PREFIX.values() for a, b in RATIO_PAIRS]
-    ratios = common.merge_device_ratios((previous or {}).get("ratios", {}), out["ratios"], out["device"] + "_", always)
-    return {"benchmark": NAME, "devices": devices, "ratios": ratios}
-
-
 def _markdown(merged: dict[str, Any]) -> str:
     """``dhen_step.md`` from the merged results file (every device recorded so far)."""
     lines = [
@@ -218,7 +209,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
     opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    return common.finish_device_run(NAME, run(opts), merge, _markdown, argv, args)
+    return common.finish_device_run(NAME, run(opts), ALWAYS, _markdown, argv, args)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class Options:
     """Device measured: auto (cuda when present, else cpu), cpu or cuda."""
 
 
+ALWAYS = ["gpu_fwd_speedup", "gpu_fwdbwd_speedup", "gpu_fwd_hbm_fraction"]  # named in the record, null if unmeasured
 QUICK = dict(cpu_shape=(512, 32, 64, 16), gpu_shape=(8192, 64, 128, 32), repeats=3, runs=1)  # smoke run: B / 8
 
 
@@ -141,30 +142,17 @@ def _cases(opts: Options) -> dict:
 
 
 def run(opts: Options) -> dict:
-    """``opts.runs`` whole measurements; results of the run whose fwd+bwd ratio is the median."""
+    """``opts.runs`` whole measurements: their median ratios, the results of the run whose fwd+bwd ratio is
+    the median, every run's ratios."""
     load_before = os.getloadavg()[0]
     runs = [(results, _ratios(results)) for results in (_cases(opts) for _ in range(opts.runs))]
     per_run = [ratios for _, ratios in runs]
     ratios = {k: statistics.median_high([r[k] for r in per_run]) for k in per_run[0]}
-    key = "gpu_fwdbwd_speedup" if "gpu_fwdbwd_speedup" in ratios else "cpu_fwdbwd_speedup"
-    results = sorted(runs, key=lambda run: run[1][key])[len(runs) // 2][0]
-    results[f"{key[:3]}_ratios_per_run"] = per_run
-    results[f"{key[:3]}_load_average_1min"] = [load_before, os.getloadavg()[0]]
-    return {"benchmark": "fm_kernel", "config": dataclasses.asdict(opts), "results": results, "ratios": ratios}
-
-
-def merge(previous: Optional[dict], out: dict, command: str) -> dict:
-    """The results file after this run: this run's device (``cpu*`` or ``gpu*`` keys) replaces only
-    its own entries in ``results``, ``ratios``, ``config`` and ``commands``; GPU ratios never
-    measured stay null."""
-    prefix = "gpu" if "gpu" in out["results"] else "cpu"
-    previous = previous or {"config": {}, "commands": {}, "results": {}, "ratios": {}}
-    kept = {k: v for k, v in previous["results"].items() if not k.startswith(prefix)}
-    always = ["gpu_fwd_speedup", "gpu_fwdbwd_speedup", "gpu_fwd_hbm_fraction"]
+    device = "gpu" if "gpu_fwdbwd_speedup" in ratios else "cpu"
+    results = sorted(runs, key=lambda run: run[1][f"{device}_fwdbwd_speedup"])[len(runs) // 2][0]
     return {
-        "benchmark": "fm_kernel", "config": {**previous["config"], prefix: out["config"]},
-        "commands": {**previous["commands"], prefix: command}, "results": {**kept, **out["results"]},
-        "ratios": common.merge_device_ratios(previous["ratios"], out["ratios"], prefix, always),
+        "benchmark": "fm_kernel", "device": device, "config": dataclasses.asdict(opts), "results": results,
+        "ratios_per_run": per_run, "load_average_1min": [load_before, os.getloadavg()[0]], "ratios": ratios,
     }  # fmt: skip
 
 
@@ -199,19 +187,18 @@ def markdown(merged: dict) -> str:
         "fwd+bwd ms fused / eager", "saved MB fused / eager", "fwd GB/s (of measured)", "max rel err vs f64",
     ]  # fmt: skip
     for prefix in ("cpu", "gpu"):
-        if prefix not in merged["commands"]:
+        if prefix not in merged["devices"]:
             continue
-        load = merged["results"][f"{prefix}_load_average_1min"]
-        rows = [_row(case, r) for case, r in merged["results"].items() if case.startswith(prefix) and "shape" in r]
-        per_run = merged["results"][f"{prefix}_ratios_per_run"]
+        entry = merged["devices"][prefix]
+        load, per_run = entry["load_average_1min"], entry["ratios_per_run"]
         lines += [
             f"## {prefix}",
             "",
-            f"- Command: `{merged['commands'][prefix]}`",
-            f"- Config: `{json.dumps(merged['config'][prefix])}`",
+            f"- Command: `{entry['command']}`",
+            f"- Config: `{json.dumps(entry['config'])}`",
             f"- 1-min load average before / after: {load[0]:.2f} / {load[1]:.2f}" + (CPU_LOAD_NOTE * (prefix == "cpu")),
             "",
-            *common.md_table(header, rows),
+            *common.md_table(header, [_row(case, r) for case, r in entry["results"].items()]),
             "",
             f"Ratios (median of {len(per_run)} runs; per run in brackets):",
             "",
@@ -229,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
     opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    return common.finish_device_run("fm_kernel", run(opts), merge, markdown, argv, args)
+    return common.finish_device_run("fm_kernel", run(opts), ALWAYS, markdown, argv, args)
 
 
 if __name__ == "__main__":

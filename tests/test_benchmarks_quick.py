@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import data_loader, scaling, serving, serving_http, train_throughput
+from benchmarks import common, data_loader, scaling, serving, serving_http, train_throughput
 from benchmarks.common import tiny_model
 from c2al_rec.config import SyntheticConfig
 from c2al_rec.data.synthetic import generate_synthetic
@@ -145,11 +145,11 @@ def test_dhen_step_contract_and_per_device_merge() -> None:
         "devices": {"gpu": {"machine": "H100"}},
         "ratios": {"gpu_fused_vs_reference": 1.3, "cpu_fused_vs_reference": 9},
     }
-    merged = dhen_step.merge(gpu, out, "python -m benchmarks.dhen_step --threads 1")
+    merged = common.merge_device(gpu, out, "python -m benchmarks.dhen_step --threads 1", dhen_step.ALWAYS)
     assert merged["ratios"]["gpu_fused_vs_reference"] == 1.3 and merged["devices"]["gpu"] == {"machine": "H100"}
     assert merged["ratios"]["cpu_fused_vs_reference"] == out["ratios"]["cpu_fused_vs_reference"]
     assert merged["devices"]["cpu"]["command"] == "python -m benchmarks.dhen_step --threads 1"
-    fresh = dhen_step.merge(None, out, "cmd")
+    fresh = common.merge_device(None, out, "cmd", dhen_step.ALWAYS)
     assert fresh["ratios"]["gpu_compiled_fused_vs_compiled_reference"] is None
     assert "Unmeasured" in dhen_step._markdown(fresh) and "cpu_fused_vs_reference" in dhen_step._markdown(fresh)
 
