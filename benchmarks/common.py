@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -34,13 +35,8 @@ def cpu_bf16_isa() -> str:
 
 def machine() -> str:
     """CPU model and bf16 ISA, cores, OS and Python: the 'Machine' line of every results file."""
-    model = "unknown"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name:")), "unknown")
     return (
         f"{model} (bf16 ISA: {cpu_bf16_isa()}), {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}"
@@ -218,36 +214,23 @@ def interleaved_seconds(
 
 
 def finish(
-    name: str, out: dict[str, Any], markdown: Callable[[dict[str, Any], str], str], argv: Optional[list[str]],
-    quick: bool, json_path: Optional[str], record: bool = False,
+    name: str, out: dict[str, Any], markdown: Callable[..., str], argv: Optional[list[str]], quick: bool,
+    json_path: Optional[str], record: bool = False, always: Optional[list[str]] = None,
 ) -> int:  # fmt: skip
-    """Print the markdown; with ``record`` (``--record``, not ``--quick``) write the record,
-    ``results/<name>.json`` and the ``.md`` rendered from it; ``json_path``: the JSON there too."""
-    text = markdown(out, command_line(name, argv).strip())
+    """Print the record's markdown; with ``record`` (``--record``, not ``--quick``) write ``results/<name>.json``
+    and the ``.md`` rendered from it; ``json_path``: this run's own output. ``always``: a benchmark recorded per
+    device: the record is this run merged into the recorded one (``merge_device``), rendered by ``markdown(record)``
+    (else ``markdown(out, command)``)."""
+    record, path, command = record and not quick, RESULTS_DIR / f"{name}.json", command_line(name, argv).strip()
+    if always is None:
+        rec, text = out, markdown(out, command)
+    else:
+        rec = merge_device(json.loads(path.read_text()) if record and path.exists() else None, out, command, always)
+        text = markdown(rec)
     print(text)
-    if record and not quick:
-        write_json(RESULTS_DIR / f"{name}.json", out)
-        (RESULTS_DIR / f"{name}.md").write_text(text)
-    if json_path:
-        write_json(json_path, out)
-    return 0
-
-
-def finish_device_run(
-    name: str, out: dict[str, Any], always: list[str], markdown: Callable[[dict[str, Any]], str],
-    argv: Optional[list[str]], args: argparse.Namespace,
-) -> int:  # fmt: skip
-    """The end of a benchmark recorded per device: with ``--record`` (not ``--quick``), ``merge_device`` this
-    run into ``results/<name>.json`` (the other device's entries are kept) and rewrite ``results/<name>.md``
-    from it; print the markdown; ``--json``: this run's own output."""
-    record, record_json = args.record and not args.quick, RESULTS_DIR / f"{name}.json"
-    previous = json.loads(record_json.read_text()) if record and record_json.exists() else None
-    merged = merge_device(previous, out, command_line(name, argv).strip(), always)
-    text = markdown(merged)
     if record:
-        write_json(record_json, merged)
+        write_json(path, rec)
         (RESULTS_DIR / f"{name}.md").write_text(text)
-    if args.json and Path(args.json).resolve() != record_json.resolve():  # never over the merged record
-        write_json(args.json, out)
-    print(text)
+    if json_path and Path(json_path).resolve() != path.resolve():  # never over the record
+        write_json(json_path, out)
     return 0

@@ -216,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
     opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    return common.finish_device_run("fm_kernel", run(opts), ALWAYS, markdown, argv, args)
+    return common.finish("fm_kernel", run(opts), markdown, argv, args.quick, args.json, args.record, ALWAYS)
 
 
 if __name__ == "__main__":
