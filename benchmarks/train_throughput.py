@@ -13,7 +13,6 @@ model FLOP/s over the 1-thread 2048 GEMM rate. Goal: ``c2al_vs_baseline`` and ``
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import json
@@ -118,20 +117,19 @@ class PlainModel(nn.Module):
 
     def __init__(self, schema: Any, cfg: ModelConfig, bf16: bool = False, compiled: bool = False) -> None:
         super().__init__()
-        d = cfg.embedding_dim
         self.names = [f.name for f in schema.sparse]
         self.bags = nn.ModuleList(
-            nn.EmbeddingBag(f.num_embeddings, d, mode=f.pooling, sparse=True, include_last_offset=True)
+            nn.EmbeddingBag(f.num_embeddings, cfg.embedding_dim, mode=f.pooling, sparse=True, include_last_offset=True)
             for f in schema.sparse
         )
-        self.dense_arch = DenseArch(len(schema.dense), cfg.dense_arch, d)
+        self.dense_arch = DenseArch(len(schema.dense), cfg.dense_arch, cfg.embedding_dim)
         self.over_arch = OverArch(len(self.names) + (1 if schema.dense else 0), cfg)
         self.primary_head = mlp(self.over_arch.repr_dim, cfg.primary_head, 1)
         self.bf16 = bf16
         self.dense_part = torch.compile(self._dense_part) if compiled else self._dense_part
 
     def _dense_part(self, tokens: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             x = torch.cat([tokens, self.dense_arch(dense)], dim=1)  # [B, n, d]
             return self.primary_head(self.over_arch(x)).squeeze(-1)
 
@@ -483,10 +481,7 @@ RATIO_LINES = [  # (ratio, goal, what) rows of the ratio table
     ("trainer_vs_plain_pytorch", "report", "the smaller of fp32 and bf16 below"),
     ("trainer_vs_plain_fp32", "report", "min over 1 and 2 processes"),
     ("trainer_vs_plain_bf16", "report", "min over 1 and 2 processes; both sides under bf16 autocast"),
-    ("trainer_vs_plain_fp32_1proc", "", ""),
-    ("trainer_vs_plain_fp32_2procs", "", ""),
-    ("trainer_vs_plain_bf16_1proc", "", ""),
-    ("trainer_vs_plain_bf16_2procs", "", ""),
+    *((f"trainer_vs_plain_{p}_{n}", "", "") for p in ("fp32", "bf16") for n in ("1proc", "2procs")),
     ("trainer_vs_plain_compiled", "", "both dense parts under torch.compile, 1 process"),
     ("c2al_vs_baseline", ">= 0.97", "default aux heads"),
     ("c2al_vs_baseline_aux128", ">= 0.97", "aux_head [128] on a projection of h (model.aux_projection)"),
@@ -508,13 +503,13 @@ def _shows_ne(name: str) -> bool:
 
 def _markdown(out: dict, command: str) -> str:
     r, q, c = out["results"], out["ratios"], out["config"]
-    rounds, intervals = r["rounds_samples_per_s"], r.get("ratio_intervals", {})
+    rounds, intervals = r["rounds_samples_per_s"], r["ratio_intervals"]
     lines = [
         *common.results_header("Training throughput", c, command),
         "",
         f"Torch threads in-process: {r['threads']}. Every in-process case did {r['steps_per_case']} steps on the same "
         f"data ({c['rounds']} rounds of {c['steps_per_round']} step(s) per case, order rotated each round); the "
-        f"`c2al/` rows pool {c.get('cost_repeats', 1)} fresh builds of their group (their NE is the first build's). "
+        f"`c2al/` rows pool {c['cost_repeats']} fresh builds of their group (their NE is the first build's). "
         "Rates are medians over rounds, ratios medians of per-round ratios with 95% bootstrap intervals. Load average "
         f"(1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f}.",
         "",
@@ -535,7 +530,7 @@ def _markdown(out: dict, command: str) -> str:
     for key, goal, what in RATIO_LINES:
         if key in q:
             per = per_round_ratios(rounds, key) if key in PAIRED else None
-            repeats = r.get("c2al_repeat_ratios", {}).get(key) or []
+            repeats = r["c2al_repeat_ratios"].get(key, [])
             if len(repeats) > 1:
                 what += ("; " if what else "") + "repeats: " + ", ".join(f"{v:.3f}" for v in repeats)
             ci = intervals.get(key)
@@ -550,33 +545,28 @@ def _markdown(out: dict, command: str) -> str:
 
 def _notes(out: dict) -> list[str]:
     """What the measured numbers add to the tables: MFU, model FLOPs, bf16 speed, the NE check."""
-    r, m, extra = out["results"], out["results"].get("mfu") or {}, out["results"].get("c2al_extra_flops") or {}
-    lines = ["## Notes", ""]
-    if m:
-        mfu = [f"{p}: {m[p]['step_gflop_per_s']:.1f} of {m[p]['gemm_gflop_per_s']:.1f} GFLOP/s = {m[p]['mfu']:.3f}"
-               for p in ("fp32", "bf16") if p in m]  # fmt: skip
-        lines.append(
-            f"- MFU of the 1-process, 1-thread training step (FlopCounterMode's model FLOPs per step / step time, over "
-            f"the 1-thread rate of a square {m['gemm_n']} GEMM at the same precision): " + "; ".join(mfu)
-            + (f" (measured by `{m['command']}`)." if m.get("command") else ".")
-        )  # fmt: skip
-    if extra:
-        lines.append(
-            f"- Model FLOPs of a training step: baseline {r['step_gflops']['trainer']:.1f} GFLOP; C2AL adds "
-            + ", ".join(f"`{case}` +{100 * v:.1f}%" for case, v in extra.items())
-            + "; a step whose time followed its FLOPs would give C2AL on / off "
-            + ", ".join(f"{1 / (1 + v):.3f}" for v in extra.values()) + "."
-        )  # fmt: skip
+    r, m, extra = out["results"], out["results"]["mfu"], out["results"]["c2al_extra_flops"]
+    mfu = [f"{p}: {m[p]['step_gflop_per_s']:.1f} of {m[p]['gemm_gflop_per_s']:.1f} GFLOP/s = {m[p]['mfu']:.3f}"
+           for p in ("fp32", "bf16") if p in m]  # fmt: skip
     bf16 = [f"{s} {r[f'{s}_bf16_samples_per_s'] / r[f'{s}_samples_per_s']:.3f}" for s in ("trainer", "plain")]
     checked = {k: v for k, v in r["ne_rel_change_vs_fp32"].items() if k in ("trainer_bf16", "trainer_compiled")}
     within = all(abs(v) <= NE_TOLERANCE for v in checked.values())
-    return lines + [
+    return [
+        "## Notes",
+        "",
+        f"- MFU of the 1-process, 1-thread training step (FlopCounterMode's model FLOPs per step / step time, over "
+        f"the 1-thread rate of a square {m['gemm_n']} GEMM at the same precision): " + "; ".join(mfu)
+        + (f" (measured by `{m['command']}`)." if m.get("command") else "."),
+        f"- Model FLOPs of a training step: baseline {r['step_gflops']['trainer']:.1f} GFLOP; C2AL adds "
+        + ", ".join(f"`{case}` +{100 * v:.1f}%" for case, v in extra.items())
+        + "; a step whose time followed its FLOPs would give C2AL on / off "
+        + ", ".join(f"{1 / (1 + v):.3f}" for v in extra.values()) + ".",
         f"- bf16 / fp32 samples/s, in process: {', '.join(bf16)} (the machine line names the bf16 ISA).",
         f"- NE check (validation NE after equal steps vs the fp32 eager trainer, allowed +-{100 * NE_TOLERANCE:.1f}%): "
         + ", ".join(f"`{k}` {100 * v:+.4f}%" for k, v in checked.items())
         + (": within." if within else ": OUTSIDE the tolerance.")
         + " The `trainer_c2al*` rows show what the aux losses do to the primary NE after the same steps.",
-    ]
+    ]  # fmt: skip
 
 
 def main(argv: Optional[list[str]] = None) -> int:
