@@ -110,8 +110,19 @@ def run_case(name: str, shape, dtype: torch.dtype, device: torch.device, opts: O
     return res
 
 
-def _ratios(results: dict) -> dict:
-    """The ratios of one measurement (one device: ``cpu*`` or ``gpu`` results)."""
+def _measure(opts: Options) -> tuple[dict, dict]:
+    """One measurement of this run's device, its results ({"cpu_t<N>"..., "cpu"} or {"gpu"}) and ratios."""
+    if common.resolve_device(opts.device) == "cuda":
+        res = run_case("gpu", opts.gpu_shape, torch.bfloat16, torch.device("cuda"), opts)
+        results = {"gpu": {**res, "threads": torch.get_num_threads(), "machine": common.accelerator_machine()}}
+    else:
+        results, threads_before = {}, torch.get_num_threads()
+        for i, threads in enumerate(opts.cpu_threads):
+            torch.set_num_threads(threads)
+            res = run_case(f"cpu t{threads}", opts.cpu_shape, torch.float32, torch.device("cpu"), opts)
+            case = "cpu" if i == len(opts.cpu_threads) - 1 else f"cpu_t{threads}"
+            results[case] = {**res, "threads": threads, "machine": common.accelerator_machine()}
+        torch.set_num_threads(threads_before)
     prefix = "gpu" if "gpu" in results else "cpu"
     r = results[prefix]
     ratios = {
@@ -123,29 +134,14 @@ def _ratios(results: dict) -> dict:
     for case, r in results.items():
         if case.startswith("cpu"):
             ratios[f"cpu_fwdbwd_speedup_t{r['threads']}"] = r["eager_fwdbwd_ms"] / r["fused_fwdbwd_ms"]
-    return ratios
-
-
-def _cases(opts: Options) -> dict:
-    """One measurement of this run's device: {"cpu_t<N>"..., "cpu"} or {"gpu"}."""
-    if common.resolve_device(opts.device) == "cuda":
-        res = run_case("gpu", opts.gpu_shape, torch.bfloat16, torch.device("cuda"), opts)
-        return {"gpu": {**res, "threads": torch.get_num_threads(), "machine": common.accelerator_machine()}}
-    results, threads_before = {}, torch.get_num_threads()
-    for i, threads in enumerate(opts.cpu_threads):
-        torch.set_num_threads(threads)
-        res = run_case(f"cpu t{threads}", opts.cpu_shape, torch.float32, torch.device("cpu"), opts)
-        case = "cpu" if i == len(opts.cpu_threads) - 1 else f"cpu_t{threads}"
-        results[case] = {**res, "threads": threads, "machine": common.accelerator_machine()}
-    torch.set_num_threads(threads_before)
-    return results
+    return results, ratios
 
 
 def run(opts: Options) -> dict:
     """``opts.runs`` whole measurements: their median ratios, the results of the run whose fwd+bwd ratio is
     the median, every run's ratios."""
     load_before = os.getloadavg()[0]
-    runs = [(results, _ratios(results)) for results in (_cases(opts) for _ in range(opts.runs))]
+    runs = [_measure(opts) for _ in range(opts.runs)]
     per_run = [ratios for _, ratios in runs]
     ratios = {k: statistics.median_high([r[k] for r in per_run]) for k in per_run[0]}
     device = "gpu" if "gpu_fwdbwd_speedup" in ratios else "cpu"
