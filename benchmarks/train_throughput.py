@@ -579,13 +579,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    if args.only == "mfu":
-        return _main_mfu_only(opts, args, argv)
-    return common.finish("train_throughput", run(opts), _markdown, argv, args.quick, args.json, args.record)
-
-
-def _main_mfu_only(opts: Options, args: Any, argv: Optional[list[str]]) -> int:
-    """``--only mfu``: the GEMM rates and the 1-thread step's model FLOP/s; ``--record`` merges them into the record."""
+    if args.only != "mfu":
+        return common.finish("train_throughput", run(opts), _markdown, argv, args.quick, args.json, args.record)
     with tempfile.TemporaryDirectory(prefix="c2al-bench-mfu-") as tmp:
         mfu = measure_mfu(opts, common.synthetic_root(opts, Path(tmp), seed=1), Path(tmp))
     mfu["command"] = common.command_line("train_throughput", argv).strip()
