@@ -279,18 +279,13 @@ def _launched(opts: Options, root: Path, work: Path) -> tuple[dict[str, list[flo
 
 
 def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """This machine's 1-thread rate of a square ``n`` GEMM at ``dtype``, GFLOP/s (best of ``repeats``):
-    the limit a 1-thread training step's matmuls can approach."""
-    threads = torch.get_num_threads()
+    """This machine's rate of a square ``n`` GEMM at ``dtype`` on 1 thread (torch is left at 1), GFLOP/s, best
+    of ``repeats``: the limit a 1-thread training step's matmuls can approach."""
     torch.set_num_threads(1)
-    try:
-        g = torch.Generator().manual_seed(0)
-        a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
-        a @ b  # warm-up: packing buffers, kernel selection
-        best = min(common.timed(lambda: a @ b) for _ in range(repeats))
-    finally:
-        torch.set_num_threads(threads)
-    return 2 * n**3 / best / 1e9
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+    a @ b  # warm-up: packing buffers, kernel selection
+    return 2 * n**3 / min(common.timed(lambda: a @ b) for _ in range(repeats)) / 1e9
 
 
 def step_gflops(trainer: Any, batches: Iterator[Any]) -> float:
@@ -308,19 +303,13 @@ def step_gflops(trainer: Any, batches: Iterator[Any]) -> float:
 
 
 def measure_mfu(opts: Options, root: Path, work: Path) -> dict[str, Any]:
-    """Model FLOP/s of the 1-process, 1-thread baseline training step over the 1-thread GEMM rate at the same
-    precision: ``fp32`` and, where the CPU has bf16 matrix instructions, ``bf16``."""
+    """Model FLOP/s of the 1-process, 1-thread baseline training step (its median over rounds) over the 1-thread
+    GEMM rate at the same precision: ``fp32`` and, where the CPU has bf16 matrix instructions, ``bf16``."""
     out: dict[str, Any] = {"gemm_n": 2048, "threads": 1, "bf16_isa": common.cpu_bf16_isa()}
     for name in ("fp32", "bf16") if out["bf16_isa"] not in ("none", "unknown") else ("fp32",):
         cfg = make_config(opts, root, c2al=False, bf16=name == "bf16", threads=1)
-        trainer, batches = build_trainer(cfg, work / f"mfu-{name}")
-        try:
-            common.timed(lambda: trainer.train_step(batches), opts.warmup)
-            steps = opts.rounds * opts.steps_per_round
-            step_s = common.timed(lambda: trainer.train_step(batches), steps) / steps
-            gflops = step_gflops(trainer, batches)
-        finally:
-            trainer.close()
+        rates, _, flops = _group(opts, work / f"mfu-{name}", {name: (cfg, False)}, count_flops=True)
+        step_s, gflops = opts.batch_size / statistics.median(rates[name]), flops[name]
         gemm = gemm_gflops(torch.bfloat16 if name == "bf16" else torch.float32)
         out[name] = {
             "step_gflop": gflops, "step_s": step_s, "step_gflop_per_s": gflops / step_s, "gemm_gflop_per_s": gemm,
