@@ -100,9 +100,7 @@ def test_plain_baseline_runs_under_ddp_with_two_gloo_ranks(tiny_data: Path, tmp_
 
 def test_serving_contract(tiny_data: Path) -> None:
     # pt2=False: the AOTInductor compile (tens of seconds) is tested once, in tests/test_export_pt2.py
-    opts = serving.Options(
-        data=str(tiny_data), model=TINY_MODEL, batch_sizes=(1, 7), calls={1: 2, 7: 2}, warmup=1, pt2=False
-    )
+    opts = serving.Options(data=str(tiny_data), model=TINY_MODEL, calls={1: 2, 7: 2}, warmup=1, pt2=False)
     out = serving.run(opts)
     _check_contract(out, "serving", {"torchscript_vs_eager_p50", "c2al_vs_baseline_export_p50", "int8_vs_fp32_size"})
     r = out["results"]
