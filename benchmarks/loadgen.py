@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -92,8 +92,10 @@ class _Conn:
 def _drive(
     host: str, port: int, requests: Sequence[bytes], slots: Sequence[int], stride: int, start_at: float,
     seconds: float, timeout_s: float,
-) -> tuple[list[tuple[int, int, float, bytes]], int, float]:  # fmt: skip
-    """One process's event loop over connections ``slots``: (answers, sent, time of the last answer)."""
+) -> tuple[list[tuple[int, int, float, bytes]], int, float, float]:  # fmt: skip
+    """One process's event loop over connections ``slots``: (answers, sent, time of the last answer, CPU seconds
+    (user + system) this process spent in it)."""
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     sel = selectors.DefaultSelector()
     answers: list[tuple[int, int, float, bytes]] = []
     perf, stop, n = time.perf_counter, start_at + seconds, len(requests)
@@ -172,15 +174,8 @@ def _drive(
     sel.close()
     for c in conns:
         c.sock.close()
-    return answers, sent, last
-
-
-def _measured_drive(*args: Any) -> tuple:
-    """``_drive(*args)`` and the CPU seconds (user + system) this process spent in it."""
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    answers, sent, last = _drive(*args)
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    return answers, sent, last, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return answers, sent, last, usage.ru_utime - usage0.ru_utime + usage.ru_stime - usage0.ru_stime
 
 
 def run_load(
@@ -197,14 +192,9 @@ def run_load(
     args = [(host, port, requests, range(p, connections, processes), connections, start_at, seconds, timeout_s)
             for p in range(processes)]  # fmt: skip
     if processes == 1:
-        parts = [_measured_drive(*args[0])]
+        parts = [_drive(*args[0])]
     else:  # forked: the children only use sockets, and skip re-importing the caller
         with ProcessPoolExecutor(processes, mp_context=mp.get_context("fork")) as pool:
-            parts = list(pool.map(_measured_drive, *zip(*args)))
-    res = LoadResult()
-    for answers, sent, _, cpu in parts:
-        res.answers.extend(Answer(*a) for a in answers)
-        res.sent += sent
-        res.client_cpu_s += cpu
-    res.wall_s = max(part[2] for part in parts) - start_at
-    return res
+            parts = list(pool.map(_drive, *zip(*args)))
+    answers, sent, last, cpu = zip(*parts)  # per worker process
+    return LoadResult([Answer(*a) for part in answers for a in part], sum(sent), max(last) - start_at, sum(cpu))
