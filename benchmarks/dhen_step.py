@@ -45,12 +45,10 @@ class Options:
     """cuda when a GPU is present, else cpu (or name one)."""
     num_tokens: int = 64
     """n: tokens into the first DHEN layer."""
-    model: dict[str, Any] = field(
-        default_factory=lambda: dict(
-            embedding_dim=128, dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-            fm={"rank": 32, "compressed_tokens": 16, "out_tokens": 16, "mlp": [512]}, linear={"out_tokens": 16},
-        )
-    )  # fmt: skip
+    model: dict[str, Any] = field(default_factory=lambda: dict(
+        embedding_dim=128, dhen_layers=[["fm", "linear"], ["fm", "linear"]],
+        fm={"rank": 32, "compressed_tokens": 16, "out_tokens": 16, "mlp": [512]}, linear={"out_tokens": 16},
+    ))  # fmt: skip
     """ModelConfig fields of the over-arch measured in the issue (2 DHEN layers [fm, linear])."""
     batch_size: Optional[int] = None
     """B; default 16384 on CUDA, 256 on CPU."""
