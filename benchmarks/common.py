@@ -20,7 +20,6 @@ RESULTS_DIR = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 COHORT_SPEC = REPO / "launch" / "cohorts" / "user_value_p5_p95.json"
 RECORD_HELP = "write the results into benchmarks/results/ (the committed record: the only flag that writes there)"
-DEVICE_PREFIX = {"cpu": "cpu", "cuda": "gpu"}  # torch device type -> prefix of the per-device results and ratios
 
 
 def cpu_bf16_isa() -> str:

@@ -154,7 +154,7 @@ def run(opts: Options) -> dict[str, Any]:
     opts = dataclasses.replace(opts, batch_size=opts.batch_size or (16384 if cuda else 256), bf16=bf16)
     load_before = os.getloadavg()[0]
     results = time_variants(opts, device)
-    prefix = common.DEVICE_PREFIX[device.type]
+    prefix = "gpu" if cuda else "cpu"  # of this device's ratios and entry in the record
     ratios = {f"{prefix}_{a}_vs_{b}": results[a]["samples_per_s"] / results[b]["samples_per_s"] for a, b in RATIO_PAIRS}
     config = {**dataclasses.asdict(opts), "device": device.type}
     return {
