@@ -230,6 +230,6 @@ def finish(
     if record:
         write_json(path, rec)
         (RESULTS_DIR / f"{name}.md").write_text(text)
-    if json_path and Path(json_path).resolve() != path.resolve():  # never over the record
+    if json_path and (always is None or Path(json_path).resolve() != path.resolve()):  # never over a merged record
         write_json(json_path, out)
     return 0
