@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +20,6 @@ RESULTS_DIR = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 COHORT_SPEC = REPO / "launch" / "cohorts" / "user_value_p5_p95.json"
 RECORD_HELP = "write the results into benchmarks/results/ (the committed record: the only flag that writes there)"
-DEVICE_PREFIX = {"cpu": "cpu", "cuda": "gpu"}  # torch device type -> prefix of the per-device results and ratios
 
 
 def cpu_bf16_isa() -> str:
@@ -34,13 +34,8 @@ def cpu_bf16_isa() -> str:
 
 def machine() -> str:
     """CPU model and bf16 ISA, cores, OS and Python: the 'Machine' line of every results file."""
-    model = "unknown"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name:")), "unknown")
     return (
         f"{model} (bf16 ISA: {cpu_bf16_isa()}), {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}"
@@ -103,14 +98,6 @@ def trainer_config(
     )  # fmt: skip
 
 
-def model_overrides(fields: dict[str, Any], prefix: str = "--model.") -> list[str]:
-    """``--model.<field>=<value>`` overrides of a ``[model]`` table (nested tables as dotted keys)."""
-    out = []
-    for k, v in fields.items():
-        out += model_overrides(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={json.dumps(v)}"]
-    return out
-
-
 def synthetic_root(opts: Any, work: Path, seed: int = 0) -> Path:
     """``opts.data``, or a synthetic dataset generated into ``work/data``: ``opts.rows`` rows (all splits),
     ``opts.num_sparse`` tables of at most ``opts.max_table_size`` rows."""
@@ -148,11 +135,16 @@ def ratio_lines(ratios: dict[str, Optional[float]], prefix: str, per_run: Option
     return lines
 
 
-def merge_device_ratios(previous: dict, ratios: dict, prefix: str, always: list[str]) -> dict[str, Optional[float]]:
-    """``previous`` with its ratios of this device (``<prefix>*``) replaced by ``ratios``, every ``always`` key
-    present (null: unmeasured), sorted: the ratios of a results file recorded per device."""
-    merged = {**{k: v for k, v in previous.items() if not k.startswith(prefix)}, **ratios}
-    return dict(sorted({**dict.fromkeys(always), **merged}.items()))
+def merge_device(previous: Optional[dict], out: dict[str, Any], command: str, always: list[str]) -> dict[str, Any]:
+    """A record kept per device (``out["device"]``: cpu or gpu) after this run: this device's entry (``out`` but
+    its ratios, with the command) and ratios (``<device>_*``) replace the recorded ones, the other device's stay;
+    every ``always`` ratio is named (null: unmeasured), sorted."""
+    previous = previous or {"devices": {}, "ratios": {}}
+    device = out["device"]
+    entry = {**{k: v for k, v in out.items() if k not in ("benchmark", "device", "ratios")}, "command": command}
+    kept = {k: v for k, v in previous["ratios"].items() if not k.startswith(device + "_")}
+    ratios = dict(sorted({**dict.fromkeys(always), **kept, **out["ratios"]}.items()))
+    return {"benchmark": out["benchmark"], "devices": {**previous["devices"], device: entry}, "ratios": ratios}
 
 
 def base_parser(doc: Optional[str], quick_help: str = "small sizes (seconds)", data: bool = True) -> Any:
@@ -181,11 +173,9 @@ def resolve_device(name: str) -> str:
     """``--device``: auto (cuda when present, else cpu), cpu or cuda."""
     import torch
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
+    if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device: expected auto, cpu or cuda, got {name!r}")
-    return name
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def sync(device: Any) -> None:
@@ -222,42 +212,24 @@ def interleaved_seconds(
     return times
 
 
-def median(values: list[float]) -> float:
-    """The upper median (an observed value, as the timing loops always reported)."""
-    return sorted(values)[len(values) // 2]
-
-
 def finish(
-    name: str, out: dict[str, Any], markdown: Callable[[dict[str, Any], str], str], argv: Optional[list[str]],
-    quick: bool, json_path: Optional[str], record: Optional[bool] = None,
+    name: str, out: dict[str, Any], markdown: Callable[..., str], argv: Optional[list[str]], quick: bool,
+    json_path: Optional[str], record: bool = False, always: Optional[list[str]] = None,
 ) -> int:  # fmt: skip
-    """Print the markdown, write ``results/<name>.md`` when ``record`` (``--record``; None: on full runs,
-    for benchmarks not yet passing it) and the JSON (if asked)."""
-    text = markdown(out, command_line(name, argv).strip())
+    """Print the record's markdown; with ``record`` (``--record``, not ``--quick``) write ``results/<name>.json``
+    and the ``.md`` rendered from it; ``json_path``: this run's own output. ``always``: a benchmark recorded per
+    device: the record is this run merged into the recorded one (``merge_device``), rendered by ``markdown(record)``
+    (else ``markdown(out, command)``)."""
+    record, path, command = record and not quick, RESULTS_DIR / f"{name}.json", command_line(name, argv).strip()
+    if always is None:
+        rec, text = out, markdown(out, command)
+    else:
+        rec = merge_device(json.loads(path.read_text()) if record and path.exists() else None, out, command, always)
+        text = markdown(rec)
     print(text)
-    if (not quick) if record is None else (record and not quick):
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (RESULTS_DIR / f"{name}.md").write_text(text)
-    if json_path:
-        write_json(json_path, out)
-    return 0
-
-
-def finish_device_run(
-    name: str, out: dict[str, Any], merge: Callable[[Optional[dict], dict, str], dict],
-    markdown: Callable[[dict[str, Any]], str], argv: Optional[list[str]], args: argparse.Namespace,
-) -> int:  # fmt: skip
-    """The end of a benchmark recorded per device (cpu, gpu): with ``--record`` (not ``--quick``), ``merge``
-    this run's device entries into ``results/<name>.json`` (the other device's are kept) and rewrite
-    ``results/<name>.md`` from it; print the markdown; ``--json``: this run's own output."""
-    record, record_json = args.record and not args.quick, RESULTS_DIR / f"{name}.json"
-    previous = json.loads(record_json.read_text()) if record and record_json.exists() else None
-    merged = merge(previous, out, command_line(name, argv).strip())
-    text = markdown(merged)
     if record:
-        write_json(record_json, merged)
+        write_json(path, rec)
         (RESULTS_DIR / f"{name}.md").write_text(text)
-    if args.json and Path(args.json).resolve() != record_json.resolve():  # never over the merged record
-        write_json(args.json, out)
-    print(text)
+    if json_path and (always is None or Path(json_path).resolve() != path.resolve()):  # never over a merged record
+        write_json(json_path, out)
     return 0

@@ -3,14 +3,10 @@
 python -m benchmarks.dhen_step [--quick] [--json PATH] [--record] [--device auto|cpu|cuda] [--threads N]
     [--batch-size B] [--steps N] [--warmup N] [--bf16|--no-bf16]
 
-The dense part of a training step without torchrec: tokens X [B, n, d] (a leaf that needs grad) -> 2 DHEN layers
-[fm, linear] -> flatten -> linear head -> BCE -> backward -> Adam, at the issue's shapes (n=64, d=128, k=32; CUDA:
-bf16 autocast, B=16384; CPU: fp32, B=256). Variants, each a fresh model from one seed: ``reference`` (the FM
-modules' plain-PyTorch math), ``fused`` (``c2al::fm_interaction``), ``compiled_*`` (the loss under
-``torch.compile(fullgraph=True)``). After ``warmup`` steps each, ``steps`` rounds time one step of every variant
-in turn (median reported). Ratios ``<device>_<a>_vs_<b>`` = samples/s of a / of b (GPU goal:
-``gpu_compiled_fused_vs_compiled_reference`` >= 1.2). ``--record`` merges this device's entries into
-``results/dhen_step.json`` (the other device's are kept) and rewrites ``dhen_step.md`` from it.
+Tokens [B, n, d] -> 2 DHEN layers [fm, linear] -> linear head -> BCE -> backward -> Adam, without torchrec, at
+n=64, d=128, k=32 (CUDA: bf16, B=16384; CPU: fp32, B=256), one step of each variant in turn (medians). Ratios
+``<device>_<a>_vs_<b>`` = samples/s of a / of b; GPU goal ``gpu_compiled_fused_vs_compiled_reference`` >= 1.2.
+``--record`` merges this device's entries into ``results/dhen_step.json`` and rewrites ``dhen_step.md``.
 """
 
 from __future__ import annotations
@@ -37,23 +33,8 @@ VARIANTS = ("reference", "fused", "compiled_reference", "compiled_fused")
 # (a, b) pairs reported as <device>_<a>_vs_<b>: samples/s of a over samples/s of b
 RATIO_PAIRS = (("fused", "reference"), ("fused", "compiled_reference"), ("compiled_fused", "compiled_reference"),
                ("compiled_reference", "reference"), ("compiled_fused", "fused"))  # fmt: skip
+ALWAYS = [f"{p}_{a}_vs_{b}" for p in ("cpu", "gpu") for a, b in RATIO_PAIRS]  # named in the record, null if unmeasured
 NOISY_LOAD = 1.5  # 1-min load average above which a CPU entry is flagged as noisy (2 cores)
-
-
-def quick_model() -> dict[str, Any]:
-    """A small over-arch of the same structure for --quick (the run is then mostly compilation)."""
-    return dict(
-        embedding_dim=32, dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-        fm={"rank": 8, "compressed_tokens": 4, "out_tokens": 8, "mlp": [64]}, linear={"out_tokens": 8},
-    )  # fmt: skip
-
-
-def issue_model() -> dict[str, Any]:
-    """ModelConfig fields of the over-arch measured in the issue (2 DHEN layers [fm, linear])."""
-    return dict(
-        embedding_dim=128, dhen_layers=[["fm", "linear"], ["fm", "linear"]],
-        fm={"rank": 32, "compressed_tokens": 16, "out_tokens": 16, "mlp": [512]}, linear={"out_tokens": 16},
-    )  # fmt: skip
 
 
 @dataclass
@@ -64,8 +45,11 @@ class Options:
     """cuda when a GPU is present, else cpu (or name one)."""
     num_tokens: int = 64
     """n: tokens into the first DHEN layer."""
-    model: dict[str, Any] = field(default_factory=issue_model)
-    """ModelConfig fields of the over-arch."""
+    model: dict[str, Any] = field(default_factory=lambda: dict(
+        embedding_dim=128, dhen_layers=[["fm", "linear"], ["fm", "linear"]],
+        fm={"rank": 32, "compressed_tokens": 16, "out_tokens": 16, "mlp": [512]}, linear={"out_tokens": 16},
+    ))  # fmt: skip
+    """ModelConfig fields of the over-arch measured in the issue (2 DHEN layers [fm, linear])."""
     batch_size: Optional[int] = None
     """B; default 16384 on CUDA, 256 on CPU."""
     bf16: Optional[bool] = None
@@ -84,7 +68,13 @@ class Options:
     """torch.compile backend of the compiled variants (tests use aot_eager: no C++ compile)."""
 
 
-QUICK = dict(num_tokens=16, model=quick_model(), batch_size=64, warmup=1, steps=2)  # smoke run: mostly compilation
+# smoke run, mostly compilation: a small over-arch of the same structure
+QUICK = dict(
+    num_tokens=16, batch_size=64, warmup=1, steps=2, model=dict(
+        embedding_dim=32, dhen_layers=[["fm", "linear"], ["fm", "linear"]],
+        fm={"rank": 8, "compressed_tokens": 4, "out_tokens": 8, "mlp": [64]}, linear={"out_tokens": 8},
+    ),
+)  # fmt: skip
 
 
 def make_step(variant: str, opts: Options, device: torch.device) -> tuple[Callable[[], torch.Tensor], str]:
@@ -164,7 +154,7 @@ def run(opts: Options) -> dict[str, Any]:
     opts = dataclasses.replace(opts, batch_size=opts.batch_size or (16384 if cuda else 256), bf16=bf16)
     load_before = os.getloadavg()[0]
     results = time_variants(opts, device)
-    prefix = common.DEVICE_PREFIX[device.type]
+    prefix = "gpu" if cuda else "cpu"  # of this device's ratios and entry in the record
     ratios = {f"{prefix}_{a}_vs_{b}": results[a]["samples_per_s"] / results[b]["samples_per_s"] for a, b in RATIO_PAIRS}
     config = {**dataclasses.asdict(opts), "device": device.type}
     return {
@@ -173,27 +163,14 @@ def run(opts: Options) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def merge(previous: Optional[dict[str, Any]], out: dict[str, Any], command: str) -> dict[str, Any]:
-    """The results file after this run: this run's device entries replace that device's old ones only;
-    ratios of a device never measured stay ``None``, so the file always names the gpu_ and cpu_ ratios."""
-    entry = {**{k: out[k] for k in ("machine", "config", "results", "load_average_1min")}, "command": command}
-    devices = {**(previous or {}).get("devices", {}), out["device"]: entry}
-    always = [f"{p}_{a}_vs_{b}" for p in common.DEVICE_PREFIX.values() for a, b in RATIO_PAIRS]
-    ratios = common.merge_device_ratios((previous or {}).get("ratios", {}), out["ratios"], out["device"] + "_", always)
-    return {"benchmark": NAME, "devices": devices, "ratios": ratios}
-
-
 def _markdown(merged: dict[str, Any]) -> str:
     """``dhen_step.md`` from the merged results file (every device recorded so far)."""
     lines = [
         "# dhen_step: DHEN over-arch training step, fused FM op vs plain-PyTorch FM math",
         "",
-        "One training step of the dense over-arch without torchrec: tokens X [B, n, d] (needs grad) -> 2 DHEN",
-        "layers [fm, linear] -> flatten -> linear head -> BCE -> backward -> Adam (fused on CUDA, plain on CPU).",
-        "`reference` = the FM modules' plain-PyTorch math; `fused` = the `c2al::fm_interaction` op;",
-        "`compiled_*` = the same loss under `torch.compile(fullgraph=True)`. Median step time over rounds that run",
-        "one step of each variant in turn, after warm-up (compilation and autotuning happen in the warm-up).",
-        "Ratio `<device>_<a>_vs_<b>` = samples/s of a / samples/s of b (> 1: a is faster).",
+        "A training step (forward, BCE, backward, Adam) of 2 DHEN layers [fm, linear] and a linear head, without",
+        "torchrec. `fused`: the `c2al::fm_interaction` op; `compiled_*`: under `torch.compile(fullgraph=True)`;",
+        "medians of rounds of one step per variant. `<device>_<a>_vs_<b>` = samples/s of a / of b (> 1: a faster).",
         "",
     ]
     header = ["variant", "FM math", "step ms (median)", "step ms (min)", "samples/s", "warm-up s", "first / last loss"]
@@ -230,7 +207,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
     opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    return common.finish_device_run(NAME, run(opts), merge, _markdown, argv, args)
+    return common.finish(NAME, run(opts), _markdown, argv, args.quick, args.json, args.record, ALWAYS)
 
 
 if __name__ == "__main__":

@@ -3,19 +3,17 @@
 python -m benchmarks.fm_kernel [--quick] [--json PATH] [--record] [--device auto|cpu|cuda] [--runs N]
     [--repeats N] [--cpu-threads N ...]
 
-Fused and eager timed alternately (medians of ``repeats``): forward and forward+backward time, bytes saved for
-backward, and the forward's bytes/s (read X, Y; write G) against a measured copy bandwidth. One device per run:
-CPU, fp32 at each of ``cpu_threads`` thread counts; CUDA, bf16. Of ``runs`` measurements the ratios are the
-medians, the results those of the median fwd+bwd run. Ratios: ``<device>_fwd_speedup``, ``<device>_fwdbwd_speedup``
-(eager / fused time; goals CPU >= 1.3, H100 >= 2.5), ``<device>_saved_memory_ratio`` (fused / eager; CPU goal
-<= 0.75), ``cpu_fwd_bandwidth_fraction`` / ``gpu_fwd_hbm_fraction``, ``cpu_fwdbwd_speedup_t<N>`` per thread count
-(the other ``cpu_*`` at the last). ``--record`` merges this device's entries into ``results/fm_kernel.json`` (the
-other device's are kept) and rewrites ``fm_kernel.md`` from it.
+Fused and eager timed alternately: forward and forward+backward time, bytes saved for backward, the forward's
+bytes/s against a measured copy. One device per run: CPU fp32 at each of ``cpu_threads``, or CUDA bf16; the
+ratios are medians of ``runs`` measurements. Goals: ``<device>_fwdbwd_speedup`` (eager / fused) CPU >= 1.3,
+H100 >= 2.5; ``cpu_saved_memory_ratio`` (fused / eager) <= 0.75. ``--record`` merges this device's entries into
+``results/fm_kernel.json`` (the other device's are kept) and rewrites ``fm_kernel.md`` from it.
 """
 
 import dataclasses
 import json
 import os
+import statistics
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -45,6 +43,7 @@ class Options:
     """Device measured: auto (cuda when present, else cpu), cpu or cuda."""
 
 
+ALWAYS = ["gpu_fwd_speedup", "gpu_fwdbwd_speedup", "gpu_fwd_hbm_fraction"]  # named in the record, null if unmeasured
 QUICK = dict(cpu_shape=(512, 32, 64, 16), gpu_shape=(8192, 64, 128, 32), repeats=3, runs=1)  # smoke run: B / 8
 
 
@@ -53,7 +52,8 @@ def _medians(fns: list[Callable[[], object]], device: torch.device, opts: Option
     for _ in range(opts.warmup):
         for fn in fns:
             fn()
-    return [common.median(t) for t in common.interleaved_seconds(dict(enumerate(fns)), opts.repeats, device).values()]
+    times = common.interleaved_seconds(dict(enumerate(fns)), opts.repeats, device)
+    return [statistics.median_high(t) for t in times.values()]  # upper median: an observed time
 
 
 def eager(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -81,9 +81,6 @@ def run_case(name: str, shape, dtype: torch.dtype, device: torch.device, opts: O
     x, y, dg = (torch.randn(b, n, m, device=device, generator=g).to(dtype) for m in (d, k, k))
     xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
 
-    def forward(fn: Callable) -> Callable[[], torch.Tensor]:
-        return lambda: fn(x, y)
-
     def fwdbwd(fn: Callable) -> Callable[[], None]:
         def step() -> None:
             xg.grad = yg.grad = None
@@ -94,7 +91,7 @@ def run_case(name: str, shape, dtype: torch.dtype, device: torch.device, opts: O
     with torch.no_grad():
         ref = eager(x.double(), y.double())
         err = float((fm_interaction(x, y).double() - ref).abs().max() / ref.abs().max())
-        fused_fwd, eager_fwd = _medians([forward(fm_interaction), forward(eager)], device, opts)
+        fused_fwd, eager_fwd = _medians([lambda: fm_interaction(x, y), lambda: eager(x, y)], device, opts)
     fused_fb, eager_fb = _medians([fwdbwd(fm_interaction), fwdbwd(eager)], device, opts)
     fwd_bytes = b * (n * d + 2 * n * k) * x.element_size()  # read X, Y; write G
     src = torch.empty(64 * 1024 * 1024, dtype=torch.float32, device=device).normal_()  # 256 MiB
@@ -113,8 +110,19 @@ def run_case(name: str, shape, dtype: torch.dtype, device: torch.device, opts: O
     return res
 
 
-def _ratios(results: dict) -> dict:
-    """The ratios of one measurement (one device: ``cpu*`` or ``gpu`` results)."""
+def _measure(opts: Options) -> tuple[dict, dict]:
+    """One measurement of this run's device, its results ({"cpu_t<N>"..., "cpu"} or {"gpu"}) and ratios."""
+    if common.resolve_device(opts.device) == "cuda":
+        res = run_case("gpu", opts.gpu_shape, torch.bfloat16, torch.device("cuda"), opts)
+        results = {"gpu": {**res, "threads": torch.get_num_threads(), "machine": common.accelerator_machine()}}
+    else:
+        results, threads_before = {}, torch.get_num_threads()
+        for i, threads in enumerate(opts.cpu_threads):
+            torch.set_num_threads(threads)
+            res = run_case(f"cpu t{threads}", opts.cpu_shape, torch.float32, torch.device("cpu"), opts)
+            case = "cpu" if i == len(opts.cpu_threads) - 1 else f"cpu_t{threads}"
+            results[case] = {**res, "threads": threads, "machine": common.accelerator_machine()}
+        torch.set_num_threads(threads_before)
     prefix = "gpu" if "gpu" in results else "cpu"
     r = results[prefix]
     ratios = {
@@ -126,64 +134,28 @@ def _ratios(results: dict) -> dict:
     for case, r in results.items():
         if case.startswith("cpu"):
             ratios[f"cpu_fwdbwd_speedup_t{r['threads']}"] = r["eager_fwdbwd_ms"] / r["fused_fwdbwd_ms"]
-    return ratios
-
-
-def _cases(opts: Options) -> dict:
-    """One measurement of this run's device: {"cpu_t<N>"..., "cpu"} or {"gpu"}."""
-    if common.resolve_device(opts.device) == "cuda":
-        res = run_case("gpu", opts.gpu_shape, torch.bfloat16, torch.device("cuda"), opts)
-        return {"gpu": {**res, "threads": torch.get_num_threads(), "machine": common.accelerator_machine()}}
-    results, threads_before = {}, torch.get_num_threads()
-    for i, threads in enumerate(opts.cpu_threads):
-        torch.set_num_threads(threads)
-        res = run_case(f"cpu t{threads}", opts.cpu_shape, torch.float32, torch.device("cpu"), opts)
-        case = "cpu" if i == len(opts.cpu_threads) - 1 else f"cpu_t{threads}"
-        results[case] = {**res, "threads": threads, "machine": common.accelerator_machine()}
-    torch.set_num_threads(threads_before)
-    return results
+    return results, ratios
 
 
 def run(opts: Options) -> dict:
-    """``opts.runs`` whole measurements; results of the run whose fwd+bwd ratio is the median."""
+    """``opts.runs`` whole measurements: their median ratios, the results of the run whose fwd+bwd ratio is
+    the median, every run's ratios."""
     load_before = os.getloadavg()[0]
-    runs = [(results, _ratios(results)) for results in (_cases(opts) for _ in range(opts.runs))]
+    runs = [_measure(opts) for _ in range(opts.runs)]
     per_run = [ratios for _, ratios in runs]
-    ratios = {k: common.median([r[k] for r in per_run]) for k in per_run[0]}
-    key = "gpu_fwdbwd_speedup" if "gpu_fwdbwd_speedup" in ratios else "cpu_fwdbwd_speedup"
-    results = sorted(runs, key=lambda run: run[1][key])[len(runs) // 2][0]
-    results[f"{key[:3]}_ratios_per_run"] = per_run
-    results[f"{key[:3]}_load_average_1min"] = [load_before, os.getloadavg()[0]]
-    return {"benchmark": "fm_kernel", "config": dataclasses.asdict(opts), "results": results, "ratios": ratios}
-
-
-def merge(previous: Optional[dict], out: dict, command: str) -> dict:
-    """The results file after this run: this run's device (``cpu*`` or ``gpu*`` keys) replaces only
-    its own entries in ``results``, ``ratios``, ``config`` and ``commands``; GPU ratios never
-    measured stay null."""
-    prefix = "gpu" if "gpu" in out["results"] else "cpu"
-    merged = {"benchmark": "fm_kernel", "config": {}, "commands": {}, "results": {}, "ratios": {}}
-    if previous:
-        config = previous.get("config", {})
-        # a file from before per-device merging held one config, the CPU run's
-        merged["config"] = {"cpu": config} if "cpu_shape" in config else dict(config)
-        merged["commands"] = dict(previous.get("commands", {}))
-        merged["results"] = {k: v for k, v in previous.get("results", {}).items() if not k.startswith(prefix)}
-        for old, new in (("ratios_per_run", "cpu_ratios_per_run"), ("load_average_1min", "cpu_load_average_1min")):
-            if old in merged["results"]:
-                merged["results"].setdefault(new, merged["results"].pop(old))
-    merged["config"][prefix] = out["config"]
-    merged["commands"][prefix] = command
-    merged["results"].update(out["results"])
-    always = ["gpu_fwd_speedup", "gpu_fwdbwd_speedup", "gpu_fwd_hbm_fraction"]
-    merged["ratios"] = common.merge_device_ratios((previous or {}).get("ratios", {}), out["ratios"], prefix, always)
-    return merged
+    ratios = {k: statistics.median_high([r[k] for r in per_run]) for k in per_run[0]}
+    device = "gpu" if "gpu_fwdbwd_speedup" in ratios else "cpu"
+    results = sorted(runs, key=lambda run: run[1][f"{device}_fwdbwd_speedup"])[len(runs) // 2][0]
+    return {
+        "benchmark": "fm_kernel", "device": device, "config": dataclasses.asdict(opts), "results": results,
+        "ratios_per_run": per_run, "load_average_1min": [load_before, os.getloadavg()[0]], "ratios": ratios,
+    }  # fmt: skip
 
 
 def _row(case: str, r: dict) -> list:
     return [
-        case, r.get("machine", "see config"), r.get("threads", ""), r["kernel"],
-        ",".join(map(str, r["shape"].values())), r["dtype"], f"{r['fused_fwd_ms']:.2f} / {r['eager_fwd_ms']:.2f}",
+        case, r["machine"], r["threads"], r["kernel"], ",".join(map(str, r["shape"].values())), r["dtype"],
+        f"{r['fused_fwd_ms']:.2f} / {r['eager_fwd_ms']:.2f}",
         f"{r['fused_fwdbwd_ms']:.2f} / {r['eager_fwdbwd_ms']:.2f}",
         f"{r['fused_saved_bytes'] / 1e6:.1f} / {r['eager_saved_bytes'] / 1e6:.1f}",
         f"{r['fused_fwd_gbs']:.1f} ({r['fused_fwd_bandwidth_fraction']:.0%} of {r['memory_bandwidth_gbs']:.1f})",
@@ -202,10 +174,8 @@ def markdown(merged: dict) -> str:
     lines = [
         "# fm_kernel: c2al::fm_interaction vs eager two-bmm + autograd",
         "",
-        "- Times are medians of fused and eager runs timed alternately (the cores may be shared);",
-        "  'saved' = bytes of distinct storages autograd keeps for backward;",
-        "  bandwidth = forward bytes (read X, Y; write G) / forward time, against a measured copy.",
-        "- Each device is recorded by its own run; a run replaces only its device's entries.",
+        "Medians of fused and eager timed alternately; 'saved': bytes autograd keeps for backward; GB/s: forward",
+        "bytes (read X, Y; write G) / forward time, against a measured copy. Each device is recorded by its own run.",
         "",
     ]
     header = [
@@ -213,19 +183,18 @@ def markdown(merged: dict) -> str:
         "fwd+bwd ms fused / eager", "saved MB fused / eager", "fwd GB/s (of measured)", "max rel err vs f64",
     ]  # fmt: skip
     for prefix in ("cpu", "gpu"):
-        if prefix not in merged["commands"] and prefix not in merged["config"]:
+        if prefix not in merged["devices"]:
             continue
-        load = merged["results"].get(f"{prefix}_load_average_1min", [float("nan")] * 2)
-        rows = [_row(case, r) for case, r in merged["results"].items() if case.startswith(prefix) and "shape" in r]
-        per_run = merged["results"].get(f"{prefix}_ratios_per_run", [])
+        entry = merged["devices"][prefix]
+        load, per_run = entry["load_average_1min"], entry["ratios_per_run"]
         lines += [
             f"## {prefix}",
             "",
-            f"- Command: `{merged['commands'].get(prefix, 'python -m benchmarks.fm_kernel')}`",
-            f"- Config: `{json.dumps(merged['config'].get(prefix, {}))}`",
+            f"- Command: `{entry['command']}`",
+            f"- Config: `{json.dumps(entry['config'])}`",
             f"- 1-min load average before / after: {load[0]:.2f} / {load[1]:.2f}" + (CPU_LOAD_NOTE * (prefix == "cpu")),
             "",
-            *common.md_table(header, rows),
+            *common.md_table(header, [_row(case, r) for case, r in entry["results"].items()]),
             "",
             f"Ratios (median of {len(per_run)} runs; per run in brackets):",
             "",
@@ -243,7 +212,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
     opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    return common.finish_device_run("fm_kernel", run(opts), merge, markdown, argv, args)
+    return common.finish("fm_kernel", run(opts), markdown, argv, args.quick, args.json, args.record, ALWAYS)
 
 
 if __name__ == "__main__":

@@ -7,27 +7,26 @@ from ``send`` to the response's last byte. Connection ``c`` of ``connections`` s
 ...`` (cycling), so every answer's index names its request. Every request sent is counted once: one answered by a
 closed connection, or not within ``timeout_s``, is recorded with status 0 and the connection reopened.
 ``client_cpu_us``: the generator's own CPU per request (all worker processes), what it adds to a shared machine.
-
-    from benchmarks.loadgen import encode_posts, run_load
-    python -m benchmarks.loadgen --port 8080 --body '{"rows": [...]}' [--connections N] [--processes N] [--seconds S]
+Used as a library: ``from benchmarks.loadgen import encode_posts, run_load``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
-import os
+import re
 import resource
 import selectors
 import socket
-import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
+
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 
 
 def encode_posts(host: str, port: int, path: str, bodies: Iterable[object]) -> list[bytes]:
@@ -93,8 +92,10 @@ class _Conn:
 def _drive(
     host: str, port: int, requests: Sequence[bytes], slots: Sequence[int], stride: int, start_at: float,
     seconds: float, timeout_s: float,
-) -> tuple[list[tuple[int, int, float, bytes]], int, float]:  # fmt: skip
-    """One process's event loop over connections ``slots``: (answers, sent, time of the last answer)."""
+) -> tuple[list[tuple[int, int, float, bytes]], int, float, float]:  # fmt: skip
+    """One process's event loop over connections ``slots``: (answers, sent, time of the last answer, CPU seconds
+    (user + system) this process spent in it)."""
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     sel = selectors.DefaultSelector()
     answers: list[tuple[int, int, float, bytes]] = []
     perf, stop, n = time.perf_counter, start_at + seconds, len(requests)
@@ -139,8 +140,7 @@ def _drive(
     conns = [_Conn(s) for s in slots]
     for c in conns:
         connect(c)
-    while perf() < start_at:
-        time.sleep(min(0.001, max(start_at - perf(), 0)))
+    time.sleep(max(start_at - perf(), 0))
     for c in conns:
         send(c)
     active, next_scan = len(conns), start_at + 1.0
@@ -163,48 +163,19 @@ def _drive(
                 else:
                     sel.unregister(c.sock)
                 continue
-            buf = c.buf + chunk if c.buf else chunk
-            if c.need < 0:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    c.buf = buf
-                    continue
-                c.status = int(buf[9:12])
-                head = buf[:end].lower()
-                i = head.find(b"\r\ncontent-length:")
-                if i < 0:
-                    raise RuntimeError(f"response without Content-Length: {bytes(buf[:end])!r}")
-                j = head.find(b"\r\n", i + 2)
-                c.body_at = end + 4
-                c.need = end + 4 + int(head[i + 17 : j if j >= 0 else len(head)])
-            if len(buf) < c.need:
-                c.buf = buf
-                continue
-            active -= not answered(c, c.status, buf[c.body_at : c.need])
+            c.buf += chunk
+            if c.need < 0 and (end := c.buf.find(b"\r\n\r\n")) >= 0:  # the head is in: status and length
+                length = CONTENT_LENGTH.search(c.buf, 0, end)
+                if length is None:
+                    raise RuntimeError(f"response without Content-Length: {bytes(c.buf[:end])!r}")
+                c.status, c.body_at, c.need = int(c.buf[9:12]), end + 4, end + 4 + int(length[1])
+            if 0 <= c.need <= len(c.buf):
+                active -= not answered(c, c.status, c.buf[c.body_at : c.need])
+    sel.close()
     for c in conns:
-        try:
-            sel.unregister(c.sock)
-        except (KeyError, ValueError):
-            pass
         c.sock.close()
-    return answers, sent, last
-
-
-def _measured_drive(*args: Any) -> tuple:
-    """``_drive(*args)`` and the CPU seconds (user + system) this process spent in it."""
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    answers, sent, last = _drive(*args)
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    return answers, sent, last, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-
-
-def _worker(conn: Any, *args: Any) -> None:
-    try:
-        conn.send(("ok", *_measured_drive(*args)))
-    except BaseException as e:  # report to the parent rather than hang it
-        conn.send(("error", repr(e)))
-    finally:
-        conn.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return answers, sent, last, usage.ru_utime - usage0.ru_utime + usage.ru_stime - usage0.ru_stime
 
 
 def run_load(
@@ -221,54 +192,9 @@ def run_load(
     args = [(host, port, requests, range(p, connections, processes), connections, start_at, seconds, timeout_s)
             for p in range(processes)]  # fmt: skip
     if processes == 1:
-        parts = [_measured_drive(*args[0])]
-    else:
-        ctx = mp.get_context("fork")  # the children only use sockets; forking skips re-importing the caller
-        pipes = [ctx.Pipe(duplex=False) for _ in args]
-        procs = [ctx.Process(target=_worker, args=(send, *a)) for (_, send), a in zip(pipes, args)]
-        for p, (_, send) in zip(procs, pipes):
-            p.start()
-            send.close()
-        parts = []
-        for p, (recv, _) in zip(procs, pipes):
-            msg = recv.recv()
-            p.join()
-            if msg[0] != "ok":
-                raise RuntimeError(f"load generator worker failed: {msg[1]}")
-            parts.append(msg[1:])
-    res = LoadResult()
-    for answers, sent, _, cpu in parts:
-        res.answers.extend(Answer(*a) for a in answers)
-        res.sent += sent
-        res.client_cpu_s += cpu
-    res.wall_s = max(part[2] for part in parts) - start_at
-    return res
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--path", default="/v1/score")
-    parser.add_argument("--body", required=True, help="JSON body of every request (or @file with one body per line)")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    args = parser.parse_args(argv)
-    if args.body.startswith("@"):
-        with open(args.body[1:], "rb") as f:
-            bodies = [line.strip() for line in f if line.strip()]
-    else:
-        bodies = [args.body.encode()]
-    reqs = encode_posts(args.host, args.port, args.path, bodies)
-    res = run_load(args.host, args.port, reqs, args.connections, args.seconds, args.processes)
-    print(json.dumps({
-        "sent": res.sent, "status": {str(k): v for k, v in sorted(res.status_counts().items())},
-        "qps": round(res.qps, 1), "p50_ms": round(res.percentile_ms(50), 3), "p99_ms": round(res.percentile_ms(99), 3),
-        "client_cpu_us_per_request": round(res.client_cpu_us, 1), "load_average": os.getloadavg()[0],
-    }))  # fmt: skip
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        parts = [_drive(*args[0])]
+    else:  # forked: the children only use sockets, and skip re-importing the caller
+        with ProcessPoolExecutor(processes, mp_context=mp.get_context("fork")) as pool:
+            parts = list(pool.map(_drive, *zip(*args)))
+    answers, sent, last, cpu = zip(*parts)  # per worker process
+    return LoadResult([Answer(*a) for part in answers for a in part], sum(sent), max(last) - start_at, sum(cpu))

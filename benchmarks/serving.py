@@ -2,16 +2,12 @@
 
 python -m benchmarks.serving [--quick] [--json PATH] [--record] [--data DIR]
 
-Randomly initialised models (one seed gives the C2AL and the baseline model the same primary weights) for the
-production-shaped schema: ``eager`` (the C2AL model's primary-only form behind the id transform + sigmoid),
-``ts_fp32_baseline`` / ``ts_fp32_c2al`` (``build_serving`` without / with aux heads, dropped at export),
-``ts_int8_c2al`` (int8 embeddings), each re-loaded with ``torch.jit.load``; latency of ``forward(dense, kjt)``
-at batch 1, 64 and 512, calls alternating in a rotating order (p50, p99, rows/s); sizes of ``model.pt`` and of
-the embeddings. pt2: the C2AL export's ``model.pt2`` vs its ``model.pt`` frozen and optimised as ``serve`` runs
-it, both through ``predict(Dict[str, Tensor])`` at batch 1, 64 and 4096; export time, sizes, load times.
-Ratios (goals): ``torchscript_vs_eager_p50`` (<= 1.0) and ``c2al_vs_baseline_export_p50`` (0.95-1.05), geometric
-means over batch sizes; ``int8_vs_fp32_size`` (<= 0.3); ``pt2_vs_torchscript_p50_b1`` / ``_b64`` / ``_b4096``
-(<= 0.67, 0.67, 1.0).
+Randomly initialised production-shaped models (one seed: C2AL and baseline share the primary weights): the eager
+primary-only model and the TorchScript exports (baseline, C2AL with its aux heads dropped, int8 embeddings);
+latency of ``forward(dense, kjt)`` per batch size, calls alternating (p50, p99, rows/s), and sizes. pt2: model.pt2
+vs model.pt as ``serve`` runs it, through ``predict``. Goals: ``torchscript_vs_eager_p50`` <= 1.0,
+``c2al_vs_baseline_export_p50`` 0.95-1.05 (geometric means over batch sizes), ``int8_vs_fp32_size`` <= 0.3,
+``pt2_vs_torchscript_p50_b1`` / ``_b64`` / ``_b4096`` <= 0.67, 0.67, 1.0.
 """
 
 from __future__ import annotations
@@ -63,10 +59,8 @@ class Options:
     """Largest table (user_id)."""
     model: dict = field(default_factory=common.production_model)
     """ModelConfig fields (the train_throughput benchmark's shape)."""
-    batch_sizes: tuple[int, ...] = (1, 64, 512)
-    """Serving batch sizes."""
     calls: dict = field(default_factory=lambda: {1: 1000, 64: 400, 512: 100})
-    """Timed calls per model per batch size."""
+    """Serving batch sizes and the timed calls per model at each."""
     warmup: int = 5
     """Untimed calls per model per batch size."""
     threads: int = 1
@@ -75,10 +69,8 @@ class Options:
     """Existing dataset root instead of generating one."""
     pt2: bool = True
     """Also compile model.pt2 and time it against the frozen TorchScript model (an AOTInductor compile)."""
-    pt2_batch_sizes: tuple[int, ...] = (1, 64, 4096)
-    """Batch sizes of the pt2 vs TorchScript comparison."""
     pt2_calls: dict = field(default_factory=lambda: {1: 1000, 64: 400, 4096: 30})
-    """Timed calls per format per batch size."""
+    """Batch sizes of the pt2 vs TorchScript comparison and the timed calls per format at each."""
 
 
 QUICK = dict(
@@ -137,12 +129,12 @@ def _tensor_bytes(module: nn.Module) -> int:
 
 
 def measure(models: dict[str, Callable], args: tuple, calls: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call ``model(*args)`` of each model after ``warmup`` calls, calls alternating in a rotating order."""
+    """Seconds per call ``model(*args)`` of each model after ``warmup`` untimed rounds, calls alternating in a
+    rotating order."""
+    fns = {k: lambda fn=fn: fn(*args) for k, fn in models.items()}
     with torch.inference_mode():
-        for fn in models.values():
-            for _ in range(warmup):
-                fn(*args)
-        return common.interleaved_seconds({k: lambda fn=fn: fn(*args) for k, fn in models.items()}, calls, rotate=True)
+        common.interleaved_seconds(fns, warmup)
+        return common.interleaved_seconds(fns, calls, rotate=True)
 
 
 def p50_p99_ms(seconds: list[float]) -> tuple[float, float]:
@@ -167,16 +159,16 @@ def pt2_vs_torchscript(opts: Options, run_c2al: TrainedRun, root: Path, work: Pa
     r["pt2_load_s"] = time.perf_counter() - t0  # sha256 of model.pt2 + aoti_load_package
     r["pt2_sha256_s"] = common.timed(lambda: file_digest(export / PT2_FILE))
     r["model_pt2_bytes"], r["model_pt_bytes"] = (export / PT2_FILE).stat().st_size, (export / MODEL_FILE).stat().st_size
-    for b in opts.pt2_batch_sizes:
+    for b, calls in opts.pt2_calls.items():
         batch = next(iter(ParquetReader(root, schema, "train", b, shuffle=False)))  # the largest split
         inputs = kjt_to_inputs(batch.dense_features, batch.sparse_features)
         with torch.inference_mode():
             r[f"pt2_vs_torchscript_max_abs_diff_b{b}"] = float((pt2.predict(inputs) - ts.predict(inputs)).abs().max())
         models = {"torchscript": ts.module.predict, "pt2": pt2.module.predict}
-        for name, seconds in measure(models, (inputs,), opts.pt2_calls.get(b, 30), opts.warmup).items():
+        for name, seconds in measure(models, (inputs,), calls, opts.warmup).items():
             r[f"{name}_predict_b{b}_p50_ms"], r[f"{name}_predict_b{b}_p99_ms"] = p50_p99_ms(seconds)
         r[f"pt2_vs_torchscript_p50_b{b}"] = r[f"pt2_predict_b{b}_p50_ms"] / r[f"torchscript_predict_b{b}_p50_ms"]
-        r[f"torchscript_gemm_b{b}_ms"] = _gemm_ms(ts.module.predict, inputs, max(3, opts.pt2_calls.get(b, 30) // 20))
+        r[f"torchscript_gemm_b{b}_ms"] = _gemm_ms(ts.module.predict, inputs, max(3, calls // 20))
         # the host-side checks alone (Pt2Program.check): the part of pt2's time outside the compiled call
         r[f"pt2_host_checks_b{b}_p50_ms"] = p50_p99_ms(measure({"c": pt2.module.check}, (inputs,), 200, 5)["c"])[0]
     return r
@@ -201,14 +193,14 @@ def run(opts: Options) -> dict:
         schema = load_schema(root)
         models, results = build_models(opts, schema, work)
         split = "test" if "test" in schema.splits else None
-        for b in opts.batch_sizes:
+        for b, calls in opts.calls.items():
             batch = next(iter(ParquetReader(root, schema, split, b, shuffle=False)))
             args = (batch.dense_features, batch.sparse_features)
             with torch.no_grad():  # same inputs, same primary weights: all four agree (int8 approximately)
                 ref = models["eager"](*args)
                 for name in ("ts_fp32_baseline", "ts_fp32_c2al"):
                     results[f"{name}_max_abs_diff_vs_eager"] = float((models[name](*args) - ref).abs().max())
-            for name, seconds in measure(models, args, opts.calls.get(b, 50), opts.warmup).items():
+            for name, seconds in measure(models, args, calls, opts.warmup).items():
                 results[f"{name}_b{b}_p50_ms"], results[f"{name}_b{b}_p99_ms"] = p50_p99_ms(seconds)
                 results[f"{name}_b{b}_rows_per_s"] = float(b / np.mean(seconds))
             p50 = {name: results[f"{name}_b{b}_p50_ms"] for name in models}
@@ -218,7 +210,7 @@ def run(opts: Options) -> dict:
             del models  # the four TorchScript models: memory for the compile
             results.update(pt2_vs_torchscript(opts, random_run(opts, schema, work, True), root, work))
         results["load_average_1min"] = [load_before, os.getloadavg()[0]]
-    gmean = lambda key: statistics.geometric_mean(results[f"{key}_b{b}"] for b in opts.batch_sizes)  # noqa: E731
+    gmean = lambda key: statistics.geometric_mean(results[f"{key}_b{b}"] for b in opts.calls)  # noqa: E731
     fp32_bytes = results["fp32_embedding_bytes"]
     ratios = {
         "torchscript_vs_eager_p50": gmean("torchscript_vs_eager_p50"),
@@ -227,7 +219,7 @@ def run(opts: Options) -> dict:
         "int8_vs_fp32_model_pt_size": results["ts_int8_c2al_model_pt_bytes"] / results["ts_fp32_c2al_model_pt_bytes"],
         "int8_align16_vs_fp32_size": results["int8_align16_embedding_bytes"] / fp32_bytes,
     }
-    for b in opts.pt2_batch_sizes if opts.pt2 else ():
+    for b in opts.pt2_calls if opts.pt2 else ():
         ratios[f"pt2_vs_torchscript_p50_b{b}"] = results[f"pt2_vs_torchscript_p50_b{b}"]
     config = {**dataclasses.asdict(opts), "machine": common.machine(), "threads": torch.get_num_threads()}
     # the record's form (tuples as lists, int keys as strings): the markdown printed now is the one its JSON renders
@@ -236,10 +228,11 @@ def run(opts: Options) -> dict:
 
 def _markdown(out: dict, command: str) -> str:
     r, q, c = out["results"], out["ratios"], out["config"]
-    per_b = lambda key: ", ".join(f"b{b} {r[f'{key}_b{b}']:.3f}" for b in c["batch_sizes"])  # noqa: E731
+    batch_sizes = c["calls"]  # the record's keys: batch sizes as strings
+    per_b = lambda key: ", ".join(f"b{b} {r[f'{key}_b{b}']:.3f}" for b in batch_sizes)  # noqa: E731
     latency = [
         [name, b, *(f"{r[f'{name}_b{b}_{k}_ms']:.3f}" for k in ("p50", "p99")), f"{r[f'{name}_b{b}_rows_per_s']:,.0f}"]
-        for b in c["batch_sizes"]
+        for b in batch_sizes
         for name in MODELS
     ]
     sizes = [
@@ -276,15 +269,15 @@ def _markdown(out: dict, command: str) -> str:
 def _pt2_markdown(r: dict, c: dict) -> list[str]:
     rows = [
         [b, *(f"{r[f'{fmt}_predict_b{b}_{k}_ms']:.3f}" for fmt in ("torchscript", "pt2") for k in ("p50", "p99")),
-         f"**{r[f'pt2_vs_torchscript_p50_b{b}']:.3f}** (<= {PT2_GOALS.get(b, 1.0)})",
+         f"**{r[f'pt2_vs_torchscript_p50_b{b}']:.3f}** (<= {PT2_GOALS.get(int(b), 1.0)})",
          f"{r[f'pt2_host_checks_b{b}_p50_ms']:.3f}", f"{r[f'pt2_vs_torchscript_max_abs_diff_b{b}']:.1e}"]
-        for b in c["pt2_batch_sizes"]
+        for b in c["pt2_calls"]
     ]  # fmt: skip
     header = ["batch", "TorchScript p50", "TorchScript p99", "pt2 p50", "pt2 p99", "pt2 / TorchScript p50 (goal)",
               "pt2 host checks p50", "max abs diff"]  # fmt: skip
     gemm = [f"b{b} {r[f'torchscript_gemm_b{b}_ms']:.3f} ms = "
             f"{r[f'torchscript_gemm_b{b}_ms'] / r[f'torchscript_predict_b{b}_p50_ms']:.2f} of its p50"
-            for b in c["pt2_batch_sizes"]]  # fmt: skip
+            for b in c["pt2_calls"]]  # fmt: skip
     return [
         "## model.pt2 (AOTInductor) vs model.pt (TorchScript, frozen and optimised as `serve` runs it)",
         "",

@@ -2,17 +2,11 @@
 
 python -m benchmarks.serving_http [--quick] [--json PATH] [--record] [--clients N] [--seconds S] [--load-processes N]
 
-A real export (the production-shaped model trained for a few steps on generated data, exported with the
-parity gate) is served by `c2al-rec serve` processes in turn, each under the same load from
-``benchmarks.loadgen``: ``clients`` closed-loop keep-alive connections sending one-row ``POST /v1/score``
-requests for ``seconds``. Modes: ``single`` (``--max-batch-rows 1``: every request scored alone), ``batched``
-(``--max-batch-rows 256 --max-wait-ms 2``: dynamic micro-batching), ``single_pt2`` / ``batched_pt2`` (the same
-on ``model.pt2``), ``one_client`` (one connection alone on the batched server: nothing to batch with) and
-``overload`` (``--max-queue 32``, 4x the clients). Per mode: QPS, p50 / p99 latency seen by the clients, mean
-rows per model call (/metrics), the server's CPU per request (/proc), the load average around the run, and
-requests sent / answered 200 / 503 / other: every request must get exactly one answer, and every 200 its own
-row's probability (checked against the model scored locally). Goal on 2 cores (``goal_met``): batched >= 5x
-the QPS of single at p99 <= 50 ms. Ratios: ``qps_batched_vs_single``, ``qps_pt2_vs_torchscript_single`` / ``_batched``.
+A real export (the production-shaped model after a few training steps) served by `c2al-rec serve` in each mode
+under the same closed-loop load (``benchmarks.loadgen``: ``clients`` keep-alive connections, one-row requests):
+``single`` (every request scored alone), ``batched`` (dynamic micro-batching), ``*_pt2`` (the same on model.pt2),
+``one_client`` and ``overload`` (a short queue, 4x the clients). Every request must get exactly one answer, every
+200 its own row's probability. Goal on 2 cores (``goal_met``): batched >= 5x the QPS of single at p99 <= 50 ms.
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -76,9 +70,9 @@ def build_export(opts: Options, root: Path) -> Path:
     overrides += [
         "--data.batch_size=512", "--cohorts.enabled=false", "--train.max_steps=5", "--train.log_every=0",
         "--train.eval_every=0", "--train.eval_batches=1", "--checkpoint.every_steps=0",
-        *common.model_overrides(opts.model),
     ]  # fmt: skip
-    launch(load_config(common.REPO / "launch/configs/smoke.toml", overrides), root / "run", nproc_per_node=1)
+    cfg = load_config(common.REPO / "launch/configs/smoke.toml", overrides)
+    launch(replace(cfg, model=common.model_config(opts.model)), root / "run", nproc_per_node=1)
     export_checkpoint(ExportConfig(parity_rows=1024, pt2=opts.pt2), root / "run", root / "export", data=root / "data")
     return root / "export"
 
@@ -166,16 +160,16 @@ def run(opts: Options) -> dict[str, Any]:
         expected = model.predict(rows_to_inputs(rows, model)).numpy()
         single = ["--max-batch-rows", "1", "--max-wait-ms", "0"]
         batched = ["--max-batch-rows", str(opts.max_batch_rows), "--max-wait-ms", str(opts.max_wait_ms)]
-        runs = [("single", single, opts.clients), ("batched", batched, opts.clients)]
+        runs = {"single": single, "batched": batched}
         if opts.pt2:
-            runs += [("single_pt2", [*single, "--format", "pt2"], opts.clients)]
-            runs += [("batched_pt2", [*batched, "--format", "pt2"], opts.clients)]
-        runs += [("overload", [*batched, "--max-queue", str(opts.overload_queue)], 4 * opts.clients)]
+            runs.update(single_pt2=[*single, "--format", "pt2"], batched_pt2=[*batched, "--format", "pt2"])
+        runs["overload"] = [*batched, "--max-queue", str(opts.overload_queue)]
         results: dict[str, Any] = {}
-        for name, flags, clients in runs:
+        for name, flags in runs.items():
             server = Server(export, *flags, "--threads", str(opts.threads))
             try:
                 reqs = encode_posts("127.0.0.1", server.port, "/v1/score", [{"rows": [r]} for r in rows])
+                clients = 4 * opts.clients if name == "overload" else opts.clients
                 if name != "overload":
                     run_load("127.0.0.1", server.port, reqs, clients, 1.0, opts.load_processes)  # warm-up
                 res = drive(server, reqs, clients, opts.seconds, opts.load_processes, expected)
@@ -245,8 +239,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.add_option_flags(parser, Options, only=["clients", "seconds", "load_processes"])
     args = parser.parse_args(argv)
     out = run(common.options_from_args(Options, args, Options(**QUICK) if args.quick else None))
-    if args.record and not args.quick:  # the committed record: the JSON beside the markdown
-        common.write_json(common.RESULTS_DIR / "serving_http.json", out)
     return common.finish("serving_http", out, markdown, argv, args.quick, args.json, args.record)
 
 

@@ -2,23 +2,17 @@
 
 python -m benchmarks.train_throughput [--quick] [--json PATH] [--record] [--data DIR] [--threads N] [--only mfu]
 
-The same synthetic data (or ``--data``), batch size per rank, precision and threads on both sides of every
-ratio. Cases: ``trainer`` (the real Trainer: DMP, RowWiseAdagrad fused into backward, the sparse pipeline; C2AL
-off); ``plain`` (what a competent PyTorch user writes: ``nn.EmbeddingBag(sparse=True)`` per table + Adagrad, the
-same dense modules and Adam; DDP when launched); ``*_bf16`` / ``*_compiled`` (the dense part under bf16 autocast
-/ torch.compile); the C2AL cost group ``c2al/`` (baseline, the A/A control ``trainer_again``, C2AL with default
-aux heads, with ``large_aux_head`` on a projection of h and on h itself), built afresh ``cost_repeats`` times;
-the levers ``levers/``. In-process cases run interleaved: a round times ``steps_per_round`` steps of each case
-in a rotating order; rates are medians over rounds, ratios medians of per-round ratios with 95% bootstrap
-intervals. ``two_procs``: trainer and plain also launched with 1 and 2 processes, best of ``proc_rounds``. MFU:
-a 1-thread step's model FLOP/s (FlopCounterMode) over the 1-thread 2048 GEMM rate at the same precision.
-Ratios: ``trainer_vs_plain_pytorch`` (a report row), ``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128``
-(goal >= 0.97), ``mfu_*``, ``aa_control``, ``two_procs_vs_one``, ``lever_*``; ``--only mfu`` measures MFU alone.
+Same data, batch size per rank, precision and threads on both sides of every ratio. ``trainer``: the real
+Trainer (C2AL off); ``plain``: ``nn.EmbeddingBag(sparse=True)`` per table + Adagrad, the same dense modules and
+Adam (DDP when launched); ``*_bf16`` / ``*_compiled``: the dense part under bf16 autocast / torch.compile; the
+C2AL cost group ``c2al/`` (``cost_repeats`` fresh builds, with an A/A control) and the ``levers/``. In-process
+cases run interleaved in rotating order: rates are medians over rounds, ratios medians of per-round ratios with
+95% bootstrap intervals; launched cases (1 and 2 processes) the best of ``proc_rounds``. MFU: a 1-thread step's
+model FLOP/s over the 1-thread 2048 GEMM rate. Goal: ``c2al_vs_baseline`` and ``c2al_vs_baseline_aux128`` >= 0.97.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import json
@@ -123,20 +117,19 @@ class PlainModel(nn.Module):
 
     def __init__(self, schema: Any, cfg: ModelConfig, bf16: bool = False, compiled: bool = False) -> None:
         super().__init__()
-        d = cfg.embedding_dim
         self.names = [f.name for f in schema.sparse]
         self.bags = nn.ModuleList(
-            nn.EmbeddingBag(f.num_embeddings, d, mode=f.pooling, sparse=True, include_last_offset=True)
+            nn.EmbeddingBag(f.num_embeddings, cfg.embedding_dim, mode=f.pooling, sparse=True, include_last_offset=True)
             for f in schema.sparse
         )
-        self.dense_arch = DenseArch(len(schema.dense), cfg.dense_arch, d)
+        self.dense_arch = DenseArch(len(schema.dense), cfg.dense_arch, cfg.embedding_dim)
         self.over_arch = OverArch(len(self.names) + (1 if schema.dense else 0), cfg)
         self.primary_head = mlp(self.over_arch.repr_dim, cfg.primary_head, 1)
         self.bf16 = bf16
         self.dense_part = torch.compile(self._dense_part) if compiled else self._dense_part
 
     def _dense_part(self, tokens: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             x = torch.cat([tokens, self.dense_arch(dense)], dim=1)  # [B, n, d]
             return self.primary_head(self.over_arch(x)).squeeze(-1)
 
@@ -286,18 +279,13 @@ def _launched(opts: Options, root: Path, work: Path) -> tuple[dict[str, list[flo
 
 
 def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """This machine's 1-thread rate of a square ``n`` GEMM at ``dtype``, GFLOP/s (best of ``repeats``):
-    the limit a 1-thread training step's matmuls can approach."""
-    threads = torch.get_num_threads()
+    """This machine's rate of a square ``n`` GEMM at ``dtype`` on 1 thread (torch is left at 1), GFLOP/s, best
+    of ``repeats``: the limit a 1-thread training step's matmuls can approach."""
     torch.set_num_threads(1)
-    try:
-        g = torch.Generator().manual_seed(0)
-        a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
-        a @ b  # warm-up: packing buffers, kernel selection
-        best = min(common.timed(lambda: a @ b) for _ in range(repeats))
-    finally:
-        torch.set_num_threads(threads)
-    return 2 * n**3 / best / 1e9
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+    a @ b  # warm-up: packing buffers, kernel selection
+    return 2 * n**3 / min(common.timed(lambda: a @ b) for _ in range(repeats)) / 1e9
 
 
 def step_gflops(trainer: Any, batches: Iterator[Any]) -> float:
@@ -315,19 +303,13 @@ def step_gflops(trainer: Any, batches: Iterator[Any]) -> float:
 
 
 def measure_mfu(opts: Options, root: Path, work: Path) -> dict[str, Any]:
-    """Model FLOP/s of the 1-process, 1-thread baseline training step over the 1-thread GEMM rate at the same
-    precision: ``fp32`` and, where the CPU has bf16 matrix instructions, ``bf16``."""
+    """Model FLOP/s of the 1-process, 1-thread baseline training step (its median over rounds) over the 1-thread
+    GEMM rate at the same precision: ``fp32`` and, where the CPU has bf16 matrix instructions, ``bf16``."""
     out: dict[str, Any] = {"gemm_n": 2048, "threads": 1, "bf16_isa": common.cpu_bf16_isa()}
     for name in ("fp32", "bf16") if out["bf16_isa"] not in ("none", "unknown") else ("fp32",):
         cfg = make_config(opts, root, c2al=False, bf16=name == "bf16", threads=1)
-        trainer, batches = build_trainer(cfg, work / f"mfu-{name}")
-        try:
-            common.timed(lambda: trainer.train_step(batches), opts.warmup)
-            steps = opts.rounds * opts.steps_per_round
-            step_s = common.timed(lambda: trainer.train_step(batches), steps) / steps
-            gflops = step_gflops(trainer, batches)
-        finally:
-            trainer.close()
+        rates, _, flops = _group(opts, work / f"mfu-{name}", {name: (cfg, False)}, count_flops=True)
+        step_s, gflops = opts.batch_size / statistics.median(rates[name]), flops[name]
         gemm = gemm_gflops(torch.bfloat16 if name == "bf16" else torch.float32)
         out[name] = {
             "step_gflop": gflops, "step_s": step_s, "step_gflop_per_s": gflops / step_s, "gemm_gflop_per_s": gemm,
@@ -390,24 +372,19 @@ def per_round_ratios(rounds: dict[str, list[float]], key: str) -> Optional[list[
 def median_interval(
     values: list[float], repeats: int = 1, confidence: float = 0.95, resamples: int = 4000
 ) -> Optional[list[float]]:
-    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values). With
-    ``repeats`` > 1, ``values`` are that many equal runs of rounds (one per fresh build of a group): the
-    bootstrap resamples runs, then rounds within each, so the interval carries the differences between builds."""
+    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values, or all equal).
+    ``values`` are ``repeats`` equal runs of rounds (one per fresh build of a group): the bootstrap resamples
+    runs, then rounds within each, so with ``repeats`` > 1 the interval carries the differences between builds."""
     import numpy as np
-    from scipy.stats import bootstrap
 
     if len(values) < 3 or min(values) == max(values):
         return None
-    if repeats <= 1:
-        ci = bootstrap((np.asarray(values),), np.median, confidence_level=confidence, method="percentile", rng=0)
-        return [float(ci.confidence_interval.low), float(ci.confidence_interval.high)]
     runs = np.asarray(values).reshape(repeats, -1)  # [repeats, rounds]
     rng = np.random.default_rng(0)
     picked = runs[rng.integers(0, repeats, (resamples, repeats))]  # [resamples, repeats, rounds]
     rounds = rng.integers(0, runs.shape[1], picked.shape)
     medians = np.median(np.take_along_axis(picked, rounds, axis=2).reshape(resamples, -1), axis=1)
-    alpha = (1 - confidence) / 2
-    return [float(np.quantile(medians, alpha)), float(np.quantile(medians, 1 - alpha))]
+    return [float(np.quantile(medians, q)) for q in ((1 - confidence) / 2, (1 + confidence) / 2)]
 
 
 def run(opts: Options) -> dict:
@@ -419,38 +396,31 @@ def run(opts: Options) -> dict:
         work = Path(tmp)
         root = common.synthetic_root(opts, work, seed=1)
         cfg = lambda separate=False, **kw: (make_config(opts, root, **kw), separate)  # noqa: E731
-        headline = {"trainer": cfg(c2al=False), "plain": PlainTrainer(opts, root)}
-        headline.update(trainer_bf16=cfg(c2al=False, bf16=True), plain_bf16=PlainTrainer(opts, root, bf16=True))
-        rates, ne, _ = _group(opts, work, headline)
-        del headline
+        rates, ne, _ = _group(opts, work, {
+            "trainer": cfg(c2al=False), "plain": PlainTrainer(opts, root), "trainer_bf16": cfg(c2al=False, bf16=True),
+            "plain_bf16": PlainTrainer(opts, root, bf16=True),
+        })  # fmt: skip
         large = opts.large_aux_head
         c2al_cost = {
             "trainer": cfg(c2al=False), "trainer_again": cfg(c2al=False), "trainer_c2al": cfg(c2al=True),
             "trainer_c2al_aux128": cfg(c2al=True, aux_head=large, aux_projection=opts.large_aux_projection),
             "trainer_c2al_aux128_on_h": cfg(c2al=True, aux_head=large),
         }  # fmt: skip
-        repeat_ratios: dict[str, list[float]] = {k: [] for k in C2AL_RATIOS}
         for repeat in range(opts.cost_repeats):  # fresh trainers each time: instances can differ by ~1% (A/A)
             print(f"[train_throughput] C2AL cost group, repeat {repeat + 1}/{opts.cost_repeats}", flush=True)
             got, got_ne, got_gflops = _group(opts, work / f"c2al-{repeat}", c2al_cost, count_flops=repeat == 0)
             if repeat == 0:
-                cost_ne, cost_gflops = got_ne, got_gflops
-            got = {f"c2al/{k}": v for k, v in got.items()}
-            for k, v in got.items():
-                rates.setdefault(k, []).extend(v)
-            for key in C2AL_RATIOS:
-                repeat_ratios[key].append(statistics.median(per_round_ratios(got, key)))
-        del c2al_cost
-        ne.update({k: v for k, v in cost_ne.items() if k.startswith("trainer_c2al")})
+                cost_gflops = got_gflops
+                ne.update({k: v for k, v in got_ne.items() if k.startswith("trainer_c2al")})
+            for k, v in got.items():  # the rounds of all repeats, in order
+                rates.setdefault(f"c2al/{k}", []).extend(v)
         if opts.levers:
-            levers = {
+            lever_rates, lever_ne, _ = _group(opts, work, {
                 "trainer": cfg(c2al=False), "trainer_compiled": cfg(c2al=False, compiled=True),
                 "plain_compiled": PlainTrainer(opts, root, compiled=True), "trainer_c2al": cfg(c2al=True),
                 "trainer_c2al_separate_heads": cfg(True, c2al=True),
                 "trainer_c2al_sampled_metrics": cfg(c2al=True, metrics_every=opts.metrics_every),
-            }  # fmt: skip
-            lever_rates, lever_ne, _ = _group(opts, work, levers)
-            del levers
+            })  # fmt: skip
             rates.update({f"levers/{k}": v for k, v in lever_rates.items()})
             ne["trainer_compiled"] = lever_ne["trainer_compiled"]
         mfu = measure_mfu(opts, root, work)
@@ -458,20 +428,24 @@ def run(opts: Options) -> dict:
     results: dict[str, Any] = {f"{k}_samples_per_s": statistics.median(v) for k, v in rates.items()}
     results.update(
         mfu=mfu, rounds_samples_per_s=rates, threads=opts.threads or (os.cpu_count() or 1),
-        steps_per_case=opts.warmup + opts.rounds * opts.steps_per_round, valid_ne=ne, c2al_repeat_ratios=repeat_ratios,
+        steps_per_case=opts.warmup + opts.rounds * opts.steps_per_round, valid_ne=ne, c2al_repeat_ratios={},
         step_gflops=cost_gflops, ne_rel_change_vs_fp32={k: (v - ne["trainer"]) / ne["trainer"] for k, v in ne.items()},
         # what C2AL adds to a step's model FLOPs: noise-free, unlike the timed ratios
         c2al_extra_flops={k: v / cost_gflops["trainer"] - 1 for k, v in cost_gflops.items() if "_c2al" in k},
+        ratio_intervals={},
     )  # fmt: skip
     ratios: dict[str, Optional[float]] = {"mfu_fp32": mfu["fp32"]["mfu"], "mfu_bf16": mfu.get("bf16", {}).get("mfu")}
     ratios.update(trainer_vs_plain_fp32_2procs=None, trainer_vs_plain_bf16_2procs=None, two_procs_vs_one=None)
-    results["ratio_intervals"] = {}
     for key in PAIRED:
         per_round = per_round_ratios(rates, key)
-        if per_round is not None:
-            ratios[key] = statistics.median(per_round)
-            repeats = opts.cost_repeats if key in C2AL_RATIOS else 1
-            results["ratio_intervals"][key] = median_interval(per_round, repeats)
+        if per_round is None:
+            continue
+        repeats = opts.cost_repeats if key in C2AL_RATIOS else 1
+        ratios[key] = statistics.median(per_round)
+        results["ratio_intervals"][key] = median_interval(per_round, repeats)
+        if key in C2AL_RATIOS:  # each fresh build's own ratio (the pooled rounds hold the builds in turn)
+            builds = [per_round[i : i + opts.rounds] for i in range(0, len(per_round), opts.rounds)]
+            results["c2al_repeat_ratios"][key] = [statistics.median(b) for b in builds]
     if launched:
         # best of rounds: a launch is long, and a burst of other load can slow one launch by 10x
         best = {k: max(v) for k, v in launched.items()}
@@ -496,10 +470,7 @@ RATIO_LINES = [  # (ratio, goal, what) rows of the ratio table
     ("trainer_vs_plain_pytorch", "report", "the smaller of fp32 and bf16 below"),
     ("trainer_vs_plain_fp32", "report", "min over 1 and 2 processes"),
     ("trainer_vs_plain_bf16", "report", "min over 1 and 2 processes; both sides under bf16 autocast"),
-    ("trainer_vs_plain_fp32_1proc", "", ""),
-    ("trainer_vs_plain_fp32_2procs", "", ""),
-    ("trainer_vs_plain_bf16_1proc", "", ""),
-    ("trainer_vs_plain_bf16_2procs", "", ""),
+    *((f"trainer_vs_plain_{p}_{n}", "", "") for p in ("fp32", "bf16") for n in ("1proc", "2procs")),
     ("trainer_vs_plain_compiled", "", "both dense parts under torch.compile, 1 process"),
     ("c2al_vs_baseline", ">= 0.97", "default aux heads"),
     ("c2al_vs_baseline_aux128", ">= 0.97", "aux_head [128] on a projection of h (model.aux_projection)"),
@@ -521,13 +492,13 @@ def _shows_ne(name: str) -> bool:
 
 def _markdown(out: dict, command: str) -> str:
     r, q, c = out["results"], out["ratios"], out["config"]
-    rounds, intervals = r["rounds_samples_per_s"], r.get("ratio_intervals", {})
+    rounds, intervals = r["rounds_samples_per_s"], r["ratio_intervals"]
     lines = [
         *common.results_header("Training throughput", c, command),
         "",
         f"Torch threads in-process: {r['threads']}. Every in-process case did {r['steps_per_case']} steps on the same "
         f"data ({c['rounds']} rounds of {c['steps_per_round']} step(s) per case, order rotated each round); the "
-        f"`c2al/` rows pool {c.get('cost_repeats', 1)} fresh builds of their group (their NE is the first build's). "
+        f"`c2al/` rows pool {c['cost_repeats']} fresh builds of their group (their NE is the first build's). "
         "Rates are medians over rounds, ratios medians of per-round ratios with 95% bootstrap intervals. Load average "
         f"(1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f}.",
         "",
@@ -548,7 +519,7 @@ def _markdown(out: dict, command: str) -> str:
     for key, goal, what in RATIO_LINES:
         if key in q:
             per = per_round_ratios(rounds, key) if key in PAIRED else None
-            repeats = r.get("c2al_repeat_ratios", {}).get(key) or []
+            repeats = r["c2al_repeat_ratios"].get(key, [])
             if len(repeats) > 1:
                 what += ("; " if what else "") + "repeats: " + ", ".join(f"{v:.3f}" for v in repeats)
             ci = intervals.get(key)
@@ -563,33 +534,28 @@ def _markdown(out: dict, command: str) -> str:
 
 def _notes(out: dict) -> list[str]:
     """What the measured numbers add to the tables: MFU, model FLOPs, bf16 speed, the NE check."""
-    r, m, extra = out["results"], out["results"].get("mfu") or {}, out["results"].get("c2al_extra_flops") or {}
-    lines = ["## Notes", ""]
-    if m:
-        mfu = [f"{p}: {m[p]['step_gflop_per_s']:.1f} of {m[p]['gemm_gflop_per_s']:.1f} GFLOP/s = {m[p]['mfu']:.3f}"
-               for p in ("fp32", "bf16") if p in m]  # fmt: skip
-        lines.append(
-            f"- MFU of the 1-process, 1-thread training step (FlopCounterMode's model FLOPs per step / step time, over "
-            f"the 1-thread rate of a square {m['gemm_n']} GEMM at the same precision): " + "; ".join(mfu)
-            + (f" (measured by `{m['command']}`)." if m.get("command") else ".")
-        )  # fmt: skip
-    if extra:
-        lines.append(
-            f"- Model FLOPs of a training step: baseline {r['step_gflops']['trainer']:.1f} GFLOP; C2AL adds "
-            + ", ".join(f"`{case}` +{100 * v:.1f}%" for case, v in extra.items())
-            + "; a step whose time followed its FLOPs would give C2AL on / off "
-            + ", ".join(f"{1 / (1 + v):.3f}" for v in extra.values()) + "."
-        )  # fmt: skip
+    r, m, extra = out["results"], out["results"]["mfu"], out["results"]["c2al_extra_flops"]
+    mfu = [f"{p}: {m[p]['step_gflop_per_s']:.1f} of {m[p]['gemm_gflop_per_s']:.1f} GFLOP/s = {m[p]['mfu']:.3f}"
+           for p in ("fp32", "bf16") if p in m]  # fmt: skip
     bf16 = [f"{s} {r[f'{s}_bf16_samples_per_s'] / r[f'{s}_samples_per_s']:.3f}" for s in ("trainer", "plain")]
     checked = {k: v for k, v in r["ne_rel_change_vs_fp32"].items() if k in ("trainer_bf16", "trainer_compiled")}
     within = all(abs(v) <= NE_TOLERANCE for v in checked.values())
-    return lines + [
+    return [
+        "## Notes",
+        "",
+        f"- MFU of the 1-process, 1-thread training step (FlopCounterMode's model FLOPs per step / step time, over "
+        f"the 1-thread rate of a square {m['gemm_n']} GEMM at the same precision): " + "; ".join(mfu)
+        + (f" (measured by `{m['command']}`)." if m.get("command") else "."),
+        f"- Model FLOPs of a training step: baseline {r['step_gflops']['trainer']:.1f} GFLOP; C2AL adds "
+        + ", ".join(f"`{case}` +{100 * v:.1f}%" for case, v in extra.items())
+        + "; a step whose time followed its FLOPs would give C2AL on / off "
+        + ", ".join(f"{1 / (1 + v):.3f}" for v in extra.values()) + ".",
         f"- bf16 / fp32 samples/s, in process: {', '.join(bf16)} (the machine line names the bf16 ISA).",
         f"- NE check (validation NE after equal steps vs the fp32 eager trainer, allowed +-{100 * NE_TOLERANCE:.1f}%): "
         + ", ".join(f"`{k}` {100 * v:+.4f}%" for k, v in checked.items())
         + (": within." if within else ": OUTSIDE the tolerance.")
         + " The `trainer_c2al*` rows show what the aux losses do to the primary NE after the same steps.",
-    ]
+    ]  # fmt: skip
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -602,31 +568,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    if args.only == "mfu":
-        return _main_mfu_only(opts, args, argv)
-    out = run(opts)
-    if args.record and not args.quick:  # the committed record: the JSON beside the markdown
-        common.write_json(common.RESULTS_DIR / "train_throughput.json", out)
-    return common.finish("train_throughput", out, _markdown, argv, args.quick, args.json, args.record)
-
-
-def _main_mfu_only(opts: Options, args: Any, argv: Optional[list[str]]) -> int:
-    """``--only mfu``: the GEMM rates and the 1-thread step's model FLOP/s; ``--record`` merges them into the record."""
+    if args.only != "mfu":
+        return common.finish("train_throughput", run(opts), _markdown, argv, args.quick, args.json, args.record)
     with tempfile.TemporaryDirectory(prefix="c2al-bench-mfu-") as tmp:
         mfu = measure_mfu(opts, common.synthetic_root(opts, Path(tmp), seed=1), Path(tmp))
     mfu["command"] = common.command_line("train_throughput", argv).strip()
+    print(json.dumps(mfu, indent=2))
     if args.json:
         common.write_json(args.json, mfu)
-    if not args.record or args.quick:
-        print(json.dumps(mfu, indent=2))
-        return 0
-    path, md = common.RESULTS_DIR / "train_throughput.json", common.RESULTS_DIR / "train_throughput.md"
-    out = json.loads(path.read_text())
-    out["results"]["mfu"] = mfu
-    out["ratios"].update(mfu_fp32=mfu["fp32"]["mfu"], mfu_bf16=mfu.get("bf16", {}).get("mfu"))
-    common.write_json(path, out)
-    md.write_text(_markdown(out, md.read_text().split("Command: `", 1)[1].split("`", 1)[0]))
-    print(f"merged the mfu measurement into {path.name} and {md.name}")
+    if args.record and not args.quick:  # the record keeps its own command; the MFU entry names this one
+        path, md = common.RESULTS_DIR / "train_throughput.json", common.RESULTS_DIR / "train_throughput.md"
+        out = json.loads(path.read_text())
+        out["results"]["mfu"] = mfu
+        out["ratios"].update(mfu_fp32=mfu["fp32"]["mfu"], mfu_bf16=mfu.get("bf16", {}).get("mfu"))
+        common.write_json(path, out)
+        md.write_text(_markdown(out, md.read_text().split("Command: `", 1)[1].split("`", 1)[0]))
     return 0
 
 

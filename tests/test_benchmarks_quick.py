@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import data_loader, scaling, serving, serving_http, train_throughput
+from benchmarks import common, data_loader, scaling, serving, serving_http, train_throughput
 from benchmarks.common import tiny_model
 from c2al_rec.config import SyntheticConfig
 from c2al_rec.data.synthetic import generate_synthetic
@@ -100,9 +100,7 @@ def test_plain_baseline_runs_under_ddp_with_two_gloo_ranks(tiny_data: Path, tmp_
 
 def test_serving_contract(tiny_data: Path) -> None:
     # pt2=False: the AOTInductor compile (tens of seconds) is tested once, in tests/test_export_pt2.py
-    opts = serving.Options(
-        data=str(tiny_data), model=TINY_MODEL, batch_sizes=(1, 7), calls={1: 2, 7: 2}, warmup=1, pt2=False
-    )
+    opts = serving.Options(data=str(tiny_data), model=TINY_MODEL, calls={1: 2, 7: 2}, warmup=1, pt2=False)
     out = serving.run(opts)
     _check_contract(out, "serving", {"torchscript_vs_eager_p50", "c2al_vs_baseline_export_p50", "int8_vs_fp32_size"})
     r = out["results"]
@@ -128,7 +126,7 @@ def test_dhen_step_contract_and_per_device_merge() -> None:
     from benchmarks import dhen_step
 
     opts = dhen_step.Options(
-        device="cpu", num_tokens=8, model=dhen_step.quick_model(), batch_size=16, warmup=1, steps=1, threads=1,
+        device="cpu", num_tokens=8, model=dhen_step.QUICK["model"], batch_size=16, warmup=1, steps=1, threads=1,
         compile_backend="aot_eager",
     )  # fmt: skip
     out = dhen_step.run(opts)
@@ -145,11 +143,11 @@ def test_dhen_step_contract_and_per_device_merge() -> None:
         "devices": {"gpu": {"machine": "H100"}},
         "ratios": {"gpu_fused_vs_reference": 1.3, "cpu_fused_vs_reference": 9},
     }
-    merged = dhen_step.merge(gpu, out, "python -m benchmarks.dhen_step --threads 1")
+    merged = common.merge_device(gpu, out, "python -m benchmarks.dhen_step --threads 1", dhen_step.ALWAYS)
     assert merged["ratios"]["gpu_fused_vs_reference"] == 1.3 and merged["devices"]["gpu"] == {"machine": "H100"}
     assert merged["ratios"]["cpu_fused_vs_reference"] == out["ratios"]["cpu_fused_vs_reference"]
     assert merged["devices"]["cpu"]["command"] == "python -m benchmarks.dhen_step --threads 1"
-    fresh = dhen_step.merge(None, out, "cmd")
+    fresh = common.merge_device(None, out, "cmd", dhen_step.ALWAYS)
     assert fresh["ratios"]["gpu_compiled_fused_vs_compiled_reference"] is None
     assert "Unmeasured" in dhen_step._markdown(fresh) and "cpu_fused_vs_reference" in dhen_step._markdown(fresh)
 
