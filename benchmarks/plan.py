@@ -17,7 +17,6 @@ import json
 import math
 import statistics
 import sys
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -36,8 +35,8 @@ from torchrec.distributed.sharding_plan import get_default_sharders
 
 from benchmarks import common
 from benchmarks.common import RESULTS_DIR
-from c2al_rec.config import Config, load_config
-from c2al_rec.data.schema import SCHEMA_FILE, DatasetSchema, load_schema, schema_from_dict
+from c2al_rec.config import load_config
+from c2al_rec.data.schema import SCHEMA_FILE, DatasetSchema, schema_from_dict
 from c2al_rec.distributed.sharding import SHARDED_TYPES, apply_sparse_optimizer
 from c2al_rec.modules.model import C2ALModel, build_run_model
 
@@ -101,15 +100,6 @@ class Options:
             raise ValueError(f"mfu must be in (0, 1] and reservation in [0, 1), got {self.mfu}, {self.reservation}")
 
 
-# ------------------------------------------------------------------------------------------ model
-def run_schema(cfg: Config, opts: Options) -> tuple[DatasetSchema, str]:
-    """The dataset's schema when ``data.path`` has one, else the committed production schema."""
-    if cfg.data.path and (Path(cfg.data.path) / SCHEMA_FILE).is_file():
-        return load_schema(Path(cfg.data.path)), str(Path(cfg.data.path) / SCHEMA_FILE)
-    path = Path(opts.schema)
-    return schema_from_dict(json.loads(path.read_text()), path.parent), str(path)
-
-
 class _DenseParts(torch.nn.Module):
     """The model's dense part as one module call, so the FLOP counter names its parts ``_DenseParts.model.<part>``."""
 
@@ -152,12 +142,11 @@ def dense_flops(model: C2ALModel, num_dense: int) -> dict[str, Any]:
         parts["heads_shared_gemm"] = total - sum(parts.values())
     fm = model.fm_modules()
     return {
-        "fwd_flops_per_sample": total, "by_part": parts, "fm_modules": per_sample(fm),
-        "fm_bmm": per_sample(fm, torch.ops.aten.bmm),
+        "fwd_flops_per_sample": total, "fwd_flops_by_part": parts, "fm_flops_per_sample": per_sample(fm),
+        "fm_bmm_flops_per_sample": per_sample(fm, torch.ops.aten.bmm),
     }  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------- planner
 def make_topology(opts: Options) -> Topology:
     """A CUDA topology of world_size / local_world_size hosts (torchrec bandwidths are bytes per ms)."""
     per_ms = GB / 1000.0
@@ -176,7 +165,9 @@ def make_topology(opts: Options) -> Topology:
 def plan(opts: Options) -> dict[str, Any]:
     """Run the planner and the dense estimates; the JSON-able result."""
     cfg = load_config(opts.config)
-    schema, schema_path = run_schema(cfg, opts)
+    data_schema = Path(cfg.data.path) / SCHEMA_FILE  # the dataset's schema when it has one, else --schema
+    schema_path = data_schema if cfg.data.path and data_schema.is_file() else Path(opts.schema)
+    schema = schema_from_dict(json.loads(schema_path.read_text()), schema_path.parent)
     batch_size = opts.batch_size or cfg.data.batch_size
     model = build_run_model(cfg, schema, torch.device("meta"))  # the trainer's model, fused sparse optimizer
     apply_sparse_optimizer(model, cfg.train.sparse_optimizer, cfg.train.sparse_lr, torch.device("cuda"))
@@ -190,16 +181,14 @@ def plan(opts: Options) -> dict[str, Any]:
         topology=make_topology(opts), batch_size=batch_size, storage_reservation=reservation, constraints=constraints,
         stats=stats, debug=True,
     )  # fmt: skip
-    start = time.perf_counter()
-    planner.plan(model, get_default_sharders())
-    plan_seconds = time.perf_counter() - start
+    plan_seconds = common.timed(lambda: planner.plan(model, get_default_sharders()))
     log_lines = stats._stats_table  # the lines EmbeddingStats logs (at INFO, which is off by default)
     if len(log_lines) > PLANNER_LOG_LINES:  # a row per rank: at 512 GPUs the log alone is ~200 KB
         more = f"... {len(log_lines) - PLANNER_LOG_LINES} more lines (rerun the command)"
         log_lines = log_lines[:PLANNER_LOG_LINES] + [more]
     best: list[ShardingOption] = planner._best_plan or []  # the planner keeps its chosen options here
     assert best, "the planner returned no plan"
-    kjt_hbm = reservation._kjt_storage.hbm if reservation._kjt_storage is not None else 0
+    kjt_hbm = reservation._kjt_storage.hbm  # the planner's KJT buffer estimate, set by its reserve()
     tables = _tables(best, schema)
     ranks = _ranks(best, opts.world_size, kjt_hbm)
     dense = _dense(model, schema, opts, batch_size)
@@ -220,7 +209,7 @@ def plan(opts: Options) -> dict[str, Any]:
     step["bottleneck"] = max(parts, key=lambda part: step[parts[part]])
     config = {
         **dataclasses.asdict(opts), "batch_size": batch_size, "global_batch_size": batch_size * opts.world_size,
-        "hosts": opts.world_size // opts.gpus_per_host, "schema_path": schema_path,
+        "hosts": opts.world_size // opts.gpus_per_host, "schema_path": str(schema_path),
         "embedding_dim": cfg.model.embedding_dim, "sparse_optimizer": cfg.train.sparse_optimizer,
         "sharding_types_allowed": types, "num_tables": len(schema.sparse),
         "num_dense_features": len(schema.dense),
@@ -287,9 +276,8 @@ def _ranks(best: list[ShardingOption], world_size: int, kjt_hbm: int) -> list[di
         r["ddr_bytes"] += s.storage.ddr
         for k in PERF_KEYS:
             r["perf_ms"][k] += getattr(s.perf, k)
-    for r in ranks:
-        p = r["perf_ms"]
-        p["total"] = p["fwd_compute"] + p["fwd_comms"] + p["bwd_compute"] + p["bwd_comms"]
+    for r in ranks:  # as torchrec's Perf.total: the input dist's comms are not in it
+        r["perf_ms"]["total"] = sum(r["perf_ms"][k] for k in PERF_KEYS if k != "input_dist_comms")
     return ranks
 
 
@@ -363,8 +351,7 @@ def _dense(model: C2ALModel, schema: DatasetSchema, opts: Options, batch_size: i
     intra_ms = 2 * (local - 1) / local * grad_bytes / (opts.intra_host_gbps * GB) * 1000
     inter_ms = 2 * (hosts - 1) / hosts * grad_bytes / local / (opts.inter_host_gbps * GB) * 1000
     bw_ms = intra_ms + inter_ms
-    hops = 2 * math.log2(world) if world > 1 else 0.0
-    lat_ms = hops * opts.allreduce_latency_us / 1000
+    lat_ms = 2 * math.log2(world) * opts.allreduce_latency_us / 1000  # 2 log2 W hops (none on one GPU)
     per_sample_ms = train_flops / (opts.peak_tflops * 1e12 * opts.mfu) * 1000
     by_batch = [
         {"batch_size": b, "dense_compute_ms": per_sample_ms * b, "allreduce_ms": bw_ms + lat_ms}
@@ -373,16 +360,13 @@ def _dense(model: C2ALModel, schema: DatasetSchema, opts: Options, batch_size: i
     return {
         "params": params, "compute_vs_allreduce_by_batch": by_batch,
         "crossover_batch_size": (bw_ms + lat_ms) / per_sample_ms, "params_by_part": dict(by_part),
-        "fwd_flops_per_sample": flops["fwd_flops_per_sample"], "fwd_flops_by_part": flops["by_part"],
-        "fm_flops_per_sample": flops["fm_modules"], "fm_bmm_flops_per_sample": flops["fm_bmm"],
-        "train_flops_per_sample": train_flops, "train_ms_per_step": compute_ms,
+        **flops, "train_flops_per_sample": train_flops, "train_ms_per_step": compute_ms,
         "state_bytes_per_rank": params * 16,  # fp32 weights + grads + AdamW exp_avg, exp_avg_sq
         "grad_bytes": grad_bytes, "allreduce_ms": bw_ms + lat_ms, "allreduce_bandwidth_ms": bw_ms,
         "allreduce_latency_ms": lat_ms,
     }  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------- markdown
 def _gib(b: float) -> str:
     return f"{b / 2**30:.2f}"  # GiB
 
@@ -489,7 +473,6 @@ def markdown(out: dict[str, Any], command: str) -> str:
     return "\n\n".join(b if isinstance(b, str) else "\n".join(b) for b in blocks) + "\n"
 
 
-# -------------------------------------------------------------------------------------------- CLI
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     common.add_option_flags(parser, Options)
@@ -499,18 +482,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(str(e))
     out = plan(opts)
     text = markdown(out, common.command_line("plan", argv).strip())
-    targets: dict[str, Any] = {opts.md: text, opts.json: out}
-    if opts.record:
-        stem = RESULTS_DIR / f"plan_{Path(opts.config).stem}_{opts.world_size}"
-        targets.update({f"{stem}.md": text, f"{stem}.json": out})
-    written = [path for path in targets if path]
-    for path in written:
-        if isinstance(targets[path], str):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(targets[path])
-        else:
-            common.write_json(path, targets[path])
-    print(f"wrote {', '.join(written)}" if written else text)
+    stem = RESULTS_DIR / f"plan_{Path(opts.config).stem}_{opts.world_size}"  # the record's files (--record)
+    md_paths = [path for path in (opts.md, f"{stem}.md" if opts.record else "") if path]
+    json_paths = [path for path in (opts.json, f"{stem}.json" if opts.record else "") if path]
+    for path in md_paths:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    for path in json_paths:
+        common.write_json(path, out)
+    print(f"wrote {', '.join(md_paths + json_paths)}" if md_paths or json_paths else text)
     return 0
 
 
