@@ -135,8 +135,7 @@ def dense_flops(model: C2ALModel, num_dense: int) -> dict[str, Any]:
     if aux:
         parts["aux_heads"] = per_sample(aux)
     # Heads that read the same input run their first layers as one GEMM outside their modules
-    # (``mlps_on_shared_input``): the counter books it on the model itself. Named here so the parts
-    # add up to the total.
+    # (``mlps_on_shared_input``): the counter books it on the model itself, named here so the parts add up to the total.
     total = counter.get_total_flops() / batch
     if total > sum(parts.values()):
         parts["heads_shared_gemm"] = total - sum(parts.values())
@@ -211,8 +210,7 @@ def plan(opts: Options) -> dict[str, Any]:
         **dataclasses.asdict(opts), "batch_size": batch_size, "global_batch_size": batch_size * opts.world_size,
         "hosts": opts.world_size // opts.gpus_per_host, "schema_path": str(schema_path),
         "embedding_dim": cfg.model.embedding_dim, "sparse_optimizer": cfg.train.sparse_optimizer,
-        "sharding_types_allowed": types, "num_tables": len(schema.sparse),
-        "num_dense_features": len(schema.dense),
+        "sharding_types_allowed": types, "num_tables": len(schema.sparse), "num_dense_features": len(schema.dense),
     }  # fmt: skip
     memory = {
         "hbm_cap_bytes": int(opts.hbm_gb * GB), "embedding_bytes_total": sum(t["storage_hbm_bytes"] for t in tables),
@@ -310,8 +308,7 @@ def _all_to_all_bytes(best: list[ShardingOption], ids: dict[str, float], opts: O
     world, local = opts.world_size, opts.gpus_per_host
     global_batch = batch * world
     recv = batch * sum(int(so.tensor.shape[1]) for so in best) * 4
-    send = [0.0] * world
-    recv_ids = 0.0
+    send, recv_ids = [0.0] * world, 0.0
     for so in best:
         n_ranks = len({s.rank for s in so.shards})
         for s in so.shards:
