@@ -15,7 +15,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from benchmarks.common import md_table
 from c2al_rec.workflows.experiment_report import fmt_diff
@@ -119,14 +119,11 @@ def _attention_line(att: dict[str, Any]) -> str:
     """Near-zero FM attention weights and their Gini, baseline vs C2AL: denser means both went down."""
     b, m = att["baseline"], att["c2al"]
     fewer, lower = m["near_zero_fraction"] < b["near_zero_fraction"], m["gini"] < b["gini"]
+    denser = "denser here (fewer near-zero weights, lower Gini), the mechanism the paper analyses"
     if fewer != lower:
         reading = "the two statistics disagree, so this run shows no clear change in attention density"
-    elif fewer:
-        reading = (
-            "C2AL's attention is denser here (fewer near-zero weights, lower Gini), the mechanism the paper analyses"
-        )
     else:
-        reading = "C2AL's attention is not denser here"
+        reading = f"C2AL's attention is {denser if fewer else 'not denser here'}"
     return (
         f"Near-zero FM attention weights in the first DHEN layer: {100 * b['near_zero_fraction']:.2f}% (baseline) "
         f"vs {100 * m['near_zero_fraction']:.2f}% (C2AL), Gini {b['gini']:.3f} vs {m['gini']:.3f}: {reading} "
@@ -178,11 +175,7 @@ def write_demo_plot(path: Path = DEMO_PNG) -> Optional[Path]:
     return plot_ne_diff(result, path, f"make demo ({rec['commit'][:7]}): C2AL vs baseline by {result['axis']}")
 
 
-BLOCKS: dict[str, Callable[[], str]] = {
-    "results:benchmarks": benchmark_table,
-    "results:experiments": experiment_table,
-    "demo": demo_block,
-}
+BLOCKS = {"results:benchmarks": benchmark_table, "results:experiments": experiment_table, "demo": demo_block}
 
 
 def render(readme: str) -> str:
