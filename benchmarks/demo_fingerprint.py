@@ -49,14 +49,12 @@ def _losses(run_dir: Path) -> list[float]:
     """The per-step total training loss of a run, from its TensorBoard events."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    acc.Reload()
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0}).Reload()  # returns itself
     return [_sig(e.value) for e in acc.Scalars("train/loss_total")]
 
 
 def fingerprint_of(out: Path) -> dict[str, Any]:
-    """The fingerprint of a finished pipeline directory (its candidate runs, cohorts.json, selection.json,
-    eval/)."""
+    """The fingerprint of a finished pipeline directory (its candidate runs, cohorts.json, selection.json, eval/)."""
     spec = json.loads((out / "cohorts.json").read_text())
     chosen = (spec.get("pairs") or [{}])[0]
     selection = json.loads((out / "selection.json").read_text())
