@@ -104,7 +104,6 @@ def quick_options(opts: Options) -> Options:
     )  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------ points
 def plan_points(opts: Options) -> tuple[dict[str, dict], dict[str, list[str]]]:
     """The distinct points to run and, per axis, the point keys of its curve (in axis order)."""
     base = dict(features=opts.base_features, dim=opts.base_dim, batch=opts.base_batch, procs=1,
@@ -141,11 +140,10 @@ def prepare_data(opts: Options, points: dict[str, dict], cache: Path) -> dict[st
     for (gen_features, table_rows), rows in sorted(need.items()):
         root = generated[gen_features, table_rows] = cache / f"f{gen_features}_t{table_rows}_r{rows}"
         if not (root / "schema.json").is_file():
-            t0 = time.perf_counter()
             shutil.rmtree(root, ignore_errors=True)
-            sizes = dict(rows=rows, num_sparse=gen_features, max_table_size=table_rows)
-            generate_synthetic(root, SyntheticConfig(**sizes, seed=1))
-            _log(f"generated {root.name}: {rows:,} rows in {time.perf_counter() - t0:.1f} s")
+            synth = SyntheticConfig(rows=rows, num_sparse=gen_features, max_table_size=table_rows, seed=1)
+            seconds = common.timed(lambda: generate_synthetic(root, synth))
+            _log(f"generated {root.name}: {rows:,} rows in {seconds:.1f} s")
     roots = {key: generated[src] for key, src in source.items()}
     for key, p in points.items():
         if p["features"] < MIN_GENERATED_FEATURES:  # fewer than the generator makes: a trimmed schema
@@ -169,7 +167,6 @@ def subset_features(src: Path, n: int) -> Path:
     return dst
 
 
-# ------------------------------------------------------------------------------------------ child side
 def peak_rss_mib() -> float:
     """This process's own peak RSS, MiB: VmHWM (since exec or the last clear_refs), not ``ru_maxrss``, which
     Linux keeps across fork + exec, so a point started by a large parent would report the parent's peak."""
@@ -235,17 +232,15 @@ def run_job(job: dict) -> dict[str, Any]:
     args = (config_to_dict(cfg), str(work / "run"), job["warmup"], job["steps"])
     if job["launched"]:
         ranks = launch_local(_rank_worker, args, procs, f"scaling-{os.getpid()}-{procs}")
-        result = dict(ranks[0], rank_peak_rss_mib=[ranks[r]["peak_rss_mib"] for r in sorted(ranks)])
-        result["peak_rss_mib"] = sum(result["rank_peak_rss_mib"])
-        result["launcher_peak_rss_mib"] = peak_rss_mib()
+        peaks = [ranks[r]["peak_rss_mib"] for r in sorted(ranks)]
+        result = dict(ranks[0], rank_peak_rss_mib=peaks, peak_rss_mib=sum(peaks), launcher_peak_rss_mib=peak_rss_mib())
     else:
         result = _rank_worker(*args, save=job["export"])
     result["threads_per_process"] = threads
     if job["export"]:
         gc.collect()
-        t0 = time.perf_counter()
-        export_checkpoint(ExportConfig(parity_rows=job["parity_rows"]), work / "run", work / "export")
-        seconds = time.perf_counter() - t0
+        export = ExportConfig(parity_rows=job["parity_rows"])
+        seconds = common.timed(lambda: export_checkpoint(export, work / "run", work / "export"))
         files = {p.name: p.stat().st_size for p in (work / "export").rglob("*") if p.is_file()}
         result.update({
             "export_seconds": seconds, "export_artifact_bytes": sum(files.values()),
@@ -260,7 +255,6 @@ def child_main() -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------ parent side
 def _log(msg: str) -> None:
     print(f"[scaling {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -327,19 +321,12 @@ def run(opts: Options) -> dict[str, Any]:
     return out
 
 
-# ------------------------------------------------------------------------------------------ analysis
 def curve(results: dict, axis: str, metric: Union[str, Callable[[dict], float]]) -> tuple[list[float], list[float]]:
     """(x, y) of ``metric`` (a point's key, or a function of the point) along ``axis``, failed points left out."""
-    xs, ys = [], []
-    for entry in results["curves"][axis]:
-        p = results["points"][entry["key"]]
-        if "error" in p:
-            continue
-        y = metric(p) if callable(metric) else p.get(metric)
-        if y is not None:
-            xs.append(float(entry["x"]))
-            ys.append(float(y))
-    return xs, ys
+    entries = [(e["x"], results["points"][e["key"]]) for e in results["curves"][axis]]
+    pairs = [(x, metric(p) if callable(metric) else p.get(metric)) for x, p in entries if "error" not in p]
+    measured = [(float(x), float(y)) for x, y in pairs if y is not None]
+    return [x for x, _ in measured], [y for _, y in measured]
 
 
 def ratios(results: dict) -> dict[str, Optional[float]]:
@@ -423,7 +410,6 @@ def summaries(out: dict) -> dict[str, list[str]]:
     return lines
 
 
-# ------------------------------------------------------------------------------------------ outputs
 def plot(out: dict, path: Path) -> None:
     """One subplot per axis (samples/s and peak memory on twin axes) plus export cost vs table rows."""
     import matplotlib
@@ -434,31 +420,26 @@ def plot(out: dict, path: Path) -> None:
     results, c = out["results"], out["config"]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     panels = [(axis, "samples_per_s", "samples/s", "peak_rss_mib", "peak RSS (MiB)") for axis in AXES]
-    panels.append(("table_rows", "export_seconds", "export seconds", "export_artifact_bytes", "artifact (MiB)"))
+    panels.append(("table_rows", "export_seconds", "export seconds", lambda p: p["export_artifact_bytes"] / MIB,
+                   "artifact (MiB)"))  # fmt: skip
     for ax, (axis, left, left_label, right, right_label) in zip(axes.flat, panels):
-        xs, ys = curve(results, axis, left)
-        rx, ry = curve(results, axis, right)
-        if right == "export_artifact_bytes":
-            ry = [v / MIB for v in ry]
-        ax.plot(xs, ys, "o-", color="tab:blue")
-        ax.set_ylabel(left_label, color="tab:blue")
-        ax.set_xlabel(AXES[axis][0])
-        twin = ax.twinx()
-        twin.plot(rx, ry, "s--", color="tab:orange")
-        twin.set_ylabel(right_label, color="tab:orange")
+        sides = [(ax, left, left_label, "o-", "tab:blue"), (ax.twinx(), right, right_label, "s--", "tab:orange")]
+        for side, metric, label, style, color in sides:
+            side.plot(*curve(results, axis, metric), style, color=color)
+            side.set_ylabel(label, color=color)
+            side.set_ylim(bottom=0)
+        xs, _ = curve(results, axis, left)  # the measured sizes: the ticks
         if axis != "procs" and len(xs) > 1:
             ax.set_xscale("log")
             ax.minorticks_off()
         ax.set_xticks(xs, [_fmt_x(axis, x) for x in xs])
+        ax.set_xlabel(AXES[axis][0])
         ax.set_title("export cost" if left == "export_seconds" else AXES[axis][0])
-        ax.set_ylim(bottom=0)
-        twin.set_ylim(bottom=0)
     fig.suptitle(
         f"c2al-rec trainer cost growth ({c['threads']} thread(s) in all per point; "
         f"base: {c['base_features']} features, d={c['base_dim']}, batch {c['base_batch']}, 1 process, "
-        f"tables <= {c['base_table_rows']:.0e} rows; table-rows sweep at d={c['rows_dim']})",
-        fontsize=10,
-    )
+        f"tables <= {c['base_table_rows']:.0e} rows; table-rows sweep at d={c['rows_dim']})", fontsize=10,
+    )  # fmt: skip
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -517,8 +498,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     png = args.png or (RESULTS_DIR / f"{NAME}.png" if record else args.json and Path(args.json).with_suffix(".png"))
     if png:
         plot(out, Path(png))
-    if record:
-        common.write_json(RESULTS_DIR / f"{NAME}.json", out)
     common.finish(NAME, out, markdown, argv, args.quick, args.json, args.record)
     return 1 if any("error" in p for p in out["results"]["points"].values()) else 0
 
