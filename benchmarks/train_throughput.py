@@ -192,10 +192,9 @@ def trainer_rate(cfg: Config, run_dir: Path, warmup: int, steps: int, rounds: in
     try:
         step = lambda: trainer.train_step(batches)  # noqa: E731
         common.timed(step, warmup)
-        rates = [steps * cfg.data.batch_size / common.timed(step, steps) for _ in range(rounds)]
+        return statistics.median(steps * cfg.data.batch_size / common.timed(step, steps) for _ in range(rounds))
     finally:
         trainer.close()
-    return statistics.median(rates)
 
 
 def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int) -> float:
@@ -208,21 +207,13 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
     if kind == "trainer":
         cfg = load_config_dict(payload)
         trainer, batches = build_trainer(cfg, Path(run_dir))
-        step, batch_size, close = (lambda: trainer.train_step(batches)), cfg.data.batch_size, trainer.close
+        step, batch_size = (lambda: trainer.train_step(batches)), cfg.data.batch_size
     else:
         ctx = init_distributed()
         set_cpu_threads(ctx)
         opts = Options(**payload["opts"])
-        plain = PlainTrainer(opts, Path(payload["root"]), payload["bf16"], rank=ctx.rank, world_size=ctx.world_size)
-        step, batch_size = plain.train_step, opts.batch_size
-
-        def close() -> None:  # noqa: F811
-            # DDP's reducer holds the process group: freed only after destroy_process_group, its gloo
-            # threads were seen to hang in the join of ~ProcessGroupGloo; free it while the group is up
-            plain.model = None
-            gc.collect()
-            dist.barrier()
-
+        trainer = PlainTrainer(opts, Path(payload["root"]), payload["bf16"], rank=ctx.rank, world_size=ctx.world_size)
+        step, batch_size = trainer.train_step, opts.batch_size
     try:
         common.timed(step, warmup)
         dist.barrier()
@@ -231,7 +222,13 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
         dist.barrier()
         return steps * batch_size * dist.get_world_size() / (time.perf_counter() - t0)
     finally:
-        close()
+        if kind == "trainer":
+            trainer.close()
+        else:  # DDP's reducer holds the process group: freed after destroy_process_group, its gloo threads
+            # were seen to hang in the join of ~ProcessGroupGloo; so it is freed while the group is up
+            trainer.model = None
+            gc.collect()
+            dist.barrier()
         destroy_distributed()
 
 
@@ -289,10 +286,9 @@ def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
 
 
 def step_gflops(trainer: Any, batches: Iterator[Any]) -> float:
-    """Model GFLOPs of one training forward + backward of ``trainer``'s task on its next batch, counted by
-    FlopCounterMode (matmuls, and the FM op by its registered formula; lookups and elementwise work count 0).
-    Outside the pipeline (detached first); the fused sparse optimizer updates rows in this backward and dense
-    ``.grad`` is left filled: call it after the measurements."""
+    """Model GFLOPs of one training forward + backward of ``trainer``'s task on its next batch (FlopCounterMode:
+    matmuls, the FM op by its registered formula; lookups and elementwise work count 0), outside the pipeline.
+    The fused sparse optimizer updates rows in this backward and dense ``.grad`` is left filled: call it last."""
     from torch.utils.flop_counter import FlopCounterMode
 
     trainer.pipeline.detach()
@@ -325,14 +321,10 @@ def _group(
     """Build every case of a group (a PlainTrainer, or (trainer config, separate heads)), run them interleaved,
     validate the trainers (with ``count_flops`` count one step's FLOPs) and free them. Returns samples/s per
     round, validation NE and GFLOPs per step, by case."""
-    steppers: dict[str, Callable[[], object]] = {}
-    trainers = {}
-    for name, case in cases.items():
-        if isinstance(case, PlainTrainer):
-            steppers[name] = case.train_step
-        else:
-            trainers[name] = build_trainer(case[0], work / f"run-{name}", separate_heads=case[1])
-            steppers[name] = lambda t=trainers[name]: t[0].train_step(t[1])
+    trainers = {n: build_trainer(c[0], work / f"run-{n}", c[1]) for n, c in cases.items() if isinstance(c, tuple)}
+    steppers: dict[str, Callable[[], object]] = {
+        n: (lambda t=trainers[n]: t[0].train_step(t[1])) if n in trainers else c.train_step for n, c in cases.items()
+    }
     for step in steppers.values():
         common.timed(step, opts.warmup)  # untimed: warm caches, compile
     per_round = {name: lambda s=step: common.timed(s, opts.steps_per_round) for name, step in steppers.items()}
@@ -437,20 +429,17 @@ def run(opts: Options) -> dict:
     ratios: dict[str, Optional[float]] = {"mfu_fp32": mfu["fp32"]["mfu"], "mfu_bf16": mfu.get("bf16", {}).get("mfu")}
     ratios.update(trainer_vs_plain_fp32_2procs=None, trainer_vs_plain_bf16_2procs=None, two_procs_vs_one=None)
     for key in PAIRED:
-        per_round = per_round_ratios(rates, key)
-        if per_round is None:
+        if (per_round := per_round_ratios(rates, key)) is None:
             continue
-        repeats = opts.cost_repeats if key in C2AL_RATIOS else 1
         ratios[key] = statistics.median(per_round)
-        results["ratio_intervals"][key] = median_interval(per_round, repeats)
+        results["ratio_intervals"][key] = median_interval(per_round, opts.cost_repeats if key in C2AL_RATIOS else 1)
         if key in C2AL_RATIOS:  # each fresh build's own ratio (the pooled rounds hold the builds in turn)
             builds = [per_round[i : i + opts.rounds] for i in range(0, len(per_round), opts.rounds)]
             results["c2al_repeat_ratios"][key] = [statistics.median(b) for b in builds]
     if launched:
         # best of rounds: a launch is long, and a burst of other load can slow one launch by 10x
-        best = {k: max(v) for k, v in launched.items()}
+        results["launched_best_samples_per_s"] = best = {k: max(v) for k, v in launched.items()}
         results.update(launched_rounds_samples_per_s=launched, launched_failures=failures)
-        results["launched_best_samples_per_s"] = best
         ratios["trainer_vs_plain_fp32_2procs"] = best["trainer_2proc"] / best["plain_2proc"]
         ratios["trainer_vs_plain_bf16_2procs"] = best["trainer_bf16_2proc"] / best["plain_bf16_2proc"]
         ratios["two_procs_vs_one"] = best["trainer_2proc"] / best["trainer_1proc"]
@@ -484,12 +473,6 @@ RATIO_LINES = [  # (ratio, goal, what) rows of the ratio table
 ]
 
 
-def _shows_ne(name: str) -> bool:
-    """Whether a case row is the one whose validation NE ``valid_ne`` kept (not a repeat of another group's case)."""
-    group, _, case = name.rpartition("/")
-    return not group or (group == "c2al" and "_c2al" in case) or (group, case) == ("levers", "trainer_compiled")
-
-
 def _markdown(out: dict, command: str) -> str:
     r, q, c = out["results"], out["ratios"], out["config"]
     rounds, intervals = r["rounds_samples_per_s"], r["ratio_intervals"]
@@ -503,12 +486,13 @@ def _markdown(out: dict, command: str) -> str:
         f"(1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f}.",
         "",
     ]
-    ne = {k: f"{100 * v:+.4f}%" for k, v in r["ne_rel_change_vs_fp32"].items()}
+    # each NE on the row of the case ``valid_ne`` kept it from: the C2AL cases' c2al/, trainer_compiled's levers/
+    row = lambda case: ("c2al/" if "_c2al" in case else "levers/" if case == "trainer_compiled" else "") + case  # noqa: E731
+    ne = {row(k): f"{100 * v:+.4f}%" for k, v in r["ne_rel_change_vs_fp32"].items()}
     rows = [
-        [name, f"{r[f'{name}_samples_per_s']:,.0f}", f"{min(v):,.0f} .. {max(v):,.0f}",
-         ne.get(name.rpartition("/")[2], "") if _shows_ne(name) else ""]
+        [name, f"{r[f'{name}_samples_per_s']:,.0f}", f"{min(v):,.0f} .. {max(v):,.0f}", ne.get(name, "")]
         for name, v in rounds.items()
-    ]  # fmt: skip
+    ]
     header = ["case", "samples/s (median)", "per round (min .. max)", "validation NE vs fp32 trainer"]
     lines += common.md_table(header, rows, "lrlr")
     for name, v in r.get("launched_rounds_samples_per_s", {}).items():
