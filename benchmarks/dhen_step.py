@@ -92,10 +92,9 @@ def make_step(variant: str, opts: Options, device: torch.device) -> tuple[Callab
     x = torch.randn(opts.batch_size, opts.num_tokens, cfg.embedding_dim, device=device, generator=g).requires_grad_()
     label = (torch.rand(opts.batch_size, device=device, generator=g) < 0.3).float()
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr, **(dict(fused=True) if device.type == "cuda" else {}))
-    bf16 = bool(opts.bf16)
 
     def loss_fn(x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(opts.bf16)):
             logits = model(x).squeeze(-1)
         return F.binary_cross_entropy_with_logits(logits.float(), label)
 
@@ -111,10 +110,9 @@ def make_step(variant: str, opts: Options, device: torch.device) -> tuple[Callab
         return loss.detach()
 
     # the kernel the op picks for the dtype it sees (bf16 under autocast, by its precision policy)
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    dtype = torch.bfloat16 if opts.bf16 else torch.float32
     probe = [torch.empty(1, opts.num_tokens, w, device=device, dtype=dtype) for w in (cfg.embedding_dim, cfg.fm.rank)]
-    kernel = "plain PyTorch" if reference else select_kernel(*probe)
-    return step, kernel
+    return step, "plain PyTorch" if reference else select_kernel(*probe)
 
 
 def time_variants(opts: Options, device: torch.device) -> dict[str, dict[str, Any]]:
@@ -125,8 +123,7 @@ def time_variants(opts: Options, device: torch.device) -> dict[str, dict[str, An
         t0 = time.perf_counter()
         steps[v], kernels[v] = make_step(v, opts, device)
         first[v] = float(steps[v]())
-        for _ in range(opts.warmup - 1):
-            steps[v]()
+        common.timed(steps[v], opts.warmup - 1)
         common.sync(device)
         warm[v] = time.perf_counter() - t0
     stepped = {v: lambda v=v: last.__setitem__(v, steps[v]()) for v in VARIANTS}  # keeps each variant's last loss
