@@ -221,11 +221,8 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "",
     ]
     if "qps_pt2_vs_torchscript_single" in q:
-        lines += [
-            f"pt2 (`--format pt2`) vs TorchScript QPS under the same load: single "
-            f"{q['qps_pt2_vs_torchscript_single']:.2f}x, batched {q['qps_pt2_vs_torchscript_batched']:.2f}x.",
-            "",
-        ]
+        pt2 = ", ".join(f"{m} {q[f'qps_pt2_vs_torchscript_{m}']:.2f}x" for m in ("single", "batched"))
+        lines += [f"pt2 (`--format pt2`) vs TorchScript QPS under the same load: {pt2}.", ""]
     lines.append(
         f"The load generator (benchmarks/loadgen.py, {r['batched']['client_cpu_us_per_request']:.0f} us of CPU per "
         "request) runs on the same 2 cores as the server, so absolute QPS is a floor; the ratio compares both modes "
