@@ -189,8 +189,7 @@ def markdown(merged: dict) -> str:
             *common.ratio_lines(merged["ratios"], prefix, per_run),
             "",
         ]
-    missing = [f"`{k}`" for k, v in merged["ratios"].items() if v is None]
-    if missing:
+    if missing := [f"`{k}`" for k, v in merged["ratios"].items() if v is None]:
         lines.append(f"- {', '.join(missing)}: unmeasured (no run on that device recorded yet).")
     return "\n".join(lines) + "\n"
 
