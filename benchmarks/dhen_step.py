@@ -28,7 +28,6 @@ from c2al_rec.modules.dhen import DHEN
 from c2al_rec.modules.interactions import FMInteraction
 from c2al_rec.ops import select_kernel
 
-NAME = "dhen_step"
 VARIANTS = ("reference", "fused", "compiled_reference", "compiled_fused")
 # (a, b) pairs reported as <device>_<a>_vs_<b>: samples/s of a over samples/s of b
 RATIO_PAIRS = (("fused", "reference"), ("fused", "compiled_reference"), ("compiled_fused", "compiled_reference"),
@@ -155,7 +154,7 @@ def run(opts: Options) -> dict[str, Any]:
     ratios = {f"{prefix}_{a}_vs_{b}": results[a]["samples_per_s"] / results[b]["samples_per_s"] for a, b in RATIO_PAIRS}
     config = {**dataclasses.asdict(opts), "device": device.type}
     return {
-        "benchmark": NAME, "device": prefix, "machine": common.accelerator_machine(), "config": config,
+        "benchmark": "dhen_step", "device": prefix, "machine": common.accelerator_machine(), "config": config,
         "results": results, "ratios": ratios, "load_average_1min": [load_before, os.getloadavg()[0]],
     }  # fmt: skip
 
@@ -204,7 +203,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
     opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    return common.finish(NAME, run(opts), _markdown, argv, args.quick, args.json, args.record, ALWAYS)
+    return common.finish("dhen_step", run(opts), _markdown, argv, args.quick, args.json, args.record, ALWAYS)
 
 
 if __name__ == "__main__":

@@ -361,10 +361,8 @@ def per_round_ratios(rounds: dict[str, list[float]], key: str) -> Optional[list[
     return [x / y for x, y in zip(rounds[a], rounds[b])] if a in rounds and b in rounds else None
 
 
-def median_interval(
-    values: list[float], repeats: int = 1, confidence: float = 0.95, resamples: int = 4000
-) -> Optional[list[float]]:
-    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values, or all equal).
+def median_interval(values: list[float], repeats: int = 1, resamples: int = 4000) -> Optional[list[float]]:
+    """95% percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values, or all equal).
     ``values`` are ``repeats`` equal runs of rounds (one per fresh build of a group): the bootstrap resamples
     runs, then rounds within each, so with ``repeats`` > 1 the interval carries the differences between builds."""
     import numpy as np
@@ -376,7 +374,7 @@ def median_interval(
     picked = runs[rng.integers(0, repeats, (resamples, repeats))]  # [resamples, repeats, rounds]
     rounds = rng.integers(0, runs.shape[1], picked.shape)
     medians = np.median(np.take_along_axis(picked, rounds, axis=2).reshape(resamples, -1), axis=1)
-    return [float(np.quantile(medians, q)) for q in ((1 - confidence) / 2, (1 + confidence) / 2)]
+    return [float(np.quantile(medians, q)) for q in (0.025, 0.975)]
 
 
 def run(opts: Options) -> dict:
@@ -419,12 +417,11 @@ def run(opts: Options) -> dict:
         launched, failures = _launched(opts, root, work) if opts.two_procs else ({}, [])
     results: dict[str, Any] = {f"{k}_samples_per_s": statistics.median(v) for k, v in rates.items()}
     results.update(
-        mfu=mfu, rounds_samples_per_s=rates, threads=opts.threads or (os.cpu_count() or 1),
+        mfu=mfu, rounds_samples_per_s=rates, threads=opts.threads or (os.cpu_count() or 1), ratio_intervals={},
         steps_per_case=opts.warmup + opts.rounds * opts.steps_per_round, valid_ne=ne, c2al_repeat_ratios={},
         step_gflops=cost_gflops, ne_rel_change_vs_fp32={k: (v - ne["trainer"]) / ne["trainer"] for k, v in ne.items()},
         # what C2AL adds to a step's model FLOPs: noise-free, unlike the timed ratios
         c2al_extra_flops={k: v / cost_gflops["trainer"] - 1 for k, v in cost_gflops.items() if "_c2al" in k},
-        ratio_intervals={},
     )  # fmt: skip
     ratios: dict[str, Optional[float]] = {"mfu_fp32": mfu["fp32"]["mfu"], "mfu_bf16": mfu.get("bf16", {}).get("mfu")}
     ratios.update(trainer_vs_plain_fp32_2procs=None, trainer_vs_plain_bf16_2procs=None, two_procs_vs_one=None)
@@ -523,7 +520,6 @@ def _notes(out: dict) -> list[str]:
            for p in ("fp32", "bf16") if p in m]  # fmt: skip
     bf16 = [f"{s} {r[f'{s}_bf16_samples_per_s'] / r[f'{s}_samples_per_s']:.3f}" for s in ("trainer", "plain")]
     checked = {k: v for k, v in r["ne_rel_change_vs_fp32"].items() if k in ("trainer_bf16", "trainer_compiled")}
-    within = all(abs(v) <= NE_TOLERANCE for v in checked.values())
     return [
         "## Notes",
         "",
@@ -537,7 +533,7 @@ def _notes(out: dict) -> list[str]:
         f"- bf16 / fp32 samples/s, in process: {', '.join(bf16)} (the machine line names the bf16 ISA).",
         f"- NE check (validation NE after equal steps vs the fp32 eager trainer, allowed +-{100 * NE_TOLERANCE:.1f}%): "
         + ", ".join(f"`{k}` {100 * v:+.4f}%" for k, v in checked.items())
-        + (": within." if within else ": OUTSIDE the tolerance.")
+        + (": within." if all(abs(v) <= NE_TOLERANCE for v in checked.values()) else ": OUTSIDE the tolerance.")
         + " The `trainer_c2al*` rows show what the aux losses do to the primary NE after the same steps.",
     ]  # fmt: skip
 
