@@ -84,8 +84,7 @@ def random_run(opts: Options, schema: Any, work: Path, aux_heads: bool) -> Train
     and the C2AL model get the same primary weights)."""
     cfg = common.model_config(opts.model)
     torch.manual_seed(0)
-    tables = tables_from_features(schema.sparse, cfg.embedding_dim)
-    model = C2ALModel(tables, len(schema.dense), cfg, aux_heads=aux_heads)
+    model = C2ALModel(tables_from_features(schema.sparse, cfg.embedding_dim), len(schema.dense), cfg, aux_heads)
     return TrainedRun(schema, model.eval(), Config(model=cfg), None, work, {})
 
 
@@ -103,8 +102,10 @@ def build_models(opts: Options, schema: Any, work: Path) -> tuple[dict[str, Call
         sizes[f"{name}_model_pt_bytes"] = (work / f"{name}.pt").stat().st_size
     int8 = quantize_for_serving(copy.deepcopy(fp32), "int8")  # what `export --quantize int8` ships
     padded = quantize_embeddings(copy.deepcopy(fp32), dtype=torch.qint8, inplace=True)  # torchrec's 16-byte rows
+    # embedding storage: every tensor of the sparse arch's state dict (int8 tables: rows + per-row scale / bias)
     for name, model in (("fp32", fp32), ("int8", int8), ("int8_align16", padded)):
-        sizes[f"{name}_embedding_bytes"] = _tensor_bytes(model.sparse_arch)
+        tensors = [t for t in model.sparse_arch.state_dict().values() if isinstance(t, torch.Tensor)]
+        sizes[f"{name}_embedding_bytes"] = sum(t.numel() * t.element_size() for t in tensors)
     sizes["int8_vs_align16_max_abs_diff"] = _max_diff(int8, padded, schema)
     sizes["embedding_rows"] = sum(f.num_embeddings for f in schema.sparse)
     return models, sizes
@@ -119,11 +120,6 @@ def _max_diff(a: nn.Module, b: nn.Module, schema: Any, rows: int = 64) -> float:
     dense = torch.randn(rows, len(schema.dense), generator=g)
     with torch.no_grad():
         return float((a(dense, kjt)["primary"] - b(dense, kjt)["primary"]).abs().max())
-
-
-def _tensor_bytes(module: nn.Module) -> int:
-    """Bytes of every tensor in ``module``'s state dict (int8 tables: rows + per-row scale / bias)."""
-    return sum(t.numel() * t.element_size() for t in module.state_dict().values() if isinstance(t, torch.Tensor))
 
 
 def measure(models: dict[str, Callable], args: tuple, calls: int, warmup: int) -> dict[str, list[float]]:
