@@ -307,10 +307,8 @@ def measure_mfu(opts: Options, root: Path, work: Path) -> dict[str, Any]:
         rates, _, flops = _group(opts, work / f"mfu-{name}", {name: (cfg, False)}, count_flops=True)
         step_s, gflops = opts.batch_size / statistics.median(rates[name]), flops[name]
         gemm = gemm_gflops(torch.bfloat16 if name == "bf16" else torch.float32)
-        out[name] = {
-            "step_gflop": gflops, "step_s": step_s, "step_gflop_per_s": gflops / step_s, "gemm_gflop_per_s": gemm,
-            "mfu": gflops / step_s / gemm,
-        }  # fmt: skip
+        out[name] = dict(step_gflop=gflops, step_s=step_s, step_gflop_per_s=gflops / step_s, gemm_gflop_per_s=gemm)
+        out[name]["mfu"] = gflops / step_s / gemm
         print(f"[train_throughput] mfu {name}: {gflops / step_s:.1f} of {gemm:.1f} GFLOP/s", flush=True)
     return out
 
