@@ -171,9 +171,8 @@ def _markdown(merged: dict[str, Any]) -> str:
     ]
     header = ["variant", "FM math", "step ms (median)", "step ms (min)", "samples/s", "warm-up s", "first / last loss"]
     for prefix in ("gpu", "cpu"):
-        entry = merged["devices"].get(prefix)
         lines += [f"## {prefix}", ""]
-        if entry is None:
+        if (entry := merged["devices"].get(prefix)) is None:
             how = " Run `scripts/gpu_check.sh` on a GPU machine." if prefix == "gpu" else " "
             lines += [f"Unmeasured: no {prefix.upper()} run has been recorded (`{prefix}_*` ratios are null).{how}", ""]
             continue
