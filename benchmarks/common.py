@@ -127,12 +127,8 @@ def md_table(header: list[str], rows: list[list[Any]], align: str = "") -> list[
 def ratio_lines(ratios: dict[str, Optional[float]], prefix: str, per_run: Optional[list[dict]] = None) -> list[str]:
     """``- `key`: value`` per measured ratio of one device (keys ``<prefix>_*``); with ``per_run``, each
     run's value in brackets."""
-    lines = []
-    for key, value in ratios.items():
-        if key.startswith(prefix + "_") and value is not None:
-            each = "" if per_run is None else " [" + ", ".join(f"{r[key]:.3f}" for r in per_run if key in r) + "]"
-            lines.append(f"- `{key}`: {value:.3f}{each}")
-    return lines
+    each = lambda key: "" if per_run is None else " [" + ", ".join(f"{r[key]:.3f}" for r in per_run if key in r) + "]"  # noqa: E731
+    return [f"- `{k}`: {v:.3f}{each(k)}" for k, v in ratios.items() if k.startswith(prefix + "_") and v is not None]
 
 
 def merge_device(previous: Optional[dict], out: dict[str, Any], command: str, always: list[str]) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from c2al_rec.modules.dhen import DHEN
 from c2al_rec.modules.interactions import FMInteraction
 from c2al_rec.ops import select_kernel
 
-NAME = "dhen_step"
 VARIANTS = ("reference", "fused", "compiled_reference", "compiled_fused")
 # (a, b) pairs reported as <device>_<a>_vs_<b>: samples/s of a over samples/s of b
 RATIO_PAIRS = (("fused", "reference"), ("fused", "compiled_reference"), ("compiled_fused", "compiled_reference"),
@@ -92,10 +91,9 @@ def make_step(variant: str, opts: Options, device: torch.device) -> tuple[Callab
     x = torch.randn(opts.batch_size, opts.num_tokens, cfg.embedding_dim, device=device, generator=g).requires_grad_()
     label = (torch.rand(opts.batch_size, device=device, generator=g) < 0.3).float()
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr, **(dict(fused=True) if device.type == "cuda" else {}))
-    bf16 = bool(opts.bf16)
 
     def loss_fn(x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(opts.bf16)):
             logits = model(x).squeeze(-1)
         return F.binary_cross_entropy_with_logits(logits.float(), label)
 
@@ -111,10 +109,9 @@ def make_step(variant: str, opts: Options, device: torch.device) -> tuple[Callab
         return loss.detach()
 
     # the kernel the op picks for the dtype it sees (bf16 under autocast, by its precision policy)
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    dtype = torch.bfloat16 if opts.bf16 else torch.float32
     probe = [torch.empty(1, opts.num_tokens, w, device=device, dtype=dtype) for w in (cfg.embedding_dim, cfg.fm.rank)]
-    kernel = "plain PyTorch" if reference else select_kernel(*probe)
-    return step, kernel
+    return step, "plain PyTorch" if reference else select_kernel(*probe)
 
 
 def time_variants(opts: Options, device: torch.device) -> dict[str, dict[str, Any]]:
@@ -125,8 +122,7 @@ def time_variants(opts: Options, device: torch.device) -> dict[str, dict[str, An
         t0 = time.perf_counter()
         steps[v], kernels[v] = make_step(v, opts, device)
         first[v] = float(steps[v]())
-        for _ in range(opts.warmup - 1):
-            steps[v]()
+        common.timed(steps[v], opts.warmup - 1)
         common.sync(device)
         warm[v] = time.perf_counter() - t0
     stepped = {v: lambda v=v: last.__setitem__(v, steps[v]()) for v in VARIANTS}  # keeps each variant's last loss
@@ -158,7 +154,7 @@ def run(opts: Options) -> dict[str, Any]:
     ratios = {f"{prefix}_{a}_vs_{b}": results[a]["samples_per_s"] / results[b]["samples_per_s"] for a, b in RATIO_PAIRS}
     config = {**dataclasses.asdict(opts), "device": device.type}
     return {
-        "benchmark": NAME, "device": prefix, "machine": common.accelerator_machine(), "config": config,
+        "benchmark": "dhen_step", "device": prefix, "machine": common.accelerator_machine(), "config": config,
         "results": results, "ratios": ratios, "load_average_1min": [load_before, os.getloadavg()[0]],
     }  # fmt: skip
 
@@ -175,9 +171,8 @@ def _markdown(merged: dict[str, Any]) -> str:
     ]
     header = ["variant", "FM math", "step ms (median)", "step ms (min)", "samples/s", "warm-up s", "first / last loss"]
     for prefix in ("gpu", "cpu"):
-        entry = merged["devices"].get(prefix)
         lines += [f"## {prefix}", ""]
-        if entry is None:
+        if (entry := merged["devices"].get(prefix)) is None:
             how = " Run `scripts/gpu_check.sh` on a GPU machine." if prefix == "gpu" else " "
             lines += [f"Unmeasured: no {prefix.upper()} run has been recorded (`{prefix}_*` ratios are null).{how}", ""]
             continue
@@ -207,7 +202,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     common.add_option_flags(parser, Options)
     args = parser.parse_args(argv)
     opts = common.options_from_args(Options, args, Options(**QUICK) if args.quick else None)
-    return common.finish(NAME, run(opts), _markdown, argv, args.quick, args.json, args.record, ALWAYS)
+    return common.finish("dhen_step", run(opts), _markdown, argv, args.quick, args.json, args.record, ALWAYS)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,7 @@ QUICK = dict(cpu_shape=(512, 32, 64, 16), gpu_shape=(8192, 64, 128, 32), repeats
 
 def _medians(fns: list[Callable[[], object]], device: torch.device, opts: Options) -> list[float]:
     """Median seconds of each function, timed alternately after ``opts.warmup`` untimed calls of each."""
-    for _ in range(opts.warmup):
-        for fn in fns:
-            fn()
+    common.interleaved_seconds(dict(enumerate(fns)), opts.warmup, device)
     times = common.interleaved_seconds(dict(enumerate(fns)), opts.repeats, device)
     return [statistics.median_high(t) for t in times.values()]  # upper median: an observed time
 
@@ -131,9 +129,8 @@ def _measure(opts: Options) -> tuple[dict, dict]:
         f"{prefix}_saved_memory_ratio": r["fused_saved_bytes"] / r["eager_saved_bytes"],
         "gpu_fwd_hbm_fraction" if prefix == "gpu" else "cpu_fwd_bandwidth_fraction": r["fused_fwd_bandwidth_fraction"],
     }
-    for case, r in results.items():
-        if case.startswith("cpu"):
-            ratios[f"cpu_fwdbwd_speedup_t{r['threads']}"] = r["eager_fwdbwd_ms"] / r["fused_fwdbwd_ms"]
+    cpu = [r for case, r in results.items() if case.startswith("cpu")]
+    ratios.update({f"cpu_fwdbwd_speedup_t{r['threads']}": r["eager_fwdbwd_ms"] / r["fused_fwdbwd_ms"] for r in cpu})
     return results, ratios
 
 
@@ -152,23 +149,6 @@ def run(opts: Options) -> dict:
     }  # fmt: skip
 
 
-def _row(case: str, r: dict) -> list:
-    return [
-        case, r["machine"], r["threads"], r["kernel"], ",".join(map(str, r["shape"].values())), r["dtype"],
-        f"{r['fused_fwd_ms']:.2f} / {r['eager_fwd_ms']:.2f}",
-        f"{r['fused_fwdbwd_ms']:.2f} / {r['eager_fwdbwd_ms']:.2f}",
-        f"{r['fused_saved_bytes'] / 1e6:.1f} / {r['eager_saved_bytes'] / 1e6:.1f}",
-        f"{r['fused_fwd_gbs']:.1f} ({r['fused_fwd_bandwidth_fraction']:.0%} of {r['memory_bandwidth_gbs']:.1f})",
-        f"{r['fused_max_rel_err_vs_f64']:.1e}",
-    ]  # fmt: skip
-
-
-CPU_LOAD_NOTE = (
-    " (other processes share the cores; the CPU kernel's many small multi-threaded bmm calls slow down"
-    " more than eager's two large ones when a core is taken)"
-)
-
-
 def markdown(merged: dict) -> str:
     """``fm_kernel.md`` from the merged results file (every device recorded so far)."""
     lines = [
@@ -182,27 +162,34 @@ def markdown(merged: dict) -> str:
         "case", "machine", "threads", "kernel", "shape (B,n,d,k)", "dtype", "fwd ms fused / eager",
         "fwd+bwd ms fused / eager", "saved MB fused / eager", "fwd GB/s (of measured)", "max rel err vs f64",
     ]  # fmt: skip
-    for prefix in ("cpu", "gpu"):
-        if prefix not in merged["devices"]:
-            continue
-        entry = merged["devices"][prefix]
+    for prefix, entry in sorted(merged["devices"].items()):  # cpu, then gpu
         load, per_run = entry["load_average_1min"], entry["ratios_per_run"]
+        threads = max(r["threads"] for r in entry["results"].values())
+        busy = f" (above the {threads} threads timed: other processes shared the cores)" if max(load) > threads else ""
+        rows = [
+            [case, r["machine"], r["threads"], r["kernel"], ",".join(map(str, r["shape"].values())), r["dtype"],
+             f"{r['fused_fwd_ms']:.2f} / {r['eager_fwd_ms']:.2f}",
+             f"{r['fused_fwdbwd_ms']:.2f} / {r['eager_fwdbwd_ms']:.2f}",
+             f"{r['fused_saved_bytes'] / 1e6:.1f} / {r['eager_saved_bytes'] / 1e6:.1f}",
+             f"{r['fused_fwd_gbs']:.1f} ({r['fused_fwd_bandwidth_fraction']:.0%} of {r['memory_bandwidth_gbs']:.1f})",
+             f"{r['fused_max_rel_err_vs_f64']:.1e}"]
+            for case, r in entry["results"].items()
+        ]  # fmt: skip
         lines += [
             f"## {prefix}",
             "",
             f"- Command: `{entry['command']}`",
             f"- Config: `{json.dumps(entry['config'])}`",
-            f"- 1-min load average before / after: {load[0]:.2f} / {load[1]:.2f}" + (CPU_LOAD_NOTE * (prefix == "cpu")),
+            f"- 1-min load average before / after: {load[0]:.2f} / {load[1]:.2f}{busy}",
             "",
-            *common.md_table(header, [_row(case, r) for case, r in entry["results"].items()]),
+            *common.md_table(header, rows),
             "",
             f"Ratios (median of {len(per_run)} runs; per run in brackets):",
             "",
             *common.ratio_lines(merged["ratios"], prefix, per_run),
             "",
         ]
-    missing = [f"`{k}`" for k, v in merged["ratios"].items() if v is None]
-    if missing:
+    if missing := [f"`{k}`" for k, v in merged["ratios"].items() if v is None]:
         lines.append(f"- {', '.join(missing)}: unmeasured (no run on that device recorded yet).")
     return "\n".join(lines) + "\n"
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 from torchrec.inference.modules import quantize_embeddings
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from benchmarks import common
 from c2al_rec.config import Config
@@ -83,8 +84,7 @@ def random_run(opts: Options, schema: Any, work: Path, aux_heads: bool) -> Train
     and the C2AL model get the same primary weights)."""
     cfg = common.model_config(opts.model)
     torch.manual_seed(0)
-    tables = tables_from_features(schema.sparse, cfg.embedding_dim)
-    model = C2ALModel(tables, len(schema.dense), cfg, aux_heads=aux_heads)
+    model = C2ALModel(tables_from_features(schema.sparse, cfg.embedding_dim), len(schema.dense), cfg, aux_heads)
     return TrainedRun(schema, model.eval(), Config(model=cfg), None, work, {})
 
 
@@ -102,9 +102,10 @@ def build_models(opts: Options, schema: Any, work: Path) -> tuple[dict[str, Call
         sizes[f"{name}_model_pt_bytes"] = (work / f"{name}.pt").stat().st_size
     int8 = quantize_for_serving(copy.deepcopy(fp32), "int8")  # what `export --quantize int8` ships
     padded = quantize_embeddings(copy.deepcopy(fp32), dtype=torch.qint8, inplace=True)  # torchrec's 16-byte rows
-    sizes["fp32_embedding_bytes"] = _tensor_bytes(fp32.sparse_arch)
-    sizes["int8_embedding_bytes"] = _tensor_bytes(int8.sparse_arch)
-    sizes["int8_align16_embedding_bytes"] = _tensor_bytes(padded.sparse_arch)
+    # embedding storage: every tensor of the sparse arch's state dict (int8 tables: rows + per-row scale / bias)
+    for name, model in (("fp32", fp32), ("int8", int8), ("int8_align16", padded)):
+        tensors = [t for t in model.sparse_arch.state_dict().values() if isinstance(t, torch.Tensor)]
+        sizes[f"{name}_embedding_bytes"] = sum(t.numel() * t.element_size() for t in tensors)
     sizes["int8_vs_align16_max_abs_diff"] = _max_diff(int8, padded, schema)
     sizes["embedding_rows"] = sum(f.num_embeddings for f in schema.sparse)
     return models, sizes
@@ -112,8 +113,6 @@ def build_models(opts: Options, schema: Any, work: Path) -> tuple[dict[str, Call
 
 def _max_diff(a: nn.Module, b: nn.Module, schema: Any, rows: int = 64) -> float:
     """Max |logit difference| of two primary-only models on random in-range inputs."""
-    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
-
     g = torch.Generator().manual_seed(0)
     values = torch.cat([torch.randint(0, f.num_embeddings, (rows,), generator=g) for f in schema.sparse])
     lengths = torch.ones(rows * len(schema.sparse), dtype=torch.int64)
@@ -123,14 +122,8 @@ def _max_diff(a: nn.Module, b: nn.Module, schema: Any, rows: int = 64) -> float:
         return float((a(dense, kjt)["primary"] - b(dense, kjt)["primary"]).abs().max())
 
 
-def _tensor_bytes(module: nn.Module) -> int:
-    """Bytes of every tensor in ``module``'s state dict (int8 tables: rows + per-row scale / bias)."""
-    return sum(t.numel() * t.element_size() for t in module.state_dict().values() if isinstance(t, torch.Tensor))
-
-
 def measure(models: dict[str, Callable], args: tuple, calls: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call ``model(*args)`` of each model after ``warmup`` untimed rounds, calls alternating in a
-    rotating order."""
+    """Seconds per call ``model(*args)`` of each model after ``warmup`` untimed rounds, calls alternating (rotating)."""
     fns = {k: lambda fn=fn: fn(*args) for k, fn in models.items()}
     with torch.inference_mode():
         common.interleaved_seconds(fns, warmup)
@@ -211,16 +204,14 @@ def run(opts: Options) -> dict:
             results.update(pt2_vs_torchscript(opts, random_run(opts, schema, work, True), root, work))
         results["load_average_1min"] = [load_before, os.getloadavg()[0]]
     gmean = lambda key: statistics.geometric_mean(results[f"{key}_b{b}"] for b in opts.calls)  # noqa: E731
-    fp32_bytes = results["fp32_embedding_bytes"]
     ratios = {
         "torchscript_vs_eager_p50": gmean("torchscript_vs_eager_p50"),
         "c2al_vs_baseline_export_p50": gmean("c2al_vs_baseline_export_p50"),
-        "int8_vs_fp32_size": results["int8_embedding_bytes"] / fp32_bytes,
+        "int8_vs_fp32_size": results["int8_embedding_bytes"] / results["fp32_embedding_bytes"],
         "int8_vs_fp32_model_pt_size": results["ts_int8_c2al_model_pt_bytes"] / results["ts_fp32_c2al_model_pt_bytes"],
-        "int8_align16_vs_fp32_size": results["int8_align16_embedding_bytes"] / fp32_bytes,
+        "int8_align16_vs_fp32_size": results["int8_align16_embedding_bytes"] / results["fp32_embedding_bytes"],
+        **{k: v for k, v in results.items() if k.startswith("pt2_vs_torchscript_p50_b")},
     }
-    for b in opts.pt2_calls if opts.pt2 else ():
-        ratios[f"pt2_vs_torchscript_p50_b{b}"] = results[f"pt2_vs_torchscript_p50_b{b}"]
     config = {**dataclasses.asdict(opts), "machine": common.machine(), "threads": torch.get_num_threads()}
     # the record's form (tuples as lists, int keys as strings): the markdown printed now is the one its JSON renders
     return json.loads(json.dumps({"benchmark": "serving", "config": config, "results": results, "ratios": ratios}))

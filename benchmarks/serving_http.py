@@ -137,9 +137,8 @@ def drive(server: Server, reqs: list[bytes], clients: int, seconds: float, proce
         "rejected_503": counts.get(503, 0), "other": sum(v for k, v in counts.items() if k not in (200, 503)) + lost,
         "qps": res.qps, "p50_ms": res.percentile_ms(50), "p99_ms": res.percentile_ms(99),
         "ok_p99_ms": res.percentile_ms(99, status=200), "server_cpu_ms_per_request": cpu_ms,
-        "client_cpu_us_per_request": res.client_cpu_us, "load_average_before": load0,
+        "client_cpu_us_per_request": res.client_cpu_us, "load_average_before": load0, "wrong_prob": wrong,
         "load_average_after": os.getloadavg()[0], "rows_per_call": (rows1 - rows0) / max(calls1 - calls0, 1),
-        "wrong_prob": wrong,
     }  # fmt: skip
 
 
@@ -221,11 +220,8 @@ def markdown(out: dict[str, Any], command: str) -> str:
         "",
     ]
     if "qps_pt2_vs_torchscript_single" in q:
-        lines += [
-            f"pt2 (`--format pt2`) vs TorchScript QPS under the same load: single "
-            f"{q['qps_pt2_vs_torchscript_single']:.2f}x, batched {q['qps_pt2_vs_torchscript_batched']:.2f}x.",
-            "",
-        ]
+        pt2 = ", ".join(f"{m} {q[f'qps_pt2_vs_torchscript_{m}']:.2f}x" for m in ("single", "batched"))
+        lines += [f"pt2 (`--format pt2`) vs TorchScript QPS under the same load: {pt2}.", ""]
     lines.append(
         f"The load generator (benchmarks/loadgen.py, {r['batched']['client_cpu_us_per_request']:.0f} us of CPU per "
         "request) runs on the same 2 cores as the server, so absolute QPS is a floor; the ratio compares both modes "

@@ -192,10 +192,9 @@ def trainer_rate(cfg: Config, run_dir: Path, warmup: int, steps: int, rounds: in
     try:
         step = lambda: trainer.train_step(batches)  # noqa: E731
         common.timed(step, warmup)
-        rates = [steps * cfg.data.batch_size / common.timed(step, steps) for _ in range(rounds)]
+        return statistics.median(steps * cfg.data.batch_size / common.timed(step, steps) for _ in range(rounds))
     finally:
         trainer.close()
-    return statistics.median(rates)
 
 
 def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int) -> float:
@@ -208,21 +207,13 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
     if kind == "trainer":
         cfg = load_config_dict(payload)
         trainer, batches = build_trainer(cfg, Path(run_dir))
-        step, batch_size, close = (lambda: trainer.train_step(batches)), cfg.data.batch_size, trainer.close
+        step, batch_size = (lambda: trainer.train_step(batches)), cfg.data.batch_size
     else:
         ctx = init_distributed()
         set_cpu_threads(ctx)
         opts = Options(**payload["opts"])
-        plain = PlainTrainer(opts, Path(payload["root"]), payload["bf16"], rank=ctx.rank, world_size=ctx.world_size)
-        step, batch_size = plain.train_step, opts.batch_size
-
-        def close() -> None:  # noqa: F811
-            # DDP's reducer holds the process group: freed only after destroy_process_group, its gloo
-            # threads were seen to hang in the join of ~ProcessGroupGloo; free it while the group is up
-            plain.model = None
-            gc.collect()
-            dist.barrier()
-
+        trainer = PlainTrainer(opts, Path(payload["root"]), payload["bf16"], rank=ctx.rank, world_size=ctx.world_size)
+        step, batch_size = trainer.train_step, opts.batch_size
     try:
         common.timed(step, warmup)
         dist.barrier()
@@ -231,7 +222,13 @@ def _rank_worker(kind: str, payload: dict, run_dir: str, warmup: int, steps: int
         dist.barrier()
         return steps * batch_size * dist.get_world_size() / (time.perf_counter() - t0)
     finally:
-        close()
+        if kind == "trainer":
+            trainer.close()
+        else:  # DDP's reducer holds the process group: freed after destroy_process_group, its gloo threads
+            # were seen to hang in the join of ~ProcessGroupGloo; so it is freed while the group is up
+            trainer.model = None
+            gc.collect()
+            dist.barrier()
         destroy_distributed()
 
 
@@ -289,10 +286,9 @@ def gemm_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
 
 
 def step_gflops(trainer: Any, batches: Iterator[Any]) -> float:
-    """Model GFLOPs of one training forward + backward of ``trainer``'s task on its next batch, counted by
-    FlopCounterMode (matmuls, and the FM op by its registered formula; lookups and elementwise work count 0).
-    Outside the pipeline (detached first); the fused sparse optimizer updates rows in this backward and dense
-    ``.grad`` is left filled: call it after the measurements."""
+    """Model GFLOPs of one training forward + backward of ``trainer``'s task on its next batch (FlopCounterMode:
+    matmuls, the FM op by its registered formula; lookups and elementwise work count 0), outside the pipeline.
+    The fused sparse optimizer updates rows in this backward and dense ``.grad`` is left filled: call it last."""
     from torch.utils.flop_counter import FlopCounterMode
 
     trainer.pipeline.detach()
@@ -311,10 +307,8 @@ def measure_mfu(opts: Options, root: Path, work: Path) -> dict[str, Any]:
         rates, _, flops = _group(opts, work / f"mfu-{name}", {name: (cfg, False)}, count_flops=True)
         step_s, gflops = opts.batch_size / statistics.median(rates[name]), flops[name]
         gemm = gemm_gflops(torch.bfloat16 if name == "bf16" else torch.float32)
-        out[name] = {
-            "step_gflop": gflops, "step_s": step_s, "step_gflop_per_s": gflops / step_s, "gemm_gflop_per_s": gemm,
-            "mfu": gflops / step_s / gemm,
-        }  # fmt: skip
+        out[name] = dict(step_gflop=gflops, step_s=step_s, step_gflop_per_s=gflops / step_s, gemm_gflop_per_s=gemm)
+        out[name]["mfu"] = gflops / step_s / gemm
         print(f"[train_throughput] mfu {name}: {gflops / step_s:.1f} of {gemm:.1f} GFLOP/s", flush=True)
     return out
 
@@ -325,14 +319,10 @@ def _group(
     """Build every case of a group (a PlainTrainer, or (trainer config, separate heads)), run them interleaved,
     validate the trainers (with ``count_flops`` count one step's FLOPs) and free them. Returns samples/s per
     round, validation NE and GFLOPs per step, by case."""
-    steppers: dict[str, Callable[[], object]] = {}
-    trainers = {}
-    for name, case in cases.items():
-        if isinstance(case, PlainTrainer):
-            steppers[name] = case.train_step
-        else:
-            trainers[name] = build_trainer(case[0], work / f"run-{name}", separate_heads=case[1])
-            steppers[name] = lambda t=trainers[name]: t[0].train_step(t[1])
+    trainers = {n: build_trainer(c[0], work / f"run-{n}", c[1]) for n, c in cases.items() if isinstance(c, tuple)}
+    steppers: dict[str, Callable[[], object]] = {
+        n: (lambda t=trainers[n]: t[0].train_step(t[1])) if n in trainers else c.train_step for n, c in cases.items()
+    }
     for step in steppers.values():
         common.timed(step, opts.warmup)  # untimed: warm caches, compile
     per_round = {name: lambda s=step: common.timed(s, opts.steps_per_round) for name, step in steppers.items()}
@@ -369,10 +359,8 @@ def per_round_ratios(rounds: dict[str, list[float]], key: str) -> Optional[list[
     return [x / y for x, y in zip(rounds[a], rounds[b])] if a in rounds and b in rounds else None
 
 
-def median_interval(
-    values: list[float], repeats: int = 1, confidence: float = 0.95, resamples: int = 4000
-) -> Optional[list[float]]:
-    """Percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values, or all equal).
+def median_interval(values: list[float], repeats: int = 1, resamples: int = 4000) -> Optional[list[float]]:
+    """95% percentile-bootstrap interval of the median of ``values`` (None with fewer than 3 values, or all equal).
     ``values`` are ``repeats`` equal runs of rounds (one per fresh build of a group): the bootstrap resamples
     runs, then rounds within each, so with ``repeats`` > 1 the interval carries the differences between builds."""
     import numpy as np
@@ -384,7 +372,7 @@ def median_interval(
     picked = runs[rng.integers(0, repeats, (resamples, repeats))]  # [resamples, repeats, rounds]
     rounds = rng.integers(0, runs.shape[1], picked.shape)
     medians = np.median(np.take_along_axis(picked, rounds, axis=2).reshape(resamples, -1), axis=1)
-    return [float(np.quantile(medians, q)) for q in ((1 - confidence) / 2, (1 + confidence) / 2)]
+    return [float(np.quantile(medians, q)) for q in (0.025, 0.975)]
 
 
 def run(opts: Options) -> dict:
@@ -427,30 +415,26 @@ def run(opts: Options) -> dict:
         launched, failures = _launched(opts, root, work) if opts.two_procs else ({}, [])
     results: dict[str, Any] = {f"{k}_samples_per_s": statistics.median(v) for k, v in rates.items()}
     results.update(
-        mfu=mfu, rounds_samples_per_s=rates, threads=opts.threads or (os.cpu_count() or 1),
+        mfu=mfu, rounds_samples_per_s=rates, threads=opts.threads or (os.cpu_count() or 1), ratio_intervals={},
         steps_per_case=opts.warmup + opts.rounds * opts.steps_per_round, valid_ne=ne, c2al_repeat_ratios={},
         step_gflops=cost_gflops, ne_rel_change_vs_fp32={k: (v - ne["trainer"]) / ne["trainer"] for k, v in ne.items()},
         # what C2AL adds to a step's model FLOPs: noise-free, unlike the timed ratios
         c2al_extra_flops={k: v / cost_gflops["trainer"] - 1 for k, v in cost_gflops.items() if "_c2al" in k},
-        ratio_intervals={},
     )  # fmt: skip
     ratios: dict[str, Optional[float]] = {"mfu_fp32": mfu["fp32"]["mfu"], "mfu_bf16": mfu.get("bf16", {}).get("mfu")}
     ratios.update(trainer_vs_plain_fp32_2procs=None, trainer_vs_plain_bf16_2procs=None, two_procs_vs_one=None)
     for key in PAIRED:
-        per_round = per_round_ratios(rates, key)
-        if per_round is None:
+        if (per_round := per_round_ratios(rates, key)) is None:
             continue
-        repeats = opts.cost_repeats if key in C2AL_RATIOS else 1
         ratios[key] = statistics.median(per_round)
-        results["ratio_intervals"][key] = median_interval(per_round, repeats)
+        results["ratio_intervals"][key] = median_interval(per_round, opts.cost_repeats if key in C2AL_RATIOS else 1)
         if key in C2AL_RATIOS:  # each fresh build's own ratio (the pooled rounds hold the builds in turn)
             builds = [per_round[i : i + opts.rounds] for i in range(0, len(per_round), opts.rounds)]
             results["c2al_repeat_ratios"][key] = [statistics.median(b) for b in builds]
     if launched:
         # best of rounds: a launch is long, and a burst of other load can slow one launch by 10x
-        best = {k: max(v) for k, v in launched.items()}
+        results["launched_best_samples_per_s"] = best = {k: max(v) for k, v in launched.items()}
         results.update(launched_rounds_samples_per_s=launched, launched_failures=failures)
-        results["launched_best_samples_per_s"] = best
         ratios["trainer_vs_plain_fp32_2procs"] = best["trainer_2proc"] / best["plain_2proc"]
         ratios["trainer_vs_plain_bf16_2procs"] = best["trainer_bf16_2proc"] / best["plain_bf16_2proc"]
         ratios["two_procs_vs_one"] = best["trainer_2proc"] / best["trainer_1proc"]
@@ -484,12 +468,6 @@ RATIO_LINES = [  # (ratio, goal, what) rows of the ratio table
 ]
 
 
-def _shows_ne(name: str) -> bool:
-    """Whether a case row is the one whose validation NE ``valid_ne`` kept (not a repeat of another group's case)."""
-    group, _, case = name.rpartition("/")
-    return not group or (group == "c2al" and "_c2al" in case) or (group, case) == ("levers", "trainer_compiled")
-
-
 def _markdown(out: dict, command: str) -> str:
     r, q, c = out["results"], out["ratios"], out["config"]
     rounds, intervals = r["rounds_samples_per_s"], r["ratio_intervals"]
@@ -503,12 +481,13 @@ def _markdown(out: dict, command: str) -> str:
         f"(1 min) before / after: {r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f}.",
         "",
     ]
-    ne = {k: f"{100 * v:+.4f}%" for k, v in r["ne_rel_change_vs_fp32"].items()}
+    # each NE on the row of the case ``valid_ne`` kept it from: the C2AL cases' c2al/, trainer_compiled's levers/
+    row = lambda case: ("c2al/" if "_c2al" in case else "levers/" if case == "trainer_compiled" else "") + case  # noqa: E731
+    ne = {row(k): f"{100 * v:+.4f}%" for k, v in r["ne_rel_change_vs_fp32"].items()}
     rows = [
-        [name, f"{r[f'{name}_samples_per_s']:,.0f}", f"{min(v):,.0f} .. {max(v):,.0f}",
-         ne.get(name.rpartition("/")[2], "") if _shows_ne(name) else ""]
+        [name, f"{r[f'{name}_samples_per_s']:,.0f}", f"{min(v):,.0f} .. {max(v):,.0f}", ne.get(name, "")]
         for name, v in rounds.items()
-    ]  # fmt: skip
+    ]
     header = ["case", "samples/s (median)", "per round (min .. max)", "validation NE vs fp32 trainer"]
     lines += common.md_table(header, rows, "lrlr")
     for name, v in r.get("launched_rounds_samples_per_s", {}).items():
@@ -539,7 +518,6 @@ def _notes(out: dict) -> list[str]:
            for p in ("fp32", "bf16") if p in m]  # fmt: skip
     bf16 = [f"{s} {r[f'{s}_bf16_samples_per_s'] / r[f'{s}_samples_per_s']:.3f}" for s in ("trainer", "plain")]
     checked = {k: v for k, v in r["ne_rel_change_vs_fp32"].items() if k in ("trainer_bf16", "trainer_compiled")}
-    within = all(abs(v) <= NE_TOLERANCE for v in checked.values())
     return [
         "## Notes",
         "",
@@ -553,7 +531,7 @@ def _notes(out: dict) -> list[str]:
         f"- bf16 / fp32 samples/s, in process: {', '.join(bf16)} (the machine line names the bf16 ISA).",
         f"- NE check (validation NE after equal steps vs the fp32 eager trainer, allowed +-{100 * NE_TOLERANCE:.1f}%): "
         + ", ".join(f"`{k}` {100 * v:+.4f}%" for k, v in checked.items())
-        + (": within." if within else ": OUTSIDE the tolerance.")
+        + (": within." if all(abs(v) <= NE_TOLERANCE for v in checked.values()) else ": OUTSIDE the tolerance.")
         + " The `trainer_c2al*` rows show what the aux losses do to the primary NE after the same steps.",
     ]  # fmt: skip
 
