@@ -121,3 +121,15 @@ def test_an_altered_readme_floor_table_fails(edit: tuple[str, str]) -> None:
     readme = (ROOT.parent / "README.md").read_text()
     assert edit[0] in readme
     assert readme_floors(readme.replace(edit[0], edit[1])) != FLOORS
+
+
+BENCHMARKS_LINE_BUDGET = 3700  # benchmarks/ was cut to ~3.5k lines; a new benchmark reuses benchmarks/common.py
+
+
+def test_benchmarks_stay_within_their_line_budget() -> None:
+    files = sorted((ROOT.parent / "benchmarks").rglob("*.py"))
+    lines = {f.name: len(f.read_text().splitlines()) for f in files}
+    assert files and sum(lines.values()) <= BENCHMARKS_LINE_BUDGET, (
+        f"benchmarks/ has {sum(lines.values())} lines of Python (budget {BENCHMARKS_LINE_BUDGET}): "
+        f"share code through benchmarks/common.py; per file: {lines}"
+    )
