@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional
 
 from c2al_rec.cli.options import add_dataclass_flags as add_option_flags  # noqa: F401 (the benchmarks' parsers)
 from c2al_rec.cli.options import dataclass_from_args as options_from_args  # noqa: F401
+from c2al_rec.io.atomic import atomic_write_json
+from c2al_rec.io.atomic import atomic_write_text as write_text  # a results file: never left half-written
 
 RESULTS_DIR = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -160,9 +162,8 @@ def command_line(name: str, argv: Optional[list[str]]) -> str:
 
 
 def write_json(path: Path | str, obj: Any) -> None:
-    """``obj`` as indented JSON (the form of every committed results file)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+    """``obj`` as indented JSON (the form of every committed results file), written atomically."""
+    atomic_write_json(path, obj)
 
 
 def resolve_device(name: str) -> str:
@@ -225,7 +226,7 @@ def finish(
     print(text)
     if record:
         write_json(path, rec)
-        (RESULTS_DIR / f"{name}.md").write_text(text)
+        write_text(RESULTS_DIR / f"{name}.md", text)
     if json_path and (always is None or Path(json_path).resolve() != path.resolve()):  # never over a merged record
         write_json(json_path, out)
     return 0

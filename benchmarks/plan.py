@@ -483,8 +483,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     md_paths = [path for path in (opts.md, f"{stem}.md" if opts.record else "") if path]
     json_paths = [path for path in (opts.json, f"{stem}.json" if opts.record else "") if path]
     for path in md_paths:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
+        common.write_text(path, text)
     for path in json_paths:
         common.write_json(path, out)
     print(f"wrote {', '.join(md_paths + json_paths)}" if md_paths or json_paths else text)

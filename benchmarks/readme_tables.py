@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.common import md_table
+from benchmarks.common import md_table, write_text
 from c2al_rec.workflows.experiment_report import fmt_diff
 
 RESULTS = Path(__file__).parent / "results"
@@ -193,7 +193,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--write", action="store_true", help="rewrite the tables in README.md")
     args = parser.parse_args(argv)
     if args.write:
-        README.write_text(render(README.read_text()))
+        write_text(README, render(README.read_text()))
         png = write_demo_plot()
         print(f"rewrote the result tables and the demo block in {README.name}" + (f", and {png.name}" if png else ""))
     else:

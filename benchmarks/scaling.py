@@ -163,7 +163,7 @@ def subset_features(src: Path, n: int) -> Path:
         link = dst / split_dir
         if not link.exists():
             link.symlink_to((src / split_dir).resolve(), target_is_directory=True)
-    (dst / "schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    common.write_json(dst / "schema.json", schema)  # atomic: its presence marks the subset as done
     return dst
 
 
