@@ -241,7 +241,7 @@ def launched_rate(kind: str, payload: dict, run_dir: Path, nproc: int, warmup: i
 
 
 def _launched_with_retry(
-    kind: str, payload: Callable[[], dict], run_dir: Path, nproc: int, opts: Options, label: str, failures: list[str]
+    kind: str, payload: dict, run_dir: Path, nproc: int, opts: Options, label: str, failures: list[str]
 ) -> float:
     """``launched_rate``, launched once more (in a fresh directory) if a rank dies; the failure is recorded.
     (A rank of the plain baseline, 2 processes, bf16, died 3 times in 2 runs of 16 launches with glibc's
@@ -249,20 +249,21 @@ def _launched_with_retry(
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     try:
-        return launched_rate(kind, payload(), run_dir, nproc, opts.proc_warmup, opts.proc_steps)
+        return launched_rate(kind, payload, run_dir, nproc, opts.proc_warmup, opts.proc_steps)
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         failures.append(f"{label}: rank {rank} exited with {failure.exitcode} ({failure.signal_name()})")
         print(f"[train_throughput] launched {label} failed ({failures[-1]}); launching it once more", flush=True)
         retry_dir = run_dir.with_name(run_dir.name + "-retry")
-        return launched_rate(kind, payload(), retry_dir, nproc, opts.proc_warmup, opts.proc_steps)
+        return launched_rate(kind, payload, retry_dir, nproc, opts.proc_warmup, opts.proc_steps)
 
 
 def _launched(opts: Options, root: Path, work: Path) -> tuple[dict[str, list[float]], list[str]]:
     """Samples/s of trainer and plain, fp32 and bf16, launched with 1 and 2 processes, per round; the failures."""
-    trainer = lambda bf16: lambda: config_to_dict(make_config(opts, root, c2al=False, bf16=bf16, threads=0))  # noqa: E731
-    plain = lambda bf16: lambda: {"opts": dataclasses.asdict(opts), "root": str(root), "bf16": bf16}  # noqa: E731
-    cases = {"trainer": trainer(False), "plain": plain(False), "trainer_bf16": trainer(True), "plain_bf16": plain(True)}
+    cases = {}  # case -> the payload its ranks build from (see _rank_worker)
+    for suffix, bf16 in (("", False), ("_bf16", True)):
+        cases["trainer" + suffix] = config_to_dict(make_config(opts, root, c2al=False, bf16=bf16, threads=0))
+        cases["plain" + suffix] = {"opts": dataclasses.asdict(opts), "root": str(root), "bf16": bf16}
     launched: dict[str, list[float]] = {}
     failures: list[str] = []
     for r in range(opts.proc_rounds):
@@ -560,7 +561,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         out["results"]["mfu"] = mfu
         out["ratios"].update(mfu_fp32=mfu["fp32"]["mfu"], mfu_bf16=mfu.get("bf16", {}).get("mfu"))
         common.write_json(path, out)
-        md.write_text(_markdown(out, md.read_text().split("Command: `", 1)[1].split("`", 1)[0]))
+        common.write_text(md, _markdown(out, md.read_text().split("Command: `", 1)[1].split("`", 1)[0]))
     return 0
 
 
